@@ -1,0 +1,36 @@
+# pushcascade: every set-up step lives here; nothing depends on what was installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test test-unit lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  (echo "pushcascade needs Python >= 3.11 (set PYTHON=...)"; exit 1)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/pushcascade demo
+
+test: install
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check schemas streams connectors tests
+	$(BIN)/mypy schemas streams connectors
+
+bench: install
+	$(BIN)/pushcascade bench router
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,89 @@
+"""The producer SDK: validate, encode and produce records of the contract, keyed as it says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from schemas import Codec, RecordError
+from streams.kafka import producer
+from streams.settings import Settings, get_settings
+from streams.topics import WRITABLE, spec
+
+#: Fields that identify something and so may not be empty strings.
+_IDENTIFIERS = ("message_id", "account_id", "device_id", "campaign_id")
+
+
+class DeliveryError(RuntimeError):
+    """Some records were not acknowledged by the broker."""
+
+
+class RecordProducer:
+    """Produces contract records to the topics outside users write (push.requests, ...)."""
+
+    def __init__(self, bootstrap: str | None = None, settings: Settings | None = None,
+                 codec: Codec | None = None, **config: Any) -> None:
+        self.settings = settings or get_settings()
+        self.codec = codec or Codec(self.settings.connections.schema_registry_url or None)
+        servers = bootstrap or self.settings.connections.kafka_bootstrap_servers
+        if not servers:
+            raise ValueError("no Kafka: pass bootstrap= or set KAFKA_BOOTSTRAP_SERVERS")
+        self._producer = producer(servers, **config)
+        self.delivered = 0
+        self.failures: list[str] = []
+
+    def validate(self, topic: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Check a record for a writable topic; return (key, normalized record) or raise."""
+        if topic not in WRITABLE:
+            raise ValueError(f"topic {topic!r} is not written by producers; use one of "
+                             f"{', '.join(WRITABLE)}")
+        name = spec(topic).record
+        normalized = self.codec.validate(name, record)
+        for field in _IDENTIFIERS:
+            value = normalized.get(field)
+            if isinstance(value, str) and not value.strip():
+                raise RecordError(name, field, "must not be empty")
+        return normalized[WRITABLE[topic]], normalized
+
+    def send(self, topic: str, record: dict[str, Any]) -> None:
+        """Validate and produce one record; delivery is confirmed by flush()."""
+        key, normalized = self.validate(topic, record)
+        value = self.codec.encode(spec(topic).record, normalized)
+        self._producer.produce(self.settings.topic(topic), value=value, key=key.encode(),
+                               on_delivery=self._on_delivery)
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Delivery report: count successes, remember failures."""
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failures.append(f"{msg.topic()}: {err.str()}")
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every record to be acknowledged; return how many were; raise on failures."""
+        left = self._producer.flush(timeout)
+        if left or self.failures:
+            raise DeliveryError(f"{left} records unconfirmed, {len(self.failures)} failed: "
+                                f"{'; '.join(self.failures[:5])}")
+        return self.delivered
+
+    def close(self) -> None:
+        """Flush what is pending."""
+        self.flush()
+
+    def __enter__(self) -> RecordProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+class PushProducer(RecordProducer):
+    """Publishes push requests to push.requests, keyed by account_id."""
+
+    def push(self, request: dict[str, Any]) -> None:
+        """Validate and produce one PushRequest."""
+        self.send("push.requests", request)

@@ -1,0 +1,165 @@
+"""Confluent wire format codec: 0x00, 4-byte big-endian schema id, schemaless Avro datum."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Any, cast
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import to_parsing_canonical_form
+
+from schemas.errors import RecordError, SchemaError
+from schemas.loader import (
+    NAMESPACE,
+    load_schema,
+    pinned_ids,
+    record_names,
+    schema_json,
+    strip_logical,
+    wire_schema,
+)
+from schemas.validation import compile_validator
+
+__all__ = ["Codec", "RecordError", "SchemaError", "load_schema", "schema_json"]
+
+MAGIC = 0
+_HEADER = struct.Struct(">BI")
+
+# (record name, writer schema, reader schema or None when the writer schema is ours)
+_Decoder = tuple[str, dict[str, Any], dict[str, Any] | None]
+
+
+class Codec:
+    """Encode and decode pushcascade records; pinned ids, or a schema registry when given a URL."""
+
+    def __init__(self, registry_url: str | None = None) -> None:
+        self._names = record_names()
+        self._known = frozenset(self._names)
+        self._headers: dict[str, bytes] = {}
+        self._decoders: dict[int, _Decoder] = {}
+        self._registry: Any = None
+        if registry_url is None:
+            ids = pinned_ids()
+            for name in self._names:
+                self._remember(name, ids[name])
+        else:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            self._registry = SchemaRegistryClient.new_client({"url": registry_url})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Short names of all records, in pinned-id order."""
+        return self._names
+
+    @property
+    def registry(self) -> Any:
+        """The confluent SchemaRegistryClient in registry mode, else None."""
+        return self._registry
+
+    def schema_id(self, record_name: str) -> int:
+        """The schema id written for `record_name` (registers it in registry mode)."""
+        return _HEADER.unpack(self._header(record_name))[1]
+
+    def validate(self, record_name: str, value: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the normalized record (defaults filled, datetimes as epoch ms) or raise."""
+        self._check_name(record_name)
+        return compile_validator(record_name)(value)
+
+    def encode(self, record_name: str, value: Mapping[str, Any]) -> bytes:
+        """Validate `value` and return it in the Confluent wire format."""
+        record = self.validate(record_name, value)
+        buf = BytesIO()
+        buf.write(self._header(record_name))
+        schemaless_writer(buf, wire_schema(record_name), record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, topic: str, expected: str | None = None) -> dict[str, Any]:
+        """Decode one message value read from `topic`; raise SchemaError when it is not valid."""
+        if expected is not None:
+            self._check_name(expected)
+        return self._decode(data, topic, expected)[1]
+
+    def decode_named(self, data: bytes, topic: str) -> tuple[str, dict[str, Any]]:
+        """Decode one message value and also return its record name."""
+        return self._decode(data, topic, None)
+
+    def _decode(self, data: bytes, topic: str, expected: str | None) -> tuple[str, dict[str, Any]]:
+        if not data:
+            raise SchemaError(topic, "empty message value")
+        if len(data) < 5:
+            raise SchemaError(topic, f"{len(data)} bytes, shorter than the 5-byte header")
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise SchemaError(topic, f"bad magic byte 0x{magic:02x}, expected 0x00")
+        decoder = self._decoders.get(schema_id) or self._fetch(schema_id, topic)
+        name, writer, reader = decoder
+        if expected is not None and name != expected:
+            raise SchemaError(topic, f"expected {expected}, got {name} (schema id {schema_id})")
+        buf = BytesIO(data)
+        buf.seek(5)
+        try:
+            value = cast(dict[str, Any], schemaless_reader(buf, writer, reader))
+        except Exception as exc:
+            raise SchemaError(
+                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: {exc!r}"
+            ) from exc
+        extra = len(data) - buf.tell()
+        if extra:
+            raise SchemaError(
+                topic, f"{extra} trailing bytes after the {name} datum (schema id {schema_id})"
+            )
+        return name, value
+
+    def _check_name(self, record_name: str) -> None:
+        if record_name not in self._known:
+            raise ValueError(f"unknown record {record_name!r}; known: {', '.join(self._names)}")
+
+    def _remember(self, name: str, schema_id: int) -> bytes:
+        header = _HEADER.pack(MAGIC, schema_id)
+        self._headers[name] = header
+        self._decoders.setdefault(schema_id, (name, wire_schema(name), None))
+        return header
+
+    def _header(self, record_name: str) -> bytes:
+        header = self._headers.get(record_name)
+        if header is not None:
+            return header
+        self._check_name(record_name)
+        from confluent_kafka.schema_registry import Schema
+
+        subject = f"{NAMESPACE}.{record_name}"
+        schema = Schema(schema_json(record_name), "AVRO")
+        schema_id = self._registry.register_schema(subject, schema)
+        return self._remember(record_name, schema_id)
+
+    def _fetch(self, schema_id: int, topic: str) -> _Decoder:
+        """Look up a schema id not seen before in the registry and build its decoder."""
+        if self._registry is None:
+            raise SchemaError(topic, f"unknown schema id {schema_id}")
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            found = self._registry.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SchemaError(topic, f"unknown schema id {schema_id}") from exc
+            raise
+        if (found.schema_type or "AVRO") != "AVRO":
+            raise SchemaError(topic, f"schema id {schema_id} is {found.schema_type}, not AVRO")
+        try:
+            writer = cast(dict[str, Any], parse_schema(strip_logical(json.loads(found.schema_str))))
+        except Exception as exc:
+            raise SchemaError(topic, f"schema id {schema_id} does not parse: {exc!r}") from exc
+        fullname = str(writer.get("name", ""))
+        name = fullname.removeprefix(f"{NAMESPACE}.")
+        if writer.get("type") != "record" or name not in self._known:
+            raise SchemaError(topic, f"schema id {schema_id} is {fullname!r}, not a known record")
+        ours = wire_schema(name)
+        same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(ours)
+        decoder: _Decoder = (name, ours, None) if same else (name, writer, ours)
+        self._decoders[schema_id] = decoder
+        return decoder

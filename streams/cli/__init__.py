@@ -1,0 +1,34 @@
+"""The pushcascade command line: one program, one subcommand per module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from streams.settings import SettingsError, get_settings
+
+
+class Main(click.Group):
+    """The top-level group: turns configuration errors into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Main)
+@click.version_option(package_name="pushcascade")
+def cli() -> None:
+    """pushcascade: make an important push seen, and received once."""
+    get_settings()  # validate the environment before any subcommand runs
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from streams.cli import demo, send, tail, topics, up, worker  # noqa: F401  (registers)
+
+    cli()

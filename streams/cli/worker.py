@@ -1,0 +1,22 @@
+"""`pushcascade worker`: run the stream processors (a Faust worker) against Kafka."""
+
+from __future__ import annotations
+
+import click
+
+from streams.cli import cli
+from streams.settings import get_settings
+
+
+@cli.command()
+@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", required=True,
+              help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+@click.option("--loglevel", default="warning", show_default=True, help="Faust log level")
+def worker(bootstrap: str, loglevel: str) -> None:
+    """Consume requests, acks, settings, profiles and devices; send, escalate, learn."""
+    import faust
+
+    from streams.router import Router
+
+    router = Router(get_settings(), bootstrap)
+    faust.Worker(router.app, loglevel=loglevel, quiet=True).execute_from_commandline()

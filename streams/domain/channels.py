@@ -1,0 +1,167 @@
+"""Method A, pure: learn an account's channels from READ acks, send once, escalate on deadline."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NEW, ESTABLISHED = "NEW", "ESTABLISHED"
+ACCOUNT_CHANNELS = ("WECHAT", "SMS", "EMAIL")  # enabled by an address in the profile
+_SEND_NS = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
+
+
+@dataclass(frozen=True)
+class ChannelPolicy:
+    """The Method A parameters (see Settings for their environment variables)."""
+
+    new_account_pushes: int = 5
+    k1: float = 1.0
+    k2: float = 2.0
+    order: tuple[str, ...] = ("APP", "WECHAT", "SMS", "EMAIL")
+    read_deadlines: Mapping[str, float] = field(
+        default_factory=lambda: {"LOW": 86400.0, "NORMAL": 3600.0, "HIGH": 600.0, "URGENT": 60.0}
+    )
+
+
+@dataclass
+class Account:
+    """What we know of one account: lifecycle, learned statistics, override, reachability."""
+
+    account_id: str
+    pushes: int = 0
+    lifecycle: str = NEW
+    feedback_count: dict[str, int] = field(default_factory=dict)
+    first_feedback: dict[str, int] = field(default_factory=dict)
+    primary: str | None = None
+    secondary: str | None = None
+    devices: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form for a table."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Account:
+        """Inverse of to_dict."""
+        return cls(**data)
+
+    def enabled(self) -> set[str]:
+        """Channels the account can be reached on: APP with a device, others with an address."""
+        return set(self.addresses) | ({"APP"} if self.devices else set())
+
+
+@dataclass
+class Message:
+    """One push request's progress: where it went, whether and where it was read, its deadline."""
+
+    message_id: str
+    account_id: str
+    importance: str
+    partition: int
+    sent: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+    deadline_at: float | None = None
+    escalated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form for a table."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """Inverse of to_dict."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A decision to send a message on a channel."""
+
+    channel: str
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What to do with a push request: the sends, the read deadline, a lifecycle change."""
+
+    sends: tuple[Send, ...]
+    deadline_at: float | None
+    established: bool
+    unreachable: bool
+
+
+def send_id(message_id: str, channel: str, device_id: str | None, attempt: int) -> str:
+    """The deterministic id of a send, so a repeat is recognisable downstream."""
+    return str(uuid.uuid5(_SEND_NS, f"{message_id}\x1f{channel}\x1f{device_id or ''}\x1f{attempt}"))
+
+
+def importance_base(account: Account, k1: float, k2: float) -> dict[str, float]:
+    """importance_base[c] = K1 * feedback_count[c] + K2 * first_feedback[c], per channel seen."""
+    channels = set(account.feedback_count) | set(account.first_feedback)
+    return {
+        c: k1 * account.feedback_count.get(c, 0) + k2 * account.first_feedback.get(c, 0)
+        for c in channels
+    }
+
+
+def rank(scores: Mapping[str, float], enabled: Iterable[str], order: Sequence[str]) -> list[str]:
+    """Enabled channels by score, highest first; ties (and unscored channels) by the fixed order."""
+    position = {c: i for i, c in enumerate(order)}
+    return sorted(enabled, key=lambda c: (-scores.get(c, 0.0), position.get(c, len(order)), c))
+
+
+def ranking(account: Account, policy: ChannelPolicy) -> list[str]:
+    """The account's enabled channels, best first: the user override, then the learned ranking."""
+    enabled = account.enabled()
+    learned = rank(importance_base(account, policy.k1, policy.k2), enabled, policy.order)
+    chosen = [c for c in (account.primary, account.secondary) if c and c in enabled]
+    return list(dict.fromkeys(chosen + learned))
+
+
+def plan_push(account: Account, importance: str, now: float, policy: ChannelPolicy) -> PushPlan:
+    """Decide the sends of a new push and count it (mutates account.pushes and lifecycle)."""
+    channels = ranking(account, policy)
+    if not channels:
+        return PushPlan((), None, established=False, unreachable=True)
+    became = account.lifecycle == NEW and account.pushes >= policy.new_account_pushes
+    account.pushes += 1
+    if account.lifecycle == NEW and not became:
+        became = account.pushes >= policy.new_account_pushes
+        if became:
+            account.lifecycle = ESTABLISHED
+        sends = tuple(Send(c, "FANOUT", 0) for c in rank({}, channels, policy.order))
+        return PushPlan(sends, None, established=became, unreachable=False)
+    account.lifecycle = ESTABLISHED
+    deadline = now + policy.read_deadlines[importance]
+    return PushPlan((Send(channels[0], "PRIMARY", 0),), deadline, established=became,
+                    unreachable=False)
+
+
+
+def record_read(account: Account, message: Message, channel: str) -> bool:
+    """Count a READ ack; the first of a message also counts as first feedback and cancels its
+    deadline. Returns False for a repeat (same message and channel), which changes nothing."""
+    if channel in message.reads:
+        return False
+    if not message.reads:
+        account.first_feedback[channel] = account.first_feedback.get(channel, 0) + 1
+        message.deadline_at = None
+    message.reads.append(channel)
+    account.feedback_count[channel] = account.feedback_count.get(channel, 0) + 1
+    return True
+
+
+def escalation_target(account: Account, message: Message, policy: ChannelPolicy) -> str | None:
+    """The channel an unread message escalates to: the best-ranked one it was not sent on yet."""
+    return next((c for c in ranking(account, policy) if c not in message.sent), None)
+
+
+def is_due(message: Message, due_at: float, now: float) -> bool:
+    """True when this deadline is still the message's pending one and its time has come."""
+    return (not message.escalated and not message.reads and message.deadline_at is not None
+            and message.deadline_at == due_at and now >= due_at)

@@ -1,0 +1,65 @@
+"""Pure deadline index: which pending deadlines are due, at a cost proportional to those due."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(order=True, frozen=True)
+class Due:
+    """One pending deadline: when it is due, which partition owns it, and what it is for."""
+
+    due_at: float
+    partition: int = field(compare=False)
+    key: str
+    account_id: str = field(compare=False)
+
+
+class DeadlineIndex:
+    """A min-heap of deadlines per partition; the state tables stay the truth.
+
+    The index only says what *may* be due: entries for deadlines that were cancelled
+    (a READ arrived) are dropped when the owner of the state checks them. Partitions that
+    move to another worker are forgotten; when they come back the index is rebuilt from state.
+    """
+
+    def __init__(self) -> None:
+        self._heaps: dict[int, list[Due]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
+
+    def add(self, due: Due) -> None:
+        """Remember a deadline (O(log n))."""
+        heapq.heappush(self._heaps.setdefault(due.partition, []), due)
+
+    def replace(self, partitions: Iterable[int], pending: Iterable[Due]) -> None:
+        """Keep exactly these partitions, rebuilt from the pending deadlines of state."""
+        keep = set(partitions)
+        self._heaps = {p: [] for p in keep}
+        for due in pending:
+            if due.partition in keep:
+                self._heaps[due.partition].append(due)
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the deadlines of partitions this worker no longer owns."""
+        for p in partitions:
+            self._heaps.pop(p, None)
+
+    def pop_due(self, now: float, limit: int = 10_000) -> list[Due]:
+        """Remove and return deadlines with due_at <= now, earliest first, at most limit."""
+        due: list[Due] = []
+        for heap in self._heaps.values():
+            while heap and heap[0].due_at <= now and len(due) < limit:
+                due.append(heapq.heappop(heap))
+        due.sort()
+        return due
+
+    def next_due(self) -> float | None:
+        """The earliest due time in the index, if any."""
+        heads = [h[0].due_at for h in self._heaps.values() if h]
+        return min(heads) if heads else None

@@ -1,0 +1,284 @@
+"""The account router: Method A in Faust, one agent owning each account partition, and its timer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas import Codec, SchemaError
+from streams.app import create_app, topic
+from streams.domain.channels import (
+    Account,
+    ChannelPolicy,
+    Message,
+    escalation_target,
+    is_due,
+    plan_push,
+    record_read,
+    send_id,
+)
+from streams.domain.deadlines import DeadlineIndex, Due
+from streams.kafka import key_partition
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Inputs the router consumes, and the internal topics that bring records to their owner.
+INPUTS = ("push.requests", "push.acks", "account.settings", "account.profiles",
+          "device.registry", "pushcascade.account-events", "pushcascade.deadlines")
+FORWARDED, DEADLINES = "pushcascade.account-events", "pushcascade.deadlines"
+PROFILE_CHANNELS = (("WECHAT", "wechat_openid"), ("SMS", "phone"), ("EMAIL", "email"))
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def policy_of(settings: Settings) -> ChannelPolicy:
+    """The Method A policy from the settings."""
+    t = settings.tuning
+    return ChannelPolicy(
+        new_account_pushes=t.new_account_pushes, k1=t.score_k1, k2=t.score_k2, order=t.channels,
+        read_deadlines={i: t.read_deadline(i) for i in ("LOW", "NORMAL", "HIGH", "URGENT")},
+    )
+
+
+class Router:
+    """Consumes every account-keyed input, keeps account and message state, escalates."""
+
+    def __init__(self, settings: Settings, bootstrap: str, codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or Codec(settings.connections.schema_registry_url or None)
+        self.policy = policy_of(settings)
+        self.partitions = settings.tuning.partitions
+        self.prefix = settings.tuning.topic_prefix
+        self.app = app = create_app(settings, bootstrap)
+        self.out = {name: topic(app, settings, name) for name in (
+            "push.sends", "push.escalations", "push.results", "account.lifecycle", "push.dlq",
+            FORWARDED, DEADLINES)}
+        state = faust.Schema(key_serializer="raw", value_serializer="json")
+        self.accounts = app.Table("accounts", partitions=self.partitions, schema=state)
+        self.messages = app.Table("messages", partitions=self.partitions, schema=state)
+        self.index = DeadlineIndex()
+        self.indexed: frozenset[int] | None = None
+        self.counts: Counter[str] = Counter()
+        source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
+                           value_type=bytes, partitions=self.partitions)
+        app.agent(source, name="accounts")(self.run)
+        app.timer(settings.tuning.deadline_tick)(self.tick)
+
+    # -- the agent ---------------------------------------------------------------------------
+
+    async def run(self, stream: faust.StreamT) -> None:
+        """Handle every input event in partition order."""
+        event: EventT
+        async for event in stream.events():
+            try:
+                await self.handle(event)
+            except Exception as exc:  # a bad record must never stop the partition
+                log.exception("router failed on %s", event.message.tp)
+                await self.dead_letter(event, f"processing failed: {exc!r}")
+
+    async def handle(self, event: EventT) -> None:
+        """Decode, bring the record to its owner partition, then apply it to state."""
+        msg = event.message
+        name = msg.topic[len(self.prefix):]
+        source = name
+        if name == FORWARDED:
+            source = dict(msg.headers or []).get("source", b"").decode()
+        try:
+            record = self.codec.decode(msg.value, topic=source)
+        except SchemaError as exc:
+            await self.dead_letter(event, str(exc))
+            return
+        account_id = record.get("account_id")
+        if not account_id:
+            await self.dead_letter(event, f"{source}: record without account_id")
+            return
+        owner = key_partition(account_id, self.partitions)
+        if name not in (FORWARDED, DEADLINES) and (
+                name == "device.registry" or owner != msg.partition):
+            await self.out[FORWARDED].send(key=account_id.encode(), value=msg.value,
+                                           partition=owner, headers=[("source", name.encode())],
+                                           force=True)
+            self.counts["forwarded"] += 1
+            return
+        handler = getattr(self, "on_" + source.replace(".", "_").replace("-", "_"))
+        await handler(event, record, msg.partition)
+
+    async def on_push_requests(self, event: EventT, req: dict[str, Any], partition: int) -> None:
+        """A push request: fan out to a new account, or send on the primary with a deadline."""
+        mid = req["message_id"]
+        if self.messages.get(mid.encode()) is not None:
+            self.counts["duplicate_request"] += 1
+            return
+        account = self._account(req["account_id"])
+        now = time.time()
+        plan = plan_push(account, req["importance"], now, self.policy)
+        if plan.unreachable:
+            self.counts["unreachable"] += 1
+            await self.emit("push.results", req["account_id"], "DeliveryResult", {
+                "message_id": mid, "account_id": account.account_id, "status": "UNREACHABLE",
+                "channel": None, "device_id": None, "route": None, "send_id": None,
+                "detail": "no enabled channel: no active device and no address", "at": now_ms()})
+            return
+        message = Message(mid, account.account_id, req["importance"], partition,
+                          sent=[s.channel for s in plan.sends], deadline_at=plan.deadline_at)
+        for s in plan.sends:
+            await self.send(message, s.channel, s.reason, s.attempt)
+        if plan.established:
+            await self.emit("account.lifecycle", account.account_id, "AccountLifecycle", {
+                "account_id": account.account_id, "lifecycle": account.lifecycle,
+                "pushes": account.pushes, "changed_at": now_ms()})
+        self._save(account, message)
+        if plan.deadline_at is not None:
+            self.index.add(Due(plan.deadline_at, partition, mid, account.account_id))
+
+    async def on_push_acks(self, event: EventT, ack: dict[str, Any], partition: int) -> None:
+        """A READ ack counts for the channel learning and cancels the message's escalation."""
+        account_raw = self.accounts.get(ack["account_id"].encode())
+        if account_raw is None:
+            await self.dead_letter(event, f"ack for unknown account {ack['account_id']!r}")
+            return
+        if ack["kind"] != "READ":
+            self.counts["receipt"] += 1
+            return
+        message_raw = self.messages.get(ack["message_id"].encode())
+        if message_raw is None:
+            await self.dead_letter(event, f"ack for unknown message {ack['message_id']!r}")
+            return
+        account, message = Account.from_dict(account_raw), Message.from_dict(message_raw)
+        if message.account_id != account.account_id:
+            await self.dead_letter(event, f"ack account {account.account_id!r} does not own "
+                                          f"message {message.message_id!r}")
+            return
+        first = not message.reads
+        if not record_read(account, message, ack["channel"]):
+            self.counts["duplicate_ack"] += 1
+            return
+        self._save(account, message)
+        if first:
+            await self.emit("push.results", account.account_id, "DeliveryResult", {
+                "message_id": message.message_id, "account_id": account.account_id,
+                "status": "READ", "channel": ack["channel"], "device_id": ack["device_id"],
+                "route": ack["route"], "send_id": ack["send_id"], "detail": "", "at": now_ms()})
+
+    async def on_account_settings(self, event: EventT, rec: dict[str, Any], partition: int) -> None:
+        """The user's override of primary and secondary channel; both null clears it."""
+        account = self._account(rec["account_id"])
+        account.primary, account.secondary = rec["primary"], rec["secondary"]
+        self._save(account)
+
+    async def on_account_profiles(self, event: EventT, rec: dict[str, Any], partition: int) -> None:
+        """Which address channels are enabled; the addresses themselves are never stored."""
+        account = self._account(rec["account_id"])
+        account.addresses = [c for c, f in PROFILE_CHANNELS if rec.get(f)]
+        self._save(account)
+
+    async def on_device_registry(self, event: EventT, rec: dict[str, Any], partition: int) -> None:
+        """A device (de)registration enables or disables APP for its account."""
+        account = self._account(rec["account_id"])
+        devices = [d for d in account.devices if d != rec["device_id"]]
+        account.devices = devices + [rec["device_id"]] if rec["active"] else devices
+        self._save(account)
+
+    async def on_pushcascade_deadlines(self, event: EventT, rec: dict[str, Any],
+                                       partition: int) -> None:
+        """A deadline came due: escalate the unread message to its next channel, once."""
+        raw = self.messages.get(rec["key"].encode())
+        now = time.time()
+        due_at = rec["due_at"] / 1000
+        if raw is None or not is_due(message := Message.from_dict(raw), due_at, now + 0.001):
+            self.counts["deadline_stale"] += 1
+            return
+        account = self._account(message.account_id)
+        target = escalation_target(account, message, self.policy)
+        from_channel = message.sent[0]
+        message.escalated, message.deadline_at = True, None
+        if target:
+            message.sent.append(target)
+        self._save(None, message)
+        await self.emit("push.escalations", message.account_id, "Escalation", {
+            "message_id": message.message_id, "account_id": message.account_id,
+            "from_channel": from_channel, "to_channel": target,
+            "deadline_at": rec["due_at"], "fired_at": now_ms()})
+        if target:
+            await self.send(message, target, "ESCALATION", 1)
+        else:
+            await self.emit("push.results", message.account_id, "DeliveryResult", {
+                "message_id": message.message_id, "account_id": message.account_id,
+                "status": "EXHAUSTED", "channel": None, "device_id": None, "route": None,
+                "send_id": None, "detail": "read deadline passed; no channel left",
+                "at": now_ms()})
+
+    # -- the timer ---------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Emit a Deadline event, to its owner partition, for every deadline that came due."""
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        name = self.settings.topic("push.requests")
+        owned = frozenset(tp.partition for tp in app.assignor.assigned_actives()
+                          if tp.topic == name)
+        if owned != self.indexed:
+            self._rebuild(owned)
+        for due in self.index.pop_due(time.time()):
+            raw = self.messages.get(due.key.encode())
+            if raw is None or raw.get("deadline_at") != due.due_at or raw.get("escalated"):
+                continue
+            value = self.codec.encode("Deadline", {
+                "key": due.key, "account_id": due.account_id, "message_id": due.key,
+                "kind": "READ", "device_id": None, "due_at": int(due.due_at * 1000)})
+            await self.out[DEADLINES].send(key=due.account_id.encode(), value=value,
+                                           partition=due.partition, force=True)
+
+    def _rebuild(self, owned: frozenset[int]) -> None:
+        """Rebuild the deadline index from the messages table for the partitions we own now."""
+        pending = (Due(m["deadline_at"], m["partition"], m["message_id"], m["account_id"])
+                   for m in self.messages.values()
+                   if m.get("deadline_at") is not None and not m.get("escalated"))
+        self.index.replace(owned, pending)
+        self.indexed = owned
+        log.info("deadline index rebuilt: %d pending in partitions %s", len(self.index),
+                 sorted(owned))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _account(self, account_id: str) -> Account:
+        raw = self.accounts.get(account_id.encode())
+        return Account.from_dict(raw) if raw is not None else Account(account_id)
+
+    def _save(self, account: Account | None, message: Message | None = None) -> None:
+        if account is not None:
+            self.accounts[account.account_id.encode()] = account.to_dict()
+        if message is not None:
+            self.messages[message.message_id.encode()] = message.to_dict()
+
+    async def send(self, message: Message, channel: str, reason: str, attempt: int) -> None:
+        """Emit one ChannelSend with its deterministic send_id."""
+        self.counts["send_" + reason] += 1
+        await self.emit("push.sends", message.account_id, "ChannelSend", {
+            "send_id": send_id(message.message_id, channel, None, attempt),
+            "message_id": message.message_id, "account_id": message.account_id,
+            "channel": channel, "device_id": None, "route": None, "reason": reason,
+            "attempt": attempt, "importance": message.importance, "sent_at": now_ms()})
+
+    async def emit(self, name: str, key: str, record: str, value: dict[str, Any]) -> None:
+        """Encode a record and produce it now (Faust flushes before committing offsets)."""
+        await self.out[name].send(key=key.encode(), value=self.codec.encode(record, value),
+                                  force=True)
+
+    async def dead_letter(self, event: EventT, error: str) -> None:
+        """Send the original record with the reason to push.dlq; the partition moves on."""
+        msg = event.message
+        self.counts["dead_letter"] += 1
+        await self.emit("push.dlq", (msg.key or b"").decode(errors="replace"), "DeadLetter", {
+            "key": msg.key, "value": msg.value, "topic": msg.topic, "partition": msg.partition,
+            "offset": msg.offset, "error": error, "failed_at": now_ms()})

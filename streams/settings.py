@@ -1,0 +1,113 @@
+"""Configuration from environment variables: one validated Settings object for every process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
+DEFAULT_CHANNEL_ORDER = "APP,WECHAT,SMS,EMAIL"
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+class Connections(BaseSettings):
+    """Where Kafka, ClickHouse and the optional Schema Registry are (no prefix)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        "", description="Kafka bootstrap servers; empty = start the embedded broker"
+    )
+    clickhouse_dsn: str = Field(
+        "chdb://./var/chdb",
+        description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db",
+    )
+    schema_registry_url: str = Field(
+        "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
+    )
+
+
+class Tuning(BaseSettings):
+    """Method A and Method B parameters, prefixed PUSHCASCADE_ (durations in seconds)."""
+
+    model_config = SettingsConfigDict(env_prefix="PUSHCASCADE_", extra="ignore")
+
+    topic_prefix: str = Field("", description="prepended to every topic name")
+    partitions: int = Field(4, ge=1, description="partition count of account-keyed topics")
+    new_account_pushes: int = Field(5, ge=0, description="pushes before an account is established")
+    score_k1: float = Field(1.0, ge=0, description="weight of feedback_count in importance_base")
+    score_k2: float = Field(2.0, ge=0, description="weight of first_feedback in importance_base")
+    read_deadline_low: float = Field(86400.0, gt=0, description="read deadline of LOW pushes")
+    read_deadline_normal: float = Field(3600.0, gt=0, description="read deadline of NORMAL")
+    read_deadline_high: float = Field(600.0, gt=0, description="read deadline of HIGH pushes")
+    read_deadline_urgent: float = Field(60.0, gt=0, description="read deadline of URGENT")
+    receipt_deadline: float = Field(30.0, gt=0, description="wait for a device RECEIPT")
+    probe_count_first: int = Field(100, ge=1, description="probes that measure a route")
+    probe_count_again: int = Field(20, ge=1, description="probes that re-test a target route")
+    min_route_success: float = Field(0.8, ge=0, le=1, description="re-probe rate to keep target")
+    campaign_fallback_ratio: float = Field(
+        0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
+    )
+    channel_order: str = Field(DEFAULT_CHANNEL_ORDER, description="tie-break order of channels")
+    deadline_tick: float = Field(0.2, gt=0, description="how often due deadlines are checked")
+    broker_profile: Literal["tansu", "kafka"] = Field(
+        "tansu", description="tansu: work around the embedded broker's differences (INFRA.md)"
+    )
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    data_dir: str = Field("var/worker", description="worker data directory (rocksdb tables)")
+
+    @field_validator("channel_order")
+    @classmethod
+    def _known_channels(cls, value: str) -> str:
+        names = [c.strip().upper() for c in value.split(",") if c.strip()]
+        unknown = [n for n in names if n not in CHANNELS]
+        if unknown or len(set(names)) != len(names) or not names:
+            raise ValueError(f"must list distinct channels of {', '.join(CHANNELS)}; got {value!r}")
+        return ",".join(names)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channel tie-break order as a tuple."""
+        return tuple(self.channel_order.split(","))
+
+    def read_deadline(self, importance: str) -> float:
+        """Seconds a push of this importance waits for a READ ack before escalating."""
+        return float(getattr(self, f"read_deadline_{importance.lower()}"))
+
+
+class Settings:
+    """Connections and tuning together, validated at start."""
+
+    def __init__(self, **overrides: object) -> None:
+        conn_keys = set(Connections.model_fields)
+        try:
+            self.connections = Connections(**{k: v for k, v in overrides.items() if k in conn_keys})
+            self.tuning = Tuning(**{k: v for k, v in overrides.items() if k not in conn_keys})
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+    def topic(self, name: str) -> str:
+        """The full topic name with the configured prefix."""
+        return f"{self.tuning.topic_prefix}{name}"
+
+
+def _describe(exc: ValidationError) -> str:
+    """Turn a pydantic error into lines naming the environment variables."""
+    prefix = "" if exc.title == Connections.__name__ else "PUSHCASCADE_"
+    lines = []
+    for err in exc.errors():
+        var = prefix + "_".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"{var}={err.get('input')!r}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

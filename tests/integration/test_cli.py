@@ -1,0 +1,68 @@
+"""The foundation through the command line, against the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+
+from streams.topics import CATALOG, admin
+from tests.helpers import read_topic, run_cli
+
+REQUEST = {"message_id": "m-1", "account_id": "acct-1", "importance": "HIGH", "title": "Hello",
+           "body": "World", "read_action": "LINK", "campaign_id": "spring", "device_ids": ["d1"],
+           "created_at": 1700000000123}
+
+
+def test_topics_create_is_idempotent(settings_factory, broker, env):
+    settings = settings_factory()
+    env = {**env, "PUSHCASCADE_TOPIC_PREFIX": "cli-" + settings.tuning.topic_prefix}
+    first = run_cli("topics", "create", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"{len(CATALOG)} topics created, 0 already present" in first.stdout
+    md = admin(broker.bootstrap).list_topics(timeout=10).topics
+    for spec in CATALOG:
+        name = env["PUSHCASCADE_TOPIC_PREFIX"] + spec.name
+        assert len(md[name].partitions) == settings.tuning.partitions
+    second = run_cli("topics", "create", env=env)
+    assert second.returncode == 0
+    assert f"nothing to do: all {len(CATALOG)} topics already present" in second.stdout
+
+
+def test_send_invalid_request_names_the_field_and_sends_nothing(settings, env):
+    bad = dict(REQUEST, importance="SUPER")
+    lines = json.dumps(REQUEST) + "\n" + json.dumps(bad) + "\n"
+    result = run_cli("send", env=env, stdin=lines)
+    assert result.returncode != 0
+    assert "line 2" in result.stderr and "importance" in result.stderr
+    missing = {k: v for k, v in REQUEST.items() if k != "account_id"}
+    result = run_cli("send", env=env, stdin=json.dumps(missing))
+    assert result.returncode != 0 and "account_id" in result.stderr
+    assert read_topic(settings, "push.requests", timeout=2) == []
+
+
+def test_send_then_tail_gives_the_same_json(settings, env):
+    result = run_cli("send", env=env, stdin=json.dumps(REQUEST) + "\n")
+    assert result.returncode == 0, result.stderr
+    tail = run_cli("tail", "push.requests", "--from-beginning", "--max", "1", "--timeout", "10",
+                   env=env)
+    assert tail.returncode == 0, tail.stderr
+    assert json.loads(tail.stdout) == REQUEST
+
+
+def test_send_to_every_writable_topic_is_keyed_as_the_contract_says(settings, env):
+    from streams.cli.demo import sample_records
+
+    for topic, record in sample_records(1700000000000).items():
+        result = run_cli("send", "--topic", topic, env=env, stdin=json.dumps(record))
+        assert result.returncode == 0, result.stderr
+        assert read_topic(settings, topic, expect=1) == [record]
+
+
+def test_empty_identifier_is_rejected(settings, env):
+    result = run_cli("send", env=env, stdin=json.dumps(dict(REQUEST, message_id=" ")))
+    assert result.returncode != 0 and "message_id" in result.stderr
+
+
+def test_bad_setting_fails_fast_naming_the_variable(env):
+    result = run_cli("topics", "list", env={**env, "PUSHCASCADE_SCORE_K1": "heavy"})
+    assert result.returncode == 2
+    assert "PUSHCASCADE_SCORE_K1" in result.stderr

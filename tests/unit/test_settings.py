@@ -1,0 +1,37 @@
+"""Settings: defaults, environment variables, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings, SettingsError
+
+
+def test_defaults_are_valid():
+    s = Settings()
+    assert s.tuning.channels == ("APP", "WECHAT", "SMS", "EMAIL")
+    assert s.tuning.read_deadline("URGENT") == 60.0
+
+
+def test_environment_variables(monkeypatch):
+    monkeypatch.setenv("PUSHCASCADE_NEW_ACCOUNT_PUSHES", "3")
+    monkeypatch.setenv("PUSHCASCADE_CHANNEL_ORDER", "wechat, app,sms")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k:9092")
+    s = Settings()
+    assert s.tuning.new_account_pushes == 3
+    assert s.tuning.channels == ("WECHAT", "APP", "SMS")
+    assert s.connections.kafka_bootstrap_servers == "k:9092"
+
+
+@pytest.mark.parametrize("var,value", [
+    ("PUSHCASCADE_SCORE_K2", "-1"),
+    ("PUSHCASCADE_MIN_ROUTE_SUCCESS", "1.5"),
+    ("PUSHCASCADE_CHANNEL_ORDER", "APP,FAX"),
+    ("PUSHCASCADE_CHANNEL_ORDER", "APP,APP"),
+    ("PUSHCASCADE_READ_DEADLINE_HIGH", "soon"),
+    ("PUSHCASCADE_PROBE_COUNT_FIRST", "0"),
+])
+def test_bad_values_name_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        Settings()
