@@ -62,9 +62,9 @@ class Router:
         self.out = {name: topic(app, settings, name) for name in (
             "push.sends", "push.escalations", "push.results", "account.lifecycle", "push.dlq",
             FORWARDED, DEADLINES)}
-        state = faust.Schema(key_serializer="raw", value_serializer="json")
-        self.accounts = app.Table("accounts", partitions=self.partitions, schema=state)
-        self.messages = app.Table("messages", partitions=self.partitions, schema=state)
+        # bytes keys are stored raw; values (dicts) as JSON, in the store and the changelog
+        self.accounts = app.Table("accounts", partitions=self.partitions, key_type=bytes)
+        self.messages = app.Table("messages", partitions=self.partitions, key_type=bytes)
         self.index = DeadlineIndex()
         self.indexed: frozenset[int] | None = None
         self.counts: Counter[str] = Counter()
@@ -235,7 +235,7 @@ class Router:
                 continue
             value = self.codec.encode("Deadline", {
                 "key": due.key, "account_id": due.account_id, "message_id": due.key,
-                "kind": "READ", "device_id": None, "due_at": int(due.due_at * 1000)})
+                "kind": "READ", "device_id": None, "due_at": round(due.due_at * 1000)})
             await self.out[DEADLINES].send(key=due.account_id.encode(), value=value,
                                            partition=due.partition, force=True)
 

@@ -119,7 +119,10 @@ def ranking(account: Account, policy: ChannelPolicy) -> list[str]:
     """The account's enabled channels, best first: the user override, then the learned ranking."""
     enabled = account.enabled()
     learned = rank(importance_base(account, policy.k1, policy.k2), enabled, policy.order)
-    chosen = [c for c in (account.primary, account.secondary) if c and c in enabled]
+    primary = account.primary if account.primary in enabled else None
+    if primary is None:  # no (usable) primary override: the learned primary stays first
+        primary = next((c for c in learned if c != account.secondary), None)
+    chosen = [c for c in (primary, account.secondary) if c and c in enabled]
     return list(dict.fromkeys(chosen + learned))
 
 
@@ -137,7 +140,7 @@ def plan_push(account: Account, importance: str, now: float, policy: ChannelPoli
         sends = tuple(Send(c, "FANOUT", 0) for c in rank({}, channels, policy.order))
         return PushPlan(sends, None, established=became, unreachable=False)
     account.lifecycle = ESTABLISHED
-    deadline = now + policy.read_deadlines[importance]
+    deadline = round(now + policy.read_deadlines[importance], 3)  # exact in epoch ms
     return PushPlan((Send(channels[0], "PRIMARY", 0),), deadline, established=became,
                     unreachable=False)
 

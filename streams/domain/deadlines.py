@@ -52,11 +52,15 @@ class DeadlineIndex:
 
     def pop_due(self, now: float, limit: int = 10_000) -> list[Due]:
         """Remove and return deadlines with due_at <= now, earliest first, at most limit."""
+        heads = [(h[0], p) for p, h in self._heaps.items() if h and h[0].due_at <= now]
+        heapq.heapify(heads)
         due: list[Due] = []
-        for heap in self._heaps.values():
-            while heap and heap[0].due_at <= now and len(due) < limit:
-                due.append(heapq.heappop(heap))
-        due.sort()
+        while heads and len(due) < limit:
+            entry, partition = heapq.heappop(heads)
+            heap = self._heaps[partition]
+            due.append(heapq.heappop(heap))
+            if heap and heap[0].due_at <= now:
+                heapq.heappush(heads, (heap[0], partition))
         return due
 
     def next_due(self) -> float | None:

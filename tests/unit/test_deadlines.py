@@ -1,0 +1,272 @@
+"""Unit tests of streams.domain.deadlines: the per-partition index of pending read deadlines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.domain.deadlines import DeadlineIndex, Due
+
+
+def due(at: float, partition: int = 0, key: str | None = None) -> Due:
+    """A deadline for message `key` (default derived from time and partition)."""
+    return Due(at, partition, key or f"m-{partition}-{at}", f"acc-{partition}")
+
+
+def rows(dues: list[Due]) -> list[tuple[float, int, str, str]]:
+    """Every field of each Due (their equality ignores partition and account)."""
+    return [(d.due_at, d.partition, d.key, d.account_id) for d in dues]
+
+
+def index_of(*dues: Due) -> DeadlineIndex:
+    """An index holding these deadlines."""
+    index = DeadlineIndex()
+    for d in dues:
+        index.add(d)
+    return index
+
+
+# --- Due -----------------------------------------------------------------------------------------
+
+
+def test_due_orders_by_time_then_key() -> None:
+    assert Due(1.0, 5, "z", "a") < Due(2.0, 0, "a", "a")
+    assert Due(1.0, 5, "a", "a") < Due(1.0, 0, "b", "a")
+    assert sorted([Due(3.0, 0, "x", "a"), Due(1.0, 1, "y", "b"), Due(1.0, 2, "a", "c")]) == [
+        Due(1.0, 2, "a", "c"), Due(1.0, 1, "y", "b"), Due(3.0, 0, "x", "a")]
+
+
+def test_due_is_frozen() -> None:
+    d = due(1.0)
+    with pytest.raises(AttributeError):
+        d.due_at = 2.0  # type: ignore[misc]
+
+
+# --- empty index, add, len, next_due -------------------------------------------------------------
+
+
+def test_empty_index() -> None:
+    index = DeadlineIndex()
+    assert len(index) == 0
+    assert index.next_due() is None
+    assert index.pop_due(1e18) == []
+
+
+def test_add_counts_across_partitions() -> None:
+    index = index_of(due(5.0, 0), due(3.0, 1), due(4.0, 1), due(9.0, 7))
+    assert len(index) == 4
+    assert index.next_due() == 3.0
+
+
+def test_add_keeps_duplicates() -> None:
+    index = index_of(due(5.0, 0, "m"), due(5.0, 0, "m"))
+    assert len(index) == 2
+    assert len(index.pop_due(5.0)) == 2
+
+
+def test_next_due_is_the_minimum_across_partitions_and_follows_pops() -> None:
+    index = index_of(due(30.0, 2), due(10.0, 1), due(20.0, 0), due(40.0, 1))
+    assert index.next_due() == 10.0
+    index.pop_due(10.0)
+    assert index.next_due() == 20.0
+    index.pop_due(35.0)
+    assert index.next_due() == 40.0
+    index.pop_due(40.0)
+    assert index.next_due() is None
+    assert len(index) == 0
+
+
+def test_next_due_ignores_emptied_partitions() -> None:
+    index = index_of(due(1.0, 0), due(8.0, 3))
+    index.pop_due(1.0)
+    assert index.next_due() == 8.0
+
+
+# --- pop_due -------------------------------------------------------------------------------------
+
+
+def test_pop_due_returns_only_due_entries_earliest_first_across_partitions() -> None:
+    entries = [due(50.0, 0), due(10.0, 1), due(30.0, 2), due(20.0, 0), due(60.0, 1),
+               due(40.0, 2), due(45.0, 1)]
+    index = index_of(*entries)
+    got = index.pop_due(40.0)
+    assert rows(got) == rows([due(10.0, 1), due(20.0, 0), due(30.0, 2), due(40.0, 2)])
+    assert len(index) == 3
+    assert index.next_due() == 45.0
+    assert rows(index.pop_due(1000.0)) == rows([due(45.0, 1), due(50.0, 0), due(60.0, 1)])
+    assert len(index) == 0
+
+
+def test_pop_due_includes_entries_due_exactly_now() -> None:
+    index = index_of(due(100.0), due(100.000001))
+    assert rows(index.pop_due(100.0)) == rows([due(100.0)])
+    assert len(index) == 1
+
+
+def test_pop_due_nothing_due_leaves_the_index_unchanged() -> None:
+    index = index_of(due(10.0, 0), due(20.0, 1))
+    assert index.pop_due(9.999) == []
+    assert len(index) == 2
+    assert index.next_due() == 10.0
+
+
+def test_pop_due_ties_are_ordered_by_key() -> None:
+    index = index_of(due(5.0, 3, "c"), due(5.0, 1, "a"), due(5.0, 2, "b"))
+    assert [d.key for d in index.pop_due(5.0)] == ["a", "b", "c"]
+
+
+def test_pop_due_does_not_return_an_entry_twice() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1))
+    assert len(index.pop_due(5.0)) == 2
+    assert index.pop_due(5.0) == []
+
+
+def test_pop_due_respects_limit_and_leaves_the_rest() -> None:
+    index = index_of(*(due(float(t), 0) for t in range(10)))
+    first = index.pop_due(100.0, limit=3)
+    assert [d.due_at for d in first] == [0.0, 1.0, 2.0]
+    assert len(index) == 7
+    second = index.pop_due(100.0, limit=5)
+    assert [d.due_at for d in second] == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert [d.due_at for d in index.pop_due(100.0)] == [8.0, 9.0]
+    assert len(index) == 0
+
+
+def test_pop_due_limit_across_partitions_counts_the_total() -> None:
+    index = index_of(*(due(float(t), t % 4) for t in range(12)))
+    got = index.pop_due(100.0, limit=5)
+    assert len(got) == 5
+    assert got == sorted(got)
+    assert len(index) == 7
+
+
+def test_pop_due_limit_zero_pops_nothing() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1))
+    assert index.pop_due(10.0, limit=0) == []
+    assert len(index) == 2
+
+
+def test_pop_due_limit_returns_the_earliest_due_entries_across_partitions() -> None:
+    index = index_of(due(50.0, 0), due(60.0, 0), due(10.0, 1), due(20.0, 1))
+    assert rows(index.pop_due(100.0, limit=2)) == rows([due(10.0, 1), due(20.0, 1)])
+
+
+# --- forget --------------------------------------------------------------------------------------
+
+
+def test_forget_drops_the_partitions() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1), due(3.0, 1), due(4.0, 2))
+    index.forget([1])
+    assert len(index) == 2
+    assert rows(index.pop_due(100.0)) == rows([due(1.0, 0), due(4.0, 2)])
+
+
+def test_forget_unknown_partitions_and_generators() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1))
+    index.forget(p for p in (5, 6))
+    assert len(index) == 2
+    index.forget(iter([0, 1, 0]))
+    assert len(index) == 0
+    assert index.next_due() is None
+
+
+def test_forget_then_add_to_the_same_partition() -> None:
+    index = index_of(due(1.0, 3))
+    index.forget([3])
+    index.add(due(7.0, 3))
+    assert rows(index.pop_due(10.0)) == rows([due(7.0, 3)])
+
+
+# --- replace -------------------------------------------------------------------------------------
+
+
+def test_replace_keeps_only_the_given_partitions() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1), due(3.0, 9))
+    pending = [due(40.0, 0), due(10.0, 1), due(30.0, 2), due(20.0, 1), due(5.0, 3)]
+    index.replace([0, 1], pending)
+    assert len(index) == 3
+    assert index.next_due() == 10.0
+    assert rows(index.pop_due(100.0)) == rows([due(10.0, 1), due(20.0, 1), due(40.0, 0)])
+
+
+def test_replace_rebuilds_instead_of_merging() -> None:
+    index = index_of(due(1.0, 0, "old"))
+    index.replace([0], [due(2.0, 0, "new")])
+    assert [d.key for d in index.pop_due(100.0)] == ["new"]
+
+
+def test_replace_with_no_pending_empties_the_index() -> None:
+    index = index_of(due(1.0, 0), due(2.0, 1))
+    index.replace([0, 1], [])
+    assert len(index) == 0
+    assert index.next_due() is None
+    index.add(due(3.0, 1))
+    assert len(index) == 1
+
+
+def test_replace_accepts_generators_and_then_supports_add_and_forget() -> None:
+    index = DeadlineIndex()
+    index.replace((p for p in [2, 4]), (due(float(t), t % 5) for t in range(10)))
+    assert sorted(d.due_at for d in index.pop_due(1e9)) == [2.0, 4.0, 7.0, 9.0]
+    index.replace([2, 4], [due(1.0, 2), due(2.0, 4)])
+    index.add(due(0.5, 6))
+    index.forget([4])
+    assert rows(index.pop_due(1e9)) == rows([due(0.5, 6), due(1.0, 2)])
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+dues = st.lists(
+    st.builds(Due, st.integers(0, 50).map(float), st.integers(0, 4),
+              st.text("abc", min_size=1, max_size=2), st.just("acc")),
+    max_size=40,
+)
+
+
+def canonical(entries: list[Due]) -> list[tuple[float, str, int, str]]:
+    """A multiset of entries in a fixed order, every field compared."""
+    return sorted((d.due_at, d.key, d.partition, d.account_id) for d in entries)
+
+
+@given(entries=dues, now=st.integers(-1, 51).map(float))
+def test_pop_due_property(entries, now) -> None:
+    index = index_of(*entries)
+    got = index.pop_due(now)
+    assert got == sorted(got)
+    assert canonical(got) == canonical([d for d in entries if d.due_at <= now])
+    assert len(index) == len([d for d in entries if d.due_at > now])
+    assert index.pop_due(now) == []
+    later = [d.due_at for d in entries if d.due_at > now]
+    assert index.next_due() == (min(later) if later else None)
+    assert canonical(index.pop_due(1e9)) == canonical([d for d in entries if d.due_at > now])
+
+
+@given(entries=dues, now=st.integers(0, 50).map(float), limit=st.integers(0, 45))
+def test_pop_due_with_limit_property(entries, now, limit) -> None:
+    index = index_of(*entries)
+    due_now = [d for d in entries if d.due_at <= now]
+    got = index.pop_due(now, limit=limit)
+    assert got == sorted(got)
+    assert len(got) == min(limit, len(due_now))
+    assert all(d.due_at <= now for d in got)
+    rest = index.pop_due(1e9)
+    assert canonical(got + rest) == canonical(entries)
+
+
+@given(entries=dues, keep=st.sets(st.integers(0, 4)), old=dues)
+def test_replace_property(entries, keep, old) -> None:
+    index = index_of(*old)
+    index.replace(keep, entries)
+    kept = [d for d in entries if d.partition in keep]
+    assert len(index) == len(kept)
+    assert index.next_due() == (min(d.due_at for d in kept) if kept else None)
+    assert canonical(index.pop_due(1e9)) == canonical(kept)
+
+
+@given(entries=dues, drop=st.sets(st.integers(0, 4)))
+def test_forget_property(entries, drop) -> None:
+    index = index_of(*entries)
+    index.forget(drop)
+    assert canonical(index.pop_due(1e9)) == canonical(
+        [d for d in entries if d.partition not in drop])
