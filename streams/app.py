@@ -40,9 +40,3 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     return app
 
-
-def topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
-    """The Faust topic object for a catalog topic (raw bytes; our codec decodes)."""
-    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
-                     partitions=settings.tuning.partitions, internal=False)
-

@@ -11,7 +11,7 @@ import faust
 from faust.types import EventT
 
 from schemas import Codec, SchemaError
-from streams.app import create_app, topic
+from streams.app import create_app
 from streams.domain.channels import (
     Account,
     ChannelPolicy,
@@ -24,6 +24,7 @@ from streams.domain.channels import (
 )
 from streams.domain.deadlines import DeadlineIndex, Due
 from streams.kafka import key_partition
+from streams.outbox import Outbox
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,8 @@ class Router:
         self.partitions = settings.tuning.partitions
         self.prefix = settings.tuning.topic_prefix
         self.app = app = create_app(settings, bootstrap)
-        self.out = {name: topic(app, settings, name) for name in (
-            "push.sends", "push.escalations", "push.results", "account.lifecycle", "push.dlq",
-            FORWARDED, DEADLINES)}
+        self.outbox = Outbox(bootstrap)
+        self.outbox.attach(app)
         # bytes keys are stored raw; values (dicts) as JSON, in the store and the changelog
         self.accounts = app.Table("accounts", partitions=self.partitions, key_type=bytes)
         self.messages = app.Table("messages", partitions=self.partitions, key_type=bytes)
@@ -104,9 +104,8 @@ class Router:
         owner = key_partition(account_id, self.partitions)
         if name not in (FORWARDED, DEADLINES) and (
                 name == "device.registry" or owner != msg.partition):
-            await self.out[FORWARDED].send(key=account_id.encode(), value=msg.value,
-                                           partition=owner, headers=[("source", name.encode())],
-                                           force=True)
+            self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(), msg.value,
+                                partition=owner, headers=[("source", name.encode())])
             self.counts["forwarded"] += 1
             return
         handler = getattr(self, "on_" + source.replace(".", "_").replace("-", "_"))
@@ -130,13 +129,14 @@ class Router:
             return
         message = Message(mid, account.account_id, req["importance"], partition,
                           sent=[s.channel for s in plan.sends], deadline_at=plan.deadline_at)
+        counted = plan.established or account.lifecycle == "NEW"  # pushes matter until then
         for s in plan.sends:
             await self.send(message, s.channel, s.reason, s.attempt)
         if plan.established:
             await self.emit("account.lifecycle", account.account_id, "AccountLifecycle", {
                 "account_id": account.account_id, "lifecycle": account.lifecycle,
                 "pushes": account.pushes, "changed_at": now_ms()})
-        self._save(account, message)
+        self._save(account if counted else None, message)
         if plan.deadline_at is not None:
             self.index.add(Due(plan.deadline_at, partition, mid, account.account_id))
 
@@ -236,8 +236,8 @@ class Router:
             value = self.codec.encode("Deadline", {
                 "key": due.key, "account_id": due.account_id, "message_id": due.key,
                 "kind": "READ", "device_id": None, "due_at": round(due.due_at * 1000)})
-            await self.out[DEADLINES].send(key=due.account_id.encode(), value=value,
-                                           partition=due.partition, force=True)
+            self.outbox.produce(self.settings.topic(DEADLINES), due.account_id.encode(), value,
+                                partition=due.partition)
 
     def _rebuild(self, owned: frozenset[int]) -> None:
         """Rebuild the deadline index from the messages table for the partitions we own now."""
@@ -271,9 +271,9 @@ class Router:
             "attempt": attempt, "importance": message.importance, "sent_at": now_ms()})
 
     async def emit(self, name: str, key: str, record: str, value: dict[str, Any]) -> None:
-        """Encode a record and produce it now (Faust flushes before committing offsets)."""
-        await self.out[name].send(key=key.encode(), value=self.codec.encode(record, value),
-                                  force=True)
+        """Encode a record and queue it in the outbox (flushed before offsets are committed)."""
+        self.outbox.produce(self.settings.topic(name), key.encode(),
+                            self.codec.encode(record, value))
 
     async def dead_letter(self, event: EventT, error: str) -> None:
         """Send the original record with the reason to push.dlq; the partition moves on."""
