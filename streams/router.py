@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -12,6 +13,8 @@ from faust.types import EventT
 
 from schemas import Codec, SchemaError
 from streams.app import create_app
+from streams.campaigns import Campaigns
+from streams.devices import DeviceStage, receipt_deadlines
 from streams.domain.channels import (
     Account,
     ChannelPolicy,
@@ -22,10 +25,11 @@ from streams.domain.channels import (
     record_read,
     send_id,
 )
-from streams.domain.deadlines import DeadlineIndex, Due
+from streams.domain.deadlines import Due
 from streams.kafka import key_partition
 from streams.outbox import Outbox
 from streams.settings import Settings
+from streams.timers import DeadlineTimer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,14 @@ def policy_of(settings: Settings) -> ChannelPolicy:
     )
 
 
+def message_deadlines(message: dict[str, Any]) -> Iterator[Due]:
+    """The pending deadlines of a stored message: its read deadline and receipt deadlines."""
+    if message.get("deadline_at") is not None and not message.get("escalated"):
+        yield Due(message["deadline_at"], message["partition"], message["message_id"],
+                  message["account_id"], "READ", None, message["message_id"])
+    yield from receipt_deadlines(message)
+
+
 class Router:
     """Consumes every account-keyed input, keeps account and message state, escalates."""
 
@@ -65,13 +77,15 @@ class Router:
         # bytes keys are stored raw; values (dicts) as JSON, in the store and the changelog
         self.accounts = app.Table("accounts", partitions=self.partitions, key_type=bytes)
         self.messages = app.Table("messages", partitions=self.partitions, key_type=bytes)
-        self.index = DeadlineIndex()
-        self.indexed: frozenset[int] | None = None
+        devices = app.Table("devices", partitions=self.partitions, key_type=bytes)
         self.counts: Counter[str] = Counter()
+        self.timer = DeadlineTimer(app, self.messages, settings.topic(DEADLINES),
+                                   message_deadlines, self.fire, settings.tuning.deadline_tick)
+        self.stage = DeviceStage(settings, devices, self.emit, self.timer.add)
+        self.campaigns = Campaigns(app, settings, self.codec, self.emit, self.dead_letter)
         source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
                            value_type=bytes, partitions=self.partitions)
         app.agent(source, name="accounts")(self.run)
-        app.timer(settings.tuning.deadline_tick)(self.tick)
 
     # -- the agent ---------------------------------------------------------------------------
 
@@ -122,23 +136,24 @@ class Router:
         plan = plan_push(account, req["importance"], now, self.policy)
         if plan.unreachable:
             self.counts["unreachable"] += 1
-            await self.emit("push.results", req["account_id"], "DeliveryResult", {
+            self.emit("push.results", req["account_id"], "DeliveryResult", {
                 "message_id": mid, "account_id": account.account_id, "status": "UNREACHABLE",
                 "channel": None, "device_id": None, "route": None, "send_id": None,
                 "detail": "no enabled channel: no active device and no address", "at": now_ms()})
             return
         message = Message(mid, account.account_id, req["importance"], partition,
-                          sent=[s.channel for s in plan.sends], deadline_at=plan.deadline_at)
+                          sent=[s.channel for s in plan.sends], deadline_at=plan.deadline_at,
+                          device_ids=req["device_ids"], campaign_id=req["campaign_id"])
         counted = plan.established or account.lifecycle == "NEW"  # pushes matter until then
         for s in plan.sends:
-            await self.send(message, s.channel, s.reason, s.attempt)
+            self.send(message, account, s.channel, s.reason, s.attempt)
         if plan.established:
-            await self.emit("account.lifecycle", account.account_id, "AccountLifecycle", {
+            self.emit("account.lifecycle", account.account_id, "AccountLifecycle", {
                 "account_id": account.account_id, "lifecycle": account.lifecycle,
                 "pushes": account.pushes, "changed_at": now_ms()})
         self._save(account if counted else None, message)
         if plan.deadline_at is not None:
-            self.index.add(Due(plan.deadline_at, partition, mid, account.account_id))
+            self.timer.add(Due(plan.deadline_at, partition, mid, account.account_id))
 
     async def on_push_acks(self, event: EventT, ack: dict[str, Any], partition: int) -> None:
         """A READ ack counts for the channel learning and cancels the message's escalation."""
@@ -146,10 +161,12 @@ class Router:
         if account_raw is None:
             await self.dead_letter(event, f"ack for unknown account {ack['account_id']!r}")
             return
-        if ack["kind"] != "READ":
-            self.counts["receipt"] += 1
-            return
         message_raw = self.messages.get(ack["message_id"].encode())
+        if ack["kind"] == "RECEIPT":
+            message = Message.from_dict(message_raw) if message_raw else None
+            if self.stage.receipt(ack, message):
+                self._save(None, message)
+            return
         if message_raw is None:
             await self.dead_letter(event, f"ack for unknown message {ack['message_id']!r}")
             return
@@ -164,7 +181,7 @@ class Router:
             return
         self._save(account, message)
         if first:
-            await self.emit("push.results", account.account_id, "DeliveryResult", {
+            self.emit("push.results", account.account_id, "DeliveryResult", {
                 "message_id": message.message_id, "account_id": account.account_id,
                 "status": "READ", "channel": ack["channel"], "device_id": ack["device_id"],
                 "route": ack["route"], "send_id": ack["send_id"], "detail": "", "at": now_ms()})
@@ -186,14 +203,22 @@ class Router:
         account = self._account(rec["account_id"])
         devices = [d for d in account.devices if d != rec["device_id"]]
         account.devices = devices + [rec["device_id"]] if rec["active"] else devices
+        self.stage.register(rec)
         self._save(account)
 
     async def on_pushcascade_deadlines(self, event: EventT, rec: dict[str, Any],
                                        partition: int) -> None:
-        """A deadline came due: escalate the unread message to its next channel, once."""
-        raw = self.messages.get(rec["key"].encode())
+        """A deadline came due: a receipt deadline falls back to another route; a read deadline
+        escalates the unread message to its next channel, once."""
         now = time.time()
         due_at = rec["due_at"] / 1000
+        if rec["kind"] == "RECEIPT":
+            raw = self.messages.get(rec["message_id"].encode())
+            if raw is not None and self.stage.receipt_due(message := Message.from_dict(raw),
+                                                          rec["device_id"], due_at):
+                self._save(None, message)
+            return
+        raw = self.messages.get(rec["key"].encode())
         if raw is None or not is_due(message := Message.from_dict(raw), due_at, now + 0.001):
             self.counts["deadline_stale"] += 1
             return
@@ -203,51 +228,33 @@ class Router:
         message.escalated, message.deadline_at = True, None
         if target:
             message.sent.append(target)
-        self._save(None, message)
-        await self.emit("push.escalations", message.account_id, "Escalation", {
+        self.emit("push.escalations", message.account_id, "Escalation", {
             "message_id": message.message_id, "account_id": message.account_id,
             "from_channel": from_channel, "to_channel": target,
             "deadline_at": rec["due_at"], "fired_at": now_ms()})
         if target:
-            await self.send(message, target, "ESCALATION", 1)
+            self.send(message, account, target, "ESCALATION", 1)
         else:
-            await self.emit("push.results", message.account_id, "DeliveryResult", {
+            self.emit("push.results", message.account_id, "DeliveryResult", {
                 "message_id": message.message_id, "account_id": message.account_id,
                 "status": "EXHAUSTED", "channel": None, "device_id": None, "route": None,
                 "send_id": None, "detail": "read deadline passed; no channel left",
                 "at": now_ms()})
+        self._save(None, message)
 
     # -- the timer ---------------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        """Emit a Deadline event, to its owner partition, for every deadline that came due."""
-        app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+    def fire(self, due: Due) -> None:
+        """Emit a due deadline to its owner partition, unless the table shows it is settled."""
+        raw = self.messages.get((due.message_id or due.key).encode())
+        if raw is None:
             return
-        name = self.settings.topic("push.requests")
-        owned = frozenset(tp.partition for tp in app.assignor.assigned_actives()
-                          if tp.topic == name)
-        if owned != self.indexed:
-            self._rebuild(owned)
-        for due in self.index.pop_due(time.time()):
-            raw = self.messages.get(due.key.encode())
-            if raw is None or raw.get("deadline_at") != due.due_at or raw.get("escalated"):
-                continue
-            value = self.codec.encode("Deadline", {
-                "key": due.key, "account_id": due.account_id, "message_id": due.key,
-                "kind": "READ", "device_id": None, "due_at": round(due.due_at * 1000)})
-            self.outbox.produce(self.settings.topic(DEADLINES), due.account_id.encode(), value,
-                                partition=due.partition)
-
-    def _rebuild(self, owned: frozenset[int]) -> None:
-        """Rebuild the deadline index from the messages table for the partitions we own now."""
-        pending = (Due(m["deadline_at"], m["partition"], m["message_id"], m["account_id"])
-                   for m in self.messages.values()
-                   if m.get("deadline_at") is not None and not m.get("escalated"))
-        self.index.replace(owned, pending)
-        self.indexed = owned
-        log.info("deadline index rebuilt: %d pending in partitions %s", len(self.index),
-                 sorted(owned))
+        if due.kind == "READ" and (raw.get("deadline_at") != due.due_at or raw.get("escalated")):
+            return
+        self.emit(DEADLINES, due.account_id, "Deadline", {
+            "key": due.key, "account_id": due.account_id, "message_id": raw["message_id"],
+            "kind": due.kind, "device_id": due.device_id, "due_at": round(due.due_at * 1000)},
+            partition=due.partition)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -261,24 +268,28 @@ class Router:
         if message is not None:
             self.messages[message.message_id.encode()] = message.to_dict()
 
-    async def send(self, message: Message, channel: str, reason: str, attempt: int) -> None:
-        """Emit one ChannelSend with its deterministic send_id."""
+    def send(self, message: Message, account: Account, channel: str, reason: str,
+             attempt: int) -> None:
+        """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
         self.counts["send_" + reason] += 1
-        await self.emit("push.sends", message.account_id, "ChannelSend", {
+        if channel == "APP":
+            self.stage.deliver(message, account.devices, attempt)
+        self.emit("push.sends", message.account_id, "ChannelSend", {
             "send_id": send_id(message.message_id, channel, None, attempt),
             "message_id": message.message_id, "account_id": message.account_id,
             "channel": channel, "device_id": None, "route": None, "reason": reason,
             "attempt": attempt, "importance": message.importance, "sent_at": now_ms()})
 
-    async def emit(self, name: str, key: str, record: str, value: dict[str, Any]) -> None:
+    def emit(self, name: str, key: str, record: str, value: dict[str, Any],
+             partition: int | None = None) -> None:
         """Encode a record and queue it in the outbox (flushed before offsets are committed)."""
         self.outbox.produce(self.settings.topic(name), key.encode(),
-                            self.codec.encode(record, value))
+                            self.codec.encode(record, value), partition=partition)
 
     async def dead_letter(self, event: EventT, error: str) -> None:
         """Send the original record with the reason to push.dlq; the partition moves on."""
         msg = event.message
         self.counts["dead_letter"] += 1
-        await self.emit("push.dlq", (msg.key or b"").decode(errors="replace"), "DeadLetter", {
+        self.emit("push.dlq", (msg.key or b"").decode(errors="replace"), "DeadLetter", {
             "key": msg.key, "value": msg.value, "topic": msg.topic, "partition": msg.partition,
             "offset": msg.offset, "error": error, "failed_at": now_ms()})

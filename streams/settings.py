@@ -51,6 +51,10 @@ class Tuning(BaseSettings):
     probe_count_first: int = Field(100, ge=1, description="probes that measure a route")
     probe_count_again: int = Field(20, ge=1, description="probes that re-test a target route")
     min_route_success: float = Field(0.8, ge=0, le=1, description="re-probe rate to keep target")
+    probe_interval: float = Field(86400.0, gt=0, description="re-probe a target route this often")
+    probe_device_per_hour: float = Field(12.0, gt=0, description="probes per device per hour")
+    probe_global_per_second: float = Field(50.0, gt=0, description="probes per second per worker")
+    probe_timeout: float = Field(300.0, gt=0, description="a probe without receipt is lost after")
     campaign_fallback_ratio: float = Field(
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )

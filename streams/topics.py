@@ -38,6 +38,8 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("pushcascade.account-events", "account_id", "(original record)", "router",
               internal=True),
     TopicSpec("pushcascade.deadlines", "account_id", "Deadline", "deadline timer", internal=True),
+    TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent, Deadline",
+              "router, campaign timer", internal=True),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOG}

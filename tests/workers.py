@@ -103,21 +103,8 @@ class Tap:
 
 
 def accounts_tap(settings: Settings) -> Tap:
-    """A tap on the router's `accounts` table changelog (JSON values): the state as written."""
-    name = f"{settings.tuning.topic_prefix}pushcascade-accounts-changelog"
-    tap = Tap.__new__(Tap)
-    tap.name = tap.full = name
-    tap.decode = lambda value: json.loads(value) if value else None
-    tap.records, tap.seen_at = [], []
-    tap.reader = consumer(settings.connections.kafka_bootstrap_servers, f"tap-{uuid.uuid4().hex}")
-    deadline = time.monotonic() + 30
-    while name not in tap.reader.list_topics(timeout=10).topics:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} never appeared (did the worker start?)")
-        time.sleep(0.2)
-    parts = tap.reader.list_topics(name, timeout=10).topics[name].partitions
-    tap.reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
-    return tap
+    """A tap on the router's `accounts` table changelog: the state as written."""
+    return changelog_tap(settings, "accounts")
 
 
 def now_ms() -> int:
@@ -151,3 +138,79 @@ def read_ack(message_id: str, account: str, channel: str) -> dict[str, Any]:
     """A READ ack."""
     return {"message_id": message_id, "account_id": account, "channel": channel, "kind": "READ",
             "device_id": None, "route": None, "send_id": None, "acked_at": now_ms()}
+
+
+class DeviceSimulator:
+    """Plays the devices: answers device-level sends with RECEIPT acks when `rule(send)` says so."""
+
+    def __init__(self, settings: Settings, rule: Any) -> None:
+        import threading
+
+        self.rule = rule
+        self.sends = Tap(settings, "push.sends")
+        self.producer = RecordProducer(settings.connections.kafka_bootstrap_servers,
+                                       settings=settings)
+        self.answered: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        done = 0
+        while not self._stop.is_set():
+            self.sends.poll(0.1)
+            for send in self.sends.records[done:]:
+                if send["device_id"] and self.rule(send):
+                    self.producer.send("push.acks", {
+                        "message_id": send["message_id"], "account_id": send["account_id"],
+                        "channel": "APP", "kind": "RECEIPT", "device_id": send["device_id"],
+                        "route": send["route"], "send_id": send["send_id"],
+                        "acked_at": now_ms()})
+                    self.answered.append(send)
+            done = len(self.sends.records)
+            self.producer.flush()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every send seen so far (a copy)."""
+        return list(self.sends.records)
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until predicate(sends) holds."""
+        end = time.monotonic() + timeout
+        while not predicate(self.records()):
+            if time.monotonic() > end:
+                raise AssertionError(f"sends: condition not met in {timeout}s; "
+                                     f"last: {self.records()[-5:]}")
+            time.sleep(0.1)
+        return self.records()
+
+    def stop(self) -> None:
+        """Stop answering and close."""
+        self._stop.set()
+        self._thread.join(5)
+        self.sends.close()
+
+
+def changelog_tap(settings: Settings, table: str) -> Tap:
+    """A tap on one of the router's table changelogs (JSON values)."""
+    name = f"{settings.tuning.topic_prefix}pushcascade-{table}-changelog"
+    tap = Tap.__new__(Tap)
+    tap.name = tap.full = name
+    tap.decode = lambda value: json.loads(value) if value else None
+    tap.records, tap.seen_at = [], []
+    tap.reader = consumer(settings.connections.kafka_bootstrap_servers, f"tap-{uuid.uuid4().hex}")
+    deadline = time.monotonic() + 30
+    while name not in tap.reader.list_topics(timeout=10).topics:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} never appeared (did the worker start?)")
+        time.sleep(0.2)
+    parts = tap.reader.list_topics(name, timeout=10).topics[name].partitions
+    tap.reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
+    return tap
+
+
+def device(account: str, device_id: str, routes: list[str], manufacturer: str = "Xiaomi",
+           active: bool = True) -> dict[str, Any]:
+    """A DeviceRegistration."""
+    return {"device_id": device_id, "account_id": account, "manufacturer": manufacturer,
+            "model": "14", "routes": routes, "active": active, "registered_at": now_ms()}

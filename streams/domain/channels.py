@@ -65,6 +65,9 @@ class Message:
     reads: list[str] = field(default_factory=list)
     deadline_at: float | None = None
     escalated: bool = False
+    device_ids: list[str] = field(default_factory=list)
+    campaign_id: str | None = None
+    deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table."""

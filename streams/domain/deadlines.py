@@ -15,6 +15,9 @@ class Due:
     partition: int = field(compare=False)
     key: str
     account_id: str = field(compare=False)
+    kind: str = field(default="READ", compare=False)
+    device_id: str | None = field(default=None, compare=False)
+    message_id: str = field(default="", compare=False)
 
 
 class DeadlineIndex:

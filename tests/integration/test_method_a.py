@@ -55,7 +55,8 @@ def ready(settings, producer, account: str, **channels) -> None:
 
 
 def sends_of(taps, message_id):
-    return taps["push.sends"].where(message_id=message_id)
+    """The account-level sends of a message (Method A's decisions; device sends carry a device)."""
+    return taps["push.sends"].where(message_id=message_id, device_id=None)
 
 
 def test_new_account_gets_every_channel_for_n_pushes_then_one(pipeline):
@@ -65,7 +66,8 @@ def test_new_account_gets_every_channel_for_n_pushes_then_one(pipeline):
         producer.send("push.requests", request(f"new-1-m{i}", "new-1"))
     producer.flush()
     sends = taps["push.sends"]
-    sends.wait_for(lambda rs: len([r for r in rs if r["account_id"] == "new-1"]) >= 3 * N + 2)
+    sends.wait_for(lambda rs: len([r for r in rs if r["account_id"] == "new-1"
+                                   and r["device_id"] is None]) >= 3 * N + 2)
     sends.poll(1.0)
     for i in range(N):
         got = sends_of(taps, f"new-1-m{i}")
@@ -87,7 +89,8 @@ def test_account_that_reads_on_wechat_gets_wechat_then_escalates_once(pipeline):
         producer.send("push.requests", request(f"wx-1-f{i}", "wx-1"))
     producer.flush()
     taps["push.sends"].wait_for(
-        lambda rs: len([r for r in rs if r["account_id"] == "wx-1"]) >= 3 * N)
+        lambda rs: len([r for r in rs if r["account_id"] == "wx-1" and r["device_id"] is None])
+        >= 3 * N)
     for i in range(N):
         producer.send("push.acks", read_ack(f"wx-1-f{i}", "wx-1", "WECHAT"))
         producer.send("push.acks", read_ack(f"wx-1-f{i}", "wx-1", "WECHAT"))  # duplicate
@@ -99,8 +102,8 @@ def test_account_that_reads_on_wechat_gets_wechat_then_escalates_once(pipeline):
     producer.send("push.requests", request("wx-1-m", "wx-1"))
     producer.flush()
     sent = taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "wx-1-m" for r in rs))
-    assert [(r["channel"], r["reason"]) for r in sent if r["message_id"] == "wx-1-m"] == [
-        ("WECHAT", "PRIMARY")]
+    assert [(r["channel"], r["reason"]) for r in sent
+            if r["message_id"] == "wx-1-m" and r["device_id"] is None] == [("WECHAT", "PRIMARY")]
     escalations = taps["push.escalations"].wait_for(
         lambda rs: any(r["message_id"] == "wx-1-m" for r in rs), timeout=DEADLINE + 10)
     esc = [r for r in escalations if r["message_id"] == "wx-1-m"]

@@ -709,10 +709,12 @@ def test_account_round_trip_through_json() -> None:
 @pytest.mark.parametrize("deadline_at", [None, 1_700_000_000.123])
 def test_message_round_trip_through_json(deadline_at) -> None:
     msg = Message("m-9", "acc-9", "URGENT", 11, sent=["APP", "SMS"], reads=["SMS"],
-                  deadline_at=deadline_at, escalated=True)
+                  deadline_at=deadline_at, escalated=True, device_ids=["d-1"], campaign_id="c",
+                  deliveries={"d-1": {"route": "HUAWEI", "attempt": 0, "due_at": 1.5,
+                                      "receipt": False, "done": False}})
     data = msg.to_dict()
     assert set(data) == {"message_id", "account_id", "importance", "partition", "sent", "reads",
-                         "deadline_at", "escalated"}
+                         "deadline_at", "escalated", "device_ids", "campaign_id", "deliveries"}
     assert Message.from_dict(json.loads(json.dumps(data))) == msg
 
 
