@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message
 
@@ -73,7 +73,7 @@ class RecordProducer:
         """Flush what is pending."""
         self.flush()
 
-    def __enter__(self) -> RecordProducer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

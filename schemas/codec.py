@@ -77,17 +77,19 @@ class Codec:
         schemaless_writer(buf, wire_schema(record_name), record)
         return buf.getvalue()
 
-    def decode(self, data: bytes, topic: str, expected: str | None = None) -> dict[str, Any]:
+    def decode(self, data: bytes | None, topic: str,
+               expected: str | None = None) -> dict[str, Any]:
         """Decode one message value read from `topic`; raise SchemaError when it is not valid."""
         if expected is not None:
             self._check_name(expected)
         return self._decode(data, topic, expected)[1]
 
-    def decode_named(self, data: bytes, topic: str) -> tuple[str, dict[str, Any]]:
+    def decode_named(self, data: bytes | None, topic: str) -> tuple[str, dict[str, Any]]:
         """Decode one message value and also return its record name."""
         return self._decode(data, topic, None)
 
-    def _decode(self, data: bytes, topic: str, expected: str | None) -> tuple[str, dict[str, Any]]:
+    def _decode(self, data: bytes | None, topic: str,
+                expected: str | None) -> tuple[str, dict[str, Any]]:
         if not data:
             raise SchemaError(topic, "empty message value")
         if len(data) < 5:

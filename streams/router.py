@@ -118,8 +118,9 @@ class Router:
         owner = key_partition(account_id, self.partitions)
         if name not in (FORWARDED, DEADLINES) and (
                 name == "device.registry" or owner != msg.partition):
-            self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(), msg.value,
-                                partition=owner, headers=[("source", name.encode())])
+            self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(),
+                                msg.value or b"", partition=owner,
+                                headers=[("source", name.encode())])
             self.counts["forwarded"] += 1
             return
         handler = getattr(self, "on_" + source.replace(".", "_").replace("-", "_"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,7 +88,7 @@ class Tuning(BaseSettings):
 class Settings:
     """Connections and tuning together, validated at start."""
 
-    def __init__(self, **overrides: object) -> None:
+    def __init__(self, **overrides: Any) -> None:
         conn_keys = set(Connections.model_fields)
         try:
             self.connections = Connections(**{k: v for k, v in overrides.items() if k in conn_keys})

@@ -41,7 +41,8 @@ class DeadlineTimer:
     async def tick(self) -> None:
         """Rebuild after a rebalance, then fire what is due."""
         app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if app.rebalancing or not recovered:
             return
         owned = frozenset(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == self.topic)

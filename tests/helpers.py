@@ -15,10 +15,11 @@ from streams.kafka import consumer
 from streams.settings import Settings
 
 
-def run_cli(*args: str, env: dict[str, str], stdin: str = "", timeout: float = 60) -> Any:
+def run_cli(*args: str, env: dict[str, str], stdin: str = "", timeout: float = 60,
+            cwd: Any = None) -> Any:
     """Run `pushcascade ARGS` in a subprocess; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "streams.cli", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def read_topic(settings: Settings, name: str, *, expect: int | None = None,

@@ -57,7 +57,8 @@ def tail(topic: str, from_beginning: bool, max_records: int | None, timeout: flo
                 click.echo(f"offset {msg.partition()}:{msg.offset()}: {exc}", err=True)
                 continue
             if meta:
-                key = msg.key().decode(errors="replace") if msg.key() else None
+                raw_key = msg.key()
+                key = raw_key.decode(errors="replace") if raw_key else None
                 value = {"partition": msg.partition(), "offset": msg.offset(), "key": key,
                          "value": value}
             click.echo(to_json(value))
