@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from schemas import Codec, SchemaError
 from streams.domain.campaigns import CampaignTally, decide, record_receipt, record_target
 from streams.domain.channels import send_id
 from streams.domain.deadlines import Due
+from streams.metrics import Counts
 from streams.settings import Settings
 from streams.timers import DeadlineTimer
 
@@ -39,7 +39,7 @@ class Campaigns:
         self.threshold = settings.tuning.campaign_fallback_ratio
         self.table = app.Table("campaigns", partitions=settings.tuning.partitions,
                                key_type=bytes)
-        self.counts: Counter[str] = Counter()
+        self.counts = Counts("campaigns")
         self.timer = DeadlineTimer(app, self.table, settings.topic(TOPIC), campaign_deadlines,
                                    self.fire, settings.tuning.deadline_tick)
         source = app.topic(settings.topic(TOPIC), key_type=bytes, value_type=bytes,
@@ -70,12 +70,12 @@ class Campaigns:
         tally = CampaignTally.from_dict(state["tally"])
         if name == "Deadline":
             if state["decided"] or state["due_at"] != rec["due_at"] / 1000:
-                self.counts["deadline_stale"] += 1
+                self.counts.add("deadline_stale")
                 return
             self.decide(tally, state)
         elif rec["kind"] == "TARGET":
             if state["decided"]:
-                self.counts["target_after_decision"] += 1
+                self.counts.add("target_after_decision")
                 return
             record_target(tally, rec["device_id"])
             state["targets"][rec["device_id"]] = {
@@ -89,7 +89,7 @@ class Campaigns:
             outcome = record_receipt(tally, rec["device_id"], rec["route"],
                                      state["targets"].get(rec["device_id"], {}).get(
                                          "route", rec["route"]))
-            self.counts["receipt_" + outcome.lower()] += 1
+            self.counts.add("receipt_" + outcome.lower())
         state["tally"] = tally.to_dict()
         self.table[key] = state
 
@@ -106,10 +106,10 @@ class Campaigns:
         for device_id in decision.fallback_devices:
             target = state["targets"][device_id]
             if not target["fallback_route"]:
-                self.counts["no_fallback_route"] += 1
+                self.counts.add("no_fallback_route")
                 continue
             attempt = target["attempt"] + 1
-            self.counts["send_FALLBACK_ROUTE"] += 1
+            self.counts.add("send_FALLBACK_ROUTE")
             self.emit("push.sends", target["account_id"], "ChannelSend", {
                 "send_id": send_id(target["message_id"], "APP", device_id, attempt),
                 "message_id": target["message_id"], "account_id": target["account_id"],

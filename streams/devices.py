@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from streams.domain.routes import (
     record_send,
     register_device,
 )
+from streams.metrics import Counts
 from streams.settings import Settings
 
 Emit = Callable[..., None]
@@ -59,7 +59,7 @@ class DeviceStage:
         self.cfg = probe_config(settings)
         self.budget = ProbeBudget.from_config(self.cfg)
         self.receipt_deadline = settings.tuning.receipt_deadline
-        self.counts: Counter[str] = Counter()
+        self.counts = Counts("devices")
 
     def register(self, rec: dict[str, Any]) -> None:
         """Apply a DeviceRegistration: routes from the mapping table; deactivation removes it."""
@@ -71,8 +71,8 @@ class DeviceStage:
         reg = register_device(rec["device_id"], rec["account_id"], rec["manufacturer"],
                               rec["model"], rec["routes"],
                               DeviceRoutes.from_dict(previous) if previous else None)
-        self.counts["unmapped_manufacturer"] += not reg.matched
-        self.counts["unknown_route"] += len(reg.unknown_routes)
+        self.counts.add("unmapped_manufacturer", int(not reg.matched))
+        self.counts.add("unknown_route", len(reg.unknown_routes))
         self._maintain(reg.device, time.time())
         self.devices[key] = reg.device.to_dict()
 
@@ -84,7 +84,7 @@ class DeviceStage:
         for device_id in wanted:
             raw = self.devices.get(device_id.encode())
             if raw is None:
-                self.counts["unknown_device"] += 1
+                self.counts.add("unknown_device")
                 continue
             device = DeviceRoutes.from_dict(raw)
             sid = send_id(message.message_id, "APP", device_id, attempt)
@@ -115,12 +115,12 @@ class DeviceStage:
         """Count a RECEIPT for route statistics; True when the message's state changed."""
         raw = self.devices.get((ack["device_id"] or "").encode())
         if raw is None:
-            self.counts["receipt_unknown_device"] += 1
+            self.counts.add("receipt_unknown_device")
             return False
         device = DeviceRoutes.from_dict(raw)
         now = time.time()
         result = record_receipt(device, ack["send_id"], now)
-        self.counts["receipt_" + result.outcome.lower()] += 1
+        self.counts.add("receipt_" + result.outcome.lower())
         self._maintain(device, now)
         self.devices[device.device_id.encode()] = device.to_dict()
         if result.outcome != ReceiptOutcome.COUNTED or message is None:
@@ -143,14 +143,14 @@ class DeviceStage:
         delivery = message.deliveries.get(device_id)
         if (delivery is None or delivery["receipt"] or delivery["done"]
                 or delivery["due_at"] != due_at):
-            self.counts["receipt_deadline_stale"] += 1
+            self.counts.add("receipt_deadline_stale")
             return False
         delivery["done"] = True
         raw = self.devices.get(device_id.encode())
         device = DeviceRoutes.from_dict(raw) if raw else None
         routes = fallback_routes(device, self.cfg, top_n=1) if device else []
         if not routes:
-            self.counts["no_fallback_route"] += 1
+            self.counts.add("no_fallback_route")
             self.emit("push.results", message.account_id, "DeliveryResult", {
                 "message_id": message.message_id, "account_id": message.account_id,
                 "status": "FAILED", "channel": "APP", "device_id": device_id,
@@ -169,7 +169,7 @@ class DeviceStage:
     def _send(self, message: Message, device_id: str, route: str, reason: str, attempt: int,
               sid: str) -> None:
         """Emit one device-level ChannelSend."""
-        self.counts["send_" + reason] += 1
+        self.counts.add("send_" + reason)
         self.emit("push.sends", message.account_id, "ChannelSend", {
             "send_id": sid, "message_id": message.message_id, "account_id": message.account_id,
             "channel": "APP", "device_id": device_id, "route": route, "reason": reason,
@@ -178,7 +178,7 @@ class DeviceStage:
     def _maintain(self, device: DeviceRoutes, now: float) -> None:
         """On every device event: expire lost probes, send due probes, re-evaluate the target."""
         for probe in plan_probes(device, now, self.cfg, self.budget):
-            self.counts["probe_" + probe.kind.lower()] += 1
+            self.counts.add("probe_" + probe.kind.lower())
             self.emit("push.sends", device.account_id, "ChannelSend", {
                 "send_id": probe.send_id, "message_id": probe.send_id,
                 "account_id": device.account_id, "channel": "APP",

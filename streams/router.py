@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from streams.domain.channels import (
 )
 from streams.domain.deadlines import Due
 from streams.kafka import key_partition
+from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.settings import Settings
 from streams.timers import DeadlineTimer
@@ -78,7 +78,7 @@ class Router:
         self.accounts = app.Table("accounts", partitions=self.partitions, key_type=bytes)
         self.messages = app.Table("messages", partitions=self.partitions, key_type=bytes)
         devices = app.Table("devices", partitions=self.partitions, key_type=bytes)
-        self.counts: Counter[str] = Counter()
+        self.counts = Counts("router")
         self.timer = DeadlineTimer(app, self.messages, settings.topic(DEADLINES),
                                    message_deadlines, self.fire, settings.tuning.deadline_tick)
         self.stage = DeviceStage(settings, devices, self.emit, self.timer.add)
@@ -121,7 +121,7 @@ class Router:
             self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(),
                                 msg.value or b"", partition=owner,
                                 headers=[("source", name.encode())])
-            self.counts["forwarded"] += 1
+            self.counts.add("forwarded")
             return
         handler = getattr(self, "on_" + source.replace(".", "_").replace("-", "_"))
         await handler(event, record, msg.partition)
@@ -130,13 +130,13 @@ class Router:
         """A push request: fan out to a new account, or send on the primary with a deadline."""
         mid = req["message_id"]
         if self.messages.get(mid.encode()) is not None:
-            self.counts["duplicate_request"] += 1
+            self.counts.add("duplicate_request")
             return
         account = self._account(req["account_id"])
         now = time.time()
         plan = plan_push(account, req["importance"], now, self.policy)
         if plan.unreachable:
-            self.counts["unreachable"] += 1
+            self.counts.add("unreachable")
             self.emit("push.results", req["account_id"], "DeliveryResult", {
                 "message_id": mid, "account_id": account.account_id, "status": "UNREACHABLE",
                 "channel": None, "device_id": None, "route": None, "send_id": None,
@@ -178,7 +178,7 @@ class Router:
             return
         first = not message.reads
         if not record_read(account, message, ack["channel"]):
-            self.counts["duplicate_ack"] += 1
+            self.counts.add("duplicate_ack")
             return
         self._save(account, message)
         if first:
@@ -221,7 +221,7 @@ class Router:
             return
         raw = self.messages.get(rec["key"].encode())
         if raw is None or not is_due(message := Message.from_dict(raw), due_at, now + 0.001):
-            self.counts["deadline_stale"] += 1
+            self.counts.add("deadline_stale")
             return
         account = self._account(message.account_id)
         target = escalation_target(account, message, self.policy)
@@ -272,7 +272,7 @@ class Router:
     def send(self, message: Message, account: Account, channel: str, reason: str,
              attempt: int) -> None:
         """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
-        self.counts["send_" + reason] += 1
+        self.counts.add("send_" + reason)
         if channel == "APP":
             self.stage.deliver(message, account.devices, attempt)
         self.emit("push.sends", message.account_id, "ChannelSend", {
@@ -290,7 +290,7 @@ class Router:
     async def dead_letter(self, event: EventT, error: str) -> None:
         """Send the original record with the reason to push.dlq; the partition moves on."""
         msg = event.message
-        self.counts["dead_letter"] += 1
+        self.counts.add("dead_letter")
         self.emit("push.dlq", (msg.key or b"").decode(errors="replace"), "DeadLetter", {
             "key": msg.key, "value": msg.value, "topic": msg.topic, "partition": msg.partition,
             "offset": msg.offset, "error": error, "failed_at": now_ms()})

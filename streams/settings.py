@@ -63,6 +63,7 @@ class Tuning(BaseSettings):
     broker_profile: Literal["tansu", "kafka"] = Field(
         "tansu", description="tansu: work around the embedded broker's differences (INFRA.md)"
     )
+    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port of a worker; 0 = off")
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     data_dir: str = Field("var/worker", description="worker data directory (rocksdb tables)")
 

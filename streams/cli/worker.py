@@ -16,7 +16,10 @@ def worker(bootstrap: str, loglevel: str) -> None:
     """Consume requests, acks, settings, profiles and devices; send, escalate, learn."""
     import faust
 
+    from streams.metrics import serve
     from streams.router import Router
 
-    router = Router(get_settings(), bootstrap)
+    settings = get_settings()
+    router = Router(settings, bootstrap)
+    serve(settings.tuning.metrics_port)
     faust.Worker(router.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -32,9 +32,13 @@ def pipeline(broker, tmp_path_factory):
                         topic_prefix=f"a{uuid.uuid4().hex[:8]}.", new_account_pushes=N,
                         read_deadline_high=DEADLINE)
     create_topics(settings, broker.bootstrap)
+    from streams.embedded import free_port
+
+    port = free_port()
     env = worker_env(settings, new_account_pushes=N, read_deadline_high=DEADLINE,
-                     read_deadline_low=3600)
+                     read_deadline_low=3600, metrics_port=port)
     worker = Worker(env, tmp_path_factory.mktemp("method-a"))
+    worker.metrics_port = port
     producer = RecordProducer(broker.bootstrap, settings=settings)
     taps = {name: Tap(settings, name) for name in
             ("push.sends", "push.escalations", "push.results", "account.lifecycle", "push.dlq")}
@@ -176,7 +180,7 @@ def test_unreachable_account_gets_a_clear_outcome(pipeline):
 
 
 def test_bad_input_goes_to_the_dlq_and_the_agent_keeps_going(pipeline):
-    settings, producer, taps, _ = pipeline
+    settings, producer, taps, worker = pipeline
     from streams.kafka import producer as raw_producer
 
     raw = raw_producer(settings.connections.kafka_bootstrap_servers)
@@ -197,3 +201,10 @@ def test_bad_input_goes_to_the_dlq_and_the_agent_keeps_going(pipeline):
     producer.send("push.requests", request("after-bad-m", "after-bad"))
     producer.flush()
     taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "after-bad-m" for r in rs))
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics") as page:
+        metrics = page.read().decode()
+    line = next(x for x in metrics.splitlines()
+                if x.startswith("pushcascade_events_total") and 'event="dead_letter"' in x)
+    assert float(line.split()[-1]) >= 3
