@@ -1,0 +1,131 @@
+"""`pushcascade bench`: benchmarks (not tests) on the embedded broker or KAFKA_BOOTSTRAP_SERVERS."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.cli import cli
+
+console = Console(stderr=True)
+MIN_RATIO, AIM_RATIO = 0.5, 1.0
+
+
+@cli.group()
+def bench() -> None:
+    """Measure throughput and deadline lateness (benchmarks, not tests)."""
+
+
+@bench.command()
+@click.option("--requests", default=30000, show_default=True,
+              help="push requests per throughput run (router and baseline alike)")
+@click.option("--accounts", default=5000, show_default=True, help="accounts the requests go to")
+@click.option("--pending", default=100000, show_default=True,
+              help="pending deadlines in the lateness run (0 skips it)")
+@click.option("--deadline", type=float, default=None,
+              help="read deadline (s) of the lateness run [default: long enough that all "
+                   "--pending are pending before the first is due, from the measured rate]")
+@click.option("--repeat", default=2, show_default=True,
+              help="alternated baseline/router runs; the median is reported")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/router.json"), show_default=True,
+              help="where the figures are written as JSON")
+def router(requests: int, accounts: int, pending: int, deadline: float | None, repeat: int,
+           json_out: Path) -> None:
+    """Router push requests/s against a bare Faust agent, and deadline lateness."""
+    from streams.bench import run_router_bench
+
+    if requests < 1 or accounts < 1 or repeat < 1 or pending < 0:
+        raise click.BadParameter("--requests, --accounts and --repeat must be >= 1, "
+                                 "--pending >= 0")
+    command = shlex.join(["pushcascade", *sys.argv[1:]])
+    result = run_router_bench(requests=requests, accounts=accounts, pending=pending,
+                              deadline=deadline, repeat=repeat, var_dir=json_out.parent,
+                              log=lambda line: console.print(f"[dim]{line}"))
+    result["command"] = command
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    Console().print(figures_table(result))
+    console.print(f"figures written to {json_out}")
+
+
+def figures_table(result: dict[str, Any]) -> Table:
+    """The rich table of one benchmark result."""
+    table = Table(title="pushcascade bench router")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for i, run in enumerate(result["runs"], 1):
+        table.add_row(f"run {i}: baseline events/s", f"{run['baseline']['rate']:,.0f}")
+        table.add_row(f"run {i}: router requests/s", f"{run['router']['rate']:,.0f}")
+        table.add_row(f"run {i}: ratio", f"{run['ratio']:.2f}")
+    ratio = result["ratio_median"]
+    color = "green" if ratio >= AIM_RATIO else "yellow" if ratio >= MIN_RATIO else "red"
+    table.add_row("baseline events/s (median)", f"{result['baseline_rate_median']:,.0f}")
+    table.add_row("router requests/s (median)", f"{result['router_rate_median']:,.0f}")
+    table.add_row(f"ratio (need >= {MIN_RATIO}, aim >= {AIM_RATIO})",
+                  f"[{color}]{ratio:.2f}")
+    late = result.get("lateness")
+    if late:
+        table.add_row("pending deadlines / read deadline",
+                      f"{late['pending']:,} / {late['read_deadline_s']:.0f}s")
+        table.add_row("pending when the first came due", f"{late['pending_at_first_due']:,}")
+        table.add_row("all pending requests processed after", f"{late['ingest_seconds']}s")
+        for name, key in (("seen by consumer", "lateness_seen_ms"),
+                          ("fired_at in record", "lateness_fired_ms")):
+            s = late[key]
+            table.add_row(f"lateness p50 / p99 / max ({name})",
+                          f"{s['p50']:,.0f} / {s['p99']:,.0f} / {s['max']:,.0f} ms")
+        table.add_row("lateness min (fired_at in record)",
+                      f"{late['lateness_fired_ms']['min']:,.0f} ms")
+        table.add_row("escalated exactly once", f"{late['escalated_exactly_once']:,}")
+        table.add_row("duplicates / missing", f"{late['duplicates']:,} / {late['missing']:,}")
+        table.add_row("escalations/s", f"{late['escalations_per_s'] or 0:,.0f}")
+    table.add_row("command", result["command"])
+    return table
+
+
+@bench.command()
+@click.option("--requests", default=30000, show_default=True, help="push requests")
+@click.option("--accounts", default=5000, show_default=True, help="accounts, one device each")
+@click.option("--pending", default=100000, show_default=True,
+              help="pending receipt deadlines in the lateness run (0 skips it)")
+@click.option("--deadline", type=float, default=None,
+              help="receipt deadline (s) of the lateness run [default: from the measured rate]")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/devices.json"), show_default=True)
+def devices(requests: int, accounts: int, pending: int, deadline: float | None,
+            json_out: Path) -> None:
+    """Device sends/s through Method B's device stage, and receipt-deadline fallback lateness."""
+    from streams.bench_devices import run_device_bench
+
+    result = run_device_bench(requests=requests, accounts=accounts, pending=pending,
+                              deadline=deadline, var_dir=json_out.parent,
+                              log=lambda line: console.print(f"[dim]{line}"))
+    result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title="pushcascade bench devices")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    t = result["throughput"]
+    table.add_row("device sends/s (ORIGINAL_ROUTE)", f"{t['device_sends_per_s']:,.0f}")
+    late = result["lateness"]
+    if late:
+        s = late["lateness_ms"]
+        table.add_row("pending receipt deadlines / deadline",
+                      f"{late['pending']:,} / {late['receipt_deadline_s']:.0f}s")
+        table.add_row("pending when the first came due", f"{late['pending_at_first_due']:,}")
+        table.add_row("fallback lateness p50 / p99 / max",
+                      f"{s['p50']:,.0f} / {s['p99']:,.0f} / {s['max']:,.0f} ms")
+        table.add_row("fell back exactly once", f"{late['fell_back_exactly_once']:,}")
+        table.add_row("duplicates / missing", f"{late['duplicates']:,} / {late['missing']:,}")
+    table.add_row("command", result["command"])
+    Console().print(table)
+    console.print(f"figures written to {json_out}")
