@@ -18,6 +18,11 @@ takes milliseconds), each for an ESTABLISHED account (PUSHCASCADE_NEW_ACCOUNT_PU
 one PRIMARY send and one pending read deadline each. No devices are registered: an APP send would
 add Method B's per-device deliveries and receipt deadlines to what is measured.
 
+Lateness run: P more such requests, every read deadline set to D (default: 1.5 x P / the measured
+router rate + 20 s, so all P are pending before the first comes due; `pending_at_first_due`
+checks it). push.escalations is tailed live: lateness = time seen - deadline_at, and also
+fired_at - deadline_at from the record; repeats are counted by message_id.
+
 Run `python -m streams.bench baseline-worker` (environment as for `pushcascade worker`) to start
 the baseline agent on its own.
 """

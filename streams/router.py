@@ -273,13 +273,13 @@ class Router:
              attempt: int) -> None:
         """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
         self.counts.add("send_" + reason)
-        if channel == "APP":
-            self.stage.deliver(message, account.devices, attempt)
         self.emit("push.sends", message.account_id, "ChannelSend", {
             "send_id": send_id(message.message_id, channel, None, attempt),
             "message_id": message.message_id, "account_id": message.account_id,
             "channel": channel, "device_id": None, "route": None, "reason": reason,
             "attempt": attempt, "importance": message.importance, "sent_at": now_ms()})
+        if channel == "APP":
+            self.stage.deliver(message, account.devices, attempt)
 
     def emit(self, name: str, key: str, record: str, value: dict[str, Any],
              partition: int | None = None) -> None:

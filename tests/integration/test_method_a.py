@@ -58,6 +58,12 @@ def ready(settings, producer, account: str, **channels) -> None:
     state.close()
 
 
+def wait_sent(taps, message_id):
+    """Wait for the account-level send of a message; returns every send seen so far."""
+    return taps["push.sends"].wait_for(lambda rs: any(
+        r["message_id"] == message_id and r["device_id"] is None for r in rs))
+
+
 def sends_of(taps, message_id):
     """The account-level sends of a message (Method A's decisions; device sends carry a device)."""
     return taps["push.sends"].where(message_id=message_id, device_id=None)
@@ -105,7 +111,7 @@ def test_account_that_reads_on_wechat_gets_wechat_then_escalates_once(pipeline):
     # WECHAT: feedback 2, first 2 -> 2 + 2*2 = 6; APP: feedback 1 -> 1. Primary WECHAT, then APP.
     producer.send("push.requests", request("wx-1-m", "wx-1"))
     producer.flush()
-    sent = taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "wx-1-m" for r in rs))
+    sent = wait_sent(taps, "wx-1-m")
     assert [(r["channel"], r["reason"]) for r in sent
             if r["message_id"] == "wx-1-m" and r["device_id"] is None] == [("WECHAT", "PRIMARY")]
     escalations = taps["push.escalations"].wait_for(
@@ -130,7 +136,7 @@ def test_read_in_time_cancels_the_escalation(pipeline):
         producer.send("push.requests", request(f"rd-1-f{i}", "rd-1"))
     producer.send("push.requests", request("rd-1-m", "rd-1"))
     producer.flush()
-    taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "rd-1-m" for r in rs))
+    wait_sent(taps, "rd-1-m")
     producer.send("push.acks", read_ack("rd-1-m", "rd-1", "APP"))
     producer.flush()
     taps["push.escalations"].poll(DEADLINE + 2)
@@ -151,7 +157,7 @@ def test_override_wins_and_clearing_restores_learned_channels(pipeline):
                                   for r in rs))
     producer.send("push.requests", request("ov-1-m1", "ov-1"))
     producer.flush()
-    taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "ov-1-m1" for r in rs))
+    wait_sent(taps, "ov-1-m1")
     assert [r["channel"] for r in sends_of(taps, "ov-1-m1")] == ["SMS"]
     esc = taps["push.escalations"].wait_for(
         lambda rs: any(r["message_id"] == "ov-1-m1" for r in rs), timeout=DEADLINE + 10)
@@ -165,7 +171,7 @@ def test_override_wins_and_clearing_restores_learned_channels(pipeline):
     state.close()
     producer.send("push.requests", request("ov-1-m2", "ov-1"))
     producer.flush()
-    taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "ov-1-m2" for r in rs))
+    wait_sent(taps, "ov-1-m2")
     assert [r["channel"] for r in sends_of(taps, "ov-1-m2")] == ["APP"]
 
 
@@ -200,7 +206,7 @@ def test_bad_input_goes_to_the_dlq_and_the_agent_keeps_going(pipeline):
     ready(settings, producer, "after-bad")
     producer.send("push.requests", request("after-bad-m", "after-bad"))
     producer.flush()
-    taps["push.sends"].wait_for(lambda rs: any(r["message_id"] == "after-bad-m" for r in rs))
+    wait_sent(taps, "after-bad-m")
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics") as page:
