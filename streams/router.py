@@ -30,6 +30,7 @@ from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.settings import Settings
 from streams.timers import DeadlineTimer
+from streams.topics import CATALOG
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 INPUTS = ("push.requests", "push.acks", "account.settings", "account.profiles",
           "device.registry", "pushcascade.account-events", "pushcascade.deadlines")
 FORWARDED, DEADLINES = "pushcascade.account-events", "pushcascade.deadlines"
+EXPECTED = {s.name: s.record for s in CATALOG if s.name in INPUTS and s.name != FORWARDED}
 PROFILE_CHANNELS = (("WECHAT", "wechat_openid"), ("SMS", "phone"), ("EMAIL", "email"))
 
 
@@ -107,7 +109,7 @@ class Router:
         if name == FORWARDED:
             source = dict(msg.headers or []).get("source", b"").decode()
         try:
-            record = self.codec.decode(msg.value, topic=source)
+            record = self.codec.decode(msg.value, topic=source, expected=EXPECTED.get(source))
         except SchemaError as exc:
             await self.dead_letter(event, str(exc))
             return

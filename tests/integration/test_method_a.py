@@ -192,13 +192,19 @@ def test_bad_input_goes_to_the_dlq_and_the_agent_keeps_going(pipeline):
     raw = raw_producer(settings.connections.kafka_bootstrap_servers)
     raw.produce(settings.topic("push.requests"), key=b"bad-1", value=b"\x00\x00\x00\x00\x63xx")
     raw.produce(settings.topic("push.requests"), key=b"bad-1", value=b"not avro at all")
+    from schemas import Codec
+
+    wrong = Codec().encode("AccountSettings", {"account_id": "bad-1", "primary": None,
+                                               "secondary": None, "updated_at": 1})
+    raw.produce(settings.topic("push.requests"), key=b"bad-1", value=wrong)
     raw.flush()
     producer.send("push.acks", read_ack("ghost-m", "ghost-account", "APP"))
     producer.flush()
-    dlq = taps["push.dlq"].wait_for(lambda rs: len(rs) >= 3)
+    dlq = taps["push.dlq"].wait_for(lambda rs: len(rs) >= 4)
     errors = " | ".join(r["error"] for r in dlq)
     assert "unknown schema id 99" in errors
     assert "magic" in errors
+    assert "AccountSettings" in errors and "PushRequest" in errors  # wrong record type
     assert "unknown account 'ghost-account'" in errors
     assert {r["topic"] for r in dlq} == {settings.topic("push.requests"),
                                          settings.topic("push.acks")}
