@@ -5,13 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-from schemas import Codec
-from streams.kafka import consumer
 from streams.settings import Settings
 
 
@@ -23,20 +18,15 @@ def run_cli(*args: str, env: dict[str, str], stdin: str = "", timeout: float = 6
 
 
 def read_topic(settings: Settings, name: str, *, expect: int | None = None,
-               timeout: float = 10.0, codec: Codec | None = None) -> list[dict]:
+               timeout: float = 10.0) -> list[dict]:
     """Every record of a topic from the beginning, decoded; stops at `expect` or after timeout."""
-    codec = codec or Codec()
-    full = settings.topic(name)
-    reader = consumer(settings.connections.kafka_bootstrap_servers, f"test-{uuid.uuid4().hex}")
-    parts = reader.list_topics(full, timeout=10).topics[full].partitions
-    reader.assign([TopicPartition(full, p, OFFSET_BEGINNING) for p in parts])
-    records: list[dict] = []
+    from tests.workers import Tap
+
+    tap = Tap(settings, name)
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and (expect is None or len(records) < expect):
-            msg = reader.poll(0.2)
-            if msg is not None and not msg.error():
-                records.append(codec.decode(msg.value(), topic=name))
+        while time.monotonic() < deadline and (expect is None or len(tap.records) < expect):
+            tap.poll(0.2)
     finally:
-        reader.close()
-    return records
+        tap.close()
+    return tap.records

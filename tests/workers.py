@@ -61,16 +61,24 @@ def worker_env(settings: Settings, **tuning: Any) -> dict[str, str]:
 class Tap:
     """Reads a topic from the beginning, incrementally, keeping every decoded record."""
 
-    def __init__(self, settings: Settings, name: str, decode: Any = None) -> None:
+    def __init__(self, settings: Settings, name: str, decode: Any = None,
+                 full: str | None = None) -> None:
         from schemas import Codec
 
-        self.name, self.full = name, settings.topic(name)
+        self.name, self.full = name, full or settings.topic(name)
         codec = Codec()
         self.decode = decode or (lambda value: codec.decode(value, topic=name))
         self.records: list[Any] = []
         self.seen_at: list[float] = []
+        # a short fetch wait: on Tansu an idle consumer otherwise sees new records ~0.5 s late,
+        # which would be the instrument's lateness, not the pipeline's
         self.reader = consumer(settings.connections.kafka_bootstrap_servers,
-                               f"tap-{uuid.uuid4().hex}")
+                               f"tap-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": 50})
+        deadline = time.monotonic() + 30
+        while self.full not in self.reader.list_topics(timeout=10).topics:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.full} never appeared (did the worker start?)")
+            time.sleep(0.2)
         parts = self.reader.list_topics(self.full, timeout=10).topics[self.full].partitions
         self.reader.assign([TopicPartition(self.full, p, OFFSET_BEGINNING) for p in parts])
 
@@ -192,21 +200,9 @@ class DeviceSimulator:
 
 
 def changelog_tap(settings: Settings, table: str) -> Tap:
-    """A tap on one of the router's table changelogs (JSON values)."""
-    name = f"{settings.tuning.topic_prefix}pushcascade-{table}-changelog"
-    tap = Tap.__new__(Tap)
-    tap.name = tap.full = name
-    tap.decode = lambda value: json.loads(value) if value else None
-    tap.records, tap.seen_at = [], []
-    tap.reader = consumer(settings.connections.kafka_bootstrap_servers, f"tap-{uuid.uuid4().hex}")
-    deadline = time.monotonic() + 30
-    while name not in tap.reader.list_topics(timeout=10).topics:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} never appeared (did the worker start?)")
-        time.sleep(0.2)
-    parts = tap.reader.list_topics(name, timeout=10).topics[name].partitions
-    tap.reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
-    return tap
+    """A tap on one of the router's table changelogs (JSON values), once the worker made it."""
+    return Tap(settings, table, decode=lambda value: json.loads(value) if value else None,
+               full=f"{settings.tuning.topic_prefix}pushcascade-{table}-changelog")
 
 
 def device(account: str, device_id: str, routes: list[str], manufacturer: str = "Xiaomi",
