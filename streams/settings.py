@@ -59,7 +59,15 @@ class Tuning(BaseSettings):
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )
     channel_order: str = Field(DEFAULT_CHANNEL_ORDER, description="tie-break order of channels")
+    reach_grace: float = Field(
+        30.0, ge=0, description="a request that finds no channel (or a device that turns up "
+        "late) waits this long for the account's profile or device registration")
+    message_retention: float = Field(
+        86400.0, gt=0, description="message state is removed this long after its last deadline; "
+        "a repeated request within it is the same message")
     deadline_tick: float = Field(0.2, gt=0, description="how often due deadlines are checked")
+    fetch_wait: float = Field(
+        0.1, gt=0, le=1.5, description="longest a worker's fetch waits on an idle partition")
     broker_profile: Literal["tansu", "kafka"] = Field(
         "tansu", description="tansu: work around the embedded broker's differences (INFRA.md)"
     )

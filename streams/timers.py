@@ -1,56 +1,86 @@
-"""Deadline timers for Faust: a per-worker index over a table, rebuilt when partitions move."""
+"""Deadline timers for Faust: a worker's index over a state table, re-indexed as partitions move."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from streams.domain.deadlines import DeadlineIndex, Due
+from streams.state import StateTables
 
 log = logging.getLogger(__name__)
 
+#: Values indexed between two yields to the event loop while re-indexing.
+CHUNK = 2000
+
 
 class DeadlineTimer:
-    """Fires `fire(due)` for every due deadline of the partitions this worker owns.
+    """Calls `fire(due)` for every due deadline of the partitions this worker owns.
 
-    The table is the truth; the index only remembers what may come due. On every tick
-    (wall clock) it pops what is due — cost proportional to that, not to what is pending.
-    When the worker's assignment changes, the index is rebuilt from the recovered table,
-    so deadlines survive crashes and rebalances; `fire` must check the table and the
-    consumer of its event must be idempotent (it is: it checks the state in the stream).
+    The table is the truth; the index only remembers what may come due, and every fired
+    deadline is checked again by the owner of the state. On every tick (wall clock) it pops
+    what is due, at a cost proportional to that. Partitions newly assigned (also one that left
+    and came back) are indexed from the recovered table in chunks, yielding to the event loop
+    between them, so a million pending deadlines never stall heartbeats or processing.
     """
 
-    def __init__(self, app: faust.App, table: Any, topic: str,
-                 pending: Callable[[dict[str, Any]], Iterable[Due]],
-                 fire: Callable[[Due], None], interval: float) -> None:
-        self.app, self.table, self.topic = app, table, topic
-        self.pending, self.fire = pending, fire
+    def __init__(self, app: faust.App, topic: str, state: StateTables, table: str,
+                 index: Callable[[dict[str, Any]], None], fire: Callable[[Due], None],
+                 interval: float) -> None:
+        self.app, self.topic, self.state, self.table = app, topic, state, table
+        self.index_value, self.fire = index, fire
         self.index = DeadlineIndex()
-        self.indexed: frozenset[int] | None = None
+        self.indexed: frozenset[int] = frozenset()
+        self.revoked: set[int] = set()
         self.fired = 0
+        self.indexing: asyncio.Task[None] | None = None
         app.timer(interval)(self.tick)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """Remember partitions that left (they are re-indexed if they come back)."""
+        self.revoked.update(tp.partition for tp in revoked if tp.topic == self.topic)
 
     def add(self, due: Due) -> None:
-        """Remember a new deadline (called from the agent that wrote it to the table)."""
+        """Remember a new deadline (called by the handler that wrote it to the table)."""
         self.index.add(due)
 
     async def tick(self) -> None:
-        """Rebuild after a rebalance, then fire what is due."""
+        """Re-index after a rebalance, then fire what is due."""
         app = self.app
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         if app.rebalancing or not recovered:
             return
         owned = frozenset(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == self.topic)
-        if owned != self.indexed:
-            self.index.replace(owned, (d for v in self.table.values() for d in self.pending(v)))
+        if self.revoked or owned != self.indexed:
+            kept = self.indexed - self.revoked
+            self.revoked.clear()
+            self.index.forget(set(self.indexed) - set(kept & owned))
+            new = owned - kept
             self.indexed = owned
-            log.info("deadline index rebuilt for %s: %d pending in partitions %s",
-                     self.table.name, len(self.index), sorted(owned))
+            if new:
+                if self.indexing is not None:
+                    self.indexing.cancel()
+                self.indexing = asyncio.ensure_future(self._reindex(set(new)))
         for due in self.index.pop_due(time.time()):
             self.fired += 1
             self.fire(due)
+
+    async def _reindex(self, partitions: set[int]) -> None:
+        """Index the stored values of these partitions, a chunk at a time."""
+        started, count = time.monotonic(), 0
+        for value in self.state.values(self.table):
+            if value.get("partition") in partitions:
+                self.index_value(value)
+            count += 1
+            if count % CHUNK == 0:
+                await asyncio.sleep(0)
+        log.info("deadline index: %s re-indexed from %d %s values in %.1fs (%d pending)",
+                 sorted(partitions), count, self.table, time.monotonic() - started,
+                 len(self.index))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,8 @@ class Account:
     secondary: str | None = None
     devices: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    recent: list[list[Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table."""
@@ -45,7 +48,7 @@ class Account:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Account:
-        """Inverse of to_dict."""
+        """Inverse of to_dict (fields added later take their defaults)."""
         return cls(**data)
 
     def enabled(self) -> set[str]:
@@ -68,6 +71,10 @@ class Message:
     device_ids: list[str] = field(default_factory=list)
     campaign_id: str | None = None
     deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created_at: float = 0.0
+    waiting_until: float | None = None
+    fanout: bool = False
+    expires_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -76,7 +83,9 @@ class Message:
                 "sent": list(self.sent), "reads": list(self.reads),
                 "deadline_at": self.deadline_at, "escalated": self.escalated,
                 "device_ids": list(self.device_ids), "campaign_id": self.campaign_id,
-                "deliveries": {d: dict(v) for d, v in self.deliveries.items()}}
+                "deliveries": {d: dict(v) for d, v in self.deliveries.items()},
+                "created_at": self.created_at, "waiting_until": self.waiting_until,
+                "fanout": self.fanout, "expires_at": self.expires_at}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
@@ -103,9 +112,15 @@ class PushPlan:
     unreachable: bool
 
 
-def send_id(message_id: str, channel: str, device_id: str | None, attempt: int) -> str:
-    """The deterministic id of a send, so a repeat is recognisable downstream."""
-    return str(uuid.uuid5(_SEND_NS, f"{message_id}\x1f{channel}\x1f{device_id or ''}\x1f{attempt}"))
+def send_id(account_id: str, message_id: str, channel: str, device_id: str | None,
+            attempt: int) -> str:
+    """The deterministic id of a send, so a repeat is recognisable downstream.
+
+    The parts are encoded as a JSON array: no separator can be forged inside a part, and a
+    missing device (null) differs from an empty one."""
+    parts = json.dumps([account_id, message_id, channel, device_id, attempt],
+                       separators=(",", ":"), ensure_ascii=False)
+    return str(uuid.uuid5(_SEND_NS, parts))
 
 
 def importance_base(account: Account, k1: float, k2: float) -> dict[str, float]:

@@ -18,6 +18,7 @@ from tests.workers import (
 
 N = 2           # PUSHCASCADE_NEW_ACCOUNT_PUSHES for this module
 DEADLINE = 3.0  # PUSHCASCADE_READ_DEADLINE_HIGH for this module
+GRACE = 2.0     # PUSHCASCADE_REACH_GRACE: how long a request waits for a channel
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def pipeline(broker, tmp_path_factory):
 
     port = free_port()
     env = worker_env(settings, new_account_pushes=N, read_deadline_high=DEADLINE,
-                     read_deadline_low=3600, metrics_port=port)
+                     read_deadline_low=3600, metrics_port=port, reach_grace=GRACE)
     worker = Worker(env, tmp_path_factory.mktemp("method-a"))
     worker.metrics_port = port
     producer = RecordProducer(broker.bootstrap, settings=settings)
@@ -166,8 +167,8 @@ def test_override_wins_and_clearing_restores_learned_channels(pipeline):
     producer.send("account.settings", {"account_id": "ov-1", "primary": None, "secondary": None,
                                        "updated_at": now_ms()})
     producer.flush()
-    state.wait_for(lambda rs: rs[-1]["account_id"] == "ov-1" and rs[-1]["primary"] is None
-                   if rs else False)
+    state.wait_for(lambda rs: [r["primary"] for r in rs if r and r["account_id"] == "ov-1"][-1]
+                   is None)
     state.close()
     producer.send("push.requests", request("ov-1-m2", "ov-1"))
     producer.flush()
@@ -180,7 +181,7 @@ def test_unreachable_account_gets_a_clear_outcome(pipeline):
     producer.send("push.requests", request("nobody-m", "nobody"))
     producer.flush()
     results = taps["push.results"].wait_for(
-        lambda rs: any(r["message_id"] == "nobody-m" for r in rs))
+        lambda rs: any(r["message_id"] == "nobody-m" for r in rs), timeout=GRACE + 30)
     assert [r["status"] for r in results if r["message_id"] == "nobody-m"] == ["UNREACHABLE"]
     assert sends_of(taps, "nobody-m") == []
 

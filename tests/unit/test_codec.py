@@ -60,9 +60,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "account_id": "acc-1", "lifecycle": "ESTABLISHED", "pushes": 5, "changed_at": T0,
     },
     "CampaignEvent": {
-        "campaign_id": "spring", "kind": "TARGET", "message_id": "m-1", "account_id": "a-1",
-        "device_id": "d-1", "route": "HUAWEI", "fallback_route": "JPUSH", "importance": "HIGH",
-        "attempt": 0, "due_at": 1700000030000, "at": 1700000000000,
+        "campaign_id": "spring", "partition": 3, "targeted": 200000, "acked": 150000,
+        "due_at": 1700000030000, "at": 1700000000000,
     },
     "Deadline": {
         "key": "msg-1/dev-9", "account_id": "acc-1", "message_id": "msg-1", "kind": "RECEIPT",

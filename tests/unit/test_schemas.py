@@ -31,8 +31,7 @@ FIELDS = {
     "DeliveryResult": "message_id account_id status channel device_id route send_id detail at",
     "AccountLifecycle": "account_id lifecycle pushes changed_at",
     "Deadline": "key account_id message_id kind device_id due_at",
-    "CampaignEvent": "campaign_id kind message_id account_id device_id route fallback_route "
-                     "importance attempt due_at at",
+    "CampaignEvent": "campaign_id partition targeted acked due_at at",
     "CampaignDecision": "campaign_id targeted acked ratio threshold fallback decided_at",
     "RouteChange": "device_id account_id from_route to_route success_rate reason changed_at",
     "DeadLetter": "key value topic partition offset error failed_at",
@@ -45,8 +44,7 @@ SYMBOLS = {
     "SendReason": ["FANOUT", "PRIMARY", "ESCALATION", "ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE"],
     "Lifecycle": ["NEW", "ESTABLISHED"],
     "DeliveryStatus": ["UNREACHABLE", "SENT", "READ", "ESCALATED", "EXHAUSTED", "FAILED"],
-    "DeadlineKind": ["READ", "RECEIPT", "CAMPAIGN"],
-    "CampaignEventKind": ["TARGET", "RECEIPT"],
+    "DeadlineKind": ["READ", "RECEIPT", "CAMPAIGN", "GRACE"],
 }
 PII = {("AccountProfile", field) for field in ("phone", "wechat_openid", "email")}
 

@@ -1,0 +1,90 @@
+"""Output records of the stream processors, each built in this one place (plain dicts, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Output(NamedTuple):
+    """One record to produce: unprefixed topic, key, record name, value, optional partition."""
+
+    topic: str
+    key: str
+    record: str
+    value: dict[str, Any]
+    partition: int | None = None
+
+
+def ms(t: float) -> int:
+    """Epoch seconds to epoch milliseconds."""
+    return round(t * 1000)
+
+
+def channel_send(sid: str, message_id: str, account_id: str, channel: str,
+                 device_id: str | None, route: str | None, reason: str, attempt: int,
+                 importance: str, now: float) -> Output:
+    """A ChannelSend on push.sends (account-level when device_id is None)."""
+    return Output("push.sends", account_id, "ChannelSend", {
+        "send_id": sid, "message_id": message_id, "account_id": account_id,
+        "channel": channel, "device_id": device_id, "route": route, "reason": reason,
+        "attempt": attempt, "importance": importance, "sent_at": ms(now)})
+
+
+def delivery_result(message_id: str, account_id: str, status: str, detail: str, now: float,
+                    channel: str | None = None, device_id: str | None = None,
+                    route: str | None = None, sid: str | None = None) -> Output:
+    """A DeliveryResult on push.results."""
+    return Output("push.results", account_id, "DeliveryResult", {
+        "message_id": message_id, "account_id": account_id, "status": status,
+        "channel": channel, "device_id": device_id, "route": route, "send_id": sid,
+        "detail": detail, "at": ms(now)})
+
+
+def escalation(message_id: str, account_id: str, from_channel: str, to_channel: str | None,
+               deadline_at: float, now: float) -> Output:
+    """An Escalation on push.escalations."""
+    return Output("push.escalations", account_id, "Escalation", {
+        "message_id": message_id, "account_id": account_id, "from_channel": from_channel,
+        "to_channel": to_channel, "deadline_at": ms(deadline_at), "fired_at": ms(now)})
+
+
+def lifecycle(account_id: str, state: str, pushes: int, now: float) -> Output:
+    """An AccountLifecycle change on account.lifecycle."""
+    return Output("account.lifecycle", account_id, "AccountLifecycle", {
+        "account_id": account_id, "lifecycle": state, "pushes": pushes, "changed_at": ms(now)})
+
+
+def route_change(device_id: str, account_id: str, from_route: str | None, to_route: str,
+                 success_rate: float, reason: str, now: float) -> Output:
+    """A RouteChange on device.route-changes."""
+    return Output("device.route-changes", device_id, "RouteChange", {
+        "device_id": device_id, "account_id": account_id, "from_route": from_route,
+        "to_route": to_route, "success_rate": success_rate, "reason": reason,
+        "changed_at": ms(now)})
+
+
+def deadline(kind: str, account_id: str, message_id: str, device_id: str | None,
+             due_at: float, partition: int, topic: str = "pushcascade.deadlines") -> Output:
+    """A Deadline timer event to the partition that owns what is due."""
+    key = account_id or message_id
+    return Output(topic, key, "Deadline", {
+        "key": message_id, "account_id": account_id, "message_id": message_id, "kind": kind,
+        "device_id": device_id, "due_at": ms(due_at)}, partition)
+
+
+def campaign_tally(campaign_id: str, partition: int, targeted: int, acked: int,
+                   due_at: float, now: float) -> Output:
+    """One account partition's absolute tally of a campaign, to the campaign's owner."""
+    return Output("pushcascade.campaign-events", campaign_id, "CampaignEvent", {
+        "campaign_id": campaign_id, "partition": partition, "targeted": targeted,
+        "acked": acked, "due_at": ms(due_at), "at": ms(now)})
+
+
+def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float | None,
+                      threshold: float, fallback: bool, now: float,
+                      topic: str = "campaign.decisions", partition: int | None = None) -> Output:
+    """A CampaignDecision: published, and told to each account partition holding its devices."""
+    return Output(topic, campaign_id, "CampaignDecision", {
+        "campaign_id": campaign_id, "targeted": targeted, "acked": acked,
+        "ratio": ratio or 0.0, "threshold": threshold, "fallback": fallback,
+        "decided_at": ms(now)}, partition)
