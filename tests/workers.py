@@ -69,6 +69,7 @@ class Tap:
         codec = Codec()
         self.decode = decode or (lambda value: codec.decode(value, topic=name))
         self.records: list[Any] = []
+        self.partitions: list[int] = []
         self.seen_at: list[float] = []
         # a short fetch wait: on Tansu an idle consumer otherwise sees new records ~0.5 s late,
         # which would be the instrument's lateness, not the pipeline's
@@ -89,6 +90,7 @@ class Tap:
             msg = self.reader.poll(0.05)
             if msg is not None and not msg.error():
                 self.records.append(self.decode(msg.value()))
+                self.partitions.append(msg.partition())
                 self.seen_at.append(time.time())
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[Any]:

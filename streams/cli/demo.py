@@ -108,7 +108,7 @@ def wait_registered(settings: Settings, bootstrap: str, accounts: set[str],
         value = msg.value() if msg is not None and not msg.error() else None
         if value:
             state = json.loads(value)
-            if state["devices"] and state["addresses"]:
+            if state and state["devices"] and state["addresses"]:
                 ready.add(state["account_id"])
     reader.close()
     if ready < accounts:
