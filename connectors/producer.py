@@ -6,10 +6,9 @@ from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message
 
-from schemas import Codec, RecordError
+from schemas import WRITABLE, Codec, RecordError, spec
 from streams.kafka import producer
 from streams.settings import Settings, get_settings
-from streams.topics import WRITABLE, spec
 
 #: Fields that identify something and so may not be empty strings.
 _IDENTIFIERS = ("message_id", "account_id", "device_id", "campaign_id")

@@ -10,7 +10,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from schemas import Codec, SchemaError
+from schemas import CATALOG, Codec, SchemaError
 from streams.app import create_app
 from streams.campaigns import Campaigns
 from streams.devices import DeviceStage, receipt_deadlines
@@ -30,7 +30,6 @@ from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.settings import Settings
 from streams.timers import DeadlineTimer
-from streams.topics import CATALOG
 
 log = logging.getLogger(__name__)
 

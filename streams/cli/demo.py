@@ -19,13 +19,12 @@ from rich.table import Table
 
 from connectors.producer import PushProducer, RecordProducer
 from connectors.simulator import Simulator, population
-from schemas import Codec
+from schemas import WRITABLE, Codec
 from streams.cli import cli
 from streams.clickhouse import client
 from streams.embedded import stack
 from streams.kafka import consumer
 from streams.settings import Settings, get_settings
-from streams.topics import WRITABLE
 
 console = Console(stderr=True)
 

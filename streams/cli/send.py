@@ -9,9 +9,8 @@ from typing import IO
 import click
 
 from connectors.producer import RecordProducer
-from schemas import RecordError
+from schemas import WRITABLE, RecordError
 from streams.cli import cli
-from streams.topics import WRITABLE
 
 
 def read_records(source: IO[str]) -> list[dict]:
