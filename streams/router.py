@@ -10,7 +10,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from schemas import CATALOG, Codec, SchemaError
+from schemas import CATALOG, Codec, SchemaError, key_partition
 from streams.app import create_app
 from streams.campaigns import Campaigns
 from streams.devices import DeviceStage, receipt_deadlines
@@ -25,7 +25,6 @@ from streams.domain.channels import (
     send_id,
 )
 from streams.domain.deadlines import Due
-from streams.kafka import key_partition
 from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.settings import Settings

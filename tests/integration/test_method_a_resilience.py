@@ -7,7 +7,7 @@ import zlib
 from collections import Counter
 
 from connectors.producer import RecordProducer
-from streams.kafka import key_partition
+from schemas import key_partition
 from tests.workers import Tap, Worker, accounts_tap, register, request, worker_env
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
