@@ -15,7 +15,8 @@ ACCOUNTS = [f"acct-{i}" for i in range(12)]
 
 def prepare(settings, accounts=ACCOUNTS):
     """Register the accounts; return a producer."""
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers,
+                              topic_prefix=settings.tuning.topic_prefix)
     for account in accounts:
         register(producer, account)
     return producer
