@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Self
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
-from schemas import Codec, RecordError
-from streams.kafka import producer
-from streams.settings import Settings, get_settings
-from streams.topics import WRITABLE, spec
+from schemas import PRODUCER_CONFIG, WRITABLE, Codec, RecordError, spec
 
 #: Fields that identify something and so may not be empty strings.
 _IDENTIFIERS = ("message_id", "account_id", "device_id", "campaign_id")
@@ -22,14 +20,26 @@ class DeliveryError(RuntimeError):
 class RecordProducer:
     """Produces contract records to the topics outside users write (push.requests, ...)."""
 
-    def __init__(self, bootstrap: str | None = None, settings: Settings | None = None,
-                 codec: Codec | None = None, **config: Any) -> None:
-        self.settings = settings or get_settings()
-        self.codec = codec or Codec(self.settings.connections.schema_registry_url or None)
-        servers = bootstrap or self.settings.connections.kafka_bootstrap_servers
+    def __init__(self, bootstrap: str | None = None, *, topic_prefix: str | None = None,
+                 codec: Codec | None = None, schema_registry_url: str | None = None,
+                 **config: Any) -> None:
+        """Connect to `bootstrap` (else $KAFKA_BOOTSTRAP_SERVERS); extra librdkafka `config`.
+
+        `topic_prefix` defaults to $PUSHCASCADE_TOPIC_PREFIX; without `codec`, schema ids come
+        from `schema_registry_url` (else $SCHEMA_REGISTRY_URL), or the pinned ones when empty.
+        """
+        servers = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         if not servers:
             raise ValueError("no Kafka: pass bootstrap= or set KAFKA_BOOTSTRAP_SERVERS")
-        self._producer = producer(servers, **config)
+        if topic_prefix is None:
+            topic_prefix = os.environ.get("PUSHCASCADE_TOPIC_PREFIX", "")
+        if codec is None:
+            if schema_registry_url is None:
+                schema_registry_url = os.environ.get("SCHEMA_REGISTRY_URL", "")
+            codec = Codec(schema_registry_url or None)
+        self.topic_prefix, self.codec = topic_prefix, codec
+        self._producer = Producer({"bootstrap.servers": servers, **PRODUCER_CONFIG,
+                                   "linger.ms": 5, **config})
         self.delivered = 0
         self.failures: list[str] = []
 
@@ -50,7 +60,7 @@ class RecordProducer:
         """Validate and produce one record; delivery is confirmed by flush()."""
         key, normalized = self.validate(topic, record)
         value = self.codec.encode(spec(topic).record, normalized)
-        self._producer.produce(self.settings.topic(topic), value=value, key=key.encode(),
+        self._producer.produce(self.topic_prefix + topic, value=value, key=key.encode(),
                                on_delivery=self._on_delivery)
         self._producer.poll(0)
 

@@ -61,7 +61,9 @@ class Simulator:
         self.read_delay = read_delay
         self.rng = random.Random(seed)
         self.codec = Codec()
-        self.producer = RecordProducer(bootstrap, settings=settings)
+        self.producer = RecordProducer(
+            bootstrap, topic_prefix=settings.tuning.topic_prefix,
+            schema_registry_url=settings.connections.schema_registry_url)
         self.counts: Counter[str] = Counter()
         self.read: set[str] = set()
         self._pending: list[tuple[float, dict[str, Any]]] = []

@@ -1,14 +1,24 @@
-"""Avro schemas of pushcascade and the Confluent wire-format codec that reads and writes them."""
+"""The contract: Avro schemas, their wire-format codec, the topic catalog, the key partitioner."""
 
 from schemas.codec import Codec, RecordError, SchemaError, load_schema, schema_json
 from schemas.loader import pinned_ids, record_names
+from schemas.partitioner import PRODUCER_CONFIG, key_partition, murmur2
+from schemas.topics import BY_NAME, CATALOG, WRITABLE, TopicSpec, spec
 
 __all__ = [
+    "BY_NAME",
+    "CATALOG",
+    "PRODUCER_CONFIG",
+    "WRITABLE",
     "Codec",
     "RecordError",
     "SchemaError",
+    "TopicSpec",
+    "key_partition",
     "load_schema",
+    "murmur2",
     "pinned_ids",
     "record_names",
     "schema_json",
+    "spec",
 ]

@@ -47,9 +47,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from schemas import Codec
+from schemas import Codec, key_partition
 from streams.embedded import _die_with_parent, start_broker
-from streams.kafka import consumer, key_partition, producer
+from streams.kafka import consumer, producer
 from streams.settings import Settings
 from streams.topics import create_topics
 

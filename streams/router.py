@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from schemas import Codec, SchemaError
+from schemas import CATALOG, Codec, SchemaError, key_partition
 from streams.app import create_app
 from streams.campaigns import Campaigns
 from streams.domain import handlers as h
@@ -25,14 +25,12 @@ from streams.domain.deadlines import Due
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output, deadline
 from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
-from streams.kafka import key_partition
 from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.privacy import masked
 from streams.settings import Settings
 from streams.state import StateTables
 from streams.timers import DeadlineTimer
-from streams.topics import CATALOG
 
 log = logging.getLogger(__name__)
 

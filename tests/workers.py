@@ -159,7 +159,7 @@ class DeviceSimulator:
         self.rule = rule
         self.sends = Tap(settings, "push.sends")
         self.producer = RecordProducer(settings.connections.kafka_bootstrap_servers,
-                                       settings=settings)
+                                       topic_prefix=settings.tuning.topic_prefix)
         self.answered: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

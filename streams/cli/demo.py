@@ -19,13 +19,12 @@ from rich.table import Table
 
 from connectors.producer import PushProducer, RecordProducer
 from connectors.simulator import Simulator, population
-from schemas import Codec
+from schemas import WRITABLE, Codec
 from streams.cli import cli
 from streams.clickhouse import client
 from streams.embedded import stack
 from streams.kafka import consumer
 from streams.settings import Settings, get_settings
-from streams.topics import WRITABLE
 
 console = Console(stderr=True)
 
@@ -54,7 +53,8 @@ def smoke(bootstrap: str, settings: Settings) -> None:
     """Produce one record of each writable type, read each back, and round-trip a chDB row."""
     codec = Codec(settings.connections.schema_registry_url or None)
     records = sample_records(int(time.time() * 1000))
-    with RecordProducer(bootstrap, settings=settings, codec=codec) as producer:
+    with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
+                        codec=codec) as producer:
         for topic, record in records.items():
             producer.send(topic, record)
         console.print(f"produced {producer.flush()} records")
@@ -150,7 +150,9 @@ def closed_loop(settings: Settings, bootstrap: str, users: int, rounds: int) -> 
             wait_registered(settings, bootstrap, {u.account_id for u in people})
         sim.start()
         started, sent = time.monotonic(), 0
-        with PushProducer(bootstrap, settings=settings) as producer, \
+        producer = PushProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
+                                schema_registry_url=settings.connections.schema_registry_url)
+        with producer, \
                 Live(progress(sim, 0, started), console=console, refresh_per_second=4) as live:
             for r in range(rounds):
                 for u in people:

@@ -9,9 +9,9 @@ from typing import IO
 import click
 
 from connectors.producer import RecordProducer
-from schemas import RecordError
+from schemas import WRITABLE, RecordError
 from streams.cli import cli
-from streams.topics import WRITABLE
+from streams.settings import get_settings
 
 
 def read_records(source: IO[str]) -> list[dict]:
@@ -42,7 +42,9 @@ def send(topic: str, bootstrap: str, source: IO[str]) -> None:
     Every line is validated before any is produced: one invalid line and nothing is sent.
     """
     records = read_records(source)
-    with RecordProducer(bootstrap) as producer:
+    settings = get_settings()
+    with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
+                        schema_registry_url=settings.connections.schema_registry_url) as producer:
         for number, record in enumerate(records, 1):
             try:
                 producer.validate(topic, record)

@@ -10,11 +10,10 @@ import uuid
 import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-from schemas import Codec, SchemaError
+from schemas import BY_NAME, Codec, SchemaError
 from streams.cli import cli
 from streams.kafka import consumer
 from streams.settings import get_settings
-from streams.topics import BY_NAME
 
 
 def to_json(value: object) -> str:

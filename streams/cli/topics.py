@@ -6,9 +6,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from schemas import CATALOG
 from streams.cli import cli
 from streams.settings import get_settings
-from streams.topics import CATALOG, create_topics
+from streams.topics import create_topics
 
 
 @cli.group()

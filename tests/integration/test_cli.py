@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.topics import CATALOG, admin
+from schemas import CATALOG
+from streams.topics import admin
 from tests.helpers import read_topic, run_cli
 
 REQUEST = {"message_id": "m-1", "account_id": "acct-1", "importance": "HIGH", "title": "Hello",

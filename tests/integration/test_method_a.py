@@ -40,7 +40,7 @@ def pipeline(broker, tmp_path_factory):
                      read_deadline_low=3600, metrics_port=port, reach_grace=GRACE)
     worker = Worker(env, tmp_path_factory.mktemp("method-a"))
     worker.metrics_port = port
-    producer = RecordProducer(broker.bootstrap, settings=settings)
+    producer = RecordProducer(broker.bootstrap, topic_prefix=settings.tuning.topic_prefix)
     taps = {name: Tap(settings, name) for name in
             ("push.sends", "push.escalations", "push.results", "account.lifecycle", "push.dlq")}
     yield settings, producer, taps, worker

@@ -7,7 +7,7 @@ import zlib
 from collections import Counter
 
 from connectors.producer import RecordProducer
-from streams.kafka import key_partition
+from schemas import key_partition
 from tests.workers import Tap, Worker, accounts_tap, register, request, worker_env
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
@@ -15,7 +15,8 @@ ACCOUNTS = [f"acct-{i}" for i in range(12)]
 
 def prepare(settings, accounts=ACCOUNTS):
     """Register the accounts; return a producer."""
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers,
+                              topic_prefix=settings.tuning.topic_prefix)
     for account in accounts:
         register(producer, account)
     return producer

@@ -24,7 +24,8 @@ FAST_PROBES = {"probe_count_first": 4, "probe_count_again": 2, "probe_device_per
 
 def app_only(settings, accounts_devices: dict[str, list[str]]) -> RecordProducer:
     """Register APP-only accounts (no addresses), so every push goes to their devices."""
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers,
+                              topic_prefix=settings.tuning.topic_prefix)
     for account, devices in accounts_devices.items():
         for d in devices:
             producer.send("device.registry", device(account, d, ROUTES))

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from connectors.producer import RecordProducer
-from streams.kafka import key_partition
+from schemas import key_partition
 from tests.workers import (
     Tap,
     Worker,
@@ -35,7 +35,7 @@ def primary_sends(sends: Tap) -> Counter[str]:
 def test_sigkill_at_random_moments_loses_no_send(settings, tmp_path):
     accounts = [f"k{i}" for i in range(40)]
     env = worker_env(settings, new_account_pushes=0, read_deadline_normal=3600)
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, topic_prefix=settings.tuning.topic_prefix)
     for account in accounts:
         producer.send("account.profiles", profile(account))
     producer.flush()
@@ -45,7 +45,7 @@ def test_sigkill_at_random_moments_loses_no_send(settings, tmp_path):
 
     def flow() -> None:
         """Requests keep coming, ~150/s, while workers start and die."""
-        out = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+        out = RecordProducer(settings.connections.kafka_bootstrap_servers, topic_prefix=settings.tuning.topic_prefix)
         i = 0
         while not stop.is_set():
             for _ in range(15):
@@ -98,7 +98,7 @@ def test_sigkill_at_random_moments_loses_no_send(settings, tmp_path):
 def test_one_message_id_for_two_accounts_reaches_both_and_a_repeat_is_one_message(
         settings, tmp_path):
     env = worker_env(settings, new_account_pushes=0, read_deadline_high=3600)
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, topic_prefix=settings.tuning.topic_prefix)
     pair = ["shared-a", "shared-b"]
     for account in pair:
         register(producer, account, devices=0)
@@ -125,7 +125,7 @@ def test_one_message_id_for_two_accounts_reaches_both_and_a_repeat_is_one_messag
 def test_profile_and_device_written_before_the_request_are_applied_in_catch_up(
         settings, tmp_path):
     env = worker_env(settings, new_account_pushes=5, reach_grace=60)
-    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, settings=settings)
+    producer = RecordProducer(settings.connections.kafka_bootstrap_servers, topic_prefix=settings.tuning.topic_prefix)
     backlog = [f"other-{i}" for i in range(3000)]  # the worker starts behind on profiles
     for account in backlog:
         producer.send("account.profiles", profile(account))

@@ -8,7 +8,7 @@ import json
 import uuid
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.channels import (
