@@ -30,11 +30,11 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("campaign.decisions", "campaign_id", "CampaignDecision", "stream processors"),
     TopicSpec("device.route-changes", "device_id", "RouteChange", "stream processors"),
     TopicSpec("push.dlq", "original key", "DeadLetter", "every consumer"),
-    TopicSpec("pushcascade.account-events", "account_id", "(original record)", "router",
+    TopicSpec("pushcascade.account-events", "account_id",
+              "(original record, masked); CampaignDecision", "router, campaign agent",
               internal=True),
-    TopicSpec("pushcascade.deadlines", "account_id", "Deadline", "deadline timer", internal=True),
-    TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent, Deadline",
-              "router, campaign timer", internal=True),
+    TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent", "router",
+              internal=True),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOG}

@@ -13,7 +13,7 @@ from faust.types import EventT
 from schemas import Codec, SchemaError
 from streams.domain.campaigns import Campaign, decide, partitions_to_tell, record_tally
 from streams.domain.deadlines import Due
-from streams.domain.records import Output, campaign_decision, deadline
+from streams.domain.records import Output, campaign_decision
 from streams.domain.state import CAMPAIGNS
 from streams.metrics import Counts
 from streams.settings import Settings
@@ -22,7 +22,6 @@ from streams.timers import DeadlineTimer
 
 log = logging.getLogger(__name__)
 TOPIC = "pushcascade.campaign-events"
-DEADLINES = "pushcascade.deadlines"
 
 
 class Campaigns:
@@ -41,43 +40,49 @@ class Campaigns:
         app.agent(source, name="campaigns")(self.run)
 
     async def run(self, stream: faust.StreamT) -> None:
-        """Handle tallies and decision deadlines in partition order."""
+        """Handle the tallies of account partitions in partition order."""
         async for event in stream.events():
             try:
-                name, rec = self.codec.decode_named(event.message.value, topic=TOPIC)
+                rec = self.codec.decode(event.message.value, topic=TOPIC,
+                                        expected="CampaignEvent")
             except SchemaError as exc:
                 self.dead_letter(event, str(exc))
                 continue
             try:
-                self.handle(name, rec, event.message.partition, time.time())
+                self.on_tally(rec, event.message.partition, time.time())
             except Exception as exc:  # a bad record must never stop the partition
                 log.exception("campaign agent failed")
                 self.dead_letter(event, f"processing failed: {exc!r}")
 
-    def handle(self, name: str, rec: dict[str, Any], partition: int, now: float) -> None:
-        """Apply one partition's tally, or decide when the decision deadline came."""
-        campaign_id = rec["campaign_id"] if name == "CampaignEvent" else rec["key"]
-        tables = self.state.at(partition)
-        key = campaign_id.encode()
-        raw = tables.get(CAMPAIGNS, key)
-        campaign = Campaign.from_dict(raw) if raw else Campaign(campaign_id, partition)
-        if name == "CampaignEvent":
-            if record_tally(campaign, rec["partition"], rec["targeted"], rec["acked"],
-                            rec["due_at"] / 1000):
-                self.timer.add(self._due(campaign))
-            if campaign.decided:  # devices in a partition that has not heard the decision
-                self.counts.add("tally_after_decision")
-                self._tell(campaign, now)
-        elif campaign.decided or campaign.due_at != rec["due_at"] / 1000:
+    def _load(self, campaign_id: str, partition: int) -> Campaign:
+        raw = self.state.at(partition).get(CAMPAIGNS, campaign_id.encode())
+        return Campaign.from_dict(raw) if raw else Campaign(campaign_id, partition)
+
+    def on_tally(self, rec: dict[str, Any], partition: int, now: float) -> None:
+        """Take one account partition's tally (a partition new after the decision is told it)."""
+        campaign = self._load(rec["campaign_id"], partition)
+        if record_tally(campaign, rec["partition"], rec["targeted"], rec["acked"],
+                        rec["due_at"] / 1000):
+            self.timer.add(self._due(campaign))
+        if campaign.decided:
+            self.counts.add("tally_after_decision")
+            self._tell(campaign, now)
+        self.state.at(partition).put(CAMPAIGNS, campaign.campaign_id.encode(),
+                                     campaign.to_dict())
+
+    def fire(self, due: Due) -> None:
+        """The decision deadline of a campaign this worker owns: decide, once."""
+        campaign, now = self._load(due.message_id, due.partition), time.time()
+        if campaign.decided or campaign.due_at != due.due_at:
             self.counts.add("deadline_stale")
             return
-        else:
-            decision = decide(campaign, self.threshold)
-            self.counts.add("decided_fallback" if decision.fallback else "decided_no_fallback")
-            self.emit(campaign_decision(campaign_id, decision.targeted, decision.acked,
-                                        decision.ratio, self.threshold, decision.fallback, now))
-            self._tell(campaign, now)
-        tables.put(CAMPAIGNS, key, campaign.to_dict())
+        decision = decide(campaign, self.threshold)
+        self.counts.add("decided_fallback" if decision.fallback else "decided_no_fallback")
+        self.emit(campaign_decision(campaign.campaign_id, decision.targeted, decision.acked,
+                                    decision.ratio, self.threshold, decision.fallback, now))
+        self._tell(campaign, now)
+        self.state.at(due.partition).put(CAMPAIGNS, campaign.campaign_id.encode(),
+                                         campaign.to_dict())
 
     def _tell(self, campaign: Campaign, now: float) -> None:
         """Send the decision to each account partition holding devices of the campaign."""
@@ -85,8 +90,7 @@ class Campaigns:
             self.emit(campaign_decision(campaign.campaign_id, campaign.targeted, campaign.acked,
                                         campaign.acked / campaign.targeted
                                         if campaign.targeted else None,
-                                        self.threshold, campaign.fallback, now,
-                                        topic=DEADLINES, partition=p))
+                                        self.threshold, campaign.fallback, now, partition=p))
 
     @staticmethod
     def _due(campaign: Campaign) -> Due:
@@ -98,8 +102,3 @@ class Campaigns:
         """Remember a stored campaign's pending decision (when partitions move)."""
         if not value["decided"] and value["due_at"] is not None:
             self.timer.add(self._due(Campaign.from_dict(value)))
-
-    def fire(self, due: Due) -> None:
-        """Send the decision deadline to the campaign's partition (the agent re-checks it)."""
-        self.emit(deadline("CAMPAIGN", "", due.message_id, None, due.due_at, due.partition,
-                           topic=TOPIC))

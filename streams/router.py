@@ -23,7 +23,7 @@ from streams.domain import handlers as h
 from streams.domain.channels import ChannelPolicy
 from streams.domain.deadlines import Due
 from streams.domain.probing import ProbeBudget, ProbeConfig
-from streams.domain.records import Output, deadline
+from streams.domain.records import Output
 from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
 from streams.metrics import Counts
 from streams.outbox import Outbox
@@ -34,10 +34,11 @@ from streams.timers import DeadlineTimer
 
 log = logging.getLogger(__name__)
 
-FORWARDED, DEADLINES = "pushcascade.account-events", "pushcascade.deadlines"
-#: Inputs the router consumes: outside topics, then the internal ones that bring records home.
+FORWARDED, DECISIONS = "pushcascade.account-events", "campaign.decisions"
+#: Inputs the router consumes: outside topics, then the internal one that brings records home
+#: (records on a partition not their account's, device registrations, campaign decisions).
 INPUTS = ("push.requests", "push.acks", "account.settings", "account.profiles",
-          "device.registry", FORWARDED, DEADLINES)
+          "device.registry", FORWARDED)
 #: Campaign deliveries settled between two yields to the event loop after a decision.
 SETTLE_CHUNK = 500
 
@@ -58,14 +59,13 @@ def router_config(settings: Settings) -> h.RouterConfig:
 
 
 def check_handlers(inputs: Iterable[str]) -> dict[str, str]:
-    """Every input topic's catalog record has a handler (forwarded records keep theirs).
-
-    Returns topic -> expected record name; raises at start when something is missing."""
-    expected = {s.name: s.record for s in CATALOG if s.name in inputs and s.name != FORWARDED}
-    missing = [(t, r) for t, r in expected.items()
-               if t != DEADLINES and (t, r) not in h.HANDLERS]
-    if missing or not any(t == DEADLINES for t, _ in h.HANDLERS):
-        raise RuntimeError(f"router inputs without a handler: {missing}")
+    """Every input topic's catalog record (and a campaign decision) has a handler, and every
+    handler an input. Returns topic -> expected record name; raises at start otherwise."""
+    topics = {*inputs, DECISIONS} - {FORWARDED}
+    expected = {s.name: s.record for s in CATALOG if s.name in topics}
+    if set(expected.items()) != set(h.HANDLERS):
+        raise RuntimeError(f"router inputs {sorted(expected.items())} and handlers "
+                           f"{sorted(h.HANDLERS)} differ")
     return expected
 
 
@@ -91,7 +91,7 @@ class Router:
         self.waits: dict[str, set[bytes]] = {}
         self.tallies: set[tuple[str, int]] = set()
         self.state.before_flush.append(self._send_tallies)
-        self.timer = DeadlineTimer(app, settings.topic(DEADLINES), self.state, MESSAGES,
+        self.timer = DeadlineTimer(app, settings.topic(FORWARDED), self.state, MESSAGES,
                                    self._index, self.fire, settings.tuning.deadline_tick)
         self.campaigns = Campaigns(app, settings, self.codec, self.emit, self.state,
                                    self.dead_letter)
@@ -120,21 +120,21 @@ class Router:
             source = dict(msg.headers or []).get("source", b"").decode()
         try:
             record_name, record = self.codec.decode_named(msg.value, topic=source)
-            if source != DEADLINES and record_name != self.expected.get(source):
+            if record_name != self.expected.get(source):
                 raise SchemaError(source, f"expected a {self.expected.get(source)} record, "
                                           f"got {record_name}")
         except SchemaError as exc:
             self.dead_letter(event, str(exc))
             return
-        account_id = record.get("account_id")
-        if source == DEADLINES and record_name == "CampaignDecision":
+        if record_name == "CampaignDecision":
             await self.decided(record, msg.partition)
             return
+        account_id = record.get("account_id")
         if not account_id:
             self.dead_letter(event, f"{source}: record without account_id")
             return
         owner = key_partition(account_id, self.partitions)
-        if name not in (FORWARDED, DEADLINES) and (
+        if name != FORWARDED and (
                 name == "device.registry" or owner != msg.partition):
             self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(),
                                 masked(self.codec, msg.value, source),
@@ -192,15 +192,9 @@ class Router:
                 message_key(value["account_id"], value["message_id"]))
 
     def fire(self, due: Due) -> None:
-        """Send a due deadline to its owner partition (the agent checks it again); a message's
-        expiry is applied here, as nothing else is waiting for it."""
-        if due.kind == "EXPIRE":
-            ctx = h.Context(self.config, time.time(), due.partition, self.budget)
-            self.apply(h.expire(self.state.at(due.partition), due.account_id, due.message_id,
-                                due.due_at, ctx), due.partition)
-            return
-        self.emit(deadline(due.kind, due.account_id, due.message_id, due.device_id,
-                           due.due_at, due.partition))
+        """Apply a due deadline of a partition this worker owns; the handler checks the state."""
+        ctx = h.Context(self.config, time.time(), due.partition, self.budget)
+        self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
 
     def _send_tallies(self) -> None:
         """Before each flush: the campaign tallies changed in this batch, as absolute counts."""
@@ -216,7 +210,8 @@ class Router:
     def emit(self, out: Output) -> None:
         """Encode a record and queue it in the outbox (delivered before offsets are committed)."""
         self.outbox.produce(self.settings.topic(out.topic), out.key.encode(),
-                            self.codec.encode(out.record, out.value), partition=out.partition)
+                            self.codec.encode(out.record, out.value), partition=out.partition,
+                            headers=[("source", out.source.encode())] if out.source else None)
 
     def dead_letter(self, event: EventT, error: str) -> None:
         """Send the record and the reason to push.dlq (addresses masked); the partition goes on."""

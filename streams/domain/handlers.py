@@ -262,6 +262,11 @@ def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     delivery = (message_raw or {}).get("deliveries", {}).get(device.device_id)
     if message_raw is None or delivery is None or delivery["receipt"]:
         return fx
+    own = (send_id(ack["account_id"], ack["message_id"], "APP", device.device_id, a)
+           for a in (delivery["attempt"], delivery["attempt"] + 1))
+    if ack["send_id"] not in own:  # it acks another send (a probe, another message)
+        fx.counts["receipt_other_send"] += 1
+        return fx
     delivery["receipt"] = True
     if delivery.get("campaign") and not delivery["done"] and result.route == delivery["route"]:
         tally = _tally(tables, message_raw["campaign_id"], ctx.partition)
@@ -352,20 +357,23 @@ def _reconsider(tables: Tables, ctx: Context, fx: Effects, account: Account,
 # -- deadlines ---------------------------------------------------------------------------------
 
 
-def on_deadline(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
-    """A deadline came due: escalate an unread message, fall back from a silent route, or give
-    up on a request that never found a channel. Stale deadlines change nothing."""
+def on_deadline(tables: Tables, due: Due, ctx: Context) -> Effects:
+    """A deadline came due: escalate an unread message, fall back from a silent route, give up
+    on a request that never found a channel, or expire a message. The state decides: a stale
+    deadline (a READ or RECEIPT came first, or it already fired) changes nothing."""
+    if due.kind == "EXPIRE":
+        return expire(tables, due.account_id, due.message_id, due.due_at, ctx)
     fx = Effects()
-    key = message_key(rec["account_id"], rec["message_id"])
+    key = message_key(due.account_id, due.message_id)
     raw = tables.get(MESSAGES, key)
-    due_at = rec["due_at"] / 1000
+    due_at = due.due_at
     if raw is None:
         fx.counts["deadline_stale"] += 1
         return fx
     message = Message.from_dict(raw)
-    kind = rec["kind"]
+    kind = due.kind
     if kind == "RECEIPT":
-        done = _receipt_due(tables, ctx, fx, message, rec["device_id"], due_at)
+        done = _receipt_due(tables, ctx, fx, message, due.device_id or "", due_at)
     elif kind == "GRACE":
         done = _grace_due(tables, ctx, fx, message, due_at)
     else:
@@ -599,6 +607,5 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("account.settings", "AccountSettings"): on_settings,
     ("account.profiles", "AccountProfile"): on_profile,
     ("device.registry", "DeviceRegistration"): on_device,
-    ("pushcascade.deadlines", "Deadline"): on_deadline,
-    ("pushcascade.deadlines", "CampaignDecision"): on_campaign_decision,
+    ("campaign.decisions", "CampaignDecision"): on_campaign_decision,
 }

@@ -6,13 +6,15 @@ from typing import Any, NamedTuple
 
 
 class Output(NamedTuple):
-    """One record to produce: unprefixed topic, key, record name, value, optional partition."""
+    """One record to produce: unprefixed topic, key, record name, value, optional partition,
+    and for a record brought to its owner partition, the topic it stands for (a header)."""
 
     topic: str
     key: str
     record: str
     value: dict[str, Any]
     partition: int | None = None
+    source: str | None = None
 
 
 def ms(t: float) -> int:
@@ -63,15 +65,6 @@ def route_change(device_id: str, account_id: str, from_route: str | None, to_rou
         "changed_at": ms(now)})
 
 
-def deadline(kind: str, account_id: str, message_id: str, device_id: str | None,
-             due_at: float, partition: int, topic: str = "pushcascade.deadlines") -> Output:
-    """A Deadline timer event to the partition that owns what is due."""
-    key = account_id or message_id
-    return Output(topic, key, "Deadline", {
-        "key": message_id, "account_id": account_id, "message_id": message_id, "kind": kind,
-        "device_id": device_id, "due_at": ms(due_at)}, partition)
-
-
 def campaign_tally(campaign_id: str, partition: int, targeted: int, acked: int,
                    due_at: float, now: float) -> Output:
     """One account partition's absolute tally of a campaign, to the campaign's owner."""
@@ -82,9 +75,13 @@ def campaign_tally(campaign_id: str, partition: int, targeted: int, acked: int,
 
 def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float | None,
                       threshold: float, fallback: bool, now: float,
-                      topic: str = "campaign.decisions", partition: int | None = None) -> Output:
-    """A CampaignDecision: published, and told to each account partition holding its devices."""
-    return Output(topic, campaign_id, "CampaignDecision", {
-        "campaign_id": campaign_id, "targeted": targeted, "acked": acked,
-        "ratio": ratio or 0.0, "threshold": threshold, "fallback": fallback,
-        "decided_at": ms(now)}, partition)
+                      partition: int | None = None) -> Output:
+    """A CampaignDecision on campaign.decisions; with a partition, the same record brought to
+    that account partition (through pushcascade.account-events) to settle its devices."""
+    value = {"campaign_id": campaign_id, "targeted": targeted, "acked": acked,
+             "ratio": ratio or 0.0, "threshold": threshold, "fallback": fallback,
+             "decided_at": ms(now)}
+    if partition is None:
+        return Output("campaign.decisions", campaign_id, "CampaignDecision", value)
+    return Output("pushcascade.account-events", campaign_id, "CampaignDecision", value,
+                  partition, source="campaign.decisions")

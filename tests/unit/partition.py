@@ -1,8 +1,8 @@
 """One account partition in memory for unit tests: state, a clock, and the pure handlers.
 
-Records go in as the plain dicts the codec decodes (timestamps in epoch ms), effects come out
-as they are; the partition only keeps what the plumbing would keep: every deadline handed out
-(the timer's view) and the message keys waiting for each campaign's decision.
+Records go in as the plain dicts the codec decodes (timestamps in epoch ms), deadlines as the
+timer hands them over, effects come out as they are; the partition only keeps what the plumbing
+would keep: every deadline handed out and the message keys waiting for each campaign.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from streams.domain import handlers as h
-from streams.domain import records
 from streams.domain.channels import ChannelPolicy, send_id
 from streams.domain.deadlines import Due
 from streams.domain.probing import ProbeBudget, ProbeConfig
@@ -146,14 +145,9 @@ class Partition:
                 if (d.account_id, d.message_id) == (account_id, message_id)]
 
     def fire(self, due: Due) -> h.Effects:
-        """The timer fires a deadline (the clock is at least its time): the Deadline record."""
+        """The timer fires a deadline (the clock is at least its time)."""
         self.now = max(self.now, due.due_at)
-        if due.kind == "EXPIRE":
-            return self._keep(h.expire(self.tables, due.account_id, due.message_id,
-                                       due.due_at, self.ctx()))
-        rec = records.deadline(due.kind, due.account_id, due.message_id, due.device_id,
-                               due.due_at, due.partition)
-        return self.apply(h.on_deadline, rec.value)
+        return self._keep(h.on_deadline(self.tables, due, self.ctx()))
 
     def decide(self, campaign_id: str, fallback: bool) -> list[h.Effects]:
         """A CampaignDecision reaches the partition: remember it, settle the waiting messages."""

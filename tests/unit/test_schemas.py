@@ -30,7 +30,6 @@ FIELDS = {
     "Escalation": "message_id account_id from_channel to_channel deadline_at fired_at",
     "DeliveryResult": "message_id account_id status channel device_id route send_id detail at",
     "AccountLifecycle": "account_id lifecycle pushes changed_at",
-    "Deadline": "key account_id message_id kind device_id due_at",
     "CampaignEvent": "campaign_id partition targeted acked due_at at",
     "CampaignDecision": "campaign_id targeted acked ratio threshold fallback decided_at",
     "RouteChange": "device_id account_id from_route to_route success_rate reason changed_at",
@@ -44,7 +43,6 @@ SYMBOLS = {
     "SendReason": ["FANOUT", "PRIMARY", "ESCALATION", "ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE"],
     "Lifecycle": ["NEW", "ESTABLISHED"],
     "DeliveryStatus": ["UNREACHABLE", "SENT", "READ", "ESCALATED", "EXHAUSTED", "FAILED"],
-    "DeadlineKind": ["READ", "RECEIPT", "CAMPAIGN", "GRACE"],
 }
 PII = {("AccountProfile", field) for field in ("phone", "wechat_openid", "email")}
 

@@ -1,0 +1,915 @@
+"""Unit tests of streams.domain.handlers: plain records in, output records and deadlines out."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.domain import handlers as h
+from streams.domain.channels import send_id
+from streams.domain.deadlines import Due
+from streams.domain.probing import ProbeConfig
+from streams.domain.records import ms
+from streams.domain.state import message_key
+from tests.unit.partition import (
+    DEADLINES,
+    T0,
+    Partition,
+    brief,
+    channel_send,
+    config,
+    of,
+    outputs,
+    sends,
+)
+
+ALL_ADDRESSES = {"wechat": "ow-1", "phone": "+86-1", "email": "a@example.org"}
+
+
+def reachable(p: Partition, account_id: str = "a1", *, device: bool = True,
+              **addresses: str) -> None:
+    """Register device d1 (unless told not to) and a profile with the given addresses."""
+    if device:
+        p.device(account_id, "d1")
+    if addresses:
+        p.profile(account_id, **addresses)
+
+
+def established(**kw: object) -> Partition:
+    """A partition whose accounts are established from their first push."""
+    return Partition(config(new_account_pushes=0, **kw))  # type: ignore[arg-type]
+
+
+def escalations(*effects: h.Effects) -> list[dict]:
+    return of("Escalation", *effects)
+
+
+def results(*effects: h.Effects) -> list[dict]:
+    return of("DeliveryResult", *effects)
+
+
+# --- Method A: new accounts ---------------------------------------------------------------------
+
+
+def test_a_new_account_gets_every_enabled_channel_until_it_is_established_then_the_primary_only(
+) -> None:
+    p = Partition(config(new_account_pushes=2))
+    reachable(p, wechat="ow-1", phone="+86-1")
+
+    first = p.request("a1", "m1")
+    assert sends(first) == [
+        channel_send("a1", "m1", "APP", "FANOUT", T0),
+        channel_send("a1", "m1", "APP", "ORIGINAL_ROUTE", T0, device_id="d1", route="XIAOMI"),
+        channel_send("a1", "m1", "WECHAT", "FANOUT", T0),
+        channel_send("a1", "m1", "SMS", "FANOUT", T0),
+    ]
+    assert outputs(first) == [o for o in outputs(first) if o.record == "ChannelSend"]
+    assert [kind for kind, _, _ in p.dues_of("a1", "m1")] == ["EXPIRE", "RECEIPT"]
+
+    p.advance(1)
+    second = p.request("a1", "m2")
+    assert brief(sends(second)) == [("APP", None, None, "FANOUT", 0),
+                                    ("APP", "d1", "XIAOMI", "ORIGINAL_ROUTE", 0),
+                                    ("WECHAT", None, None, "FANOUT", 0),
+                                    ("SMS", None, None, "FANOUT", 0)]
+    assert of("AccountLifecycle", second) == [
+        {"account_id": "a1", "lifecycle": "ESTABLISHED", "pushes": 2, "changed_at": ms(p.now)}]
+    assert all(kind != "READ" for kind, _, _ in p.dues_of("a1", "m2"))
+
+    p.advance(1)
+    third = p.request("a1", "m3")
+    assert sends(third) == [
+        channel_send("a1", "m3", "APP", "PRIMARY", p.now),
+        channel_send("a1", "m3", "APP", "ORIGINAL_ROUTE", p.now, device_id="d1", route="XIAOMI"),
+    ]
+    assert of("AccountLifecycle", third) == []
+    assert p.due("READ", "a1", "m3").due_at == p.now + DEADLINES["NORMAL"]
+
+
+@pytest.mark.parametrize("pushes", [1, 2, 5])
+def test_fan_out_lasts_exactly_new_account_pushes_and_the_lifecycle_changes_once(pushes) -> None:
+    p = Partition(config(new_account_pushes=pushes))
+    reachable(p, device=False, wechat="ow-1", email="a@example.org")
+    effects = []
+    for i in range(pushes + 3):
+        p.advance(1)
+        effects.append(p.request("a1", f"m{i}"))
+    reasons = [sorted({s["reason"] for s in sends(fx)}) for fx in effects]
+    assert reasons == [["FANOUT"]] * pushes + [["PRIMARY"]] * 3
+    assert [len(sends(fx)) for fx in effects] == [2] * pushes + [1] * 3
+    lifecycle = of("AccountLifecycle", *effects)
+    assert [(v["lifecycle"], v["pushes"]) for v in lifecycle] == [("ESTABLISHED", pushes)]
+    assert of("AccountLifecycle", effects[pushes - 1]) == lifecycle
+
+
+def test_with_new_account_pushes_zero_the_first_push_is_already_on_the_primary() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    fx = p.request("a1", "m1")
+    assert sends(fx) == [channel_send("a1", "m1", "WECHAT", "PRIMARY", T0)]
+    assert [(v["lifecycle"], v["pushes"]) for v in of("AccountLifecycle", fx)] == [
+        ("ESTABLISHED", 1)]
+    assert of("AccountLifecycle", p.request("a1", "m2")) == []
+
+
+def test_the_importance_of_a_request_selects_its_read_deadline() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1")
+    for importance, deadline in DEADLINES.items():
+        fx = p.request("a1", f"m-{importance}", importance=importance)
+        assert sends(fx)[0]["importance"] == importance
+        assert p.due("READ", "a1", f"m-{importance}").due_at == T0 + deadline
+
+
+# --- Method A: learning from READ acks -----------------------------------------------------------
+
+
+def read_history(p: Partition) -> None:
+    """Five fan-out pushes: SMS read first three times (WECHAT after), WECHAT alone twice.
+
+    feedback_count: SMS 3, WECHAT 5; first_feedback: SMS 3, WECHAT 2."""
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    for i in range(5):
+        p.advance(1)
+        assert {s["reason"] for s in sends(p.request("a1", f"h{i}"))} == {"FANOUT"}
+        if i < 3:
+            p.read("a1", f"h{i}", "SMS")
+        p.read("a1", f"h{i}", "WECHAT")
+
+
+@pytest.mark.parametrize(("k1", "k2", "primary", "secondary"), [
+    (1.0, 3.0, "SMS", "WECHAT"),     # SMS 3 + 9 = 12 > WECHAT 5 + 6 = 11
+    (3.0, 1.0, "WECHAT", "SMS"),     # WECHAT 15 + 2 = 17 > SMS 9 + 3 = 12
+    (1.0, 0.0, "WECHAT", "SMS"),     # feedback only: 5 > 3
+    (0.0, 1.0, "SMS", "WECHAT"),     # first feedback only: 3 > 2
+    (1.0, 2.0, "WECHAT", "SMS"),     # 9 = 9: a tie goes by the channel order
+])
+def test_read_acks_teach_the_primary_by_k1_feedback_plus_k2_first(k1, k2, primary,
+                                                                  secondary) -> None:
+    p = Partition(config(new_account_pushes=5, k1=k1, k2=k2))
+    read_history(p)
+    account = p.account("a1")
+    assert account is not None
+    assert account["feedback_count"] == {"SMS": 3, "WECHAT": 5}
+    assert account["first_feedback"] == {"SMS": 3, "WECHAT": 2}
+
+    p.advance(1)
+    fx = p.request("a1", "m1")
+    assert sends(fx) == [channel_send("a1", "m1", primary, "PRIMARY", p.now)]
+    escalated = p.fire(p.due("READ", "a1", "m1"))
+    assert [(e["from_channel"], e["to_channel"]) for e in escalations(escalated)] == [
+        (primary, secondary)]
+    assert sends(escalated) == [channel_send("a1", "m1", secondary, "ESCALATION", p.now,
+                                             attempt=1)]
+
+
+def test_the_first_read_of_a_message_is_reported_and_counts_as_first_feedback_once() -> None:
+    p = established()
+    reachable(p, wechat="ow-1")
+    p.request("a1", "m1")  # PRIMARY APP
+    p.advance(5)
+    first = p.read("a1", "m1", "APP", device_id="d1")
+    assert results(first) == [{
+        "message_id": "m1", "account_id": "a1", "status": "READ", "channel": "APP",
+        "device_id": "d1", "route": None, "send_id": None, "detail": "", "at": ms(p.now)}]
+    again = p.read("a1", "m1", "APP", device_id="d1")
+    assert outputs(again) == [] and again.counts["duplicate_ack"] == 1
+    other = p.read("a1", "m1", "WECHAT")
+    assert outputs(other) == []
+    account = p.account("a1")
+    assert account is not None
+    assert account["feedback_count"] == {"APP": 1, "WECHAT": 1}
+    assert account["first_feedback"] == {"APP": 1}
+
+
+def test_a_read_before_the_deadline_makes_the_read_deadline_stale() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.request("a1", "m1", importance="URGENT")
+    due = p.due("READ", "a1", "m1")
+    p.advance(DEADLINES["URGENT"] - 1)
+    p.read("a1", "m1", "WECHAT")
+    fx = p.fire(due)
+    assert fx.outputs == [] and fx.dues == []
+    assert fx.counts["deadline_stale"] == 1
+    message = p.message("a1", "m1")
+    assert message is not None
+    assert message["sent"] == ["WECHAT"] and not message["escalated"]
+
+
+def test_the_read_deadline_escalates_exactly_once_to_the_secondary() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.request("a1", "m1", importance="HIGH")
+    due = p.due("READ", "a1", "m1")
+    assert due.due_at == T0 + DEADLINES["HIGH"]
+
+    fx = p.fire(due)
+    assert escalations(fx) == [{
+        "message_id": "m1", "account_id": "a1", "from_channel": "WECHAT", "to_channel": "SMS",
+        "deadline_at": ms(due.due_at), "fired_at": ms(p.now)}]
+    assert sends(fx) == [channel_send("a1", "m1", "SMS", "ESCALATION", p.now, attempt=1,
+                                      importance="HIGH")]
+    assert fx.dues == []  # an escalation has no read deadline of its own
+
+    p.advance(1)
+    again = p.fire(due)
+    assert again.outputs == [] and again.counts["deadline_stale"] == 1
+    # a READ on the escalation channel still teaches the account
+    p.read("a1", "m1", "SMS")
+    account = p.account("a1")
+    assert account is not None and account["first_feedback"] == {"SMS": 1}
+
+
+def test_a_read_deadline_with_no_channel_left_is_exhausted_once() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1")
+    p.request("a1", "m1")
+    due = p.due("READ", "a1", "m1")
+    fx = p.fire(due)
+    assert escalations(fx) == [{
+        "message_id": "m1", "account_id": "a1", "from_channel": "WECHAT", "to_channel": None,
+        "deadline_at": ms(due.due_at), "fired_at": ms(p.now)}]
+    assert [(r["status"], r["detail"]) for r in results(fx)] == [
+        ("EXHAUSTED", "read deadline passed; no channel left")]
+    assert sends(fx) == []
+    assert p.fire(due).outputs == []
+
+
+def test_an_escalation_to_app_reaches_each_device_as_attempt_one_with_a_receipt_deadline(
+) -> None:
+    p = established()
+    reachable(p, wechat="ow-1")
+    p.settings("a1", "WECHAT", "APP")
+    p.request("a1", "m1")
+    fx = p.fire(p.due("READ", "a1", "m1"))
+    assert sends(fx) == [
+        channel_send("a1", "m1", "APP", "ESCALATION", p.now, attempt=1),
+        channel_send("a1", "m1", "APP", "ORIGINAL_ROUTE", p.now, attempt=1, device_id="d1",
+                     route="XIAOMI"),
+    ]
+    receipt_due = p.due("RECEIPT", "a1", "m1", "d1")
+    assert receipt_due.due_at == p.now + 30.0
+    fallback = p.fire(receipt_due)
+    assert sends(fallback) == [channel_send("a1", "m1", "APP", "FALLBACK_ROUTE", p.now,
+                                            attempt=2, device_id="d1", route="JPUSH")]
+
+
+# --- Method A: one message per account ----------------------------------------------------------
+
+
+def test_a_repeated_request_for_the_same_account_is_the_same_message() -> None:
+    p = established()
+    reachable(p, wechat="ow-1")
+    p.request("a1", "m1")
+    before = p.message("a1", "m1"), p.account("a1")
+    p.advance(3)
+    fx = p.request("a1", "m1", importance="URGENT")
+    assert fx.outputs == [] and fx.dues == [] and fx.waits == []
+    assert fx.counts["duplicate_request"] == 1
+    assert (p.message("a1", "m1"), p.account("a1")) == before
+
+
+def test_the_same_message_id_for_two_accounts_is_two_independent_messages() -> None:
+    p = established()
+    for account_id in ("a1", "a2"):
+        p.device(account_id, "d1")
+        p.profile(account_id, wechat="ow")
+    one, two = p.request("a1", "m1"), p.request("a2", "m1")
+    assert sends(one) == [
+        channel_send("a1", "m1", "APP", "PRIMARY", T0),
+        channel_send("a1", "m1", "APP", "ORIGINAL_ROUTE", T0, device_id="d1", route="XIAOMI")]
+    assert sends(two) == [
+        channel_send("a2", "m1", "APP", "PRIMARY", T0),
+        channel_send("a2", "m1", "APP", "ORIGINAL_ROUTE", T0, device_id="d1", route="XIAOMI")]
+    assert len({s["send_id"] for s in sends(one, two)}) == 4
+
+    p.receipt("a1", "m1", "d1")
+    p.read("a1", "m1", "APP", "d1")
+    assert p.fire(p.due("RECEIPT", "a1", "m1", "d1")).outputs == []
+    assert p.fire(p.due("READ", "a1", "m1")).outputs == []
+    # a2's copy heard nothing of a1's acks: it falls back and escalates
+    assert brief(sends(p.fire(p.due("RECEIPT", "a2", "m1", "d1")))) == [
+        ("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)]
+    assert [(e["account_id"], e["to_channel"])
+            for e in escalations(p.fire(p.due("READ", "a2", "m1")))] == [("a2", "WECHAT")]
+    a2 = p.account("a2")
+    assert a2 is not None and a2["feedback_count"] == {}
+
+
+# --- acks that cannot be applied -----------------------------------------------------------------
+
+
+def test_an_ack_for_an_unknown_account_is_rejected() -> None:
+    p = Partition()
+    with pytest.raises(h.Rejected, match="unknown account"):
+        p.read("nobody", "m1", "APP")
+    with pytest.raises(h.Rejected, match="unknown account"):
+        p.receipt("nobody", "m1", "d1")
+
+
+def test_a_read_for_an_unknown_message_is_rejected() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1")
+    with pytest.raises(h.Rejected, match="unknown message"):
+        p.read("a1", "m-never", "WECHAT")
+    account = p.account("a1")
+    assert account is not None and account["feedback_count"] == {}
+
+
+def test_a_read_naming_account_b_for_account_a_message_is_rejected_and_changes_nothing() -> None:
+    p = established()
+    for account_id in ("a", "b"):
+        p.profile(account_id, wechat="ow", phone="+86")
+    p.request("a", "m-a")
+    p.request("b", "m-b")
+    with pytest.raises(h.Rejected, match="unknown message 'm-a' of account 'b'"):
+        p.read("b", "m-a", "WECHAT")
+    for account_id in ("a", "b"):
+        account = p.account(account_id)
+        assert account is not None and account["feedback_count"] == {}
+    # a's message was not read: it escalates
+    assert [e["to_channel"] for e in escalations(p.fire(p.due("READ", "a", "m-a")))] == ["SMS"]
+
+
+# --- Method A: the user's override ---------------------------------------------------------------
+
+
+def test_the_override_wins_over_the_learned_ranking_until_it_is_cleared() -> None:
+    p = established()
+    reachable(p, wechat="ow-1", phone="+86-1")  # by order: APP, WECHAT, SMS
+    p.settings("a1", "SMS", "WECHAT")
+    fx = p.request("a1", "m1")
+    assert sends(fx) == [channel_send("a1", "m1", "SMS", "PRIMARY", T0)]
+    assert [(e["from_channel"], e["to_channel"])
+            for e in escalations(p.fire(p.due("READ", "a1", "m1")))] == [("SMS", "WECHAT")]
+
+    p.settings("a1", None, None)
+    account = p.account("a1")
+    assert account is not None and (account["primary"], account["secondary"]) == (None, None)
+    fx = p.request("a1", "m2")
+    assert brief(sends(fx)) == [("APP", None, None, "PRIMARY", 0),
+                                ("APP", "d1", "XIAOMI", "ORIGINAL_ROUTE", 0)]
+    assert [e["to_channel"] for e in escalations(p.fire(p.due("READ", "a1", "m2")))] == [
+        "WECHAT"]
+
+
+def test_an_override_of_the_secondary_alone_keeps_the_learned_primary() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1", email="a@example.org")
+    p.settings("a1", None, "EMAIL")
+    assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
+    assert [e["to_channel"] for e in escalations(p.fire(p.due("READ", "a1", "m1")))] == [
+        "EMAIL"]
+
+
+def test_an_override_naming_a_channel_that_is_not_enabled_falls_back_to_the_learned_one() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.settings("a1", "EMAIL", "SMS")
+    assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
+    assert [e["to_channel"] for e in escalations(p.fire(p.due("READ", "a1", "m1")))] == ["SMS"]
+
+
+# --- Method B: devices and routes ----------------------------------------------------------------
+
+
+def test_a_registered_device_enables_app_and_gets_the_push_on_its_original_route() -> None:
+    p = established()
+    registered = p.device("a1", "d1", manufacturer="HUAWEI Technologies",
+                          routes=("HUAWEI", "FCM"))
+    assert {o.value["reason"] for o in registered.outputs} <= {"PROBE"}
+    account = p.account("a1")
+    assert account is not None and account["devices"] == ["d1"]
+    p.advance(2)
+    fx = p.request("a1", "m1", importance="URGENT")
+    assert sends(fx) == [
+        channel_send("a1", "m1", "APP", "PRIMARY", p.now, importance="URGENT"),
+        channel_send("a1", "m1", "APP", "ORIGINAL_ROUTE", p.now, device_id="d1",
+                     route="HUAWEI", importance="URGENT"),
+    ]
+    assert sorted(p.dues_of("a1", "m1")) == sorted([
+        ("EXPIRE", None, round(p.now + 20 + 1000 + 30 + 5000, 3)),
+        ("READ", None, p.now + DEADLINES["URGENT"]),
+        ("RECEIPT", "d1", p.now + 30.0),
+    ])
+
+
+def test_an_unmapped_manufacturer_gets_the_default_original_route_and_is_counted() -> None:
+    p = established()
+    fx = p.device("a1", "d1", manufacturer="Acme", model="Phone 1", routes=("FCM", "JPUSH"))
+    assert fx.counts["unmapped_manufacturer"] == 1
+    assert brief(sends(p.request("a1", "m1")))[1] == ("APP", "d1", "FCM", "ORIGINAL_ROUTE", 0)
+
+
+def test_a_push_for_chosen_devices_reaches_only_those() -> None:
+    p = established()
+    for device_id in ("d1", "d2", "d3"):
+        p.device("a1", device_id)
+    fx = p.request("a1", "m1", device_ids=("d2", "d9"))
+    assert brief(sends(fx)) == [("APP", None, None, "PRIMARY", 0),
+                                ("APP", "d2", "XIAOMI", "ORIGINAL_ROUTE", 0)]
+    assert [d for kind, d, _ in p.dues_of("a1", "m1") if kind == "RECEIPT"] == ["d2"]
+
+
+def test_an_unregistered_device_disables_app_and_gets_nothing() -> None:
+    p = established()
+    reachable(p, wechat="ow-1")
+    p.device("a1", "d1", active=False)
+    account = p.account("a1")
+    assert account is not None and account["devices"] == []
+    assert p.device_state("a1", "d1") is None
+    assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
+
+
+def test_a_receipt_before_the_deadline_makes_the_receipt_deadline_stale() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    due = p.due("RECEIPT", "a1", "m1", "d1")
+    p.advance(29)
+    assert p.receipt("a1", "m1", "d1").counts["receipt_counted"] == 1
+    fx = p.fire(due)
+    assert fx.outputs == [] and fx.counts["deadline_stale"] == 1
+    device = p.device_state("a1", "d1")
+    assert device is not None
+    assert (device["stats"]["XIAOMI"]["sends"], device["stats"]["XIAOMI"]["receipts"]) == (1, 1)
+
+
+def test_the_receipt_deadline_resends_once_on_the_best_alternative_as_the_next_attempt() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    due = p.due("RECEIPT", "a1", "m1", "d1")
+    fx = p.fire(due)
+    # both alternatives are unmeasured (same prior): registration order decides
+    assert sends(fx) == [channel_send("a1", "m1", "APP", "FALLBACK_ROUTE", p.now, attempt=1,
+                                      device_id="d1", route="JPUSH")]
+    assert outputs(fx) == [o for o in fx.outputs if o.value["reason"] == "FALLBACK_ROUTE"]
+    assert fx.dues == []
+    again = p.fire(due)
+    assert sends(again) == [] and again.counts["deadline_stale"] == 1
+    # a late receipt for the original send still settles the delivery, and sends nothing
+    p.advance(1)
+    assert sends(p.receipt("a1", "m1", "d1")) == []
+
+
+def test_the_fallback_goes_to_the_alternative_with_the_best_measured_success_rate() -> None:
+    probe = ProbeConfig(probe_count_first=2, per_device_probes_per_hour=1000.0,
+                        global_probes_per_second=1000.0, probe_timeout_s=10.0,
+                        max_probes_per_plan=10)
+    p = established(probe=probe)
+    probes = sends(p.device("a1", "d1"), probes=True)
+    assert [(s["route"], s["reason"]) for s in probes] == [
+        ("JPUSH", "PROBE"), ("FCM", "PROBE"), ("JPUSH", "PROBE"), ("FCM", "PROBE")]
+    for s in probes:  # FCM answers every probe, JPUSH none
+        if s["route"] == "FCM":
+            p.receipt("a1", s["message_id"], "d1", sid=s["send_id"])
+    p.advance(11)  # JPUSH's probes are lost now
+    changed = p.request("a1", "m1")
+    assert [(c["from_route"], c["to_route"], c["success_rate"], c["reason"])
+            for c in of("RouteChange", changed)] == [(None, "FCM", 1.0, "INITIAL")]
+    fx = p.fire(p.due("RECEIPT", "a1", "m1", "d1"))
+    assert brief(sends(fx)) == [("APP", "d1", "FCM", "FALLBACK_ROUTE", 1)]
+
+
+def test_a_device_without_an_alternative_route_fails_instead_of_falling_back() -> None:
+    p = established()
+    p.device("a1", "d1", routes=("XIAOMI",))
+    p.request("a1", "m1")
+    fx = p.fire(p.due("RECEIPT", "a1", "m1", "d1"))
+    assert sends(fx) == []
+    assert [(r["status"], r["channel"], r["device_id"], r["route"]) for r in results(fx)] == [
+        ("FAILED", "APP", "d1", "XIAOMI")]
+    assert p.fire(p.due("RECEIPT", "a1", "m1", "d1")).outputs == []
+
+
+def test_a_receipt_naming_another_accounts_device_is_not_counted() -> None:
+    p = established()
+    p.device("a1", "d1")
+    p.device("a2", "d2")
+    p.device("a2", "d1")  # the same device id under another account is another device
+    p.request("a1", "m1")
+    p.request("a2", "m1")
+    a2_d2 = send_id("a2", "m1", "APP", "d2", 0)
+    a2_d1 = send_id("a2", "m1", "APP", "d1", 0)
+    assert p.receipt("a1", "m1", "d2", sid=a2_d2).counts["receipt_unknown_device"] == 1
+    assert p.receipt("a1", "m1", "d1", sid=a2_d1).counts["receipt_unknown_send"] == 1
+    for device_id in ("d1", "d2"):
+        state = p.device_state("a2", device_id)
+        assert state is not None and state["stats"]["XIAOMI"]["receipts"] == 0
+    state = p.device_state("a1", "d1")
+    assert state is not None and state["stats"]["XIAOMI"]["receipts"] == 0
+    # no delivery was settled by those: all three fall back
+    fallbacks = [
+        brief(sends(p.fire(p.due("RECEIPT", a, "m1", d))))
+        for a, d in (("a1", "d1"), ("a2", "d1"), ("a2", "d2"))]
+    assert fallbacks == [[("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)],
+                         [("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)],
+                         [("APP", "d2", "JPUSH", "FALLBACK_ROUTE", 1)]]
+
+
+def test_a_receipt_for_another_message_of_the_same_device_does_not_settle_this_one() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    p.request("a1", "m2")
+    # names m2 but carries m1's send_id: the device received m1, not m2
+    p.ack("a1", "m2", "APP", "RECEIPT", device_id="d1", sid=send_id("a1", "m1", "APP", "d1", 0))
+    assert brief(sends(p.fire(p.due("RECEIPT", "a1", "m2", "d1")))) == [
+        ("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)]
+
+
+def test_a_duplicate_receipt_is_counted_once() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    assert p.receipt("a1", "m1", "d1").counts["receipt_counted"] == 1
+    assert p.receipt("a1", "m1", "d1").counts["receipt_duplicate"] == 1
+    state = p.device_state("a1", "d1")
+    assert state is not None and state["stats"]["XIAOMI"]["receipts"] == 1
+
+
+# --- reach grace ---------------------------------------------------------------------------------
+
+
+def test_a_request_for_an_account_without_an_enabled_channel_waits_for_the_grace() -> None:
+    p = Partition()
+    fx = p.request("a1", "m1")
+    assert fx.outputs == []
+    assert [(d.kind, d.due_at) for d in fx.dues] == [
+        ("EXPIRE", round(T0 + 20 + 3000 + 30 + 5000, 3)), ("GRACE", T0 + 20)]
+    account = p.account("a1")
+    assert account is not None and account["waiting"] == ["m1"] and account["pushes"] == 0
+
+
+def test_a_profile_within_the_grace_sends_the_waiting_request_and_the_grace_is_stale() -> None:
+    p = Partition(config(new_account_pushes=2))
+    p.request("a1", "m1")
+    grace = p.due("GRACE", "a1", "m1")
+    p.advance(19)
+    fx = p.profile("a1", wechat="ow-1", phone="+86-1")
+    assert sends(fx) == [channel_send("a1", "m1", "WECHAT", "FANOUT", p.now),
+                         channel_send("a1", "m1", "SMS", "FANOUT", p.now)]
+    account = p.account("a1")
+    assert account is not None and account["waiting"] == [] and account["pushes"] == 1
+    stale = p.fire(grace)
+    assert stale.outputs == [] and stale.counts["deadline_stale"] == 1
+
+
+def test_an_established_account_waiting_for_a_channel_gets_the_primary_and_a_read_deadline(
+) -> None:
+    p = established()
+    p.request("a1", "m1")
+    p.request("a1", "m2", importance="URGENT")
+    p.advance(10)
+    fx = p.device("a1", "d1")
+    assert brief(sends(fx)) == [("APP", None, None, "PRIMARY", 0),
+                                ("APP", "d1", "XIAOMI", "ORIGINAL_ROUTE", 0),
+                                ("APP", None, None, "PRIMARY", 0),
+                                ("APP", "d1", "XIAOMI", "ORIGINAL_ROUTE", 0)]
+    assert [s["message_id"] for s in sends(fx)] == ["m1", "m1", "m2", "m2"]
+    assert p.due("READ", "a1", "m1").due_at == p.now + DEADLINES["NORMAL"]
+    assert p.due("READ", "a1", "m2").due_at == p.now + DEADLINES["URGENT"]
+    assert p.due("RECEIPT", "a1", "m2", "d1").due_at == p.now + 30.0
+    assert p.fire(p.due("GRACE", "a1", "m1")).outputs == []
+
+
+def test_without_a_profile_the_grace_deadline_reports_the_request_unreachable_once() -> None:
+    p = Partition()
+    p.request("a1", "m1")
+    grace = p.due("GRACE", "a1", "m1")
+    fx = p.fire(grace)
+    assert outputs(fx) == [o for o in fx.outputs if o.record == "DeliveryResult"]
+    assert results(fx) == [{
+        "message_id": "m1", "account_id": "a1", "status": "UNREACHABLE", "channel": None,
+        "device_id": None, "route": None, "send_id": None,
+        "detail": "no enabled channel: no active device and no address", "at": ms(p.now)}]
+    account = p.account("a1")
+    assert account is not None and account["waiting"] == []
+    assert p.fire(grace).outputs == []
+    # a profile after the grace does not send the unreachable request
+    p.advance(1)
+    assert sends(p.profile("a1", wechat="ow-1")) == []
+
+
+def test_a_fan_out_also_goes_out_on_a_channel_enabled_within_the_grace() -> None:
+    p = Partition(config(new_account_pushes=3))
+    reachable(p)
+    p.request("a1", "m1")
+    p.advance(5)
+    fx = p.profile("a1", phone="+86-1")
+    assert sends(fx) == [channel_send("a1", "m1", "SMS", "FANOUT", p.now)]
+    assert fx.counts["late_channel"] == 1
+    p.advance(16)  # 21 s after the request: past the grace
+    late = p.profile("a1", phone="+86-1", email="a@example.org")
+    assert sends(late) == []
+    message = p.message("a1", "m1")
+    assert message is not None and message["sent"] == ["APP", "SMS"]
+
+
+def test_a_primary_push_is_not_sent_again_on_a_channel_enabled_within_the_grace() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1")
+    p.request("a1", "m1")
+    p.advance(5)
+    assert sends(p.profile("a1", wechat="ow-1", phone="+86-1")) == []
+
+
+@pytest.mark.parametrize("lifecycle_pushes", [0, 3])  # PRIMARY on APP, or a fan-out
+def test_an_app_push_reaches_a_device_registered_within_the_grace_not_after(
+        lifecycle_pushes) -> None:
+    p = Partition(config(new_account_pushes=lifecycle_pushes))
+    reachable(p)
+    p.request("a1", "m1")
+    p.advance(5)
+    fx = p.device("a1", "d2", manufacturer="vivo", routes=("VIVO", "FCM"))
+    assert sends(fx) == [channel_send("a1", "m1", "APP", "ORIGINAL_ROUTE", p.now,
+                                      device_id="d2", route="VIVO")]
+    assert fx.counts["late_device"] == 1
+    assert p.due("RECEIPT", "a1", "m1", "d2").due_at == p.now + 30.0
+    again = p.device("a1", "d2", manufacturer="vivo", routes=("VIVO", "FCM"))  # re-registration
+    assert sends(again) == []
+    p.advance(16)
+    assert sends(p.device("a1", "d3")) == []
+    message = p.message("a1", "m1")
+    assert message is not None and sorted(message["deliveries"]) == ["d1", "d2"]
+
+
+def test_a_push_for_chosen_devices_reaches_a_chosen_device_registered_within_the_grace() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1", device_ids=("d2",))
+    p.advance(5)
+    assert brief(sends(p.device("a1", "d3"))) == []
+    assert brief(sends(p.device("a1", "d2"))) == [("APP", "d2", "XIAOMI", "ORIGINAL_ROUTE", 0)]
+
+
+# --- expiry --------------------------------------------------------------------------------------
+
+
+def test_a_settled_message_is_removed_at_its_expiry_and_the_account_keeps_what_it_learned(
+) -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1")
+    p.request("a1", "m1")
+    expiry = p.due("EXPIRE", "a1", "m1")
+    assert expiry.due_at == round(T0 + 20 + DEADLINES["NORMAL"] + 30 + 5000, 3)
+    p.advance(1)
+    p.read("a1", "m1", "WECHAT")
+    fx = p.fire(expiry)
+    assert fx.outputs == [] and fx.counts["expired"] == 1
+    assert p.message("a1", "m1") is None
+    account = p.account("a1")
+    assert account is not None
+    assert (account["feedback_count"], account["first_feedback"]) == ({"WECHAT": 1},
+                                                                      {"WECHAT": 1})
+    # after its retention the same message_id is a new message
+    assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
+
+
+def test_a_message_with_a_pending_deadline_is_kept_a_retention_longer() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.request("a1", "m1")
+    expiry, read = p.due("EXPIRE", "a1", "m1"), p.due("READ", "a1", "m1")
+    fx = p.fire(expiry)  # the timer was late with the READ deadline
+    assert fx.counts["expiry_postponed"] == 1
+    assert [(d.kind, d.due_at) for d in fx.dues] == [("EXPIRE", p.now + 5000)]
+    assert p.message("a1", "m1") is not None
+    assert [e["to_channel"] for e in escalations(p.fire(read))] == ["SMS"]
+    assert p.fire(expiry).counts["expired"] == 0  # the old expiry is stale
+    assert p.fire(p.due("EXPIRE", "a1", "m1")).counts["expired"] == 1
+    assert p.message("a1", "m1") is None
+
+
+def test_a_message_with_a_pending_device_delivery_is_kept_a_retention_longer() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    p.read("a1", "m1", "APP", "d1")  # read, but no receipt yet
+    fx = p.fire(p.due("EXPIRE", "a1", "m1"))
+    assert fx.counts["expiry_postponed"] == 1
+    p.fire(p.due("RECEIPT", "a1", "m1", "d1"))
+    assert p.fire(p.due("EXPIRE", "a1", "m1")).counts["expired"] == 1
+
+
+def test_a_message_still_waiting_for_a_channel_is_not_expired() -> None:
+    p = Partition()
+    p.request("a1", "m1")
+    fx = p.fire(p.due("EXPIRE", "a1", "m1"))  # the GRACE deadline was not applied yet
+    assert fx.counts["expiry_postponed"] == 1 and p.message("a1", "m1") is not None
+    assert results(p.fire(p.due("GRACE", "a1", "m1")))[0]["status"] == "UNREACHABLE"
+    assert p.fire(p.due("EXPIRE", "a1", "m1")).counts["expired"] == 1
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+
+def campaign(p: Partition, accounts: tuple[str, ...], campaign_id: str = "c1") -> list[h.Effects]:
+    """Each account has device d1; each gets the campaign's push one second after the other."""
+    effects = []
+    for account_id in accounts:
+        p.device(account_id, "d1")
+    for account_id in accounts:
+        effects.append(p.request(account_id, "promo", campaign_id=campaign_id))
+        p.advance(1)
+    return effects
+
+
+def test_campaign_deliveries_wait_for_the_decision_and_update_the_partition_tally() -> None:
+    p = Partition(partition=3)
+    effects = campaign(p, ("a1", "a2", "a3"))
+    for account_id, fx in zip(("a1", "a2", "a3"), effects, strict=True):
+        assert ("APP", "d1", "XIAOMI", "ORIGINAL_ROUTE", 0) in brief(sends(fx))
+        assert [d.kind for d in fx.dues] == ["EXPIRE"]  # no RECEIPT deadline of its own
+        assert fx.waits == [("c1", message_key(account_id, "promo"))]
+        assert fx.tallies == {"c1"}
+    assert p.tally("c1") == {"campaign_id": "c1", "targeted": 3, "acked": 0,
+                             "due_at": T0 + 2 + 30, "decided": False, "fallback": False}
+
+    fx = p.receipt("a1", "promo", "d1")
+    assert fx.tallies == {"c1"}
+    assert p.receipt("a1", "promo", "d1").tallies == set()  # a duplicate counts nothing
+    out = p.tally_output("c1")
+    assert out is not None
+    assert (out.topic, out.key, out.record) == ("pushcascade.campaign-events", "c1",
+                                                "CampaignEvent")
+    assert out.value == {"campaign_id": "c1", "partition": 3, "targeted": 3, "acked": 1,
+                         "due_at": ms(T0 + 32), "at": ms(p.now)}
+    assert p.tally_output("c-unknown") is None
+
+
+def test_a_receipt_deadline_of_a_campaign_delivery_before_the_decision_changes_nothing() -> None:
+    p = Partition()
+    campaign(p, ("a1",))
+    # a worker that took the partition over re-indexes the delivery's RECEIPT deadline
+    due = Due(T0 + 30, 0, "promo", "a1", "RECEIPT", "d1", "promo")
+    fx = p.fire(due)
+    assert fx.outputs == [] and fx.counts["deadline_stale"] == 1
+    message = p.message("a1", "promo")
+    assert message is not None and not message["deliveries"]["d1"]["done"]
+
+
+def test_a_campaign_decision_to_fall_back_resends_to_each_silent_device_only() -> None:
+    p = Partition()
+    campaign(p, ("a1", "a2", "a3"))
+    p.receipt("a2", "promo", "d1")
+    p.advance(40)
+    effects = p.decide("c1", fallback=True)
+    assert [(s["account_id"], s["device_id"], s["route"], s["reason"], s["attempt"],
+             s["send_id"]) for s in sends(*effects)] == [
+        (a, "d1", "JPUSH", "FALLBACK_ROUTE", 1, send_id(a, "promo", "APP", "d1", 1))
+        for a in ("a1", "a3")]
+    tally = p.tally("c1")
+    assert tally is not None and (tally["decided"], tally["fallback"]) == (True, True)
+    # a receipt for the fallback send is not an ack on the original route
+    p.receipt("a1", "promo", "d1", attempt=1)
+    tally = p.tally("c1")
+    assert tally is not None and (tally["targeted"], tally["acked"]) == (3, 1)
+
+
+def test_a_campaign_decision_not_to_fall_back_sends_nothing_and_settles_the_deliveries() -> None:
+    p = Partition()
+    campaign(p, ("a1", "a2"))
+    effects = p.decide("c1", fallback=False)
+    assert [o for fx in effects for o in outputs(fx)] == []
+    for account_id in ("a1", "a2"):
+        message = p.message(account_id, "promo")
+        assert message is not None and message["deliveries"]["d1"]["done"]
+        assert sends(p.fire(Due(T0 + 40, 0, "promo", account_id, "RECEIPT", "d1",
+                                "promo"))) == []
+    # nothing is pending: the messages expire on time
+    assert p.fire(p.due("EXPIRE", "a1", "promo")).counts["expired"] == 1
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_repeated_campaign_decision_changes_nothing(first) -> None:
+    p = Partition()
+    campaign(p, ("a1", "a2"))
+    p.decide("c1", fallback=first)
+    tally = p.tally("c1")
+    p.waits["c1"] = [message_key("a1", "promo"), message_key("a2", "promo")]  # replayed
+    again = p.decide("c1", fallback=not first)
+    assert again[0].counts["decision_repeat"] == 1
+    assert [o for fx in again for o in fx.outputs] == []
+    assert p.tally("c1") == tally
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_campaign_delivery_after_the_decision_gets_a_receipt_deadline_and_follows_it(
+        fallback) -> None:
+    p = Partition()
+    campaign(p, ("a1",))
+    p.decide("c1", fallback=fallback)
+    p.device("a9", "d1")
+    fx = p.request("a9", "promo", campaign_id="c1")
+    assert fx.waits == []
+    assert p.due("RECEIPT", "a9", "promo", "d1").due_at == p.now + 30.0
+    tally = p.tally("c1")
+    assert tally is not None and tally["targeted"] == 2
+    at_deadline = p.fire(p.due("RECEIPT", "a9", "promo", "d1"))
+    expected = [("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)] if fallback else []
+    assert brief(sends(at_deadline)) == expected
+    assert p.fire(p.due("RECEIPT", "a9", "promo", "d1")).outputs == []
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+
+EVENTS = ("read APP", "read WECHAT", "read SMS", "fire", "fire stale", "wait")
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=st.lists(st.sampled_from(EVENTS), max_size=4),
+       after=st.lists(st.sampled_from(EVENTS), max_size=6),
+       importance=st.sampled_from(sorted(DEADLINES)))
+def test_any_interleaving_of_request_reads_and_deadline_escalates_at_most_once(
+        before, after, importance) -> None:
+    p = established()
+    reachable(p, wechat="ow-1", phone="+86-1")  # primary APP, secondary WECHAT
+    requested, read_first, fired_unread = False, False, 0
+    effects: list[h.Effects] = []
+    for event in [*before, "request", *after]:
+        if event == "request":
+            effects.append(p.request("a1", "m1", importance=importance))
+            requested = True
+        elif event.startswith("read"):
+            try:
+                effects.append(p.read("a1", "m1", event.split()[1], device_id="d1"))
+                read_first = read_first or not fired_unread
+            except h.Rejected:
+                assert not requested
+        elif event == "wait":
+            p.advance(100)
+        else:
+            due = (p.due("READ", "a1", "m1") if requested
+                   else Due(T0 + DEADLINES[importance], 0, "m1", "a1", "READ", None, "m1"))
+            if event == "fire stale":
+                due = Due(due.due_at - 0.5, 0, "m1", "a1", "READ", None, "m1")
+            elif requested and not read_first:
+                fired_unread += 1
+            effects.append(p.fire(due))
+    found = escalations(*effects)
+    assert len(found) == (1 if fired_unread and not read_first else 0)
+    assert [e["to_channel"] for e in found] == ["WECHAT"] * len(found)
+    escalation_sends = [s for s in sends(*effects) if s["reason"] == "ESCALATION"]
+    assert brief(escalation_sends) == [("WECHAT", None, None, "ESCALATION", 1)] * len(found)
+
+
+@settings(max_examples=60, deadline=None)
+@given(devices=st.lists(st.tuples(st.booleans(), st.integers(0, 2)), min_size=1, max_size=6),
+       fallback=st.booleans())
+def test_a_campaign_tally_counts_each_device_once_and_the_decision_reaches_the_silent_ones(
+        devices, fallback) -> None:
+    p = Partition()
+    accounts = tuple(f"a{i}" for i in range(len(devices)))
+    campaign(p, accounts)
+    for account_id, (acked, repeats) in zip(accounts, devices, strict=True):
+        for _ in range(acked * (1 + repeats)):
+            p.receipt(account_id, "promo", "d1")
+    out = p.tally_output("c1")
+    assert out is not None
+    assert (out.value["targeted"], out.value["acked"]) == (len(devices),
+                                                          sum(a for a, _ in devices))
+    resent = sends(*p.decide("c1", fallback))
+    silent = [a for a, (acked, _) in zip(accounts, devices, strict=True) if not acked]
+    assert [s["account_id"] for s in resent] == (silent if fallback else [])
+    assert all(s["reason"] == "FALLBACK_ROUTE" and s["attempt"] == 1 for s in resent)
+    p.waits["c1"] = [message_key(a, "promo") for a in accounts]
+    assert sends(*p.decide("c1", not fallback)) == []
+
+
+def rebuilt(p: Partition, account_id: str, message_id: str) -> list[Due]:
+    """The deadlines a worker taking the partition over rebuilds from the stored message."""
+    message = p.message(account_id, message_id)
+    assert message is not None
+    return h.pending_work(message)[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(offset=st.floats(0, 10_000_000, allow_nan=False, allow_infinity=False))
+def test_deadlines_rebuilt_from_state_are_those_handed_out_and_fire_alike_at_any_clock(
+        offset) -> None:
+    p = Partition(config(new_account_pushes=0, reach_grace=7.25, receipt_deadline=0.3333),
+                  now=T0 + offset)
+    p.request("a1", "m-wait")
+    pending = rebuilt(p, "a1", "m-wait")
+    assert sorted((d.kind, d.device_id, d.due_at) for d in pending) == sorted(
+        p.dues_of("a1", "m-wait"))
+    grace = next(d for d in pending if d.kind == "GRACE")
+    assert results(p.fire(grace))[0]["status"] == "UNREACHABLE"
+
+    reachable(p, wechat="ow-1")
+    p.request("a1", "m1")
+    pending = rebuilt(p, "a1", "m1")
+    assert sorted((d.kind, d.device_id, d.due_at) for d in pending) == sorted(
+        p.dues_of("a1", "m1"))
+    by_kind = {d.kind: d for d in pending}
+    assert brief(sends(p.fire(by_kind["RECEIPT"])))[0][3] == "FALLBACK_ROUTE"
+    assert len(escalations(p.fire(by_kind["READ"]))) == 1
+    assert rebuilt(p, "a1", "m1") == [by_kind["EXPIRE"]]  # nothing else is pending
+    p.read("a1", "m1", "WECHAT")
+    p.fire(by_kind["EXPIRE"])
+    assert p.message("a1", "m1") is None
