@@ -28,7 +28,8 @@ class DeadlineTimer:
     through Kafka. Its outputs and state go out in the same batches as the agents'. On every
     tick (wall clock) it pops what is due, at a cost proportional to that. Partitions newly
     assigned (also one that left and came back) are indexed from the recovered table in
-    chunks, yielding to the event loop between them, so a million pending deadlines never stall heartbeats or processing.
+    chunks, yielding to the event loop between them, so a million pending deadlines never
+    stall heartbeats or processing.
     """
 
     def __init__(self, app: faust.App, topic: str, state: StateTables, table: str,
