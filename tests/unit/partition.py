@@ -216,3 +216,19 @@ def brief(values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """(channel, device, route, reason, attempt) of ChannelSend values, for compact asserts."""
     return [(v["channel"], v["device_id"], v["route"], v["reason"], v["attempt"])
             for v in values]
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def read_history(p: Partition) -> None:
+    """Five fan-out pushes: SMS read first three times (WECHAT after), WECHAT alone twice.
+
+    feedback_count: SMS 3, WECHAT 5; first_feedback: SMS 3, WECHAT 2."""
+    p.profile("a1", wechat="ow-1", phone="+86-1")
+    for i in range(5):
+        p.advance(1)
+        assert {s["reason"] for s in sends(p.request("a1", f"h{i}"))} == {"FANOUT"}
+        if i < 3:
+            p.read("a1", f"h{i}", "SMS")
+        p.read("a1", f"h{i}", "WECHAT")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from tests.unit.partition import (
     config,
     of,
     outputs,
+    read_history,
     sends,
 )
 
@@ -36,16 +39,18 @@ def reachable(p: Partition, account_id: str = "a1", *, device: bool = True,
         p.profile(account_id, **addresses)
 
 
-def established(**kw: object) -> Partition:
+def established(**kw: Any) -> Partition:
     """A partition whose accounts are established from their first push."""
-    return Partition(config(new_account_pushes=0, **kw))  # type: ignore[arg-type]
+    return Partition(config(new_account_pushes=0, **kw))
 
 
-def escalations(*effects: h.Effects) -> list[dict]:
+def escalations(*effects: h.Effects) -> list[dict[str, Any]]:
+    """The Escalation values among some effects."""
     return of("Escalation", *effects)
 
 
-def results(*effects: h.Effects) -> list[dict]:
+def results(*effects: h.Effects) -> list[dict[str, Any]]:
+    """The DeliveryResult values among some effects."""
     return of("DeliveryResult", *effects)
 
 
@@ -123,19 +128,6 @@ def test_the_importance_of_a_request_selects_its_read_deadline() -> None:
 
 
 # --- Method A: learning from READ acks -----------------------------------------------------------
-
-
-def read_history(p: Partition) -> None:
-    """Five fan-out pushes: SMS read first three times (WECHAT after), WECHAT alone twice.
-
-    feedback_count: SMS 3, WECHAT 5; first_feedback: SMS 3, WECHAT 2."""
-    reachable(p, device=False, wechat="ow-1", phone="+86-1")
-    for i in range(5):
-        p.advance(1)
-        assert {s["reason"] for s in sends(p.request("a1", f"h{i}"))} == {"FANOUT"}
-        if i < 3:
-            p.read("a1", f"h{i}", "SMS")
-        p.read("a1", f"h{i}", "WECHAT")
 
 
 @pytest.mark.parametrize(("k1", "k2", "primary", "secondary"), [
@@ -421,6 +413,33 @@ def test_an_unregistered_device_disables_app_and_gets_nothing() -> None:
     assert account is not None and account["devices"] == []
     assert p.device_state("a1", "d1") is None
     assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
+
+
+def test_a_device_unregistered_before_its_receipt_deadline_is_reported_failed() -> None:
+    p = established()
+    reachable(p, wechat="ow-1")
+    p.request("a1", "m1")
+    p.device("a1", "d1", active=False)
+    fx = p.fire(p.due("RECEIPT", "a1", "m1", "d1"))
+    assert sends(fx) == []
+    assert [(r["status"], r["device_id"], r["route"]) for r in results(fx)] == [
+        ("FAILED", "d1", "XIAOMI")]
+
+
+def test_a_profile_without_an_address_disables_its_channel() -> None:
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.profile("a1", phone="+86-1")
+    account = p.account("a1")
+    assert account is not None and account["addresses"] == ["SMS"]
+    assert brief(sends(p.request("a1", "m1"))) == [("SMS", None, None, "PRIMARY", 0)]
+
+
+def test_addresses_themselves_are_never_stored() -> None:
+    p = Partition()
+    p.profile("a1", **ALL_ADDRESSES)
+    stored = repr(p.tables.data)
+    assert all(address not in stored for address in ALL_ADDRESSES.values())
 
 
 def test_a_receipt_before_the_deadline_makes_the_receipt_deadline_stale() -> None:
@@ -782,6 +801,17 @@ def test_a_campaign_decision_not_to_fall_back_sends_nothing_and_settles_the_deli
                                 "promo"))) == []
     # nothing is pending: the messages expire on time
     assert p.fire(p.due("EXPIRE", "a1", "promo")).counts["expired"] == 1
+
+
+def test_a_worker_taking_over_rebuilds_a_campaign_wait_until_the_decision_settles_it() -> None:
+    p = Partition()
+    campaign(p, ("a1",))
+    dues, waits = h.pending_work(p.message("a1", "promo") or {})
+    assert waits == ["c1"]
+    assert sorted(d.kind for d in dues) == ["EXPIRE", "RECEIPT"]
+    p.decide("c1", fallback=False)
+    dues, waits = h.pending_work(p.message("a1", "promo") or {})
+    assert waits == [] and [d.kind for d in dues] == ["EXPIRE"]
 
 
 @pytest.mark.parametrize("first", [True, False])
