@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
@@ -84,6 +84,15 @@ class Tuning(BaseSettings):
             raise ValueError(f"must list distinct channels of {', '.join(CHANNELS)}; got {value!r}")
         return ",".join(names)
 
+    @model_validator(mode="after")
+    def _receipt_within_probe_timeout(self) -> Tuning:
+        if self.receipt_deadline > self.probe_timeout:
+            raise ValueError(
+                f"PUSHCASCADE_RECEIPT_DEADLINE={self.receipt_deadline:g} must not exceed "
+                f"PUSHCASCADE_PROBE_TIMEOUT={self.probe_timeout:g}: a send is forgotten as lost "
+                f"after the probe timeout, so a receipt between the two would be dropped")
+        return self
+
     @property
     def channels(self) -> tuple[str, ...]:
         """The channel tie-break order as a tuple."""
@@ -115,6 +124,9 @@ def _describe(exc: ValidationError) -> str:
     prefix = "" if exc.title == Connections.__name__ else "PUSHCASCADE_"
     lines = []
     for err in exc.errors():
+        if not err["loc"]:  # a rule across variables: its message names them
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
         var = prefix + "_".join(str(p) for p in err["loc"]).upper()
         lines.append(f"{var}={err.get('input')!r}: {err['msg']}")
     return "invalid configuration: " + "; ".join(lines)

@@ -35,3 +35,10 @@ def test_bad_values_name_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError, match=var):
         Settings()
+
+
+def test_a_receipt_deadline_beyond_the_probe_timeout_is_refused_naming_both() -> None:
+    with pytest.raises(SettingsError, match="PUSHCASCADE_RECEIPT_DEADLINE=400 must not exceed "
+                                            "PUSHCASCADE_PROBE_TIMEOUT=300"):
+        Settings(receipt_deadline=400, probe_timeout=300)
+    assert Settings(receipt_deadline=300, probe_timeout=300).tuning.receipt_deadline == 300
