@@ -187,9 +187,15 @@ class Router:
         dues, waits = h.pending_work(value)
         for due in dues:
             self.timer.add(due)
+        partition = value["partition"]
         for campaign_id in waits:
-            self.waits.setdefault(campaign_id, set()).add(
-                message_key(value["account_id"], value["message_id"]))
+            key = message_key(value["account_id"], value["message_id"])
+            ctx = h.Context(self.config, time.time(), partition, self.budget)
+            fx = h.settle_campaign(self.state.at(partition), key, campaign_id, ctx)
+            if fx.counts["campaign_settled"]:  # decided before this worker indexed it
+                self.apply(fx, partition)
+            else:
+                self.waits.setdefault(campaign_id, set()).add(key)
 
     def fire(self, due: Due) -> None:
         """Apply a due deadline of a partition this worker owns; the handler checks the state."""

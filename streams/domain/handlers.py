@@ -514,6 +514,7 @@ def settle_campaign(tables: Tables, key: bytes, campaign_id: str, ctx: Context) 
     if raw is None or not tally["decided"]:
         return fx
     message = Message.from_dict(raw)
+    fx.counts["campaign_settled"] += 1
     for device_id, delivery in message.deliveries.items():
         if not delivery.get("campaign") or delivery["receipt"] or delivery["done"]:
             continue
