@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 EVENTS = Counter("pushcascade_events", "Events handled by the stream processors, by stage and kind",
                  ["stage", "event"])
+CHANGELOG = Counter("pushcascade_changelog_records", "State records written to table changelogs",
+                    ["table"])
+LARGEST = Gauge("pushcascade_changelog_record_bytes_max", "Largest changelog record written",
+                ["table"])
 
 
 class Counts:

@@ -26,7 +26,6 @@ class Outbox:
     def __init__(self, bootstrap: str, **config: Any) -> None:
         self.producer = producer(bootstrap, **{"linger.ms": 2, **config})
         self._failures: list[str] = []
-        self.produced = 0
 
     def produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None,
                 headers: list[tuple[str, bytes]] | None = None,
@@ -42,7 +41,6 @@ class Outbox:
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 self.producer.poll(0.05)
-        self.produced += 1
         self.producer.poll(0)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:

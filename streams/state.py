@@ -27,6 +27,7 @@ import faust
 from confluent_kafka import KafkaError, Message
 from faust.types import TP
 
+from streams.metrics import CHANGELOG, LARGEST
 from streams.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class StateTables:
         self.embedded = embedded
         self.views = [PartitionTables(self, p) for p in range(partitions)]
         self.before_flush: list[Callable[[], None]] = []
-        self.written = 0
-        self.largest = 0
+        self.largest: dict[str, int] = dict.fromkeys(names, 0)
         self._lock = asyncio.Lock()
 
     def at(self, partition: int) -> PartitionTables:
@@ -160,9 +160,11 @@ class StateTables:
             for key, (partition, value) in writes.items():
                 data = (NULL if self.embedded else None) if value is None else \
                     json.dumps(value).encode()
-                self.largest = max(self.largest, len(data or b""))
                 batch.append((name, key, partition, value, data))
-        self.written += len(batch)
+                if data is not None and len(data) > self.largest[name]:
+                    self.largest[name] = len(data)
+                    LARGEST.labels(name).set(len(data))
+            CHANGELOG.labels(name).inc(len(writes))
         return batch
 
     def _write_changelog(self, batch: list[tuple[str, bytes, int, dict[str, Any] | None,

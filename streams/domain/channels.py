@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 NEW, ESTABLISHED = "NEW", "ESTABLISHED"
-ACCOUNT_CHANNELS = ("WECHAT", "SMS", "EMAIL")  # enabled by an address in the profile
 _SEND_NS = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
 
 
