@@ -1,15 +1,23 @@
-"""Fixtures: a real session-wide broker, unique topic prefixes per test, chDB per test."""
+"""Fixtures: a real session-wide broker, unique topic prefixes per test, workers, taps, chDB."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streams.embedded import Broker, start_broker
+from streams.harness import (
+    Broker,
+    DeviceSimulator,
+    Process,
+    Tap,
+    start_broker,
+    start_worker,
+    worker_env,
+)
 from streams.settings import Settings
 from streams.topics import create_topics
 
@@ -24,7 +32,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def settings_factory(broker: Broker, monkeypatch: pytest.MonkeyPatch):
+def settings_factory(broker: Broker):
     """Make Settings with a unique topic prefix (and its topics created) plus overrides."""
 
     def make(**overrides: Any) -> Settings:
@@ -44,12 +52,55 @@ def settings(settings_factory) -> Settings:
 
 
 @pytest.fixture
-def env(settings: Settings, broker: Broker) -> dict[str, str]:
+def env(settings: Settings) -> dict[str, str]:
     """Environment variables that point a subprocess at this test's broker and topics."""
-    import os
+    return worker_env(settings)
 
-    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "PUSHCASCADE_TOPIC_PREFIX": settings.tuning.topic_prefix}
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `pushcascade worker` processes (workers(env, name)); all are stopped afterwards."""
+    started: list[Process] = []
+
+    def start(env: dict[str, str], name: str = "worker") -> Process:
+        process = start_worker(env, tmp_path, name, loglevel="info")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+        print(f"--- {process.name} (exit {process.returncode}) ---\n{process.tail(40)}")
+
+
+@pytest.fixture
+def taps(settings: Settings) -> Iterator[Callable[..., Tap]]:
+    """Open taps on this test's topics (taps(name)); all are closed afterwards."""
+    opened: list[Tap] = []
+
+    def open_tap(name: str) -> Tap:
+        tap = Tap(settings, name)
+        opened.append(tap)
+        return tap
+
+    yield open_tap
+    for tap in opened:
+        tap.close()
+
+
+@pytest.fixture
+def devices(settings: Settings) -> Iterator[Callable[..., DeviceSimulator]]:
+    """Start simulated devices (devices(rule)) on this test's topics; all stop afterwards."""
+    running: list[DeviceSimulator] = []
+
+    def start(rule: Any) -> DeviceSimulator:
+        sim = DeviceSimulator(settings, rule)
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        sim.stop()
 
 
 @pytest.fixture

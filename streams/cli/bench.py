@@ -40,7 +40,7 @@ def bench() -> None:
 def router(requests: int, accounts: int, pending: int, deadline: float | None, repeat: int,
            json_out: Path) -> None:
     """Router push requests/s against a bare Faust agent, and deadline lateness."""
-    from streams.bench import run_router_bench
+    from streams.harness.bench import run_router_bench
 
     if requests < 1 or accounts < 1 or repeat < 1 or pending < 0:
         raise click.BadParameter("--requests, --accounts and --repeat must be >= 1, "
@@ -103,7 +103,7 @@ def figures_table(result: dict[str, Any]) -> Table:
 def devices(requests: int, accounts: int, pending: int, deadline: float | None,
             json_out: Path) -> None:
     """Device sends/s through Method B's device stage, and receipt-deadline fallback lateness."""
-    from streams.bench_devices import run_device_bench
+    from streams.harness.bench import run_device_bench
 
     result = run_device_bench(requests=requests, accounts=accounts, pending=pending,
                               deadline=deadline, var_dir=json_out.parent,

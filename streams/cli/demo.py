@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from connectors.producer import PushProducer, RecordProducer
-from connectors.simulator import Simulator, population
-from schemas import WRITABLE, Codec
+from schemas import Codec
 from streams.cli import cli
 from streams.clickhouse import client
-from streams.embedded import stack
-from streams.kafka import consumer
+from streams.harness import (
+    DeviceSimulator,
+    Population,
+    Process,
+    ProcessExited,
+    Tap,
+    population,
+    producer_for,
+    stack,
+    start_worker,
+    wait_accounts,
+    worker_env,
+)
 from streams.settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -49,30 +55,22 @@ def sample_records(now_ms: int) -> dict[str, dict]:
     }
 
 
-def smoke(bootstrap: str, settings: Settings) -> None:
+def smoke(settings: Settings) -> None:
     """Produce one record of each writable type, read each back, and round-trip a chDB row."""
     codec = Codec(settings.connections.schema_registry_url or None)
     records = sample_records(int(time.time() * 1000))
-    with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
-                        codec=codec) as producer:
+    with RecordProducer(settings.connections.kafka_bootstrap_servers,
+                        topic_prefix=settings.tuning.topic_prefix, codec=codec) as producer:
         for topic, record in records.items():
             producer.send(topic, record)
         console.print(f"produced {producer.flush()} records")
-    reader = consumer(bootstrap, f"demo-{uuid.uuid4().hex[:8]}")
-    reader.subscribe([settings.topic(t) for t in WRITABLE])
-    seen: dict[str, dict] = {}
-    deadline = time.monotonic() + 30
-    while len(seen) < len(records) and time.monotonic() < deadline:
-        msg = reader.poll(0.5)
-        if msg is not None and not msg.error():
-            topic = (msg.topic() or "")[len(settings.tuning.topic_prefix):]
-            seen[topic] = codec.decode(msg.value(), topic=topic)
-    reader.close()
     for topic, record in records.items():
-        ok = seen.get(topic) == record
+        with Tap(settings, topic) as tap:
+            seen = tap.drain()
+        ok = seen == [record]
         console.print(f"  {'[green]ok' if ok else '[red]MISMATCH'}[/] {topic}")
         if not ok:
-            raise click.ClickException(f"{topic}: read back {seen.get(topic)!r}")
+            raise click.ClickException(f"{topic}: read back {seen!r}")
     ch = client(settings.connections.clickhouse_dsn)
     ch.command("CREATE TABLE IF NOT EXISTS demo_smoke (at DateTime64(3), note String) "
                "ENGINE = MergeTree ORDER BY at")
@@ -83,39 +81,15 @@ def smoke(bootstrap: str, settings: Settings) -> None:
     ch.close()
 
 
-DEMO_TUNING = {"PUSHCASCADE_NEW_ACCOUNT_PUSHES": "2", "PUSHCASCADE_READ_DEADLINE_LOW": "3",
-               "PUSHCASCADE_READ_DEADLINE_NORMAL": "3", "PUSHCASCADE_READ_DEADLINE_HIGH": "3",
-               "PUSHCASCADE_READ_DEADLINE_URGENT": "3", "PUSHCASCADE_RECEIPT_DEADLINE": "2",
-               "PUSHCASCADE_PROBE_COUNT_FIRST": "5", "PUSHCASCADE_PROBE_DEVICE_PER_HOUR": "3600",
-               "PUSHCASCADE_PROBE_TIMEOUT": "2"}
+DEMO_TUNING = {"new_account_pushes": 2, "read_deadline_low": 3, "read_deadline_normal": 3,
+               "read_deadline_high": 3, "read_deadline_urgent": 3, "receipt_deadline": 2,
+               "probe_count_first": 5, "probe_device_per_hour": 3600, "probe_timeout": 2}
+#: After the last push, every timer it can start has come due by then: its read deadline, and
+#: the receipt deadline of the APP send an escalation may make.
+LAST_TIMER = DEMO_TUNING["read_deadline_high"] + DEMO_TUNING["receipt_deadline"]
 
 
-def wait_registered(settings: Settings, bootstrap: str, accounts: set[str],
-                    timeout: float = 60) -> None:
-    """Wait until the router's accounts table shows every account with a device and addresses."""
-    name = f"{settings.tuning.topic_prefix}pushcascade-accounts-changelog"
-    reader = consumer(bootstrap, f"demo-{uuid.uuid4().hex[:8]}")
-    end = time.monotonic() + timeout
-    while name not in reader.list_topics(timeout=10).topics:
-        if time.monotonic() > end:
-            raise click.ClickException("the worker did not start (see var/demo-worker.log)")
-        time.sleep(0.3)
-    parts = reader.list_topics(name, timeout=10).topics[name].partitions
-    reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
-    ready: set[str] = set()
-    while ready < accounts and time.monotonic() < end:
-        msg = reader.poll(0.2)
-        value = msg.value() if msg is not None and not msg.error() else None
-        if value:
-            state = json.loads(value)
-            if state and state["devices"] and state["addresses"]:
-                ready.add(state["account_id"])
-    reader.close()
-    if ready < accounts:
-        raise click.ClickException(f"only {len(ready)} of {len(accounts)} accounts registered")
-
-
-def progress(sim: Simulator, requests: int, started: float) -> Table:
+def progress(sim: DeviceSimulator, requests: int, started: float) -> Table:
     """The live table: what the pipeline sent and what the population answered."""
     c = sim.counts
     table = Table(title=f"pushcascade closed loop — {time.monotonic() - started:4.1f} s")
@@ -127,33 +101,34 @@ def progress(sim: Simulator, requests: int, started: float) -> Table:
             ("device sends on the original route", c["send_ORIGINAL_ROUTE"]),
             ("device fallback sends (no receipt)", c["send_FALLBACK_ROUTE"]),
             ("probes", c["send_PROBE"]), ("receipts", c["receipt"]), ("reads", c["read"]),
-            ("messages read", len(sim.read))]
+            ("messages read", len(sim.read_messages))]
     for what, n in rows:
         table.add_row(what, str(n))
     return table
 
 
-def closed_loop(settings: Settings, bootstrap: str, users: int, rounds: int) -> None:
+def closed_loop(settings: Settings, users: int, rounds: int, var_dir: Path) -> None:
     """Run a worker and a simulated population; show live progress and the outcome."""
-    env = {**os.environ, **DEMO_TUNING, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "PUSHCASCADE_TOPIC_PREFIX": settings.tuning.topic_prefix,
-           "PUSHCASCADE_DATA_DIR": "var/demo-worker"}
-    Path("var").mkdir(exist_ok=True)
-    log = open("var/demo-worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    worker = start_worker(worker_env(settings, **DEMO_TUNING), var_dir, "demo-worker")
     people = population(users)
-    sim = Simulator(settings, bootstrap, people)
+    crowd = Population(people)
+    sim = crowd.simulator(settings)
     try:
-        sim.register()
+        with producer_for(settings) as producer:
+            crowd.register(producer)
         with console.status("worker starting, devices and profiles registering"):
-            wait_registered(settings, bootstrap, {u.account_id for u in people})
+            wait_accounts(settings, crowd.users, workers=[worker])
         sim.start()
         started, sent = time.monotonic(), 0
-        producer = PushProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
-                                schema_registry_url=settings.connections.schema_registry_url)
-        with producer, \
+        pushes = PushProducer(settings.connections.kafka_bootstrap_servers,
+                              topic_prefix=settings.tuning.topic_prefix,
+                              schema_registry_url=settings.connections.schema_registry_url)
+        with pushes as producer, \
                 Live(progress(sim, 0, started), console=console, refresh_per_second=4) as live:
+
+            def show() -> None:
+                live.update(progress(sim, sent, started))
+
             for r in range(rounds):
                 for u in people:
                     producer.push({"message_id": f"{u.account_id}-m{r}",
@@ -163,25 +138,30 @@ def closed_loop(settings: Settings, bootstrap: str, users: int, rounds: int) -> 
                                    "device_ids": [], "created_at": int(time.time() * 1000)})
                     sent += 1
                 producer.flush()
-                for _ in range(8):
-                    live.update(progress(sim, sent, started))
-                    time.sleep(0.25)
-            for _ in range(32):  # let the last deadlines pass
-                live.update(progress(sim, sent, started))
-                time.sleep(0.25)
+                pace(2.0, show, worker)
+            # let the last timers come due, then wait until every answer is processed
+            pace(LAST_TIMER, show, worker)
+            sim.wait_quiet(workers=[worker])
+            show()
         sim.stop()
         readers = [u for u in people if u.reads_on]
-        seen = sum(f"{u.account_id}-m{r}" in sim.read for u in readers for r in range(rounds))
+        seen = sum(f"{u.account_id}-m{r}" in sim.read_messages
+                   for u in readers for r in range(rounds))
         channel_sends = sum(sim.counts[f"send_{r}"] for r in ("FANOUT", "PRIMARY", "ESCALATION"))
         console.print(f"messages read by users who read: {seen} of {len(readers) * rounds}; "
                       f"channel sends per message: {channel_sends / max(sent, 1):.2f}")
     finally:
-        worker.terminate()
-        try:
-            worker.wait(8)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+        sim.stop()
+        worker.stop(8)
+
+
+def pace(seconds: float, show: Callable[[], None], worker: Process) -> None:
+    """Refresh the live table four times a second for `seconds` (the demo's rhythm)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        worker.check()
+        show()
+        time.sleep(0.25)
 
 
 @cli.command()
@@ -190,10 +170,17 @@ def closed_loop(settings: Settings, bootstrap: str, users: int, rounds: int) -> 
 def demo(users: int, rounds: int) -> None:
     """Run the embedded stack, a worker and a simulated population, with live progress."""
     base = get_settings()
-    settings = Settings(topic_prefix=f"{base.tuning.topic_prefix}demo{uuid.uuid4().hex[:6]}.",
-                        kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers)
-    with stack(settings) as bootstrap:
-        console.print(f"broker at {bootstrap}, topics (prefix {settings.tuning.topic_prefix})")
-        smoke(bootstrap, settings)
-        closed_loop(settings, bootstrap, users, rounds)
+    prefix = f"{base.tuning.topic_prefix}demo{uuid.uuid4().hex[:6]}."
+    given = Settings(topic_prefix=prefix,
+                     kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers)
+    var_dir = Path("var")
+    with stack(given, var_dir) as bootstrap:
+        settings = Settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap)
+        console.print(f"broker at {bootstrap}, topics (prefix {prefix})")
+        smoke(settings)
+        try:
+            closed_loop(settings, users, rounds, var_dir)
+        except (AssertionError, TimeoutError, ProcessExited) as exc:
+            log = var_dir / "demo-worker.log"
+            raise click.ClickException(f"{exc}\n(worker log: {log})") from exc
     console.print("[bold green]demo finished")

@@ -8,7 +8,7 @@ import threading
 import click
 
 from streams.cli import cli
-from streams.embedded import stack
+from streams.harness import stack
 from streams.settings import get_settings
 
 

@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connectors.producer import RecordProducer
-from tests.workers import (
-    Tap,
-    Worker,
-    accounts_tap,
-    now_ms,
-    read_ack,
-    register,
-    request,
-    worker_env,
-)
+from streams.harness import Tap, changelog_tap, free_port, start_worker, worker_env
+from tests.helpers import now_ms, read_ack, register, request
 
 N = 2           # PUSHCASCADE_NEW_ACCOUNT_PUSHES for this module
 DEADLINE = 3.0  # PUSHCASCADE_READ_DEADLINE_HIGH for this module
@@ -33,12 +25,10 @@ def pipeline(broker, tmp_path_factory):
                         topic_prefix=f"a{uuid.uuid4().hex[:8]}.", new_account_pushes=N,
                         read_deadline_high=DEADLINE)
     create_topics(settings, broker.bootstrap)
-    from streams.embedded import free_port
-
     port = free_port()
     env = worker_env(settings, new_account_pushes=N, read_deadline_high=DEADLINE,
                      read_deadline_low=3600, metrics_port=port, reach_grace=GRACE)
-    worker = Worker(env, tmp_path_factory.mktemp("method-a"))
+    worker = start_worker(env, tmp_path_factory.mktemp("method-a"), loglevel="info")
     worker.metrics_port = port
     producer = RecordProducer(broker.bootstrap, topic_prefix=settings.tuning.topic_prefix)
     taps = {name: Tap(settings, name) for name in
@@ -53,7 +43,7 @@ def pipeline(broker, tmp_path_factory):
 def ready(settings, producer, account: str, **channels) -> None:
     """Register an account and wait until the router's state shows its devices and addresses."""
     register(producer, account, **channels)
-    state = accounts_tap(settings)
+    state = changelog_tap(settings, "accounts")
     state.wait_for(lambda rs: any(r and r["account_id"] == account and r["devices"]
                                   and r["addresses"] for r in rs))
     state.close()
@@ -153,7 +143,7 @@ def test_override_wins_and_clearing_restores_learned_channels(pipeline):
     producer.send("account.settings", {"account_id": "ov-1", "primary": "SMS",
                                        "secondary": "WECHAT", "updated_at": now_ms()})
     producer.flush()
-    state = accounts_tap(settings)
+    state = changelog_tap(settings, "accounts")
     state.wait_for(lambda rs: any(r and r["account_id"] == "ov-1" and r["primary"] == "SMS"
                                   for r in rs))
     producer.send("push.requests", request("ov-1-m1", "ov-1"))

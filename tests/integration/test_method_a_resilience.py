@@ -8,7 +8,8 @@ from collections import Counter
 
 from connectors.producer import RecordProducer
 from schemas import key_partition
-from tests.workers import Tap, Worker, accounts_tap, register, request, worker_env
+from streams.harness import Tap, changelog_tap, start_worker, worker_env
+from tests.helpers import register, request
 
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
 
@@ -23,7 +24,7 @@ def prepare(settings, accounts=ACCOUNTS):
 
 
 def wait_registered(settings, accounts):
-    state = accounts_tap(settings)
+    state = changelog_tap(settings, "accounts")
     state.wait_for(lambda rs: {r["account_id"] for r in rs if r and r["devices"]
                                and r["addresses"]} >= set(accounts), timeout=60)
     state.close()
@@ -42,7 +43,7 @@ def test_sigkill_with_pending_deadlines_then_restart_fires_each_once(settings, t
     deadline = 8.0
     env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
     producer = prepare(settings)
-    first = Worker(env, tmp_path, "first")
+    first = start_worker(env, tmp_path, "first", loglevel="info")
     try:
         wait_registered(settings, ACCOUNTS)
         messages = [f"{a}-m{j}" for a in ACCOUNTS for j in range(2)]
@@ -56,7 +57,7 @@ def test_sigkill_with_pending_deadlines_then_restart_fires_each_once(settings, t
         escalations = Tap(settings, "push.escalations")
         escalations.poll(1.0)
         assert escalations.records == []
-        second = Worker(env, tmp_path, "second")
+        second = start_worker(env, tmp_path, "second", loglevel="info")
         try:
             assert_each_escalated_once(escalations, messages, timeout=deadline + 45)
             for r in escalations.records:
@@ -76,7 +77,7 @@ def test_two_workers_share_partitions_across_a_rebalance(settings, tmp_path):
     deadline = 10.0
     env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
     producer = prepare(settings)
-    one = Worker(env, tmp_path, "one")
+    one = start_worker(env, tmp_path, "one", loglevel="info")
     two = None
     try:
         wait_registered(settings, ACCOUNTS)
@@ -86,7 +87,8 @@ def test_two_workers_share_partitions_across_a_rebalance(settings, tmp_path):
         producer.flush()
         sends = Tap(settings, "push.sends")
         sends.wait_for(lambda rs: {r["message_id"] for r in rs} >= set(before))
-        two = Worker(env, tmp_path, "two")  # joins: the partitions are split between the two
+        # joins: the partitions are split between the two
+        two = start_worker(env, tmp_path, "two", loglevel="info")
         time.sleep(8)
         after = [f"{a}-a" for a in ACCOUNTS]
         for m in after:
@@ -121,7 +123,7 @@ def test_state_does_not_depend_on_the_producers_partitioner(settings, tmp_path):
     crc = Producer({"bootstrap.servers": settings.connections.kafka_bootstrap_servers,
                     "partitioner": "consistent_random"})
     codec = Codec()
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, loglevel="info")
     try:
         wait_registered(settings, accounts)
         messages = []

@@ -7,15 +7,8 @@ from collections import Counter, defaultdict
 
 from connectors.producer import RecordProducer
 from streams.domain.routes import DeviceRoutes, success_rate
-from tests.workers import (
-    DeviceSimulator,
-    Tap,
-    Worker,
-    changelog_tap,
-    device,
-    request,
-    worker_env,
-)
+from streams.harness import DeviceSimulator, Tap, changelog_tap, start_worker, worker_env
+from tests.helpers import device, request
 
 ROUTES = ["XIAOMI", "JPUSH", "GETUI"]  # Xiaomi devices: original XIAOMI, alternatives JPUSH, GETUI
 FAST_PROBES = {"probe_count_first": 4, "probe_count_again": 2, "probe_device_per_hour": 100000,
@@ -77,7 +70,7 @@ def test_silent_original_route_falls_back_once_on_the_best_measured_route(settin
     # JPUSH answers 2 probes of 4 (rate 0.5), GETUI 3 of 4 (0.75): GETUI must be chosen.
     sim = DeviceSimulator(settings, probe_rule({"JPUSH": [True, False],
                                                 "GETUI": [True, True, True, False]}))
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, loglevel="info")
     try:
         states = changelog_tap(settings, "devices")
 
@@ -113,7 +106,7 @@ def test_receipt_on_the_original_route_means_no_fallback(settings, tmp_path):
     env = worker_env(settings, receipt_deadline=2, **FAST_PROBES)
     producer = app_only(settings, {"b-2": ["b-2-d"]})
     sim = DeviceSimulator(settings, lambda s: s["reason"] == "ORIGINAL_ROUTE")
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, loglevel="info")
     try:
         wait_devices(settings, ["b-2-d"])
         producer.send("push.requests", request("b-2-m", "b-2"))
@@ -138,7 +131,7 @@ def test_reprobe_below_threshold_replaces_the_target_route(settings, tmp_path):
         return send["route"] == "JPUSH" or (send["route"] == "GETUI" and getui_ok["on"])
 
     sim = DeviceSimulator(settings, rule)
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, loglevel="info")
     changes = Tap(settings, "device.route-changes")
     try:
         keep_probing(producer, "b-3", "b-3-d",
@@ -172,7 +165,7 @@ def run_campaign(settings, tmp_path, campaign: str, answering: int) -> tuple[lis
     sim = DeviceSimulator(settings, lambda s: s["reason"] == "ORIGINAL_ROUTE"
                           and s["device_id"] in answer)
     decisions = Tap(settings, "campaign.decisions")
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, loglevel="info")
     try:
         wait_devices(settings, [d for ds in accounts.values() for d in ds])
         for account in accounts:
@@ -209,7 +202,7 @@ def test_sigkill_with_receipt_deadlines_pending_fires_each_once(settings, tmp_pa
     accounts = {f"k-a{i}": [f"k-d{i}"] for i in range(6)}
     producer = app_only(settings, accounts)
     sim = DeviceSimulator(settings, lambda s: False)
-    first = Worker(env, tmp_path, "first")
+    first = start_worker(env, tmp_path, "first", loglevel="info")
     try:
         wait_devices(settings, [d for ds in accounts.values() for d in ds])
         for account in accounts:
@@ -218,7 +211,7 @@ def test_sigkill_with_receipt_deadlines_pending_fires_each_once(settings, tmp_pa
         sim.wait_for(lambda rs: len([r for r in rs if r["reason"] == "ORIGINAL_ROUTE"]) == 6)
         time.sleep(1.5)
         first.kill()
-        second = Worker(env, tmp_path, "second")
+        second = start_worker(env, tmp_path, "second", loglevel="info")
         try:
             sim.wait_for(lambda rs: len([r for r in rs if r["reason"] == "FALLBACK_ROUTE"]) >= 6,
                          timeout=60)

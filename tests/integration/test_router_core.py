@@ -7,30 +7,15 @@ import threading
 import time
 from collections import Counter
 
-from connectors.producer import RecordProducer
 from schemas import key_partition
-from tests.workers import (
-    Tap,
-    Worker,
-    changelog_tap,
-    device,
-    now_ms,
-    register,
-    request,
-    worker_env,
-)
+from streams.harness import Tap, changelog_tap, producer_for, start_worker, worker_env
+from tests.helpers import device, now_ms, register, request
 
 
 def profile(account: str) -> dict:
     """A profile enabling WECHAT and SMS."""
     return {"account_id": account, "phone": "+8613800000000", "wechat_openid": f"o-{account}",
             "email": None, "updated_at": now_ms()}
-
-
-def producer_for(settings) -> RecordProducer:
-    """The producer SDK on this test's broker and topics."""
-    return RecordProducer(settings.connections.kafka_bootstrap_servers,
-                          topic_prefix=settings.tuning.topic_prefix)
 
 
 def primary_sends(sends: Tap) -> Counter[str]:
@@ -68,7 +53,7 @@ def test_sigkill_at_random_moments_loses_no_send(settings, tmp_path):
     kills = 0
     try:
         for cycle in range(6):
-            worker = Worker(env, tmp_path, f"w{cycle}")
+            worker = start_worker(env, tmp_path, f"w{cycle}")
             try:
                 seen = len(sends.records)
                 sends.wait_for(lambda rs, seen=seen: len(rs) > seen + 20, timeout=90)
@@ -78,7 +63,7 @@ def test_sigkill_at_random_moments_loses_no_send(settings, tmp_path):
             kills += 1
         stop.set()
         thread.join(10)
-        last = Worker(env, tmp_path, "last")
+        last = start_worker(env, tmp_path, "last")
         try:
             sends.wait_for(lambda rs: set(written) <= {r["message_id"] for r in rs}, timeout=120)
             sends.poll(2.0)
@@ -108,7 +93,7 @@ def test_one_message_id_for_two_accounts_reaches_both_and_a_repeat_is_one_messag
     pair = ["shared-a", "shared-b"]
     for account in pair:
         register(producer, account, devices=0)
-    worker = Worker(env, tmp_path)
+    worker = start_worker(env, tmp_path)
     try:
         for account in pair:
             producer.send("push.requests", request("campaign-msg-1", account))
@@ -142,7 +127,7 @@ def test_profile_and_device_written_before_the_request_are_applied_in_catch_up(
     producer.send("push.requests", request("late-1-m", "late-1"))
     producer.flush()
     sends, results = Tap(settings, "push.sends"), Tap(settings, "push.results")
-    worker = Worker(env, tmp_path)  # no worker ran until now
+    worker = start_worker(env, tmp_path)  # no worker ran until now
     try:
         sends.wait_for(lambda rs: len([r for r in rs if r["message_id"] == "late-1-m"]) >= 4,
                        timeout=90)
@@ -176,14 +161,14 @@ def test_state_lands_on_the_account_partition_whatever_the_producer_partitioner(
         crc.produce(settings.topic("account.profiles"), key=account.encode(),
                     value=codec.encode("AccountProfile", profile(account)))
     crc.flush()
-    first = Worker(env, tmp_path, "first")
+    first = start_worker(env, tmp_path, "first")
     second = None
     try:
         sends = Tap(settings, "push.sends")
         for j in range(4):
             if j == 2:  # a restart: the state is recovered from where it was written
                 first.stop()
-                second = Worker(env, tmp_path, "second")
+                second = start_worker(env, tmp_path, "second")
             for account in accounts:
                 crc.produce(settings.topic("push.requests"), key=account.encode(),
                             value=codec.encode("PushRequest", request(f"{account}-m{j}", account)))
@@ -199,8 +184,8 @@ def test_state_lands_on_the_account_partition_whatever_the_producer_partitioner(
         assert reasons == {"FANOUT": 2 * 3, "PRIMARY": 1}, (account, reasons)
     state = changelog_tap(settings, "accounts")
     state.poll(2.0)
-    landed = {(r["account_id"], p) for r, p in zip(state.records, state.partitions, strict=True)
-              if r}
+    landed = {(r["account_id"], p)
+              for r, p in zip(state.records, state.record_partitions, strict=True) if r}
     assert landed == {(a, key_partition(a, partitions)) for a in accounts}
 
 
@@ -226,7 +211,7 @@ def test_addresses_are_masked_in_forwarded_records_and_dead_letters(settings, tm
     forwarded = Tap(settings, "pushcascade.account-events",
                     decode=lambda v: codec.decode(v, topic="account.profiles"))
     dlq = Tap(settings, "push.dlq")
-    worker = Worker(worker_env(settings), tmp_path)
+    worker = start_worker(worker_env(settings), tmp_path)
     try:
         forwarded.wait_for(lambda rs: len(rs) == 1, timeout=60)
         dlq.wait_for(lambda rs: len(rs) == 1, timeout=30)

@@ -1,4 +1,4 @@
-"""Benchmark of Method B's device stage: device sends/s and receipt-deadline fallback lateness.
+"""The devices benchmark: device sends/s and receipt-deadline fallback lateness (Method B).
 
 Accounts have one device each (Huawei: original route HUAWEI, alternative JPUSH) and no
 addresses, so each request for an ESTABLISHED account is one APP PRIMARY send plus one
@@ -13,33 +13,28 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from schemas import Codec
-from streams.bench import (
+from streams.harness.bench.common import (
     LONG_DEADLINE,
-    Ends,
     Log,
     Record,
-    Worker,
-    _quiet,
     account_ids,
-    bench_broker,
+    bench_env,
+    bench_kafka,
     fresh_settings,
     produce,
     push_requests,
-    start_worker,
+    quiet,
+    read_outputs,
     summary_ms,
-    wait_committed,
-    worker_env,
 )
-from streams.kafka import consumer
+from streams.harness.processes import Process, start_worker
+from streams.harness.taps import Ends, wait_committed
 from streams.settings import Settings
 
 
@@ -54,40 +49,33 @@ def device_registrations(codec: Codec, accounts: Sequence[str]) -> list[Record]:
 
 def read_device_sends(settings: Settings, tag: str, expect: dict[str, int],
                       timeout: float) -> dict[str, list[dict[str, Any]]]:
-    """Device-level sends of messages `tag-*` by reason, until `expect[reason]` of each came."""
-    codec = Codec()
-    reader = consumer(settings.connections.kafka_bootstrap_servers, f"bench-{uuid.uuid4().hex}")
-    full = settings.topic("push.sends")
-    parts = reader.list_topics(full, timeout=10).topics[full].partitions
-    reader.assign([TopicPartition(full, p, OFFSET_BEGINNING) for p in parts])
-    got: dict[str, list[dict[str, Any]]] = {reason: [] for reason in expect}
-    end = time.monotonic() + timeout
-    try:
-        while any(len(got[r]) < n for r, n in expect.items()) and time.monotonic() < end:
-            for msg in reader.consume(num_messages=5000, timeout=0.2):
-                if msg.error():
-                    continue
-                rec = codec.decode(msg.value(), topic="push.sends")
-                if rec["reason"] in got and rec["message_id"].startswith(tag):
-                    rec["created"] = msg.timestamp()[1]
-                    got[rec["reason"]].append(rec)
-    finally:
-        reader.close()
-    return got
+    """Device-level sends of messages `tag*` by reason, until `expect[reason]` of each came
+    (or `timeout` passed); each record gets its CreateTime as `created`."""
+    def by_reason(got: list[tuple[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        """The wanted reasons' records, each with its CreateTime."""
+        out: dict[str, list[dict[str, Any]]] = {reason: [] for reason in expect}
+        for created, rec in got:
+            if rec["reason"] in out:
+                out[rec["reason"]].append({**rec, "created": created})
+        return out
+
+    def enough(got: list[tuple[int, dict[str, Any]]]) -> bool:
+        return all(len(recs) >= expect[r] for r, recs in by_reason(got).items())
+
+    return by_reason(read_outputs(settings, "push.sends", tag, enough, timeout))
 
 
 def start_device_router(settings: Settings, accounts: Sequence[str], workdir: Path,
-                        receipt_deadline: float, log: Log) -> Worker:
+                        receipt_deadline: float, log: Log) -> Process:
     """Register the devices, start the router, return once a sentinel push reached a device."""
     codec = Codec()
     ends: Ends = {}
     produce(settings, device_registrations(codec, accounts), ends)
-    env = worker_env(settings, workdir / "devices",
-                     PUSHCASCADE_RECEIPT_DEADLINE=str(receipt_deadline),
-                     PUSHCASCADE_READ_DEADLINE_NORMAL=str(LONG_DEADLINE))
-    worker = start_worker(["-m", "streams.cli", "worker"], env, workdir, "devices")
+    env = bench_env(settings, receipt_deadline=receipt_deadline,
+                    read_deadline_normal=LONG_DEADLINE)
+    worker = start_worker(env, workdir, f"devices-{settings.tuning.topic_prefix[:-1]}")
     try:
-        wait_committed(settings, ends, worker, timeout=120 + len(accounts) / 100)
+        wait_committed(settings, ends, timeout=120 + len(accounts) / 100, workers=[worker])
         for attempt in range(30):  # forwarded registrations are applied shortly after
             produce(settings, push_requests(codec, [accounts[-1]], 1, f"sentinel{attempt}"))
             if read_device_sends(settings, f"sentinel{attempt}-", {"ORIGINAL_ROUTE": 1}, 2)[
@@ -111,7 +99,7 @@ def measure_device_sends(bootstrap: str, requests: int, accounts: int, workdir: 
     try:
         ends: Ends = {}
         produce(settings, push_requests(Codec(), ids, requests, "dreq"), ends)
-        wait_committed(settings, ends, worker, timeout=120 + requests / 100)
+        wait_committed(settings, ends, timeout=120 + requests / 100, workers=[worker])
     finally:
         worker.stop()
     got = read_device_sends(settings, "dreq-", {"ORIGINAL_ROUTE": requests}, 120)
@@ -154,10 +142,10 @@ def measure_receipt_lateness(bootstrap: str, pending: int, accounts: int, deadli
 
 def run_device_bench(requests: int = 30000, accounts: int = 5000, pending: int = 100000,
                      deadline: float | None = None, var_dir: Path = Path("var/bench"),
-                     log: Log = _quiet) -> dict[str, Any]:
+                     log: Log = quiet) -> dict[str, Any]:
     """Device sends/s, then receipt-deadline lateness with P pending."""
     with tempfile.TemporaryDirectory(prefix="pushcascade-bench-") as tmp, \
-            bench_broker(var_dir, log) as bootstrap:
+            bench_kafka(var_dir, log) as bootstrap:
         workdir = Path(tmp)
         sends = measure_device_sends(bootstrap, requests, accounts, workdir, log)
         log(f"devices: {sends['device_sends_per_s']:.0f} device sends/s")

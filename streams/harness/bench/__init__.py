@@ -1,0 +1,10 @@
+"""Benchmarks (not tests): the router against a bare Faust agent, and Method B's device stage.
+
+`pushcascade bench router|devices` runs them; `python -m streams.harness.bench baseline-worker`
+starts the baseline agent on its own (environment as for `pushcascade worker`).
+"""
+
+from streams.harness.bench.devices import run_device_bench
+from streams.harness.bench.router import run_router_bench
+
+__all__ = ["run_device_bench", "run_router_bench"]
