@@ -44,7 +44,8 @@ from streams.harness.bench.common import (
     read_outputs,
     summary_ms,
 )
-from streams.harness.processes import Process, start_python, start_worker
+from streams.harness.broker import free_port
+from streams.harness.processes import Process, start_python, start_worker, worker_events
 from streams.harness.taps import Ends, Tap, wait_committed
 from streams.settings import Settings
 
@@ -58,22 +59,24 @@ def registrations(codec: Codec, accounts: Sequence[str], now_ms: int) -> list[Re
         "updated_at": now_ms})) for a in accounts]
 
 
-def sentinels(codec: Codec, accounts: Sequence[str], partitions: int) -> list[Record]:
+def sentinels(codec: Codec, accounts: Sequence[str], partitions: int,
+              tag: str = "s") -> list[Record]:
     """One push request per partition, for the first account that partition owns."""
     owners: dict[int, str] = {}
     for a in accounts:
         owners.setdefault(key_partition(a, partitions), a)
     return [rec for p, a in sorted(owners.items())
-            for rec in push_requests(codec, [a], 1, f"sentinel-{p}")]
+            for rec in push_requests(codec, [a], 1, f"sentinel-{tag}-{p}")]
 
 
 # -- workers and their outputs -----------------------------------------------------------------
 
 
-def start_router(settings: Settings, workdir: Path, deadline: float, name: str) -> Process:
+def start_router(settings: Settings, workdir: Path, deadline: float, name: str,
+                 **tuning: Any) -> Process:
     """The router (`python -m streams.cli worker`) with every read deadline set to `deadline`."""
     deadlines = {f"read_deadline_{i}": deadline for i in ("low", "normal", "high", "urgent")}
-    return start_worker(bench_env(settings, **deadlines), workdir, name)
+    return start_worker(bench_env(settings, **deadlines, **tuning), workdir, name)
 
 
 def start_baseline(settings: Settings, workdir: Path, name: str) -> Process:
@@ -139,45 +142,58 @@ def measure_baseline(bootstrap: str, requests: int, accounts: int, workdir: Path
 
 
 def start_registered_router(settings: Settings, accounts: Sequence[str], workdir: Path,
-                            deadline: float, log: Log) -> Process:
-    """Preload registrations, start the router, return once every account has its channels."""
+                            deadline: float, log: Log, workers: int = 1) -> list[Process]:
+    """Preload registrations, start the router worker(s), return once every account has its
+    channels and, with several workers, each of them owns partitions (it sent a sentinel)."""
     codec = Codec()
     regs = registrations(codec, accounts, int(time.time() * 1000))
     ends: Ends = {}
     produce(settings, regs, ends)
     name = f"router-{settings.tuning.topic_prefix[:-1]}"
-    worker = start_router(settings, workdir, deadline, name)
+    ports = [free_port() if workers > 1 else 0 for _ in range(workers)]
+    started = [start_router(settings, workdir, deadline, f"{name}-{i}", metrics_port=port)
+               for i, port in enumerate(ports)]
     try:
         start = time.monotonic()
-        wait_committed(settings, ends, timeout=120 + len(regs) / 100, workers=[worker])
-        probes = sentinels(codec, accounts, settings.tuning.partitions)
-        produce(settings, probes)
-        got = collect_outputs(settings, "push.sends", len(probes), "sentinel-", worker)
+        wait_committed(settings, ends, timeout=120 + len(regs) / 100, workers=started)
+        for attempt in range(30):
+            probes = sentinels(codec, accounts, settings.tuning.partitions, f"s{attempt}")
+            produce(settings, probes)
+            got = collect_outputs(settings, "push.sends", len(probes), f"sentinel-s{attempt}-",
+                                  started[0])
+            busy = [port for port in ports if port and worker_events(port).get(
+                ("router", "send_PRIMARY"), 0) > 0]
+            if workers == 1 or len(busy) == workers:
+                break
+            time.sleep(2)  # the group is still settling: send sentinels again
         channels = sorted({rec["channel"] for _, rec in got.first.values()})
-        log(f"router: {len(regs)} registrations applied, sentinel sends on {channels}, "
-            f"{time.monotonic() - start:.1f}s after the worker started")
+        log(f"router: {len(regs)} registrations applied by {workers} worker(s), sentinel sends "
+            f"on {channels}, {time.monotonic() - start:.1f}s after the worker(s) started")
     except BaseException:
-        worker.stop()
+        for worker in started:
+            worker.stop()
         raise
-    return worker
+    return started
 
 
 def measure_router(bootstrap: str, requests: int, accounts: int, workdir: Path,
-                   log: Log = quiet) -> dict[str, Any]:
-    """The router over N requests for registered, ESTABLISHED accounts (one PRIMARY send each)."""
+                   log: Log = quiet, workers: int = 1) -> dict[str, Any]:
+    """The router over N requests for registered, ESTABLISHED accounts (one PRIMARY send each),
+    on one worker or several sharing the partitions."""
     settings = fresh_settings(bootstrap, "router")
     ids = account_ids(accounts)
-    worker = start_registered_router(settings, ids, workdir, LONG_DEADLINE, log)
+    started = start_registered_router(settings, ids, workdir, LONG_DEADLINE, log, workers)
     try:
         batch = push_requests(Codec(), ids, requests, "req")
         ends: Ends = {}
         preload = produce(settings, batch, ends)
         log(f"router: {requests} requests produced in {preload:.2f}s")
-        wait_committed(settings, ends, timeout=120 + requests / 100, workers=[worker])
+        wait_committed(settings, ends, timeout=120 + requests / 100, workers=started)
     finally:
-        worker.stop()
+        for worker in started:
+            worker.stop()
     out = collect_outputs(settings, "push.sends", requests, "req-")
-    return throughput("router", out, requests, preload, worker)
+    return throughput(f"router x{workers}", out, requests, preload, started[0])
 
 
 def trend_ms(pairs: Sequence[tuple[float, float]], parts: int = 10) -> list[float]:
@@ -222,7 +238,7 @@ def measure_lateness(bootstrap: str, pending: int, accounts: int, deadline: floa
     """P requests with one read deadline; how late, and how often, each escalates."""
     settings = fresh_settings(bootstrap, "deadline")
     ids = account_ids(accounts)
-    worker = start_registered_router(settings, ids, workdir, deadline, log)
+    (worker,) = start_registered_router(settings, ids, workdir, deadline, log)
     try:
         batch = push_requests(Codec(), ids, pending, "late")
         ends: Ends = {}
@@ -278,9 +294,12 @@ def auto_deadline(pending: int, router_rate: float) -> float:
 
 def run_router_bench(requests: int = 30000, accounts: int = 5000, pending: int = 100000,
                      deadline: float | None = None, repeat: int = 2,
-                     var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
-    """Baseline and router alternated `repeat` times, then the lateness run; all figures."""
+                     var_dir: Path = Path("var/bench"), log: Log = quiet,
+                     scale: bool = True) -> dict[str, Any]:
+    """Baseline and router alternated `repeat` times, then two workers against one, then the
+    lateness run; all figures."""
     runs: list[dict[str, Any]] = []
+    scaling: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="pushcascade-bench-") as tmp, \
             bench_kafka(var_dir, log) as bootstrap:
         workdir = Path(tmp)
@@ -293,6 +312,12 @@ def run_router_bench(requests: int = 30000, accounts: int = 5000, pending: int =
                 runs.append({"baseline": base, "router": router,
                              "ratio": round(router["rate"] / base["rate"], 3)})
             router_rate = statistics.median(r["router"]["rate"] for r in runs)
+            if scale:
+                one = measure_router(bootstrap, requests, accounts, workdir, log)
+                two = measure_router(bootstrap, requests, accounts, workdir, log, workers=2)
+                scaling = {"one_worker": one, "two_workers": two,
+                           "ratio": round(two["rate"] / one["rate"], 3)}
+                log(f"scale: one worker {one['rate']:.0f}/s, two {two['rate']:.0f}/s")
             late = None
             if pending > 0:
                 chosen = deadline or auto_deadline(pending, router_rate)
@@ -305,6 +330,7 @@ def run_router_bench(requests: int = 30000, accounts: int = 5000, pending: int =
         "baseline_rate_median": statistics.median(r["baseline"]["rate"] for r in runs),
         "router_rate_median": router_rate,
         "ratio_median": statistics.median(r["ratio"] for r in runs),
+        "scaling": scaling,
         "lateness": late,
     }
 
