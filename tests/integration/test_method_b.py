@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
 
 from connectors.producer import RecordProducer
 from streams.domain.routes import DeviceRoutes, success_rate
-from streams.harness import DeviceSimulator, Tap, changelog_tap, start_worker, worker_env
+from streams.harness import (
+    DeviceSimulator,
+    Process,
+    Tap,
+    changelog_tap,
+    latest,
+    wait_devices,
+    wait_idle,
+    worker_env,
+)
 from tests.helpers import device, request
 
 ROUTES = ["XIAOMI", "JPUSH", "GETUI"]  # Xiaomi devices: original XIAOMI, alternatives JPUSH, GETUI
+PROBE_TIMEOUT = 30  # a probe answered late is still answered: only silence counts as lost
+AMPLE = 12          # a receipt deadline the simulated devices answer well within
 FAST_PROBES = {"probe_count_first": 4, "probe_count_again": 2, "probe_device_per_hour": 100000,
-               "probe_global_per_second": 10000, "probe_timeout": 1, "new_account_pushes": 0}
+               "probe_global_per_second": 10000, "probe_timeout": PROBE_TIMEOUT,
+               "new_account_pushes": 0}
 
 
 def app_only(settings, accounts_devices: dict[str, list[str]]) -> RecordProducer:
@@ -26,17 +42,11 @@ def app_only(settings, accounts_devices: dict[str, list[str]]) -> RecordProducer
     return producer
 
 
-def wait_devices(settings, device_ids) -> None:
-    """Wait until the router's devices table holds every one of these devices."""
-    tap = changelog_tap(settings, "devices")
-    tap.wait_for(lambda rs: {r["device_id"] for r in rs if r} >= set(device_ids), timeout=60)
-    tap.close()
-
-
-def device_states(tap: Tap) -> dict[str, DeviceRoutes]:
-    """The latest state of each device, from the devices table changelog."""
+def device_state(tap: Tap, device_id: str) -> DeviceRoutes | None:
+    """The latest state of a device, from the devices table changelog."""
     tap.poll(0.2)
-    return {r["device_id"]: DeviceRoutes.from_dict(r) for r in tap.records if r}
+    raw = latest(tap, "device_id").get(device_id)
+    return DeviceRoutes.from_dict(raw) if raw else None
 
 
 def probe_rule(pattern: dict[str, list[bool]]):
@@ -54,8 +64,9 @@ def probe_rule(pattern: dict[str, list[bool]]):
     return rule
 
 
-def keep_probing(producer, account, device_id, until, timeout=40.0):
-    """Re-register the device (which plans due probes) until `until()` is true."""
+def keep_probing(producer, account: str, device_id: str, until: Callable[[], bool],
+                 timeout: float = 60.0) -> None:
+    """Re-register the device (a device event plans the probes that are due) until `until()`."""
     end = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < end, "probing did not finish"
@@ -64,163 +75,212 @@ def keep_probing(producer, account, device_id, until, timeout=40.0):
         time.sleep(0.5)
 
 
-def test_silent_original_route_falls_back_once_on_the_best_measured_route(settings, tmp_path):
+def device_sends(sends: list[dict], message_id: str) -> list[tuple[str, str, str, int]]:
+    """(device, route, reason, attempt) of a message's device-level sends."""
+    return [(r["device_id"], r["route"], r["reason"], r["attempt"]) for r in sends
+            if r["message_id"] == message_id and r["device_id"]]
+
+
+def test_silent_original_route_falls_back_once_on_the_best_measured_route(
+        settings, workers, devices):
     env = worker_env(settings, receipt_deadline=3, **FAST_PROBES)
     producer = app_only(settings, {"b-1": ["b-1-d"]})
     # JPUSH answers 2 probes of 4 (rate 0.5), GETUI 3 of 4 (0.75): GETUI must be chosen.
-    sim = DeviceSimulator(settings, probe_rule({"JPUSH": [True, False],
-                                                "GETUI": [True, True, True, False]}))
-    worker = start_worker(env, tmp_path, loglevel="info")
-    try:
-        states = changelog_tap(settings, "devices")
+    sim = devices(probe_rule({"JPUSH": [True, False], "GETUI": [True, True, True, False]}))
+    worker = workers(env)
+    with changelog_tap(settings, "devices") as states:
 
         def measured() -> bool:
-            dev = device_states(states).get("b-1-d")
+            dev = device_state(states, "b-1-d")
             return dev is not None and all(
-                success_rate(dev.stats[r], 4) is not None for r in ("JPUSH", "GETUI"))
+                r in dev.stats and success_rate(dev.stats[r], 4) is not None
+                for r in ("JPUSH", "GETUI"))
 
-        keep_probing(producer, "b-1", "b-1-d", measured)
-        dev = device_states(states)["b-1-d"]
-        assert dev.original == "XIAOMI" and dev.alternatives == ["JPUSH", "GETUI"]
-        assert success_rate(dev.stats["JPUSH"], 4) == 0.5
-        assert success_rate(dev.stats["GETUI"], 4) == 0.75
-        producer.send("push.requests", request("b-1-m", "b-1"))
-        producer.flush()
-        sends = sim.wait_for(lambda rs: any(r["message_id"] == "b-1-m"
-                                            and r["reason"] == "FALLBACK_ROUTE" for r in rs),
-                             timeout=20)
-        mine = [r for r in sends if r["message_id"] == "b-1-m" and r["device_id"]]
-        assert [(r["route"], r["reason"], r["attempt"]) for r in mine] == [
-            ("XIAOMI", "ORIGINAL_ROUTE", 0), ("GETUI", "FALLBACK_ROUTE", 1)]
-        original, fallback = mine
-        assert fallback["sent_at"] - original["sent_at"] >= 3000
-        time.sleep(2)
-        assert len([r for r in sim.records() if r["message_id"] == "b-1-m"
-                    and r["reason"] == "FALLBACK_ROUTE"]) == 1
-    finally:
-        worker.stop()
-        sim.stop()
+        keep_probing(producer, "b-1", "b-1-d", measured, timeout=PROBE_TIMEOUT + 60)
+        dev = device_state(states, "b-1-d")
+    assert dev is not None
+    assert dev.original == "XIAOMI" and dev.alternatives == ["JPUSH", "GETUI"]
+    assert success_rate(dev.stats["JPUSH"], 4) == 0.5
+    assert success_rate(dev.stats["GETUI"], 4) == 0.75
+    producer.send("push.requests", request("b-1-m", "b-1"))
+    producer.flush()
+    sim.wait_for(lambda rs: ("b-1-d", "GETUI", "FALLBACK_ROUTE", 1) in device_sends(rs, "b-1-m"),
+                 timeout=60)
+    sim.wait_quiet(workers=[worker])
+    sends = sim.records()
+    assert device_sends(sends, "b-1-m") == [
+        ("b-1-d", "XIAOMI", "ORIGINAL_ROUTE", 0), ("b-1-d", "GETUI", "FALLBACK_ROUTE", 1)]
+    original, fallback = (r for r in sends if r["message_id"] == "b-1-m" and r["device_id"])
+    assert fallback["sent_at"] - original["sent_at"] >= 3000
 
 
-def test_receipt_on_the_original_route_means_no_fallback(settings, tmp_path):
-    env = worker_env(settings, receipt_deadline=2, **FAST_PROBES)
-    producer = app_only(settings, {"b-2": ["b-2-d"]})
-    sim = DeviceSimulator(settings, lambda s: s["reason"] == "ORIGINAL_ROUTE")
-    worker = start_worker(env, tmp_path, loglevel="info")
-    try:
-        wait_devices(settings, ["b-2-d"])
-        producer.send("push.requests", request("b-2-m", "b-2"))
-        producer.flush()
-        sim.wait_for(lambda rs: any(r["message_id"] == "b-2-m" for r in rs))
-        time.sleep(5)
-        assert [r["reason"] for r in sim.records()
-                if r["message_id"] == "b-2-m" and r["device_id"]] == ["ORIGINAL_ROUTE"]
-    finally:
-        worker.stop()
-        sim.stop()
+def test_receipt_on_the_original_route_means_no_fallback(settings, workers, devices):
+    env = worker_env(settings, receipt_deadline=AMPLE, **FAST_PROBES)
+    producer = app_only(settings, {"b-2": ["b-2-d", "b-2-x"]})
+    sim = devices(lambda s: s["reason"] == "ORIGINAL_ROUTE" and s["device_id"] == "b-2-d")
+    worker = workers(env)
+    wait_devices(settings, ["b-2-d", "b-2-x"], workers=[worker])
+    # b-2-x never answers and is pushed after b-2-d: once it has fallen back, b-2-d's receipt
+    # deadline has passed too, and its deadline event came first on the partition
+    producer.send("push.requests", dict(request("b-2-m", "b-2"), device_ids=["b-2-d"]))
+    producer.send("push.requests", dict(request("b-2-c", "b-2"), device_ids=["b-2-x"]))
+    producer.flush()
+    sim.wait_for(lambda rs: any(r["message_id"] == "b-2-c" and r["reason"] == "FALLBACK_ROUTE"
+                                for r in rs), timeout=AMPLE + 60)
+    sim.wait_quiet(workers=[worker])
+    sends = sim.records()
+    assert device_sends(sends, "b-2-m") == [("b-2-d", "XIAOMI", "ORIGINAL_ROUTE", 0)]
+    assert [r["send_id"] for r in sim.answered if r["message_id"] == "b-2-m"] == [
+        r["send_id"] for r in sends if r["message_id"] == "b-2-m" and r["device_id"]]
+    assert device_sends(sends, "b-2-c") == [
+        ("b-2-x", "XIAOMI", "ORIGINAL_ROUTE", 0), ("b-2-x", "JPUSH", "FALLBACK_ROUTE", 1)]
 
 
-def test_reprobe_below_threshold_replaces_the_target_route(settings, tmp_path):
+def test_reprobe_below_threshold_replaces_the_target_route(settings, workers, devices, taps):
     env = worker_env(settings, probe_interval=1, min_route_success=0.8, **FAST_PROBES)
     producer = app_only(settings, {"b-3": ["b-3-d"]})
-    getui_ok = {"on": True}
+    sim = devices(lambda send: send["reason"] == "PROBE")  # every probe on every route answered
+    workers(env)
+    changes = taps("device.route-changes")
+    keep_probing(producer, "b-3", "b-3-d", lambda: bool(changes.poll(0.1) or changes.records))
+    # both routes answer everything: equal rates, JPUSH first by registration order
+    assert [(c["to_route"], c["reason"]) for c in changes.records] == [("JPUSH", "INITIAL")]
+    with changelog_tap(settings, "devices") as states:
 
-    def rule(send) -> bool:
-        if send["reason"] != "PROBE":
-            return False
-        return send["route"] == "JPUSH" or (send["route"] == "GETUI" and getui_ok["on"])
+        def two_rounds_passed() -> bool:
+            dev = device_state(states, "b-3-d")
+            jpush = dev.stats["JPUSH"] if dev else None
+            # 4 first-window probes, then at least two closed re-probe rounds of 2
+            return jpush is not None and jpush.probes_total >= 8 and jpush.reprobe_sent == 0
 
-    sim = DeviceSimulator(settings, rule)
-    worker = start_worker(env, tmp_path, loglevel="info")
-    changes = Tap(settings, "device.route-changes")
-    try:
-        keep_probing(producer, "b-3", "b-3-d",
-                     lambda: changes.poll(0.1) or bool(changes.records))
-        # both routes answer everything: equal rates, JPUSH first by registration order
-        assert [(c["to_route"], c["reason"]) for c in changes.records] == [("JPUSH", "INITIAL")]
-        getui_ok["on"] = False  # irrelevant to JPUSH: the target re-probes stay above 0.8
-        time.sleep(3)
-        keep_probing(producer, "b-3", "b-3-d", lambda: changes.poll(0.1) or len(
-            [r for r in sim.records() if r["reason"] == "PROBE" and r["route"] == "JPUSH"]) >= 8)
-        assert len(changes.records) == 1  # re-probes passed: no change
-        sim.rule = lambda send: send["reason"] == "PROBE" and send["route"] == "GETUI"
-        keep_probing(producer, "b-3", "b-3-d",
-                     lambda: changes.poll(0.1) or len(changes.records) >= 2)
-        change = changes.records[1]
-        assert (change["from_route"], change["to_route"], change["reason"]) == (
-            "JPUSH", "GETUI", "REPROBE_BELOW_MIN")
-    finally:
-        worker.stop()
-        sim.stop()
-        changes.close()
+        keep_probing(producer, "b-3", "b-3-d", two_rounds_passed)
+        dev = device_state(states, "b-3-d")
+    assert dev is not None and dev.target == ["JPUSH"]
+    assert dev.stats["JPUSH"].reprobe_rate == 1.0
+    assert len(changes.drain()) == 1  # re-probes passed: no change
+    sim.rule = lambda send: send["reason"] == "PROBE" and send["route"] == "GETUI"
+    keep_probing(producer, "b-3", "b-3-d",
+                 lambda: bool(changes.poll(0.1)) or len(changes.records) >= 2,
+                 timeout=PROBE_TIMEOUT + 60)
+    assert [(c["from_route"], c["to_route"], c["reason"]) for c in changes.records] == [
+        (None, "JPUSH", "INITIAL"), ("JPUSH", "GETUI", "REPROBE_BELOW_MIN")]
 
 
-def run_campaign(settings, tmp_path, campaign: str, answering: int) -> tuple[list, list]:
-    """10 devices get a campaign push; `answering` of them answer on the original route."""
-    env = worker_env(settings, receipt_deadline=3, campaign_fallback_ratio=0.5,
-                     **FAST_PROBES)
+def wait_deadline_timer(producer: RecordProducer, escalations: Tap, account: str,
+                        worker: Process) -> None:
+    """Wait until the worker's deadline timer has built its index: a LOW push (read deadline
+    ~0, PUSHCASCADE_READ_DEADLINE_LOW) to an APP-only account has escalated.
+
+    A campaign pushed before that first build gets individual receipt deadlines from it (see
+    test_campaign_devices_get_no_individual_fallback_after_a_restart)."""
+    producer.send("push.requests", request(f"{account}-m", account, "LOW"))
+    producer.flush()
+    escalations.wait_for(lambda rs: any(r["account_id"] == account for r in rs),
+                         workers=[worker])
+
+
+@dataclass
+class Campaign:
+    """A campaign pushed to 10 APP-only accounts with one device each."""
+
+    env: dict[str, str]
+    worker: Process
+    devices: DeviceSimulator
+    accounts: dict[str, list[str]]
+
+    def device_sends(self) -> list[dict]:
+        """The device-level sends to the campaign's devices so far."""
+        return [r for r in self.devices.records()
+                if r["device_id"] and r["account_id"] in self.accounts]
+
+
+def start_campaign(settings, workers, devices, taps, campaign: str, answering: int) -> Campaign:
+    """Start a worker, wait until its deadline timer runs, push a campaign to 10 devices;
+    `answering` of them answer on their original route."""
+    env = worker_env(settings, receipt_deadline=AMPLE, campaign_fallback_ratio=0.5,
+                     read_deadline_low=0.001, **FAST_PROBES)
     accounts = {f"{campaign}-a{i}": [f"{campaign}-d{i}"] for i in range(10)}
-    producer = app_only(settings, accounts)
+    producer = app_only(settings, {**accounts, f"{campaign}-warm": [f"{campaign}-warm-d"]})
     answer = {f"{campaign}-d{i}" for i in range(answering)}
-    sim = DeviceSimulator(settings, lambda s: s["reason"] == "ORIGINAL_ROUTE"
-                          and s["device_id"] in answer)
-    decisions = Tap(settings, "campaign.decisions")
-    worker = start_worker(env, tmp_path, loglevel="info")
-    try:
-        wait_devices(settings, [d for ds in accounts.values() for d in ds])
-        for account in accounts:
-            producer.send("push.requests", dict(request(f"{account}-m", account),
-                                                campaign_id=campaign))
-        producer.flush()
-        decisions.wait_for(lambda rs: len(rs) >= 1, timeout=40)
-        time.sleep(2)
-        decisions.poll(0.5)
-        return decisions.records, [r for r in sim.records() if r["device_id"]]
-    finally:
-        worker.stop()
-        sim.stop()
-        decisions.close()
+    sim = devices(lambda s: s["reason"] == "ORIGINAL_ROUTE" and s["device_id"] in answer)
+    worker = workers(env, "first")
+    wait_devices(settings, [d for ds in accounts.values() for d in ds], workers=[worker])
+    wait_deadline_timer(producer, taps("push.escalations"), f"{campaign}-warm", worker)
+    for account in accounts:
+        producer.send("push.requests", dict(request(f"{account}-m", account),
+                                            campaign_id=campaign))
+    producer.flush()
+    return Campaign(env, worker, sim, accounts)
 
 
-def test_campaign_above_the_ratio_resends_nothing(settings, tmp_path):
-    decisions, sends = run_campaign(settings, tmp_path, "c8", answering=8)
+def run_campaign(settings, workers, devices, taps, campaign: str,
+                 answering: int) -> tuple[list, list]:
+    """A campaign to 10 devices, `answering` of which answer: its decisions and device sends."""
+    c = start_campaign(settings, workers, devices, taps, campaign, answering)
+    decisions = taps("campaign.decisions")
+    decisions.wait_for(lambda rs: len(rs) >= 1, timeout=AMPLE + 60, workers=[c.worker])
+    c.devices.wait_quiet(workers=[c.worker])
+    return decisions.drain(), c.device_sends()
+
+
+def test_campaign_above_the_ratio_resends_nothing(settings, workers, devices, taps):
+    decisions, sends = run_campaign(settings, workers, devices, taps, "c8", answering=8)
     assert [(d["targeted"], d["acked"], d["ratio"], d["fallback"]) for d in decisions] == [
         (10, 8, 0.8, False)]
     assert Counter(r["reason"] for r in sends if r["reason"] != "PROBE") == {"ORIGINAL_ROUTE": 10}
 
 
-def test_campaign_below_the_ratio_falls_back_for_exactly_the_silent_devices(settings, tmp_path):
-    decisions, sends = run_campaign(settings, tmp_path, "c3", answering=3)
+def test_campaign_below_the_ratio_falls_back_for_exactly_the_silent_devices(
+        settings, workers, devices, taps):
+    decisions, sends = run_campaign(settings, workers, devices, taps, "c3", answering=3)
     assert [(d["targeted"], d["acked"], d["fallback"]) for d in decisions] == [(10, 3, True)]
     fallback = [r for r in sends if r["reason"] == "FALLBACK_ROUTE"]
     assert sorted(r["device_id"] for r in fallback) == [f"c3-d{i}" for i in range(3, 10)]
     assert {r["route"] for r in fallback} == {"JPUSH"}  # unmeasured: prior, registration order
 
 
-def test_sigkill_with_receipt_deadlines_pending_fires_each_once(settings, tmp_path):
-    env = worker_env(settings, receipt_deadline=8, **FAST_PROBES)
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug in the router: DeviceStage.deliver gives campaign deliveries no receipt "
+    "deadline, but receipt_deadlines() (the DeadlineTimer's rebuild after a start, restart or "
+    "rebalance) yields one for them, so a rebuilt index falls back on each silent campaign "
+    "device individually as well"))
+def test_campaign_devices_get_no_individual_fallback_after_a_restart(
+        settings, workers, devices, taps):
+    c = start_campaign(settings, workers, devices, taps, "cr", answering=8)
+    c.devices.wait_for(lambda _: sum(r["reason"] == "ORIGINAL_ROUTE"
+                                     for r in c.device_sends()) == 10)
+    wait_idle(settings, workers=[c.worker])  # targets and receipts committed
+    c.worker.kill()
+    second = workers(c.env, "second")
+    decisions = taps("campaign.decisions")
+    decisions.wait_for(lambda rs: len(rs) >= 1, timeout=AMPLE + 60, workers=[second])
+    c.devices.wait_quiet(workers=[second])
+    assert [(d["targeted"], d["acked"], d["fallback"]) for d in decisions.drain()] == [
+        (10, 8, False)]
+    assert [r for r in c.device_sends() if r["reason"] == "FALLBACK_ROUTE"] == []
+
+
+def test_sigkill_with_receipt_deadlines_pending_fires_each_once(settings, workers, devices):
+    deadline = 15
+    env = worker_env(settings, receipt_deadline=deadline, **FAST_PROBES)
     accounts = {f"k-a{i}": [f"k-d{i}"] for i in range(6)}
     producer = app_only(settings, accounts)
-    sim = DeviceSimulator(settings, lambda s: False)
-    first = start_worker(env, tmp_path, "first", loglevel="info")
-    try:
-        wait_devices(settings, [d for ds in accounts.values() for d in ds])
-        for account in accounts:
-            producer.send("push.requests", request(f"{account}-m", account))
-        producer.flush()
-        sim.wait_for(lambda rs: len([r for r in rs if r["reason"] == "ORIGINAL_ROUTE"]) == 6)
-        time.sleep(1.5)
-        first.kill()
-        second = start_worker(env, tmp_path, "second", loglevel="info")
-        try:
-            sim.wait_for(lambda rs: len([r for r in rs if r["reason"] == "FALLBACK_ROUTE"]) >= 6,
-                         timeout=60)
-            time.sleep(3)
-            fallback = Counter(r["device_id"] for r in sim.records()
-                               if r["reason"] == "FALLBACK_ROUTE")
-            assert fallback == {f"k-d{i}": 1 for i in range(6)}
-        finally:
-            second.stop()
-    finally:
-        first.kill()
-        sim.stop()
+    sim = devices(lambda s: False)
+    first = workers(env, "first")
+    wait_devices(settings, [d for ds in accounts.values() for d in ds], workers=[first])
+    for account in accounts:
+        producer.send("push.requests", request(f"{account}-m", account))
+    producer.flush()
+    originals = sim.wait_for(lambda rs: sum(r["reason"] == "ORIGINAL_ROUTE" for r in rs) == 6)
+    wait_idle(settings, workers=[first])  # committed: the restart does not send them again
+    first_due = min(r["sent_at"] for r in originals if r["device_id"]) + deadline * 1000
+    assert time.time() * 1000 < first_due, "too slow: a deadline came due before the kill"
+    first.kill()
+    second = workers(env, "second")
+    sim.wait_for(lambda rs: sum(r["reason"] == "FALLBACK_ROUTE" for r in rs) >= 6,
+                 timeout=deadline + 60)
+    sim.wait_quiet(workers=[second])
+    by_reason = Counter((r["device_id"], r["reason"]) for r in sim.records()
+                        if r["reason"] != "PROBE" and r["device_id"])
+    assert by_reason == {**{(f"k-d{i}", "ORIGINAL_ROUTE"): 1 for i in range(6)},
+                         **{(f"k-d{i}", "FALLBACK_ROUTE"): 1 for i in range(6)}}
