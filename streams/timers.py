@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from streams.domain.deadlines import DeadlineIndex, Due
+from streams.metrics import OVERDUE, PENDING
 from streams.state import StateTables
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class DeadlineTimer:
         if fired:
             self.fired += fired
             await self.state.flush()  # outputs, then state: also while no input arrives
+        next_due = self.index.next_due()
+        PENDING.labels(self.table).set(len(self.index))
+        OVERDUE.labels(self.table).set(max(0.0, time.time() - next_due) if next_due else 0.0)
 
     async def _reindex(self, partitions: set[int]) -> None:
         """Index the stored values of these partitions, a chunk at a time."""

@@ -38,16 +38,6 @@ class DeadlineIndex:
         """Remember a deadline (O(log n))."""
         heapq.heappush(self._heaps.setdefault(due.partition, []), due)
 
-    def replace(self, partitions: Iterable[int], pending: Iterable[Due]) -> None:
-        """Keep exactly these partitions, rebuilt from the pending deadlines of state."""
-        keep = set(partitions)
-        self._heaps = {p: [] for p in keep}
-        for due in pending:
-            if due.partition in keep:
-                self._heaps[due.partition].append(due)
-        for heap in self._heaps.values():
-            heapq.heapify(heap)
-
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the deadlines of partitions this worker no longer owns."""
         for p in partitions:

@@ -178,43 +178,6 @@ def test_forget_then_add_to_the_same_partition() -> None:
     assert rows(index.pop_due(10.0)) == rows([due(7.0, 3)])
 
 
-# --- replace -------------------------------------------------------------------------------------
-
-
-def test_replace_keeps_only_the_given_partitions() -> None:
-    index = index_of(due(1.0, 0), due(2.0, 1), due(3.0, 9))
-    pending = [due(40.0, 0), due(10.0, 1), due(30.0, 2), due(20.0, 1), due(5.0, 3)]
-    index.replace([0, 1], pending)
-    assert len(index) == 3
-    assert index.next_due() == 10.0
-    assert rows(index.pop_due(100.0)) == rows([due(10.0, 1), due(20.0, 1), due(40.0, 0)])
-
-
-def test_replace_rebuilds_instead_of_merging() -> None:
-    index = index_of(due(1.0, 0, "old"))
-    index.replace([0], [due(2.0, 0, "new")])
-    assert [d.key for d in index.pop_due(100.0)] == ["new"]
-
-
-def test_replace_with_no_pending_empties_the_index() -> None:
-    index = index_of(due(1.0, 0), due(2.0, 1))
-    index.replace([0, 1], [])
-    assert len(index) == 0
-    assert index.next_due() is None
-    index.add(due(3.0, 1))
-    assert len(index) == 1
-
-
-def test_replace_accepts_generators_and_then_supports_add_and_forget() -> None:
-    index = DeadlineIndex()
-    index.replace((p for p in [2, 4]), (due(float(t), t % 5) for t in range(10)))
-    assert sorted(d.due_at for d in index.pop_due(1e9)) == [2.0, 4.0, 7.0, 9.0]
-    index.replace([2, 4], [due(1.0, 2), due(2.0, 4)])
-    index.add(due(0.5, 6))
-    index.forget([4])
-    assert rows(index.pop_due(1e9)) == rows([due(0.5, 6), due(1.0, 2)])
-
-
 # --- properties ----------------------------------------------------------------------------------
 
 dues = st.lists(
@@ -252,16 +215,6 @@ def test_pop_due_with_limit_property(entries, now, limit) -> None:
     assert all(d.due_at <= now for d in got)
     rest = index.pop_due(1e9)
     assert canonical(got + rest) == canonical(entries)
-
-
-@given(entries=dues, keep=st.sets(st.integers(0, 4)), old=dues)
-def test_replace_property(entries, keep, old) -> None:
-    index = index_of(*old)
-    index.replace(keep, entries)
-    kept = [d for d in entries if d.partition in keep]
-    assert len(index) == len(kept)
-    assert index.next_due() == (min(d.due_at for d in kept) if kept else None)
-    assert canonical(index.pop_due(1e9)) == canonical(kept)
 
 
 @given(entries=dues, drop=st.sets(st.integers(0, 4)))
