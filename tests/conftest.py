@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +77,15 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 @pytest.fixture
 def taps(settings: Settings) -> Iterator[Callable[..., Tap]]:
     """Open taps on this test's topics (taps(name)); all are closed afterwards."""
-    opened: list[Tap] = []
-
-    def open_tap(name: str) -> Tap:
-        tap = Tap(settings, name)
-        opened.append(tap)
-        return tap
-
-    yield open_tap
-    for tap in opened:
-        tap.close()
+    with ExitStack() as opened:
+        yield lambda name: opened.enter_context(Tap(settings, name))
 
 
 @pytest.fixture
 def devices(settings: Settings) -> Iterator[Callable[..., DeviceSimulator]]:
     """Start simulated devices (devices(rule)) on this test's topics; all stop afterwards."""
-    running: list[DeviceSimulator] = []
-
-    def start(rule: Any) -> DeviceSimulator:
-        sim = DeviceSimulator(settings, rule)
-        running.append(sim)
-        return sim
-
-    yield start
-    for sim in running:
-        sim.stop()
+    with ExitStack() as running:
+        yield lambda rule: running.enter_context(DeviceSimulator(settings, rule))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from connectors.producer import RecordProducer
 from streams.harness.processes import Process
@@ -68,6 +68,12 @@ class DeviceSimulator:
             self._thread.join(10)
         self.producer.flush()
         self.sends.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
