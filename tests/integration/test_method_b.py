@@ -7,8 +7,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
-
 from connectors.producer import RecordProducer
 from streams.domain.routes import DeviceRoutes, success_rate
 from streams.harness import (
@@ -239,11 +237,6 @@ def test_campaign_below_the_ratio_falls_back_for_exactly_the_silent_devices(
     assert {r["route"] for r in fallback} == {"JPUSH"}  # unmeasured: prior, registration order
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug in the router: DeviceStage.deliver gives campaign deliveries no receipt "
-    "deadline, but receipt_deadlines() (the DeadlineTimer's rebuild after a start, restart or "
-    "rebalance) yields one for them, so a rebuilt index falls back on each silent campaign "
-    "device individually as well"))
 def test_campaign_devices_get_no_individual_fallback_after_a_restart(
         settings, workers, devices, taps):
     c = start_campaign(settings, workers, devices, taps, "cr", answering=8)
