@@ -121,7 +121,7 @@ class Router:
         try:
             record_name, record = self.codec.decode_named(msg.value, topic=source)
             if record_name != self.expected.get(source):
-                raise SchemaError(source, f"expected a {self.expected.get(source)} record, "
+                raise SchemaError(source, f"expected {self.expected.get(source)}, "
                                           f"got {record_name}")
         except SchemaError as exc:
             self.dead_letter(event, str(exc))
