@@ -118,27 +118,19 @@ def devices(requests: int, accounts: int, pending: int, deadline: float | None,
     result = run_device_bench(requests=requests, accounts=accounts, pending=pending,
                               deadline=deadline, var_dir=json_out.parent,
                               log=lambda line: console.print(f"[dim]{line}"))
-    result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2) + "\n")
-    table = Table(title="pushcascade bench devices")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    t = result["throughput"]
-    table.add_row("device sends/s (ORIGINAL_ROUTE)", f"{t['device_sends_per_s']:,.0f}")
+    rows = [("device sends/s (ORIGINAL_ROUTE)",
+             f"{result['throughput']['device_sends_per_s']:,.0f}")]
     late = result["lateness"]
     if late:
         s = late["lateness_ms"]
-        table.add_row("pending receipt deadlines / deadline",
-                      f"{late['pending']:,} / {late['receipt_deadline_s']:.0f}s")
-        table.add_row("pending when the first came due", f"{late['pending_at_first_due']:,}")
-        table.add_row("fallback lateness p50 / p99 / max",
-                      f"{s['p50']:,.0f} / {s['p99']:,.0f} / {s['max']:,.0f} ms")
-        table.add_row("fell back exactly once", f"{late['fell_back_exactly_once']:,}")
-        table.add_row("duplicates / missing", f"{late['duplicates']:,} / {late['missing']:,}")
-    table.add_row("command", result["command"])
-    Console().print(table)
-    console.print(f"figures written to {json_out}")
+        rows += [("pending receipt deadlines / deadline",
+                  f"{late['pending']:,} / {late['receipt_deadline_s']:.0f}s"),
+                 ("pending when the first came due", f"{late['pending_at_first_due']:,}"),
+                 ("fallback lateness p50 / p99 / max",
+                  f"{s['p50']:,.0f} / {s['p99']:,.0f} / {s['max']:,.0f} ms"),
+                 ("fell back exactly once", f"{late['fell_back_exactly_once']:,}"),
+                 ("duplicates / missing", f"{late['duplicates']:,} / {late['missing']:,}")]
+    finish(result, json_out, "pushcascade bench devices", rows)
 
 
 @bench.command()
@@ -156,25 +148,32 @@ def campaign(accounts: int, devices: int, receipt_deadline: float, json_out: Pat
     result = run_campaign_bench(accounts=accounts, devices=devices,
                                 receipt_deadline=receipt_deadline, var_dir=json_out.parent,
                                 log=lambda line: console.print(f"[dim]{line}"))
+    d = result["decision"]
+    rows = [("devices targeted (original-route sends)", f"{result['targets']:,}"),
+            ("decision: targeted / acked / fallback",
+             f"{d['targeted']:,} / {d['acked']:,} / {d['fallback']}"),
+            ("decision after the last target's deadline",
+             f"{result['decision_after_last_target_ms']:,} ms"),
+            ("fallback sends / devices with exactly one",
+             f"{result['fallback_sends']:,} / {result['devices_with_one_fallback']:,}"),
+            ("fallback sends/s", f"{result['fallback_sends_per_s'] or 0:,.0f}"),
+            ("last fallback after the decision",
+             f"{result['last_fallback_after_decision_ms'] or 0:,} ms")]
+    rows += [(f"largest {name} changelog record", f"{size:,} bytes")
+             for name, size in result["largest_changelog_record_bytes"].items()]
+    finish(result, json_out, "pushcascade bench campaign", rows)
+
+
+def finish(result: dict[str, Any], json_out: Path, title: str,
+           rows: list[tuple[str, str]]) -> None:
+    """Stamp the command, write the figures as JSON and print them as a table."""
     result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
-    table = Table(title="pushcascade bench campaign")
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    d = result["decision"]
-    table.add_row("devices targeted (original-route sends)", f"{result['targets']:,}")
-    table.add_row("decision: targeted / acked / fallback",
-                  f"{d['targeted']:,} / {d['acked']:,} / {d['fallback']}")
-    table.add_row("decision after the last target's deadline",
-                  f"{result['decision_after_last_target_ms']:,} ms")
-    table.add_row("fallback sends / devices with exactly one",
-                  f"{result['fallback_sends']:,} / {result['devices_with_one_fallback']:,}")
-    table.add_row("fallback sends/s", f"{result['fallback_sends_per_s'] or 0:,.0f}")
-    table.add_row("last fallback after the decision",
-                  f"{result['last_fallback_after_decision_ms'] or 0:,} ms")
-    for name, size in result["largest_changelog_record_bytes"].items():
-        table.add_row(f"largest {name} changelog record", f"{size:,} bytes")
-    table.add_row("command", result["command"])
+    for figure, value in [*rows, ("command", result["command"])]:
+        table.add_row(figure, value)
     Console().print(table)
     console.print(f"figures written to {json_out}")
