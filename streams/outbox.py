@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, Message
 from streams.kafka import producer
 
 Delivered = Callable[[KafkaError | None, Message], None]
+POLL_EVERY = 128
 
 
 class OutboxError(RuntimeError):
@@ -26,6 +27,7 @@ class Outbox:
     def __init__(self, bootstrap: str, **config: Any) -> None:
         self.producer = producer(bootstrap, **{"linger.ms": 2, **config})
         self._failures: list[str] = []
+        self._queued = 0
 
     def produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None,
                 headers: list[tuple[str, bytes]] | None = None,
@@ -41,7 +43,9 @@ class Outbox:
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 self.producer.poll(0.05)
-        self.producer.poll(0)
+        self._queued += 1
+        if self._queued % POLL_EVERY == 0:  # serve delivery reports now and then (flush does too)
+            self.producer.poll(0)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
