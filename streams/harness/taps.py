@@ -159,7 +159,11 @@ def end_offsets(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) ->
                       **{"enable.partition.eof": True, "fetch.wait.max.ms": 50})
     try:
         meta = reader.list_topics(timeout=10).topics
-        tps = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta[t].partitions]
+        # ListOffsets may under-report the end on the embedded broker, never over-report it:
+        # read forward from what it says (not from the beginning) to the end a Fetch reports
+        tps = [TopicPartition(t, p, max(0, reader.get_watermark_offsets(
+                   TopicPartition(t, p), timeout=10)[1] - 1))
+               for t in topics for p in meta[t].partitions]
         reader.assign(tps)
         ends: Ends = {}
         deadline = time.monotonic() + timeout
