@@ -33,8 +33,8 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("pushcascade.account-events", "account_id",
               "(original record, masked); CampaignDecision", "router, campaign agent",
               internal=True),
-    TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent", "router",
-              internal=True),
+    TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent, CampaignDue",
+              "router, campaign timer", internal=True),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOG}

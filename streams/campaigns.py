@@ -13,7 +13,7 @@ from faust.types import EventT
 from schemas import Codec, SchemaError
 from streams.domain.campaigns import Campaign, decide, partitions_to_tell, record_tally
 from streams.domain.deadlines import Due
-from streams.domain.records import Output, campaign_decision
+from streams.domain.records import Output, campaign_decision, campaign_due
 from streams.domain.state import CAMPAIGNS
 from streams.metrics import Counts
 from streams.settings import Settings
@@ -40,16 +40,18 @@ class Campaigns:
         app.agent(source, name="campaigns")(self.run)
 
     async def run(self, stream: faust.StreamT) -> None:
-        """Handle the tallies of account partitions in partition order."""
+        """Handle tallies and decision deadlines in partition order."""
         async for event in stream.events():
             try:
-                rec = self.codec.decode(event.message.value, topic=TOPIC,
-                                        expected="CampaignEvent")
+                name, rec = self.codec.decode_named(event.message.value, topic=TOPIC)
+                if name not in ("CampaignEvent", "CampaignDue"):
+                    raise SchemaError(TOPIC, f"expected CampaignEvent or CampaignDue, got {name}")
             except SchemaError as exc:
                 self.dead_letter(event, str(exc))
                 continue
             try:
-                self.on_tally(rec, event.message.partition, time.time())
+                handle = self.on_tally if name == "CampaignEvent" else self.on_due
+                handle(rec, event.message.partition, time.time())
             except Exception as exc:  # a bad record must never stop the partition
                 log.exception("campaign agent failed")
                 self.dead_letter(event, f"processing failed: {exc!r}")
@@ -71,9 +73,16 @@ class Campaigns:
                                      campaign.to_dict())
 
     def fire(self, due: Due) -> None:
-        """The decision deadline of a campaign this worker owns: decide, once."""
-        campaign, now = self._load(due.message_id, due.partition), time.time()
-        if campaign.decided or campaign.due_at != due.due_at:
+        """The decision deadline came: send it to the campaign's partition, behind the tallies
+        queued there (a busy worker may not have applied them yet)."""
+        campaign = self._load(due.message_id, due.partition)
+        if not campaign.decided and campaign.due_at == due.due_at:
+            self.emit(campaign_due(campaign.campaign_id, due.due_at, due.partition))
+
+    def on_due(self, rec: dict[str, Any], partition: int, now: float) -> None:
+        """Decide, once, unless a tally applied since moved the deadline later."""
+        campaign = self._load(rec["campaign_id"], partition)
+        if campaign.decided or campaign.due_at != rec["due_at"] / 1000:
             self.counts.add("deadline_stale")
             return
         decision = decide(campaign, self.threshold)
@@ -81,8 +90,7 @@ class Campaigns:
         self.emit(campaign_decision(campaign.campaign_id, decision.targeted, decision.acked,
                                     decision.ratio, self.threshold, decision.fallback, now))
         self._tell(campaign, now)
-        self.state.at(due.partition).put(CAMPAIGNS, campaign.campaign_id.encode(),
-                                         campaign.to_dict())
+        self.state.at(partition).put(CAMPAIGNS, campaign.campaign_id.encode(), campaign.to_dict())
 
     def _tell(self, campaign: Campaign, now: float) -> None:
         """Send the decision to each account partition holding devices of the campaign."""

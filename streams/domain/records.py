@@ -73,6 +73,12 @@ def campaign_tally(campaign_id: str, partition: int, targeted: int, acked: int,
         "acked": acked, "due_at": ms(due_at), "at": ms(now)})
 
 
+def campaign_due(campaign_id: str, due_at: float, partition: int) -> Output:
+    """The campaign's decision deadline, to its own partition: behind every queued tally."""
+    return Output("pushcascade.campaign-events", campaign_id, "CampaignDue", {
+        "campaign_id": campaign_id, "due_at": ms(due_at)}, partition)
+
+
 def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float | None,
                       threshold: float, fallback: bool, now: float,
                       partition: int | None = None) -> Output:

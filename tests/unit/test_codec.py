@@ -63,6 +63,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "campaign_id": "spring", "partition": 3, "targeted": 200000, "acked": 150000,
         "due_at": 1700000030000, "at": 1700000000000,
     },
+    "CampaignDue": {"campaign_id": "spring", "due_at": 1700000031000},
     "CampaignDecision": {
         "campaign_id": "camp-7", "targeted": 200, "acked": 150, "ratio": 0.75,
         "threshold": 0.8, "fallback": True, "decided_at": T0,

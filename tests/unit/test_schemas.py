@@ -31,6 +31,7 @@ FIELDS = {
     "DeliveryResult": "message_id account_id status channel device_id route send_id detail at",
     "AccountLifecycle": "account_id lifecycle pushes changed_at",
     "CampaignEvent": "campaign_id partition targeted acked due_at at",
+    "CampaignDue": "campaign_id due_at",
     "CampaignDecision": "campaign_id targeted acked ratio threshold fallback decided_at",
     "RouteChange": "device_id account_id from_route to_route success_rate reason changed_at",
     "DeadLetter": "key value topic partition offset error failed_at",
