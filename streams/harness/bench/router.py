@@ -251,7 +251,8 @@ def measure_lateness(bootstrap: str, pending: int, accounts: int, deadline: floa
         escalations = watch_escalations(settings, worker, pending, give_up, log)
     finally:
         worker.stop()
-    sends = collect_outputs(settings, "push.sends", pending, "late-", timeout=60)
+    sends = collect_outputs(settings, "push.sends", pending, "late-",
+                            timeout=60 + pending / 500)  # Tansu fetches big partitions slowly
     sent_at = {mid: rec["sent_at"] for mid, (_, rec) in sends.first.items()}
     result = lateness_result(pending, deadline, produced_at, sent_at, escalations)
     result["worker_warnings"] = worker.warnings()
