@@ -29,6 +29,8 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("account.lifecycle", "account_id", "AccountLifecycle", "stream processors"),
     TopicSpec("campaign.decisions", "campaign_id", "CampaignDecision", "stream processors"),
     TopicSpec("device.route-changes", "device_id", "RouteChange", "stream processors"),
+    TopicSpec("push.outcomes", "account_id", "ProviderOutcome", "dispatcher"),
+    TopicSpec("route.priors", "manufacturer/model", "RoutePrior", "priors job", compact=True),
     TopicSpec("push.dlq", "original key", "DeadLetter", "every consumer"),
     TopicSpec("pushcascade.account-events", "account_id",
               "(original record, masked); CampaignDecision", "router, campaign agent",
@@ -41,7 +43,7 @@ BY_NAME = {spec.name: spec for spec in CATALOG}
 
 #: Topics outside users write, with the field that is their key.
 WRITABLE = {s.name: s.key for s in CATALOG if not s.internal and s.writers not in (
-    "stream processors", "every consumer")}
+    "stream processors", "every consumer", "dispatcher", "priors job")}
 
 
 def spec(name: str) -> TopicSpec:

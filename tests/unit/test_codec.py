@@ -64,6 +64,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "due_at": 1700000030000, "at": 1700000000000,
     },
     "CampaignDue": {"campaign_id": "spring", "due_at": 1700000031000},
+    "ProviderOutcome": {
+        "send_id": "s1", "message_id": "m1", "account_id": "a1", "channel": "APP",
+        "device_id": "d1", "route": "HUAWEI", "provider": "huawei", "status": "ACCEPTED",
+        "provider_message_id": "hw-1", "error_code": None, "attempts": 1, "latency_ms": 12,
+        "at": 1700000000000,
+    },
+    "RoutePrior": {
+        "manufacturer": "xiaomi", "model": None, "route": "JPUSH", "success_rate": 0.93,
+        "samples": 400, "computed_at": 1700000000000,
+    },
     "CampaignDecision": {
         "campaign_id": "camp-7", "targeted": 200, "acked": 150, "ratio": 0.75,
         "threshold": 0.8, "fallback": True, "decided_at": T0,

@@ -35,6 +35,9 @@ FIELDS = {
     "CampaignDecision": "campaign_id targeted acked ratio threshold fallback decided_at",
     "RouteChange": "device_id account_id from_route to_route success_rate reason changed_at",
     "DeadLetter": "key value topic partition offset error failed_at",
+    "ProviderOutcome": "send_id message_id account_id channel device_id route provider status "
+    "provider_message_id error_code attempts latency_ms at",
+    "RoutePrior": "manufacturer model route success_rate samples computed_at",
 }
 SYMBOLS = {
     "Channel": ["APP", "WECHAT", "SMS", "EMAIL"],
@@ -44,6 +47,7 @@ SYMBOLS = {
     "SendReason": ["FANOUT", "PRIMARY", "ESCALATION", "ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE"],
     "Lifecycle": ["NEW", "ESTABLISHED"],
     "DeliveryStatus": ["UNREACHABLE", "SENT", "READ", "ESCALATED", "EXHAUSTED", "FAILED"],
+    "OutcomeStatus": ["ACCEPTED", "REJECTED", "FAILED"],
 }
 PII = {("AccountProfile", field) for field in ("phone", "wechat_openid", "email")}
 
