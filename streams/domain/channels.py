@@ -74,6 +74,7 @@ class Message:
     waiting_until: float | None = None
     fanout: bool = False
     expires_at: float | None = None
+    content: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -84,7 +85,7 @@ class Message:
                 "device_ids": list(self.device_ids), "campaign_id": self.campaign_id,
                 "deliveries": {d: dict(v) for d, v in self.deliveries.items()},
                 "created_at": self.created_at, "waiting_until": self.waiting_until,
-                "fanout": self.fanout, "expires_at": self.expires_at}
+                "fanout": self.fanout, "expires_at": self.expires_at, "content": self.content}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:

@@ -114,7 +114,7 @@ def on_request(tables: Tables, req: dict[str, Any], ctx: Context) -> Effects:
     account = _account(tables, account_id)
     message = Message(message_id, account_id, req["importance"], ctx.partition,
                       device_ids=list(req["device_ids"]), campaign_id=req["campaign_id"],
-                      created_at=ctx.now)
+                      created_at=ctx.now, content=records.content(req))
     message.expires_at = round(ctx.now + ctx.config.lifetime(message.importance)
                                + ctx.config.retention, 3)
     fx.dues.append(_due(message, "EXPIRE", message.expires_at))
@@ -164,7 +164,7 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
         message.message_id, message.account_id, channel, None, None, reason, attempt,
-        message.importance, ctx.now))
+        message.importance, ctx.now, message.content))
     if channel == "APP":
         _deliver(tables, ctx, fx, message, account.devices, attempt)
 
@@ -190,7 +190,7 @@ def _deliver(tables: Tables, ctx: Context, fx: Effects, message: Message, device
         fx.counts["send_ORIGINAL_ROUTE"] += 1
         fx.outputs.append(records.channel_send(
             sid, message.message_id, message.account_id, "APP", device_id, device.original,
-            "ORIGINAL_ROUTE", attempt, message.importance, now))
+            "ORIGINAL_ROUTE", attempt, message.importance, now, message.content))
         due_at = round(now + ctx.config.receipt_deadline, 3)
         delivery = {"route": device.original, "attempt": attempt, "due_at": due_at,
                     "receipt": False, "done": False, "campaign": bool(message.campaign_id)}
@@ -463,7 +463,7 @@ def _fall_back(tables: Tables, ctx: Context, fx: Effects, message: Message, devi
     fx.counts["send_FALLBACK_ROUTE"] += 1
     fx.outputs.append(records.channel_send(
         sid, message.message_id, message.account_id, "APP", device_id, routes[0],
-        "FALLBACK_ROUTE", attempt, message.importance, ctx.now))
+        "FALLBACK_ROUTE", attempt, message.importance, ctx.now, message.content))
 
 
 def expire(tables: Tables, account_id: str, message_id: str, due_at: float,

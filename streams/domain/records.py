@@ -24,12 +24,19 @@ def ms(t: float) -> int:
 
 def channel_send(sid: str, message_id: str, account_id: str, channel: str,
                  device_id: str | None, route: str | None, reason: str, attempt: int,
-                 importance: str, now: float) -> Output:
-    """A ChannelSend on push.sends (account-level when device_id is None)."""
+                 importance: str, now: float, content: dict[str, Any] | None = None) -> Output:
+    """A ChannelSend on push.sends (account-level when device_id is None); `content` is the
+    request's title, body, read_action and link (none for a probe)."""
     return Output("push.sends", account_id, "ChannelSend", {
         "send_id": sid, "message_id": message_id, "account_id": account_id,
         "channel": channel, "device_id": device_id, "route": route, "reason": reason,
-        "attempt": attempt, "importance": importance, "sent_at": ms(now)})
+        "attempt": attempt, "importance": importance, **(content or {}), "sent_at": ms(now)})
+
+
+def content(req: dict[str, Any]) -> dict[str, Any]:
+    """What a send carries of its PushRequest for the provider: title, body, read action, link."""
+    return {"title": req["title"], "body": req["body"], "read_action": req["read_action"],
+            "link": req.get("link")}
 
 
 def delivery_result(message_id: str, account_id: str, status: str, detail: str, now: float,

@@ -82,7 +82,8 @@ class Partition:
         """A PushRequest."""
         return self.apply(h.on_request, {
             "message_id": message_id, "account_id": account_id, "importance": importance,
-            "title": "t", "body": "b", "read_action": "BUTTON", "campaign_id": campaign_id,
+            "title": "t", "body": "b", "read_action": "BUTTON", "link": LINK,
+            "campaign_id": campaign_id,
             "device_ids": list(device_ids), "created_at": ms(self.now)})
 
     def ack(self, account_id: str, message_id: str, channel: str, kind: str, *,
@@ -202,6 +203,11 @@ def of(record: str, *effects: h.Effects) -> list[dict[str, Any]]:
     return [o.value for fx in effects for o in fx.outputs if o.record == record]
 
 
+LINK = "https://shop.example/m"
+#: What every send of a Partition.request carries of it (a probe carries nothing).
+CONTENT = {"title": "t", "body": "b", "read_action": "BUTTON", "link": LINK}
+
+
 def channel_send(account_id: str, message_id: str, channel: str, reason: str, now: float, *,
                  attempt: int = 0, device_id: str | None = None, route: str | None = None,
                  importance: str = "NORMAL") -> dict[str, Any]:
@@ -209,7 +215,8 @@ def channel_send(account_id: str, message_id: str, channel: str, reason: str, no
     return {"send_id": send_id(account_id, message_id, channel, device_id, attempt),
             "message_id": message_id, "account_id": account_id, "channel": channel,
             "device_id": device_id, "route": route, "reason": reason, "attempt": attempt,
-            "importance": importance, "sent_at": round(now * 1000)}
+            "importance": importance, **({} if reason == "PROBE" else CONTENT),
+            "sent_at": round(now * 1000)}
 
 
 def brief(values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -726,7 +726,7 @@ def test_message_round_trip_through_json(deadline_at) -> None:
     data = msg.to_dict()
     assert set(data) == {"message_id", "account_id", "importance", "partition", "sent", "reads",
                          "deadline_at", "escalated", "device_ids", "campaign_id", "deliveries",
-                         "created_at", "waiting_until", "fanout", "expires_at"}
+                         "created_at", "waiting_until", "fanout", "expires_at", "content"}
     assert Message.from_dict(json.loads(json.dumps(data))) == msg
 
 

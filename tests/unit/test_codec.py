@@ -24,7 +24,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EXAMPLES: dict[str, dict[str, Any]] = {
     "PushRequest": {
         "message_id": "msg-1", "account_id": "acc-1", "importance": "HIGH", "title": "Gate",
-        "body": "Boarding now 登机", "read_action": "REPLY", "campaign_id": "camp-7",
+        "body": "Boarding now 登机", "read_action": "REPLY", "link": None, "campaign_id": "camp-7",
         "device_ids": ["dev-1", "dev-2"], "created_at": T0,
     },
     "Ack": {
@@ -45,7 +45,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "ChannelSend": {
         "send_id": "snd-1", "message_id": "msg-1", "account_id": "acc-1", "channel": "APP",
         "device_id": "dev-1", "route": "huawei", "reason": "FALLBACK_ROUTE", "attempt": 2,
-        "importance": "URGENT", "sent_at": T0,
+        "importance": "URGENT", "title": "Gate", "body": "Boarding now", "read_action": "LINK",
+        "link": "https://air.example/b/1", "sent_at": T0,
     },
     "Escalation": {
         "message_id": "msg-1", "account_id": "acc-1", "from_channel": "APP",
@@ -143,7 +144,7 @@ push_requests = st.fixed_dictionaries({
     "message_id": ids, "account_id": ids,
     "importance": st.sampled_from(["LOW", "NORMAL", "HIGH", "URGENT"]),
     "title": texts, "body": texts,
-    "read_action": st.sampled_from(["BUTTON", "REPLY", "LINK"]),
+    "read_action": st.sampled_from(["BUTTON", "REPLY", "LINK"]), "link": st.none() | texts,
     "campaign_id": st.none() | ids, "device_ids": st.lists(ids, max_size=5),
     "created_at": millis,
 })
@@ -177,7 +178,7 @@ def test_validate_fills_defaults_and_converts_datetimes() -> None:
     value = {"message_id": "m", "account_id": "a", "title": "t", "body": "b", "created_at": when}
     assert CODEC.validate("PushRequest", value) == {
         "message_id": "m", "account_id": "a", "importance": "NORMAL", "title": "t", "body": "b",
-        "read_action": "BUTTON", "campaign_id": None, "device_ids": [], "created_at": T0,
+        "read_action": "BUTTON", "link": None, "campaign_id": None, "device_ids": [], "created_at": T0,
     }
     assert CODEC.decode(CODEC.encode("PushRequest", value), TOPIC)["created_at"] == T0
 

@@ -19,14 +19,14 @@ ENUMS = sorted(name for name, raw in RAW.items() if raw["type"] == "enum")
 TIMESTAMP = {"type": "long", "logicalType": "timestamp-millis"}
 
 FIELDS = {
-    "PushRequest": "message_id account_id importance title body read_action campaign_id "
+    "PushRequest": "message_id account_id importance title body read_action link campaign_id "
     "device_ids created_at",
     "Ack": "message_id account_id channel kind device_id route send_id acked_at",
     "AccountSettings": "account_id primary secondary updated_at",
     "AccountProfile": "account_id phone wechat_openid email updated_at",
     "DeviceRegistration": "device_id account_id manufacturer model routes active registered_at",
     "ChannelSend": "send_id message_id account_id channel device_id route reason attempt "
-    "importance sent_at",
+    "importance title body read_action link sent_at",
     "Escalation": "message_id account_id from_channel to_channel deadline_at fired_at",
     "DeliveryResult": "message_id account_id status channel device_id route send_id detail at",
     "AccountLifecycle": "account_id lifecycle pushes changed_at",
