@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 from streams.settings import Settings
 
@@ -58,5 +61,16 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
     class Consumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            """End offsets; a changelog's from a marker record where the app asks for it (the
+            embedded broker's ListOffsets is short of the end: streams/state.py MARKER)."""
+            ends = dict(await super().highwaters(*partitions))
+            marker_ends = getattr(self.app, "changelog_ends", None)
+            changelogs = [tp for tp in partitions if tp.topic.endswith("-changelog")]
+            if marker_ends is not None and changelogs:
+                loop = asyncio.get_running_loop()
+                ends.update(await loop.run_in_executor(None, marker_ends, changelogs))
+            return ends
 
     return Consumer

@@ -32,9 +32,10 @@ from streams.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
-#: Key of the one-record batch written after each flush on the embedded broker, whose
-#: ListOffsets answers the last *batch's* base offset + 1 (INFRA.md): with a one-record last
-#: batch, Faust's recovery reads the changelog to its true end.
+#: Key of the record written to a changelog partition on the embedded broker when Faust asks
+#: for its end before recovering it: that broker's ListOffsets answers the last *batch's* base
+#: offset + 1 (INFRA.md), the marker's own offset + 1 is the true end, whoever wrote last and
+#: however the last writer stopped. Read back as an absent value, like a delete.
 MARKER = b"\x00"
 #: What a delete writes to the changelog on the embedded broker, which does not return records
 #: with a null value: JSON null, read back as an absent value (a deleted message that comes
@@ -95,6 +96,8 @@ class StateTables:
         self.dirty: dict[str, dict[bytes, Write]] = {name: {} for name in names}
         self.flushing: dict[str, dict[bytes, Write]] = {name: {} for name in names}
         self.embedded = embedded
+        if embedded:  # read by the consumer (streams/app.py) before a changelog is recovered
+            app.changelog_ends = self.ends  # type: ignore[attr-defined]
         self.views = [PartitionTables(self, p) for p in range(partitions)]
         self.before_flush: list[Callable[[], None]] = []
         self.largest: dict[str, int] = dict.fromkeys(names, 0)
@@ -113,9 +116,10 @@ class StateTables:
         return value if isinstance(value, dict) else None
 
     def values(self, table: str) -> Iterator[dict[str, Any]]:
-        """Stored values of a table (a snapshot of its keys is taken first)."""
-        store = self.tables[table]
-        for key in list(store.keys()):
+        """Current values of a table: stored, being flushed or written in this batch (a
+        snapshot of the keys is taken first; a value written later is read as it is then)."""
+        keys = {*self.tables[table].keys(), *self.flushing[table], *self.dirty[table]}
+        for key in keys:
             value = self.get(table, key)
             if value is not None:
                 yield value
@@ -181,18 +185,29 @@ class StateTables:
             tp = (msg.topic() or "", msg.partition() or 0)
             offsets[tp] = max(offsets.get(tp, -1), msg.offset() or 0)
 
-        touched: set[tuple[str, int]] = set()
         for name, key, partition, _, data in batch:
             topic = self.tables[name].changelog_topic_name
             self.outbox.produce(topic, key, data, partition=partition, on_delivery=delivered)
-            touched.add((topic, partition))
         self._wait(producer, failures)
-        if self.embedded:
-            for topic, partition in sorted(touched):
-                self.outbox.produce(topic, MARKER, NULL, partition=partition,
-                                    on_delivery=delivered)
-            self._wait(producer, failures)
         return offsets
+
+    def ends(self, partitions: list[TP]) -> dict[TP, int]:
+        """The true end offsets of changelog partitions on the embedded broker (see MARKER)."""
+        producer = self.outbox.producer
+        marks: dict[TP, int] = {}
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(f"{msg.topic()}: {err.str()}")
+            else:
+                marks[TP(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+
+        for tp in partitions:
+            producer.produce(tp.topic, NULL, MARKER, partition=tp.partition,
+                             on_delivery=delivered)
+        self._wait(producer, failures)
+        return {tp: marks[tp] + 1 for tp in partitions}
 
     @staticmethod
     def _wait(producer: Any, failures: list[str]) -> None:

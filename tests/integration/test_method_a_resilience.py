@@ -8,8 +8,6 @@ import itertools
 import time
 from collections import Counter
 
-import pytest
-
 from connectors.producer import RecordProducer
 from schemas import key_partition
 from streams.harness import (
@@ -95,7 +93,8 @@ def one_account_per_partition(partitions: int) -> list[str]:
 def partition_owners(settings, producer: RecordProducer, results: Tap,
                      ports: dict[str, int], round_: int) -> dict[str, float] | None:
     """Send one request per partition for an account nobody registered; how many of them each
-    worker answered (UNREACHABLE, by its own counter), or None while a worker is not serving."""
+    worker answered (UNREACHABLE, by its own counter), or None while a worker is not serving
+    or the round was caught mid-rebalance (its results must still come: see the test)."""
     accounts = one_account_per_partition(settings.tuning.partitions)
 
     def unreachable() -> dict[str, float] | None:
@@ -118,10 +117,6 @@ def partition_owners(settings, producer: RecordProducer, results: Tap,
     return {w: after[w] - before[w] for w in ports}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug, seen once in a clean-clone run: a request sent while the second worker joined "
-    "got no result within 60 s; cause not found yet (suspect the in-worker timer firing between "
-    "revoke and assignment); the test must pass again once it is fixed"))
 def test_two_workers_share_partitions_across_a_rebalance(settings, workers, taps):
     deadline = 60.0  # the `before` deadlines are still pending when the partitions move
     ports = {"one": free_port(), "two": free_port()}
@@ -145,6 +140,10 @@ def test_two_workers_share_partitions_across_a_rebalance(settings, workers, taps
         assert time.monotonic() < end, f"the partitions were not shared: {handled}"
         one.check()
         two.check()
+    probes = {f"{a}-r{r}" for a in one_account_per_partition(settings.tuning.partitions)
+              for r in range(round_ + 1)}  # a round caught mid-rebalance is answered later
+    results.wait_for(lambda rs: {r["message_id"] for r in rs} >= probes, timeout=60,
+                     workers=[one, two])
     shared_at = time.time() * 1000
     first_due = min(r["sent_at"] for r in sends.records if r["message_id"] in before) + \
         deadline * 1000

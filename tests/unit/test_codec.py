@@ -178,7 +178,8 @@ def test_validate_fills_defaults_and_converts_datetimes() -> None:
     value = {"message_id": "m", "account_id": "a", "title": "t", "body": "b", "created_at": when}
     assert CODEC.validate("PushRequest", value) == {
         "message_id": "m", "account_id": "a", "importance": "NORMAL", "title": "t", "body": "b",
-        "read_action": "BUTTON", "link": None, "campaign_id": None, "device_ids": [], "created_at": T0,
+        "read_action": "BUTTON", "link": None, "campaign_id": None, "device_ids": [],
+        "created_at": T0,
     }
     assert CODEC.decode(CODEC.encode("PushRequest", value), TOPIC)["created_at"] == T0
 
