@@ -1,0 +1,116 @@
+"""Huawei Push Kit: OAuth2 client credentials, POST /v1/{appid}/messages:send, biTag receipts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from connectors.adapters.base import (
+    RETRYABLE_STATUS,
+    Accepted,
+    Delivery,
+    ProviderError,
+    TokenCache,
+    TokenExpired,
+    json_body,
+    parse_json,
+    request,
+    require_str,
+    retry_after,
+    with_token,
+)
+from connectors.adapters.config import HuaweiSettings
+
+SUCCESS = "80000000"
+TOKEN_EXPIRED = frozenset({"80200001", "80200003"})  # OAuth authentication error / token expired
+RETRYABLE = frozenset({"81000001", "80600003"})  # internal error / flow control
+DELIVERED = 0  # receipt status: the message reached the device
+
+
+def message(delivery: Delivery) -> dict[str, Any]:
+    """The Push Kit message: notification, read action as click action or data, biTag = token."""
+    click: dict[str, Any] = ({"type": 2, "url": delivery.read_url} if delivery.is_link
+                             else {"type": 3})
+    return {
+        "validate_only": False,
+        "message": {
+            "data": json.dumps(delivery.data(), sort_keys=True),
+            "notification": {"title": delivery.title, "body": delivery.body},
+            "android": {
+                "urgency": "HIGH" if delivery.urgent else "NORMAL",
+                "bi_tag": delivery.receipt_token,
+                "notification": {"click_action": click},
+            },
+            "token": [delivery.address],
+        },
+    }
+
+
+def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
+    """Map a Push Kit answer that is not success: token expiry, retryable or permanent."""
+    code = str(body.get("code", f"HTTP_{status}"))
+    if code in TOKEN_EXPIRED or status == 401:
+        return TokenExpired(code)
+    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
+    return ProviderError(code, retryable=retryable,
+                         retry_after=retry_after(headers) if retryable else None,
+                         message=str(body.get("msg", "")))
+
+
+class HuaweiAdapter:
+    """Adapter for the HUAWEI route."""
+
+    name = "huawei"
+
+    def __init__(self, settings: HuaweiSettings, base_url: str) -> None:
+        self.settings = settings
+        self.base_url = base_url
+        self.token_url = settings.token_url or f"{base_url}/oauth2/v3/token"
+        self.tokens = TokenCache(self._fetch_token)
+
+    def __repr__(self) -> str:
+        return f"HuaweiAdapter(base_url={self.base_url!r})"
+
+    async def _fetch_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        form = {"grant_type": "client_credentials", "client_id": self.settings.app_id,
+                "client_secret": self.settings.client_secret.get_secret_value()}
+        response = await request(http, "POST", self.token_url, data=form)
+        body = json_body(response)
+        if response.status_code != 200 or "access_token" not in body:
+            retryable = response.status_code in RETRYABLE_STATUS
+            raise ProviderError(f"AUTH_{body.get('error', response.status_code)}", retryable,
+                                message=str(body.get("error_description", "")))
+        return str(body["access_token"]), float(body.get("expires_in", 3600))
+
+    async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
+        """POST the message with a bearer access token; refresh it once when expired."""
+        url = f"{self.base_url}/v1/{self.settings.app_id}/messages:send"
+        payload = message(delivery)
+
+        async def call(token: str) -> Accepted:
+            response = await request(http, "POST", url, json=payload,
+                                     headers={"Authorization": f"Bearer {token}"})
+            body = json_body(response)
+            if response.status_code == 200 and str(body.get("code")) == SUCCESS:
+                return Accepted(str(body.get("requestId", "")))
+            raise error_for(response.status_code, body, response.headers)
+
+        return await with_token(http, self.tokens, call)
+
+    def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
+        """biTags of delivered messages in a receipt callback {"statuses": [...]}."""
+        data = parse_json(body)
+        statuses = data.get("statuses") if isinstance(data, dict) else None
+        if not isinstance(statuses, list):
+            raise ValueError("callback field 'statuses' must be a list")
+        out = []
+        for item in statuses:
+            if not isinstance(item, dict):
+                raise ValueError("callback field 'statuses' must hold objects")
+            tag = require_str(item.get("biTag"), "biTag")
+            if item.get("status") == DELIVERED:
+                out.append(tag)
+        return out

@@ -1,0 +1,52 @@
+"""One module per vendor: the endpoints the adapters call and the receipt callbacks they read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from connectors.simulator.core import Arrival
+
+VENDORS = ("fcm", "apns", "huawei", "xiaomi", "oppo", "vivo", "jpush", "getui", "wechat", "sms",
+           "email")
+
+
+def arrival(vendor: str, target: str, data: Mapping[str, Any], address: Any,
+            channel: str = "APP", callback_url: str | None = None) -> Arrival:
+    """An Arrival from a push's custom data; ValueError naming a missing field."""
+    for key in ("send_id", "receipt_token"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"missing {key}")
+    if not isinstance(address, str) or not address:
+        raise ValueError("missing target address")
+    return Arrival(vendor=vendor, target=target, channel=channel, send_id=data["send_id"],
+                   address=address, receipt_token=data["receipt_token"],
+                   read_url=str(data.get("read_url") or ""),
+                   account_id=str(data.get("account_id") or "") or None,
+                   device_id=str(data.get("device_id") or "") or None,
+                   callback_url=callback_url or None)
+
+
+def reply(data: Any, status: int = 200, retry_after: float | None = None,
+          headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A JSON answer, with Retry-After when given."""
+    extra = dict(headers or {})
+    if retry_after is not None:
+        extra["Retry-After"] = f"{retry_after:g}"
+    return JSONResponse(data, status_code=status, headers=extra)
+
+
+def dumps(data: Any) -> bytes:
+    """JSON bytes of a callback body."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+async def form(request: Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body as a dict (last value of a repeated key)."""
+    pairs = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return dict(pairs)
