@@ -225,3 +225,21 @@ def require_str(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"callback field {field!r} must be a non-empty string")
     return value
+
+
+def app_receipts(body: bytes) -> list[str]:
+    """Tokens in an app-reported receipt {"receipts": [{"receipt_token": ...}, ...]}.
+
+    APNs, FCM and GeTui have no server-side delivery callback: the app's notification
+    extension / message handler reports the receipt_token it found in the push.
+    """
+    data = parse_json(body)
+    items = data.get("receipts") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("callback field 'receipts' must be a list")
+    tokens = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("callback field 'receipts' must hold objects")
+        tokens.append(require_str(item.get("receipt_token"), "receipt_token"))
+    return tokens

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.adapters.config import ProviderConfig
+from connectors.adapters.config import ProviderConfig, dev_key
 from connectors.simulator.behaviour import Behaviour, Population, Verdict, decide
 
 log = logging.getLogger("pushcascade.simulator")
@@ -38,6 +38,14 @@ class SimulatorSettings(BaseSettings):
     population: str = Field("", description="population file (JSON or YAML); empty = defaults")
     behaviours: str = Field("", description="file mapping route/channel to behaviour (JSON/YAML)")
     token_lifetime: float = Field(3600.0, gt=0, description="lifetime of issued access tokens")
+    fcm_public_key: str = Field("", description="service account's public key PEM; empty: dev key")
+    apns_public_key: str = Field("", description="APNs auth key's public PEM; empty: dev key")
+
+    def public_key(self, vendor: str) -> str:
+        """The public key the simulator verifies the vendor's JWTs with."""
+        own = str(getattr(self, f"{vendor}_public_key"))
+        name = {"fcm": "fcm_service_account.pub.pem", "apns": "apns_auth_key.pub.pem"}[vendor]
+        return own or dev_key(name)
 
 
 def load_document(path: str) -> Any:
@@ -76,6 +84,8 @@ class Simulator:
         self.accepted: Counter[str] = Counter()  # send_id -> requests accepted
         self.stats: Counter[str] = Counter()
         self._tokens: dict[str, dict[str, float]] = {}
+        self._self_signed: set[str] = set()
+        self._revoked: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._counter = 0
         self.http: httpx.AsyncClient | None = None
@@ -123,9 +133,18 @@ class Simulator:
         expires = self._tokens.get(vendor, {}).get(token or "")
         return expires is not None and time.time() < expires
 
+    def token_revoked(self, vendor: str, token: str) -> bool:
+        """For self-signed provider tokens (APNs): True once expire_tokens() ran after first use."""
+        if token in self._revoked:
+            return True
+        self._self_signed.add(token)
+        return False
+
     def expire_tokens(self) -> None:
-        """Invalidate every issued access token (adapters must refresh)."""
+        """Invalidate every issued access token and every provider token used so far."""
         self._tokens.clear()
+        self._revoked |= self._self_signed
+        self._self_signed.clear()
 
     # ---- sends --------------------------------------------------------------------------
 

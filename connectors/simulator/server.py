@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = None
+    config.errorlog = os.environ.get("PUSHCASCADE_SIMULATOR_ERRORLOG") or None
     config.graceful_timeout = 1.0
     return config
 

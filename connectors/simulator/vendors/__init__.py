@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -50,3 +51,17 @@ async def form(request: Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body as a dict (last value of a repeated key)."""
     pairs = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
     return dict(pairs)
+
+
+def app_receipt_body(item: Arrival, message_id: str) -> tuple[str, bytes]:
+    """The receipt an app reports for a push it received (APNs, FCM and GeTui apps)."""
+    receipt = {"receipt_token": item.receipt_token, "provider_message_id": message_id,
+               "device_id": item.device_id, "received_at": int(time.time() * 1000)}
+    return "application/json", dumps({"receipts": [receipt]})
+
+
+def bearer(request: Request, scheme: str = "Bearer") -> str:
+    """The credential after scheme in the Authorization header ('' when absent)."""
+    value = request.headers.get("authorization", "")
+    prefix = f"{scheme} "
+    return value[len(prefix):] if value.lower().startswith(prefix.lower()) else ""
