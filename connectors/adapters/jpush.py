@@ -1,0 +1,97 @@
+"""JPush REST API v3: POST /v3/push with HTTP basic auth; callback params carry the token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from connectors.adapters.base import (
+    RETRYABLE_STATUS,
+    Accepted,
+    Delivery,
+    ProviderError,
+    json_body,
+    parse_json,
+    request,
+    require_str,
+    retry_after,
+)
+from connectors.adapters.config import JpushSettings
+
+RETRYABLE = frozenset({"1000", "2002", "2008"})  # internal error / rate limited / busy
+DELIVERED = 1  # callback_type: delivered to the device
+
+
+def push(settings: JpushSettings, delivery: Delivery) -> dict[str, Any]:
+    """The push object: one registration id, extras with the read action, LINK as intent url."""
+    extras = delivery.data()
+    android: dict[str, Any] = {"alert": delivery.body, "title": delivery.title,
+                               "extras": extras, "priority": 2 if delivery.urgent else 0}
+    if delivery.is_link:
+        android["intent"] = {"url": delivery.read_url}
+    body: dict[str, Any] = {
+        "platform": "all",
+        "audience": {"registration_id": [delivery.address]},
+        "notification": {"alert": delivery.body, "android": android,
+                         "ios": {"alert": {"title": delivery.title, "body": delivery.body},
+                                 "extras": extras}},
+        "options": {"time_to_live": 86400},
+        "callback": {"params": {"receipt_token": delivery.receipt_token}, "type": DELIVERED},
+    }
+    if settings.callback_url:
+        body["callback"]["url"] = settings.callback_url
+    return body
+
+
+def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
+    """Map a JPush error {"error": {"code", "message"}}: 429 waits X-Rate-Limit-Reset."""
+    error = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+    code = str(error.get("code", f"HTTP_{status}"))
+    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
+    wait = retry_after(headers)
+    if wait is None and headers.get("x-rate-limit-reset"):
+        try:
+            wait = float(headers["x-rate-limit-reset"])
+        except ValueError:
+            wait = None
+    return ProviderError(code, retryable=retryable, retry_after=wait if retryable else None,
+                         message=str(error.get("message", "")))
+
+
+class JpushAdapter:
+    """Adapter for the JPUSH route (a third-party push provider)."""
+
+    name = "jpush"
+
+    def __init__(self, settings: JpushSettings, base_url: str) -> None:
+        self.settings = settings
+        self.base_url = base_url
+
+    def __repr__(self) -> str:
+        return f"JpushAdapter(base_url={self.base_url!r})"
+
+    async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
+        """POST /v3/push with basic auth (app key, master secret)."""
+        auth = (self.settings.app_key, self.settings.master_secret.get_secret_value())
+        response = await request(http, "POST", f"{self.base_url}/v3/push",
+                                 json=push(self.settings, delivery), auth=auth)
+        body = json_body(response)
+        if response.status_code == 200 and body.get("msg_id"):
+            return Accepted(str(body["msg_id"]))
+        raise error_for(response.status_code, body, response.headers)
+
+    def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
+        """params.receipt_token of delivered events in a callback (one event or a list)."""
+        data = parse_json(body)
+        events = data if isinstance(data, list) else [data]
+        tokens = []
+        for event in events:
+            params = event.get("params") if isinstance(event, dict) else None
+            if not isinstance(params, dict):
+                raise ValueError("callback events must be objects with 'params'")
+            token = require_str(params.get("receipt_token"), "params.receipt_token")
+            if event.get("callback_type") == DELIVERED:
+                tokens.append(token)
+        return tokens
