@@ -47,7 +47,8 @@ def push(settings: JpushSettings, delivery: Delivery) -> dict[str, Any]:
 
 def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
     """Map a JPush error {"error": {"code", "message"}}: 429 waits X-Rate-Limit-Reset."""
-    error = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+    found = body.get("error")
+    error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     code = str(error.get("code", f"HTTP_{status}"))
     retryable = code in RETRYABLE or status in RETRYABLE_STATUS
     wait = retry_after(headers)

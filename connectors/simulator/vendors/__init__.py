@@ -18,15 +18,16 @@ VENDORS = ("fcm", "apns", "huawei", "xiaomi", "oppo", "vivo", "jpush", "getui", 
 
 
 def arrival(vendor: str, target: str, data: Mapping[str, Any], address: Any,
-            channel: str = "APP", callback_url: str | None = None) -> Arrival:
+            channel: str = "APP", callback_url: str | None = None,
+            required: tuple[str, ...] = ("send_id", "receipt_token")) -> Arrival:
     """An Arrival from a push's custom data; ValueError naming a missing field."""
-    for key in ("send_id", "receipt_token"):
+    for key in required:
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f"missing {key}")
     if not isinstance(address, str) or not address:
         raise ValueError("missing target address")
     return Arrival(vendor=vendor, target=target, channel=channel, send_id=data["send_id"],
-                   address=address, receipt_token=data["receipt_token"],
+                   address=address, receipt_token=str(data.get("receipt_token") or ""),
                    read_url=str(data.get("read_url") or ""),
                    account_id=str(data.get("account_id") or "") or None,
                    device_id=str(data.get("device_id") or "") or None,
