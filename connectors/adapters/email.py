@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,6 @@ from connectors.adapters.base import (
     parse_json,
     request,
     require_str,
-    retry_after,
     status_error,
 )
 from connectors.adapters.config import EmailSettings
@@ -42,6 +42,14 @@ def mail(settings: EmailSettings, delivery: Delivery) -> dict[str, Any]:
     }
 
 
+def reset_wait(reset: str | None, now: float) -> float:
+    """Seconds until SendGrid's X-RateLimit-Reset (a Unix time); 1 when absent or unreadable."""
+    try:
+        return max(0.0, float(reset or "") - now)
+    except ValueError:
+        return 1.0
+
+
 def error_for(response: httpx.Response) -> ProviderError:
     """Map a SendGrid error: 429 waits for X-RateLimit-Reset, 5xx retry, other 4xx do not."""
     try:
@@ -51,8 +59,7 @@ def error_for(response: httpx.Response) -> ProviderError:
         message = ""
     error = status_error(response)
     if response.status_code == 429 and error.retry_after is None:
-        reset = response.headers.get("x-ratelimit-reset")
-        error.retry_after = retry_after({"retry-after": reset} if reset else {}, 1.0)
+        error.retry_after = reset_wait(response.headers.get("x-ratelimit-reset"), time.time())
     return ProviderError(error.code, error.retryable, error.retry_after, message)
 
 

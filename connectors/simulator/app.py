@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from connectors.simulator.core import Simulator
+from connectors.simulator.journal import Journal
 from connectors.simulator.vendors import VENDORS
 
 
@@ -99,4 +100,6 @@ def create_app(sim: Simulator) -> Starlette:
         yield
         await sim.aclose()
 
-    return Starlette(routes=control_routes(sim) + _vendor_routes(sim), lifespan=lifespan)
+    app = Starlette(routes=control_routes(sim) + _vendor_routes(sim), lifespan=lifespan)
+    app.add_middleware(Journal, records=sim.journal)
+    return app

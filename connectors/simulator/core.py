@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.adapters.config import ProviderConfig, dev_key
 from connectors.simulator.behaviour import Behaviour, Population, Verdict, decide
+from connectors.simulator.journal import Recorded
 
 log = logging.getLogger("pushcascade.simulator")
 
@@ -89,6 +90,7 @@ class Simulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._counter = 0
         self.http: httpx.AsyncClient | None = None
+        self.journal: deque[Recorded] = deque(maxlen=1000)  # last vendor requests (tests)
         if self.settings.population:
             self.set_population(load_document(self.settings.population))
         if self.settings.behaviours:
