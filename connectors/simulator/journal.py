@@ -21,7 +21,7 @@ class Recorded:
 
 
 class Journal:
-    """Wraps the app; appends a Recorded when the response starts (the body is read by then)."""
+    """Wraps the app; appends a Recorded when the response starts."""
 
     def __init__(self, app: ASGIApp, records: deque[Recorded]) -> None:
         self.app = app
@@ -32,16 +32,26 @@ class Journal:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
+        while True:  # read the whole body first, so a request refused early is recorded whole
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
         async def receiving() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-            return message
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.records.append(_record(scope, b"".join(chunks)))
+                self.records.append(_record(scope, body))
             await send(message)
 
         await self.app(scope, receiving, sending)
