@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jwt
+from pydantic import SecretStr
 
 from connectors.adapters.base import (
     RETRYABLE_STATUS,
@@ -80,7 +81,8 @@ class ApnsAdapter:
     def __init__(self, settings: ApnsSettings, base_url: str) -> None:
         self.settings = settings
         self.base_url = base_url
-        self._key = settings.private_key.get_secret_value() or dev_key("apns_auth_key.p8")
+        pem = settings.private_key.get_secret_value() or dev_key("apns_auth_key.p8")
+        self._key = SecretStr(pem)
         self.tokens = TokenCache(self._make_token, margin=0.0)
         self._client: httpx.AsyncClient | None = None
 
@@ -88,7 +90,8 @@ class ApnsAdapter:
         return f"ApnsAdapter(base_url={self.base_url!r}, topic={self.settings.topic!r})"
 
     async def _make_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        return provider_token(self.settings, self._key, time.time()), TOKEN_LIFETIME
+        token = provider_token(self.settings, self._key.get_secret_value(), time.time())
+        return token, TOKEN_LIFETIME
 
     def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
         """The adapter's HTTP/2 client (h2 prior knowledge on http://), built on first use."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import jwt
+from pydantic import SecretStr
 
 from connectors.adapters.base import (
     RETRYABLE_STATUS,
@@ -85,14 +86,16 @@ class FcmAdapter:
         self.settings = settings
         self.base_url = base_url
         self.token_url = settings.token_url or f"{base_url}/token"
-        self._key = settings.private_key.get_secret_value() or dev_key("fcm_service_account.pem")
+        pem = settings.private_key.get_secret_value() or dev_key("fcm_service_account.pem")
+        self._key = SecretStr(pem)
         self.tokens = TokenCache(self._fetch_token)
 
     def __repr__(self) -> str:
         return f"FcmAdapter(base_url={self.base_url!r}, project={self.settings.project_id!r})"
 
     async def _fetch_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        grant = assertion(self.settings, self._key, self.token_url, time.time())
+        key = self._key.get_secret_value()
+        grant = assertion(self.settings, key, self.token_url, time.time())
         response = await request(http, "POST", self.token_url,
                                  data={"grant_type": GRANT, "assertion": grant})
         body = json_body(response)
