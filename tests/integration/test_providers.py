@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +26,7 @@ from connectors.adapters import ADAPTERS, Accepted, Delivery, ProviderConfig, Pr
 from connectors.adapters.registry import Registry
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
 from connectors.simulator.journal import Recorded
+from connectors.simulator.server import free_port
 
 ADDRESSES = {"wechat": "oOpenId0001", "sms": "+8613800000001", "email": "ann@example.com"}
 TARGETS = {"fcm": "FCM", "apns": "APNS", "huawei": "HUAWEI", "xiaomi": "XIAOMI", "oppo": "OPPO",
@@ -467,3 +471,38 @@ def test_with_the_same_seed_two_simulators_accept_the_same_sends(gateway: Captur
     first = outcomes()
     assert first == outcomes()
     assert 0 < sum(first) < len(first)
+
+
+def test_the_cli_serves_the_simulator_with_its_files() -> None:
+    examples = Path(__file__).resolve().parents[2] / "deploy" / "simulator"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "simulate-providers", "--port", str(port),
+         "--population", str(examples / "population.example.yaml"),
+         "--behaviours", str(examples / "behaviours.example.yaml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def state() -> Any:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/_control/state", timeout=2).json()
+            except httpx.HTTPError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                return None
+
+        current = wait_for(state, timeout=60)
+        assert current["seed"] == 42
+        assert current["behaviours"]["HUAWEI"]["accept"] == 0.9
+        assert current["population"]["devices"]["dev-1"]["receipt"] == {"HUAWEI": 0.1,
+                                                                          "XIAOMI": 0.95}
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_cli_refuses_a_bad_population_file(tmp_path: Path) -> None:
+    bad = tmp_path / "population.yaml"
+    bad.write_text("read: {SMS: 2}\n")
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "simulate-providers",
+                             "--population", str(bad)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "read.SMS" in result.stderr
