@@ -11,19 +11,11 @@ import httpx
 import jwt
 from pydantic import SecretStr
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    app_receipts,
-    request,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import ApnsSettings, dev_key
+from connectors.adapters.http import classify, request
 
 TOKEN_LIFETIME = 3000.0  # Apple accepts a provider token for an hour; renew after 50 minutes
 REFRESH = frozenset({"ExpiredProviderToken"})
@@ -66,11 +58,10 @@ def payload(delivery: Delivery) -> dict[str, Any]:
 
 def error_for(status: int, reason: str, headers: Mapping[str, str]) -> Exception:
     """Map an APNs reason: expired provider token refreshes; throttling and 5xx retry."""
-    if reason in REFRESH:
-        return TokenExpired(reason)
-    retryable = reason in RETRYABLE or (not reason and status in RETRYABLE_STATUS)
-    return ProviderError(reason or f"HTTP_{status}", retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None)
+    if reason and reason not in RETRYABLE:
+        status = 400  # a named reason decides, whatever the HTTP status
+    return classify(reason or f"HTTP_{status}", status, headers, refresh=REFRESH,
+                    retryable=RETRYABLE)
 
 
 class ApnsAdapter:

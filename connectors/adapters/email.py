@@ -9,16 +9,10 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    Accepted,
-    Delivery,
-    ProviderError,
-    parse_json,
-    request,
-    require_str,
-    status_error,
-)
+from connectors.adapters.base import Accepted, Delivery, ProviderError
+from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import EmailSettings
+from connectors.adapters.http import request, status_error
 
 DELIVERED = "delivered"
 
@@ -86,14 +80,5 @@ class EmailAdapter:
 
     def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """receipt_token of delivered events in an Event Webhook post (a JSON list)."""
-        events = parse_json(body)
-        if not isinstance(events, list):
-            raise ValueError("callback body must be a list of events")
-        tokens = []
-        for event in events:
-            if not isinstance(event, dict):
-                raise ValueError("callback events must be objects")
-            token = require_str(event.get("receipt_token"), "receipt_token")
-            if event.get("event") == DELIVERED:
-                tokens.append(token)
-        return tokens
+        return delivered_tokens(parse_json(body), "body", "receipt_token",
+                                lambda event: event.get("event") == DELIVERED)

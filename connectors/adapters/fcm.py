@@ -10,20 +10,11 @@ import httpx
 import jwt
 from pydantic import SecretStr
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    app_receipts,
-    json_body,
-    request,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, TokenExpired, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import FcmSettings, dev_key
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -71,10 +62,10 @@ def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) 
     code = error_code(body) or f"HTTP_{status}"
     if status == 401 and code not in PERMANENT:
         return TokenExpired(code)
-    retryable = code in RETRYABLE or (code not in PERMANENT and status in RETRYABLE_STATUS)
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str((body.get("error") or {}).get("message", "")))
+    if code in PERMANENT:
+        status = 400  # permanent whatever the HTTP status
+    return classify(code, status, headers, retryable=RETRYABLE,
+                    message=str((body.get("error") or {}).get("message", "")))
 
 
 class FcmAdapter:
@@ -100,9 +91,8 @@ class FcmAdapter:
                                  data={"grant_type": GRANT, "assertion": grant})
         body = json_body(response)
         if response.status_code != 200 or "access_token" not in body:
-            raise ProviderError(f"AUTH_{body.get('error', response.status_code)}",
-                                retryable=response.status_code in RETRYABLE_STATUS,
-                                message=str(body.get("error_description", "")))
+            raise auth_error(body.get("error", response.status_code), response.status_code,
+                             body.get("error_description"))
         return str(body["access_token"]), float(body.get("expires_in", 3600))
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:

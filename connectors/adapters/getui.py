@@ -10,20 +10,11 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    app_receipts,
-    json_body,
-    request,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import GetuiSettings
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 TOKEN_INVALID = frozenset({"10001"})
 RETRYABLE = frozenset({"10005", "20003", "-1"})  # frequency limit / busy / internal
@@ -55,13 +46,8 @@ def push(delivery: Delivery) -> dict[str, Any]:
 
 def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
     """Map a GeTui answer with a non-zero code."""
-    code = str(body.get("code", f"HTTP_{status}"))
-    if code in TOKEN_INVALID:
-        return TokenExpired(code)
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str(body.get("msg", "")))
+    return classify(str(body.get("code", f"HTTP_{status}")), status, headers,
+                    message=str(body.get("msg", "")), refresh=TOKEN_INVALID, retryable=RETRYABLE)
 
 
 class GetuiAdapter:
@@ -86,9 +72,8 @@ class GetuiAdapter:
         body = json_body(response)
         data = body.get("data") or {}
         if body.get("code") != 0 or not data.get("token"):
-            raise ProviderError(f"AUTH_{body.get('code', response.status_code)}",
-                                retryable=response.status_code in RETRYABLE_STATUS,
-                                message=str(body.get("msg", "")))
+            raise auth_error(body.get("code", response.status_code), response.status_code,
+                             body.get("msg"))
         lifetime = float(data.get("expire_time", 0)) / 1000.0 - time.time()
         return str(data["token"]), lifetime if lifetime > 0 else 3600.0
 

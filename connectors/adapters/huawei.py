@@ -8,21 +8,11 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import HuaweiSettings
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 SUCCESS = "80000000"
 TOKEN_EXPIRED = frozenset({"80200001", "80200003"})  # OAuth authentication error / token expired
@@ -52,12 +42,9 @@ def message(delivery: Delivery) -> dict[str, Any]:
 def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
     """Map a Push Kit answer that is not success: token expiry, retryable or permanent."""
     code = str(body.get("code", f"HTTP_{status}"))
-    if code in TOKEN_EXPIRED or status == 401:
-        return TokenExpired(code)
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str(body.get("msg", "")))
+    refresh = {code} if status == 401 else TOKEN_EXPIRED
+    return classify(code, status, headers, message=str(body.get("msg", "")), refresh=refresh,
+                    retryable=RETRYABLE)
 
 
 class HuaweiAdapter:
@@ -80,9 +67,8 @@ class HuaweiAdapter:
         response = await request(http, "POST", self.token_url, data=form)
         body = json_body(response)
         if response.status_code != 200 or "access_token" not in body:
-            retryable = response.status_code in RETRYABLE_STATUS
-            raise ProviderError(f"AUTH_{body.get('error', response.status_code)}", retryable,
-                                message=str(body.get("error_description", "")))
+            raise auth_error(body.get("error", response.status_code), response.status_code,
+                             body.get("error_description"))
         return str(body["access_token"]), float(body.get("expires_in", 3600))
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
@@ -104,13 +90,5 @@ class HuaweiAdapter:
         """biTags of delivered messages in a receipt callback {"statuses": [...]}."""
         data = parse_json(body)
         statuses = data.get("statuses") if isinstance(data, dict) else None
-        if not isinstance(statuses, list):
-            raise ValueError("callback field 'statuses' must be a list")
-        out = []
-        for item in statuses:
-            if not isinstance(item, dict):
-                raise ValueError("callback field 'statuses' must hold objects")
-            tag = require_str(item.get("biTag"), "biTag")
-            if item.get("status") == DELIVERED:
-                out.append(tag)
-        return out
+        return delivered_tokens(statuses, "field 'statuses'", "biTag",
+                                lambda item: item.get("status") == DELIVERED)

@@ -7,18 +7,10 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-)
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import JpushSettings
+from connectors.adapters.http import classify, json_body, request, retry_after
 
 RETRYABLE = frozenset({"1000", "2002", "2008"})  # internal error / rate limited / busy
 DELIVERED = 1  # callback_type: delivered to the device
@@ -45,20 +37,13 @@ def push(settings: JpushSettings, delivery: Delivery) -> dict[str, Any]:
     return body
 
 
-def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
-    """Map a JPush error {"error": {"code", "message"}}: 429 waits X-Rate-Limit-Reset."""
+def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
+    """Map a JPush error {"error": {"code", "message"}}: 429 waits X-Rate-Limit-Reset seconds."""
     found = body.get("error")
     error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    code = str(error.get("code", f"HTTP_{status}"))
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    wait = retry_after(headers)
-    if wait is None and headers.get("x-rate-limit-reset"):
-        try:
-            wait = float(headers["x-rate-limit-reset"])
-        except ValueError:
-            wait = None
-    return ProviderError(code, retryable=retryable, retry_after=wait if retryable else None,
-                         message=str(error.get("message", "")))
+    reset = retry_after({"retry-after": headers.get("x-rate-limit-reset", "")})
+    return classify(str(error.get("code", f"HTTP_{status}")), status, headers,
+                    message=str(error.get("message", "")), retryable=RETRYABLE, wait=reset)
 
 
 class JpushAdapter:
@@ -86,13 +71,6 @@ class JpushAdapter:
     def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """params.receipt_token of delivered events in a callback (one event or a list)."""
         data = parse_json(body)
-        events = data if isinstance(data, list) else [data]
-        tokens = []
-        for event in events:
-            params = event.get("params") if isinstance(event, dict) else None
-            if not isinstance(params, dict):
-                raise ValueError("callback events must be objects with 'params'")
-            token = require_str(params.get("receipt_token"), "params.receipt_token")
-            if event.get("callback_type") == DELIVERED:
-                tokens.append(token)
-        return tokens
+        return delivered_tokens(data if isinstance(data, list) else [data], "events",
+                                "params.receipt_token",
+                                lambda event: event.get("callback_type") == DELIVERED)

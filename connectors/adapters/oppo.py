@@ -10,21 +10,11 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import OppoSettings
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 TOKEN_LIFETIME = 86400.0  # OPPO's auth_token is valid for 24 hours
 TOKEN_INVALID = frozenset({"11"})
@@ -55,13 +45,9 @@ def notification(settings: OppoSettings, delivery: Delivery) -> dict[str, Any]:
 
 def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
     """Map an OPPO answer with a non-zero code."""
-    code = str(body.get("code", f"HTTP_{status}"))
-    if code in TOKEN_INVALID:
-        return TokenExpired(code)
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str(body.get("message", "")))
+    return classify(str(body.get("code", f"HTTP_{status}")), status, headers,
+                    message=str(body.get("message", "")), refresh=TOKEN_INVALID,
+                    retryable=RETRYABLE)
 
 
 class OppoAdapter:
@@ -86,9 +72,8 @@ class OppoAdapter:
         body = json_body(response)
         token = (body.get("data") or {}).get("auth_token") if body.get("code") == 0 else None
         if not token:
-            raise ProviderError(f"AUTH_{body.get('code', response.status_code)}",
-                                retryable=response.status_code in RETRYABLE_STATUS,
-                                message=str(body.get("message", "")))
+            raise auth_error(body.get("code", response.status_code), response.status_code,
+                             body.get("message"))
         return str(token), TOKEN_LIFETIME
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
@@ -108,14 +93,5 @@ class OppoAdapter:
 
     def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """call_back_parameter of push_arrive events in a receipt callback (a JSON list)."""
-        events = parse_json(body)
-        if not isinstance(events, list):
-            raise ValueError("callback body must be a list of events")
-        tokens = []
-        for event in events:
-            if not isinstance(event, dict):
-                raise ValueError("callback events must be objects")
-            param = require_str(event.get("param"), "param")
-            if event.get("eventType") == ARRIVED:
-                tokens.append(param)
-        return tokens
+        return delivered_tokens(parse_json(body), "body", "param",
+                                lambda event: event.get("eventType") == ARRIVED)

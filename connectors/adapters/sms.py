@@ -13,18 +13,10 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-)
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import SmsSettings
+from connectors.adapters.http import classify, json_body, request
 
 RETRYABLE = frozenset({"isp.SYSTEM_ERROR", "isv.BUSINESS_LIMIT_CONTROL", "Throttling.User",
                        "ServiceUnavailable", "InternalError"})
@@ -61,14 +53,12 @@ def params(settings: SmsSettings, delivery: Delivery, now: float, nonce: str) ->
     return values
 
 
-def error_for(status: int, body: Mapping[str, str], headers: Mapping[str, str]) -> ProviderError:
+def error_for(status: int, body: Mapping[str, str], headers: Mapping[str, str]) -> Exception:
     """Map an answer whose Code is not OK: system errors and flow control retry."""
     code = str(body.get("Code", f"HTTP_{status}"))
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    wait = retry_after(headers, THROTTLED_WAIT if "LIMIT" in code or "Throttling" in code
-                       else None)
-    return ProviderError(code, retryable=retryable, retry_after=wait if retryable else None,
-                         message=str(body.get("Message", "")))
+    throttled = "LIMIT" in code or "Throttling" in code
+    return classify(code, status, headers, message=str(body.get("Message", "")),
+                    retryable=RETRYABLE, wait=THROTTLED_WAIT if throttled else None)
 
 
 class SmsAdapter:
@@ -94,14 +84,5 @@ class SmsAdapter:
 
     def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """out_id of successful reports in an SmsReport callback (a JSON list)."""
-        reports = parse_json(body)
-        if not isinstance(reports, list):
-            raise ValueError("callback body must be a list of reports")
-        tokens = []
-        for report in reports:
-            if not isinstance(report, dict):
-                raise ValueError("callback reports must be objects")
-            token = require_str(report.get("out_id"), "out_id")
-            if report.get("success") is True:
-                tokens.append(token)
-        return tokens
+        return delivered_tokens(parse_json(body), "body", "out_id",
+                                lambda report: report.get("success") is True)

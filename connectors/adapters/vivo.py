@@ -9,21 +9,11 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json, values_of
 from connectors.adapters.config import VivoSettings
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 TOKEN_LIFETIME = 86400.0  # vivo's authToken is valid for 24 hours
 TOKEN_INVALID = frozenset({"10000"})  # authentication failed: fetch a new authToken
@@ -57,13 +47,9 @@ def message(settings: VivoSettings, delivery: Delivery) -> dict[str, Any]:
 
 def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
     """Map a vivo answer with a non-zero result."""
-    code = str(body.get("result", f"HTTP_{status}"))
-    if code in TOKEN_INVALID:
-        return TokenExpired(code)
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str(body.get("desc", "")))
+    return classify(str(body.get("result", f"HTTP_{status}")), status, headers,
+                    message=str(body.get("desc", "")), refresh=TOKEN_INVALID,
+                    retryable=RETRYABLE)
 
 
 class VivoAdapter:
@@ -87,9 +73,8 @@ class VivoAdapter:
         response = await request(http, "POST", f"{self.base_url}/message/auth", json=auth)
         body = json_body(response)
         if body.get("result") != 0 or not body.get("authToken"):
-            raise ProviderError(f"AUTH_{body.get('result', response.status_code)}",
-                                retryable=response.status_code in RETRYABLE_STATUS,
-                                message=str(body.get("desc", "")))
+            raise auth_error(body.get("result", response.status_code), response.status_code,
+                             body.get("desc"))
         return str(body["authToken"]), TOKEN_LIFETIME
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
@@ -108,12 +93,4 @@ class VivoAdapter:
 
     def receipts(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """callback.param of every task in a receipt callback {taskId: {"param": ...}}."""
-        tasks = parse_json(body)
-        if not isinstance(tasks, dict):
-            raise ValueError("callback body must map task ids to objects")
-        tokens = []
-        for task in tasks.values():
-            if not isinstance(task, dict):
-                raise ValueError("callback body must map task ids to objects")
-            tokens.append(require_str(task.get("param"), "param"))
-        return tokens
+        return delivered_tokens(values_of(parse_json(body), "body"), "body", "param")

@@ -8,17 +8,10 @@ from typing import Any
 
 import httpx
 
-from connectors.adapters.base import (
-    Accepted,
-    Delivery,
-    ProviderError,
-    TokenCache,
-    TokenExpired,
-    json_body,
-    request,
-    with_token,
-)
+from connectors.adapters.access import TokenCache, with_token
+from connectors.adapters.base import Accepted, Delivery
 from connectors.adapters.config import WechatSettings
+from connectors.adapters.http import auth_error, classify, json_body, request
 
 TOKEN_INVALID = frozenset({"40001", "40014", "42001"})  # invalid / malformed / expired token
 RETRYABLE = frozenset({"-1", "45009", "45011"})  # system busy / API quota / frequency limit
@@ -40,12 +33,8 @@ def template(settings: WechatSettings, delivery: Delivery) -> dict[str, Any]:
 def error_for(body: Mapping[str, Any]) -> Exception:
     """Map a non-zero errcode: token errors refresh, busy/quota retry, the rest are permanent."""
     code = str(body.get("errcode"))
-    if code in TOKEN_INVALID:
-        return TokenExpired(code)
-    retryable = code in RETRYABLE
-    return ProviderError(code, retryable=retryable,
-                         retry_after=QUOTA_WAIT if code in ("45009", "45011") else None,
-                         message=str(body.get("errmsg", "")))
+    return classify(code, 200, {}, message=str(body.get("errmsg", "")), refresh=TOKEN_INVALID,
+                    retryable=RETRYABLE, wait=QUOTA_WAIT if code in ("45009", "45011") else None)
 
 
 class WechatAdapter:
@@ -67,9 +56,9 @@ class WechatAdapter:
         response = await request(http, "GET", f"{self.base_url}/cgi-bin/token", params=query)
         body = json_body(response)
         if not body.get("access_token"):
-            code = str(body.get("errcode", response.status_code))
-            raise ProviderError(f"AUTH_{code}", retryable=code == "-1",
-                                message=str(body.get("errmsg", "")))
+            code = body.get("errcode", response.status_code)
+            status = 503 if str(code) == "-1" else response.status_code  # -1: system busy
+            raise auth_error(code, status, body.get("errmsg"))
         return str(body["access_token"]), float(body.get("expires_in", 7200))
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:

@@ -9,18 +9,10 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from connectors.adapters.base import (
-    RETRYABLE_STATUS,
-    Accepted,
-    Delivery,
-    ProviderError,
-    json_body,
-    parse_json,
-    request,
-    require_str,
-    retry_after,
-)
+from connectors.adapters.base import Accepted, Delivery
+from connectors.adapters.callbacks import delivered_tokens, parse_json, values_of
 from connectors.adapters.config import XiaomiSettings
+from connectors.adapters.http import classify, json_body, request
 
 RETRYABLE = frozenset({"-1", "10000", "200001"})  # busy / internal error / flow control
 DELIVERED = 1  # callback type: delivered to the device
@@ -48,13 +40,11 @@ def form(settings: XiaomiSettings, delivery: Delivery) -> dict[str, str]:
     return fields
 
 
-def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
+def error_for(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Exception:
     """Map an answer whose result is not ok: busy and flow control retry, the rest not."""
-    code = str(body.get("code", f"HTTP_{status}"))
-    retryable = code in RETRYABLE or status in RETRYABLE_STATUS
-    return ProviderError(code, retryable=retryable,
-                         retry_after=retry_after(headers) if retryable else None,
-                         message=str(body.get("description") or body.get("reason") or ""))
+    return classify(str(body.get("code", f"HTTP_{status}")), status, headers,
+                    message=str(body.get("description") or body.get("reason") or ""),
+                    retryable=RETRYABLE)
 
 
 class XiaomiAdapter:
@@ -86,14 +76,6 @@ class XiaomiAdapter:
             data = parse_qs(body.decode(), strict_parsing=True)["data"][0]
         except (UnicodeDecodeError, ValueError, KeyError) as exc:
             raise ValueError(f"callback must be a form with a 'data' field: {exc}") from None
-        events = parse_json(data.encode())
-        if not isinstance(events, dict):
-            raise ValueError("callback field 'data' must map message ids to objects")
-        tokens = []
-        for event in events.values():
-            if not isinstance(event, dict):
-                raise ValueError("callback field 'data' must map message ids to objects")
-            param = require_str(event.get("param"), "param")
-            if event.get("type") == DELIVERED:
-                tokens.append(param)
-        return tokens
+        events = values_of(parse_json(data.encode()), "field 'data'")
+        return delivered_tokens(events, "field 'data'", "param",
+                                lambda event: event.get("type") == DELIVERED)

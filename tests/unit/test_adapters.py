@@ -27,7 +27,8 @@ from connectors.adapters import (
     vivo,
     wechat,
 )
-from connectors.adapters.base import TokenCache, TokenExpired, retry_after, with_token
+from connectors.adapters.access import TokenCache, TokenExpired, with_token
+from connectors.adapters.http import retry_after
 from connectors.adapters.registry import Registry
 from connectors.simulator.core import Arrival
 from streams.domain.routes import KNOWN_ROUTES
