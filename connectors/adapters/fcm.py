@@ -14,7 +14,7 @@ from connectors.adapters.access import TokenCache, TokenExpired, with_token
 from connectors.adapters.base import Accepted, Delivery
 from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import FcmSettings, dev_key
-from connectors.adapters.http import auth_error, classify, json_body, request
+from connectors.adapters.http import classify, json_body, oauth2_token, request
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -87,13 +87,8 @@ class FcmAdapter:
     async def _fetch_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
         key = self._key.get_secret_value()
         grant = assertion(self.settings, key, self.token_url, time.time())
-        response = await request(http, "POST", self.token_url,
-                                 data={"grant_type": GRANT, "assertion": grant})
-        body = json_body(response)
-        if response.status_code != 200 or "access_token" not in body:
-            raise auth_error(body.get("error", response.status_code), response.status_code,
-                             body.get("error_description"))
-        return str(body["access_token"]), float(body.get("expires_in", 3600))
+        return await oauth2_token(http, self.token_url,
+                                  {"grant_type": GRANT, "assertion": grant})
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
         """POST projects/{id}/messages:send with a bearer token; refresh it once on 401."""

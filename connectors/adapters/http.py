@@ -76,3 +76,14 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise status_error(response)
     return value
+
+
+async def oauth2_token(http: httpx.AsyncClient, url: str,
+                       form: Mapping[str, str]) -> tuple[str, float]:
+    """POST an OAuth2 token request (RFC 6749 form); the access token and its lifetime."""
+    response = await request(http, "POST", url, data=form)
+    body = json_body(response)
+    if response.status_code != 200 or "access_token" not in body:
+        raise auth_error(body.get("error", response.status_code), response.status_code,
+                         body.get("error_description"))
+    return str(body["access_token"]), float(body.get("expires_in", 3600))

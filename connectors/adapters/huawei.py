@@ -12,7 +12,7 @@ from connectors.adapters.access import TokenCache, with_token
 from connectors.adapters.base import Accepted, Delivery
 from connectors.adapters.callbacks import delivered_tokens, parse_json
 from connectors.adapters.config import HuaweiSettings
-from connectors.adapters.http import auth_error, classify, json_body, request
+from connectors.adapters.http import classify, json_body, oauth2_token, request
 
 SUCCESS = "80000000"
 TOKEN_EXPIRED = frozenset({"80200001", "80200003"})  # OAuth authentication error / token expired
@@ -64,12 +64,7 @@ class HuaweiAdapter:
     async def _fetch_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", "client_id": self.settings.app_id,
                 "client_secret": self.settings.client_secret.get_secret_value()}
-        response = await request(http, "POST", self.token_url, data=form)
-        body = json_body(response)
-        if response.status_code != 200 or "access_token" not in body:
-            raise auth_error(body.get("error", response.status_code), response.status_code,
-                             body.get("error_description"))
-        return str(body["access_token"]), float(body.get("expires_in", 3600))
+        return await oauth2_token(http, self.token_url, form)
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:
         """POST the message with a bearer access token; refresh it once when expired."""
