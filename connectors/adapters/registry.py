@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import httpx
+
 from connectors.adapters.base import Adapter, UnknownTarget
 from connectors.adapters.config import ProviderConfig
 
@@ -78,6 +80,11 @@ class Registry:
     def for_send(self, channel: str, route: str | None) -> Adapter:
         """The adapter that delivers a send on this channel (and route, for APP)."""
         return self.adapter(self.name_for(channel, route))
+
+    def client(self, max_connections: int = 500) -> httpx.AsyncClient:
+        """An HTTP client for the adapters: the configured timeout, a bounded connection pool."""
+        return httpx.AsyncClient(timeout=self.config.timeout,
+                                 limits=httpx.Limits(max_connections=max_connections))
 
     async def aclose(self) -> None:
         """Close adapters that hold their own connections (APNs keeps an HTTP/2 client)."""

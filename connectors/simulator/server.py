@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import threading
 import time
@@ -34,9 +35,12 @@ def hypercorn_config(host: str, port: int) -> Config:
 
 
 async def run(sim: Simulator, stop: asyncio.Event | None = None) -> None:
-    """Serve sim until stop is set (or forever)."""
+    """Serve sim until stop is set (without one: until SIGINT or SIGTERM)."""
     config = hypercorn_config(sim.settings.host, sim.settings.port)
     event = stop or asyncio.Event()
+    if stop is None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, event.set)
     await serve(create_app(sim), config, shutdown_trigger=event.wait)  # type: ignore[arg-type]
 
 
@@ -45,7 +49,7 @@ class SimulatorThread:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        if not sim.settings.port or sim.settings.port == 8790:
+        if not sim.settings.port:  # port 0: pick a free one
             sim.settings.port = free_port(sim.settings.host)
         self.url = f"http://{sim.settings.host}:{sim.settings.port}"
         self._loop = asyncio.new_event_loop()

@@ -120,8 +120,8 @@ def run(sim: SimulatorThread, body: Callable[[Registry, httpx.AsyncClient], Awai
     """Run body(registry, client) on a fresh loop with adapters pointed at the simulator."""
 
     async def main() -> Any:
-        registry = Registry(ProviderConfig(simulator_url=sim.url))
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        registry = Registry(ProviderConfig(simulator_url=sim.url, timeout=timeout))
+        async with registry.client() as http:
             try:
                 return await body(registry, http)
             finally:
