@@ -39,6 +39,7 @@ class SimulatorSettings(BaseSettings):
     population: str = Field("", description="population file (JSON or YAML); empty = defaults")
     behaviours: str = Field("", description="file mapping route/channel to behaviour (JSON/YAML)")
     token_lifetime: float = Field(3600.0, gt=0, description="lifetime of issued access tokens")
+    log_errors: bool = Field(False, description="log the server's errors to stderr")
     fcm_public_key: str = Field("", description="service account's public key PEM; empty: dev key")
     apns_public_key: str = Field("", description="APNs auth key's public PEM; empty: dev key")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import threading
@@ -24,19 +23,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def hypercorn_config(host: str, port: int) -> Config:
-    """Hypercorn settings: one loopback listener, quiet logs."""
+def hypercorn_config(host: str, port: int, log_errors: bool = False) -> Config:
+    """Hypercorn settings: one listener, no access log, errors to stderr when asked."""
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = os.environ.get("PUSHCASCADE_SIMULATOR_ERRORLOG") or None
+    config.errorlog = "-" if log_errors else None
     config.graceful_timeout = 1.0
     return config
 
 
 async def run(sim: Simulator, stop: asyncio.Event | None = None) -> None:
     """Serve sim until stop is set (without one: until SIGINT or SIGTERM)."""
-    config = hypercorn_config(sim.settings.host, sim.settings.port)
+    config = hypercorn_config(sim.settings.host, sim.settings.port, sim.settings.log_errors)
     event = stop or asyncio.Event()
     if stop is None:
         for signum in (signal.SIGINT, signal.SIGTERM):
