@@ -30,6 +30,10 @@ def hypercorn_config(host: str, port: int, log_errors: bool = False) -> Config:
     config.accesslog = None
     config.errorlog = "-" if log_errors else None
     config.graceful_timeout = 1.0
+    config.backlog = 2048  # a dispatcher may open hundreds of connections at once
+    config.h2_max_concurrent_streams = 1000  # as many streams per connection as APNs allows
+    config.keep_alive_max_requests = 2**31  # never close a busy connection (default: 1000)
+    config.keep_alive_timeout = 120.0  # longer than clients keep idle connections (httpx: 5 s)
     return config
 
 
