@@ -19,9 +19,10 @@ class TokenCache:
     """An access token cached until shortly before it expires; one refresh at a time."""
 
     def __init__(self, fetch: Callable[[httpx.AsyncClient], Awaitable[tuple[str, float]]],
-                 margin: float = 60.0) -> None:
+                 margin: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._fetch = fetch  # returns (token, lifetime in seconds)
-        self._margin = margin
+        self._margin = margin  # refresh this long before the vendor's expiry
+        self._clock = clock
         self._token: str | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -32,14 +33,14 @@ class TokenCache:
 
     async def get(self, http: httpx.AsyncClient) -> str:
         """A valid access token, fetched when none is cached or it is about to expire."""
-        if self._token is not None and time.monotonic() < self._expires:
+        if self._token is not None and self._clock() < self._expires:
             return self._token
         async with self._lock:
-            if self._token is None or time.monotonic() >= self._expires:
+            if self._token is None or self._clock() >= self._expires:
                 token, lifetime = await self._fetch(http)
                 self.fetches += 1
                 self._token = token
-                self._expires = time.monotonic() + max(1.0, lifetime - self._margin)
+                self._expires = self._clock() + max(1.0, lifetime - self._margin)
             return self._token
 
     def invalidate(self, token: str) -> None:

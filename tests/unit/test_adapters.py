@@ -214,6 +214,26 @@ def test_a_token_is_fetched_once_until_invalidated() -> None:
     assert fetched == ["tok-0", "tok-1"]
 
 
+def test_a_token_is_fetched_anew_shortly_before_it_expires() -> None:
+    now = [0.0]
+    fetched: list[float] = []
+
+    async def fetch(http: object) -> tuple[str, float]:
+        fetched.append(now[0])
+        return f"tok-{len(fetched)}", 7200.0  # WeChat's lifetime
+
+    async def main() -> list[str]:
+        cache = TokenCache(fetch, margin=300.0, clock=lambda: now[0])  # type: ignore[arg-type]
+        seen = []
+        for t in (0.0, 6899.0, 6900.0, 7000.0):
+            now[0] = t
+            seen.append(await cache.get(None))  # type: ignore[arg-type]
+        return seen
+
+    assert asyncio.run(main()) == ["tok-1", "tok-1", "tok-2", "tok-2"]
+    assert fetched == [0.0, 6900.0]
+
+
 def test_a_token_refused_twice_is_a_retryable_error() -> None:
     async def fetch(http: object) -> tuple[str, float]:
         return "tok", 3600.0
