@@ -29,6 +29,15 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from streams.cli import bench, demo, send, tail, topics, up, worker  # noqa: F401  (registers)
+    from streams.cli import (  # noqa: F401  (registers)
+        bench,
+        demo,
+        send,
+        simulate,
+        tail,
+        topics,
+        up,
+        worker,
+    )
 
     cli()

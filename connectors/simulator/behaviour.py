@@ -1,0 +1,177 @@
+"""Pure simulator policy: per-target acceptance, errors and outages; the population's answers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+def unit(seed: int, *parts: object) -> float:
+    """A deterministic number in [0, 1) from the seed and parts (independent of call order)."""
+    text = "\x1f".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2**64
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the provider behind one route or channel answers sends."""
+
+    accept: float = 1.0  # probability a send is accepted
+    latency_ms: float = 0.0  # added before answering
+    error: str | None = None  # vendor error code of a rejected send (None: the vendor's default)
+    outage_until: float | None = None  # epoch seconds: until then every send gets a 5xx
+    retry_after: float = 1.0  # Retry-After seconds sent with outage and throttling answers
+
+    def updated(self, changes: Mapping[str, Any], now: float) -> Behaviour:
+        """A copy with changes applied ('outage_s' is relative to now); ValueError on bad keys."""
+        values = dict(changes)
+        if "outage_s" in values:
+            seconds = values.pop("outage_s")
+            values["outage_until"] = None if seconds is None else now + float(seconds)
+        unknown = set(values) - set(asdict(self))
+        if unknown:
+            raise ValueError(f"unknown behaviour field(s): {', '.join(sorted(unknown))}")
+        new = replace(self, **values)
+        if not 0.0 <= float(new.accept) <= 1.0:
+            raise ValueError("accept must be within 0..1")
+        if float(new.latency_ms) < 0 or float(new.retry_after) < 0:
+            raise ValueError("latency_ms and retry_after must not be negative")
+        return new
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the provider does with one send: accept it, reject it with a code, or be down."""
+
+    outcome: str  # "accept", "reject" or "outage"
+    code: str | None = None
+    retry_after: float | None = None
+
+
+def decide(behaviour: Behaviour, seed: int, target: str, send_id: str, seen: int,
+           now: float) -> Verdict:
+    """The verdict for the seen-th arrival of send_id at target."""
+    if behaviour.outage_until is not None and now < behaviour.outage_until:
+        return Verdict("outage", retry_after=behaviour.retry_after)
+    if unit(seed, "accept", target, send_id, seen) < behaviour.accept:
+        return Verdict("accept")
+    return Verdict("reject", code=behaviour.error, retry_after=behaviour.retry_after)
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """What the simulated person and phone do after a send was accepted (delays in seconds)."""
+
+    receipt_after: float | None
+    read_after: float | None
+
+
+@dataclass
+class Population:
+    """Receipt probabilities per route/channel and read probabilities per channel, with overrides.
+
+    ``receipt`` and ``read`` map a route or channel name (or ``*``) to a probability; accounts
+    override ``read`` by account_id, devices override ``receipt`` by device_id; ``addresses``
+    link a phone / openid / e-mail / push token to its account_id or device_id.
+    """
+
+    receipt: dict[str, float] = field(default_factory=lambda: {"*": 1.0})
+    read: dict[str, float] = field(default_factory=lambda: {"*": 0.0})
+    receipt_delay_ms: tuple[float, float] = (20.0, 200.0)
+    read_delay_ms: tuple[float, float] = (100.0, 1000.0)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Population:
+        """Validate a population document (see the README); ValueError naming the field."""
+        if not isinstance(data, Mapping):
+            raise ValueError("population must be an object")
+        unknown = set(data) - {"receipt", "read", "receipt_delay_ms", "read_delay_ms",
+                               "accounts", "devices", "seed"}
+        if unknown:
+            raise ValueError(f"unknown population field(s): {', '.join(sorted(unknown))}")
+        pop = cls()
+        for name in ("receipt", "read"):
+            if name in data:
+                setattr(pop, name, _probabilities(data[name], name))
+        for name in ("receipt_delay_ms", "read_delay_ms"):
+            if name in data:
+                setattr(pop, name, _range(data[name], name))
+        for group, key in (("accounts", "read"), ("devices", "receipt")):
+            entries = data.get(group, {})
+            if not isinstance(entries, Mapping):
+                raise ValueError(f"{group} must map ids to objects")
+            checked = {}
+            for ident, entry in entries.items():
+                where = f"{group}.{ident}"
+                if not isinstance(entry, Mapping) or set(entry) - {key, "addresses"}:
+                    raise ValueError(f"{where} may hold only {key!r} and 'addresses'")
+                addresses = entry.get("addresses", [])
+                if not isinstance(addresses, list) or not all(isinstance(a, str)
+                                                              for a in addresses):
+                    raise ValueError(f"{where}.addresses must be a list of strings")
+                checked[str(ident)] = {key: _probabilities(entry.get(key, {}), f"{where}.{key}"),
+                                       "addresses": list(addresses)}
+            setattr(pop, group, checked)
+        return pop
+
+    def _owner(self, group: dict[str, dict[str, Any]], ident: str | None,
+               address: str) -> dict[str, Any]:
+        if ident and ident in group:
+            return group[ident]
+        for entry in group.values():
+            if address in entry["addresses"]:
+                return entry
+        return {}
+
+    def react(self, seed: int, send_id: str, target: str, channel: str, account_id: str | None,
+              device_id: str | None, address: str) -> Reaction:
+        """Whether and when a receipt comes back and the read link is opened for one send."""
+        device = self._owner(self.devices, device_id, address)
+        account = self._owner(self.accounts, account_id, address)
+        p_receipt = _lookup(device.get("receipt", {}), target, self.receipt)
+        p_read = _lookup(account.get("read", {}), channel, self.read)
+        if unit(seed, "receipt", send_id) >= p_receipt:
+            return Reaction(None, None)  # never delivered: no receipt, nothing to read
+        receipt_after = _between(self.receipt_delay_ms, unit(seed, "receipt-delay", send_id))
+        read_after = None
+        if unit(seed, "read", send_id) < p_read:
+            read_after = receipt_after + _between(self.read_delay_ms,
+                                                  unit(seed, "read-delay", send_id))
+        return Reaction(receipt_after, read_after)
+
+
+def _lookup(own: Mapping[str, float], key: str, default: Mapping[str, float]) -> float:
+    for table in (own, default):
+        if key in table:
+            return table[key]
+        if "*" in table:
+            return table["*"]
+    return 0.0
+
+
+def _between(range_ms: tuple[float, float], u: float) -> float:
+    low, high = range_ms
+    return (low + (high - low) * u) / 1000.0
+
+
+def _probabilities(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must map route/channel names to probabilities")
+    out = {}
+    for key, p in value.items():
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ValueError(f"{where}.{key} must be a probability within 0..1, got {p!r}")
+        out[str(key).upper() if key != "*" else "*"] = float(p)
+    return out
+
+
+def _range(value: Any, where: str) -> tuple[float, float]:
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(v, int | float) and v >= 0 for v in value)
+            or value[0] > value[1]):
+        raise ValueError(f"{where} must be [low, high] milliseconds with 0 <= low <= high")
+    return float(value[0]), float(value[1])

@@ -1,0 +1,111 @@
+"""Unit tests of the simulator's pure policy: verdicts, behaviours and the population."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.simulator.behaviour import Behaviour, Population, decide, unit
+from connectors.simulator.core import load_document
+
+
+def test_an_outage_answers_every_send_until_it_ends() -> None:
+    down = Behaviour().updated({"outage_s": 30, "retry_after": 4}, now=1000.0)
+    assert down.outage_until == 1030.0
+    assert decide(down, 0, "HUAWEI", "s-1", 1, now=1029.0).outcome == "outage"
+    assert decide(down, 0, "HUAWEI", "s-1", 1, now=1029.0).retry_after == 4
+    assert decide(down, 0, "HUAWEI", "s-1", 1, now=1030.0).outcome == "accept"
+
+
+@given(seed=st.integers(), send_id=st.text(max_size=20), seen=st.integers(1, 5))
+def test_certain_acceptance_and_certain_rejection(seed: int, send_id: str, seen: int) -> None:
+    assert decide(Behaviour(accept=1.0), seed, "FCM", send_id, seen, 0).outcome == "accept"
+    rejected = decide(Behaviour(accept=0.0, error="UNREGISTERED"), seed, "FCM", send_id, seen, 0)
+    assert (rejected.outcome, rejected.code) == ("reject", "UNREGISTERED")
+
+
+def test_the_acceptance_rate_is_honoured_and_deterministic_for_a_seed() -> None:
+    half = Behaviour(accept=0.3)
+    verdicts = [decide(half, 5, "SMS", f"s-{i}", 1, 0).outcome for i in range(4000)]
+    assert 0.26 < verdicts.count("accept") / 4000 < 0.34
+    assert verdicts == [decide(half, 5, "SMS", f"s-{i}", 1, 0).outcome for i in range(4000)]
+    assert verdicts != [decide(half, 6, "SMS", f"s-{i}", 1, 0).outcome for i in range(4000)]
+
+
+def test_a_retry_of_the_same_send_draws_again() -> None:
+    half = Behaviour(accept=0.5)
+    draws = {decide(half, 1, "VIVO", "s-1", seen, 0).outcome for seen in range(1, 40)}
+    assert draws == {"accept", "reject"}
+
+
+@given(parts=st.lists(st.text(max_size=8), max_size=4), seed=st.integers())
+def test_unit_is_within_zero_and_one(parts: list[str], seed: int) -> None:
+    assert 0.0 <= unit(seed, *parts) < 1.0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"accept": 1.5}, "accept"), ({"latency_ms": -1}, "negative"),
+    ({"colour": "red"}, "colour")])
+def test_a_bad_behaviour_change_names_the_problem(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Behaviour().updated(changes, now=0)
+
+
+POPULATION = {
+    "receipt": {"*": 1.0, "FCM": 0.0},
+    "read": {"APP": 1.0, "SMS": 0.0},
+    "receipt_delay_ms": [10, 20],
+    "read_delay_ms": [100, 200],
+    "accounts": {"acct-sms": {"read": {"SMS": 1.0}, "addresses": ["+8613800000009"]}},
+    "devices": {"dev-dead": {"receipt": {"HUAWEI": 0.0}}},
+}
+
+
+def react(pop: Population, send_id: str, target: str, channel: str, account: str | None = None,
+          device: str | None = None, address: str = "x") -> tuple[float | None, float | None]:
+    r = pop.react(3, send_id, target, channel, account, device, address)
+    return r.receipt_after, r.read_after
+
+
+def test_the_population_answers_by_route_channel_account_and_device() -> None:
+    pop = Population.from_dict(POPULATION)
+    receipt, read = react(pop, "s-1", "HUAWEI", "APP", "acct-1", "dev-1")
+    assert receipt is not None and 0.010 <= receipt <= 0.020
+    assert read is not None and receipt + 0.100 <= read <= receipt + 0.200
+    assert react(pop, "s-2", "FCM", "APP", "acct-1", "dev-1") == (None, None)  # never arrives
+    assert react(pop, "s-3", "HUAWEI", "APP", "acct-1", "dev-dead") == (None, None)
+    assert react(pop, "s-4", "SMS", "SMS", None, None, "+8613800000001")[1] is None
+    assert react(pop, "s-5", "SMS", "SMS", None, None, "+8613800000009")[1] is not None
+
+
+@given(send_id=st.text(max_size=16))
+def test_the_same_send_gets_the_same_reaction(send_id: str) -> None:
+    pop = Population.from_dict({"receipt": {"*": 0.5}, "read": {"*": 0.5}})
+    assert react(pop, send_id, "OPPO", "APP") == react(pop, send_id, "OPPO", "APP")
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ({"read": {"SMS": 1.5}}, r"read\.SMS"),
+    ({"receipt_delay_ms": [20, 10]}, "receipt_delay_ms"),
+    ({"devices": {"d": {"read": {}}}}, r"devices\.d"),
+    ({"accounts": {"a": {"addresses": "+86"}}}, r"accounts\.a\.addresses"),
+    ({"people": []}, "people"),
+])
+def test_a_bad_population_file_names_the_field(document: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Population.from_dict(document)
+
+
+def test_a_population_file_may_be_json_or_yaml(tmp_path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps(POPULATION))
+    (tmp_path / "p.yaml").write_text(
+        "receipt: {'*': 1.0, FCM: 0.0}\nread: {APP: 1.0, SMS: 0.0}\n"
+        "receipt_delay_ms: [10, 20]\nread_delay_ms: [100, 200]\n"
+        "accounts:\n  acct-sms: {read: {SMS: 1.0}, addresses: ['+8613800000009']}\n"
+        "devices:\n  dev-dead: {receipt: {HUAWEI: 0.0}}\n")
+    from_json = Population.from_dict(load_document(str(tmp_path / "p.json")))
+    from_yaml = Population.from_dict(load_document(str(tmp_path / "p.yaml")))
+    assert from_json == from_yaml
