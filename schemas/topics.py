@@ -35,6 +35,8 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("pushcascade.account-events", "account_id",
               "(original record, masked); CampaignDecision", "router, campaign agent",
               internal=True),
+    TopicSpec("pushcascade.dispatch-intents", "account_id", "DispatchIntent", "dispatcher",
+              internal=True),
     TopicSpec("pushcascade.campaign-events", "campaign_id", "CampaignEvent, CampaignDue",
               "router, campaign timer", internal=True),
 )

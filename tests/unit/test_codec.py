@@ -40,7 +40,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "DeviceRegistration": {
         "device_id": "dev-1", "account_id": "acc-1", "manufacturer": "HUAWEI", "model": "P60",
-        "routes": ["huawei", "getui"], "active": False, "registered_at": T0,
+        "routes": ["huawei", "getui"], "push_tokens": {"huawei": "IQAAAACy0kYh"}, "active": False,
+        "registered_at": T0,
     },
     "ChannelSend": {
         "send_id": "snd-1", "message_id": "msg-1", "account_id": "acc-1", "channel": "APP",
@@ -70,6 +71,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "device_id": "d1", "route": "HUAWEI", "provider": "huawei", "status": "ACCEPTED",
         "provider_message_id": "hw-1", "error_code": None, "attempts": 1, "latency_ms": 12,
         "at": 1700000000000,
+    },
+    "DispatchIntent": {
+        "send_id": "s1", "message_id": "m1", "account_id": "a1", "channel": "SMS",
+        "device_id": None, "route": None, "provider": "sms", "at": 1700000000000,
     },
     "RoutePrior": {
         "manufacturer": "xiaomi", "model": None, "route": "JPUSH", "success_rate": 0.93,

@@ -24,7 +24,8 @@ FIELDS = {
     "Ack": "message_id account_id channel kind device_id route send_id acked_at",
     "AccountSettings": "account_id primary secondary updated_at",
     "AccountProfile": "account_id phone wechat_openid email updated_at",
-    "DeviceRegistration": "device_id account_id manufacturer model routes active registered_at",
+    "DeviceRegistration": "device_id account_id manufacturer model routes push_tokens active "
+    "registered_at",
     "ChannelSend": "send_id message_id account_id channel device_id route reason attempt "
     "importance title body read_action link sent_at",
     "Escalation": "message_id account_id from_channel to_channel deadline_at fired_at",
@@ -38,6 +39,7 @@ FIELDS = {
     "ProviderOutcome": "send_id message_id account_id channel device_id route provider status "
     "provider_message_id error_code attempts latency_ms at",
     "RoutePrior": "manufacturer model route success_rate samples computed_at",
+    "DispatchIntent": "send_id message_id account_id channel device_id route provider at",
 }
 SYMBOLS = {
     "Channel": ["APP", "WECHAT", "SMS", "EMAIL"],
@@ -49,7 +51,8 @@ SYMBOLS = {
     "DeliveryStatus": ["UNREACHABLE", "SENT", "READ", "ESCALATED", "EXHAUSTED", "FAILED"],
     "OutcomeStatus": ["ACCEPTED", "REJECTED", "FAILED"],
 }
-PII = {("AccountProfile", field) for field in ("phone", "wechat_openid", "email")}
+PII = {("AccountProfile", field) for field in ("phone", "wechat_openid", "email")} | {
+    ("DeviceRegistration", "push_tokens")}
 
 
 def _field(record: str, name: str) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def test_field_conventions(record: str) -> None:
         if isinstance(kind, str) and kind[0].isupper():
             pytest.fail(f"{where}: use the full name pushcascade.{kind}")
         if isinstance(kind, dict):
-            assert kind["type"] in ("array", "long"), f"{where}: no inline named types"
+            assert kind["type"] in ("array", "map", "long"), f"{where}: no inline named types"
         tagged = "PII" in field.get("confluent:tags", [])
         assert tagged == ((record, field["name"]) in PII), where
 
