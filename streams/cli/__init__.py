@@ -31,6 +31,7 @@ def main() -> None:
     """Console-script entry point."""
     from streams.cli import (  # noqa: F401  (registers)
         bench,
+        connectors,
         demo,
         send,
         simulate,

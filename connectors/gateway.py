@@ -1,0 +1,236 @@
+"""The ack gateway: vendors' receipt callbacks and people's read actions become Ack records.
+
+Every ack is proven by a signed token (connectors/tokens.py) and answered 2xx only after the
+broker acknowledged its record on push.acks (keyed by account_id, murmur2)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+from connectors.adapters import UnknownTarget
+from connectors.adapters.registry import Registry
+from connectors.metrics import ACKS, REFUSED
+from connectors.settings import ConnectorSettings
+from connectors.tokens import Signer, TokenError
+from schemas import Codec
+from streams.kafka import producer
+from streams.settings import Settings
+
+#: READ tokens already recorded (per gateway): a link opened twice is one READ.
+SEEN_READS = 100_000
+#: How long a request waits for the broker before the gateway answers 503.
+BROKER_WAIT = 10.0
+
+SCHEMAS = SchemaGenerator({"openapi": "3.0.0",
+                           "info": {"title": "pushcascade ack gateway", "version": "1"}})
+
+
+class AckWriter:
+    """Produces Ack records and waits, without blocking the loop, for the broker's answer."""
+
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.settings, self.codec = settings, codec
+        self.producer = producer(settings.connections.kafka_bootstrap_servers,
+                                 **{"message.timeout.ms": round(BROKER_WAIT * 1000)})
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Serve delivery reports on the loop."""
+        self._poller = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        """Flush and stop."""
+        if self._poller:
+            self._poller.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 10)
+
+    async def _poll(self) -> None:
+        while True:
+            self.producer.poll(0)
+            await asyncio.sleep(0.005)
+
+    async def write(self, acks: list[dict[str, Any]]) -> None:
+        """Produce the acks; return once all are acknowledged, raise if any is not."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for ack in acks:
+            future: asyncio.Future[None] = loop.create_future()
+
+            def delivered(err: KafkaError | None, _: Message,
+                          f: asyncio.Future[None] = future) -> None:
+                if not f.done():
+                    f.set_exception(RuntimeError(err.str())) if err else f.set_result(None)
+
+            self.producer.produce(self.settings.topic("push.acks"),
+                                  key=ack["account_id"].encode(),
+                                  value=self.codec.encode("Ack", ack), on_delivery=delivered)
+            futures.append(future)
+        await asyncio.wait_for(asyncio.gather(*futures), BROKER_WAIT + 1)
+        for ack in acks:
+            ACKS.labels(ack["kind"]).inc()
+
+
+def refuse(status: int, reason: str, message: str) -> JSONResponse:
+    """A 4xx/5xx answer with its reason, counted."""
+    REFUSED.labels(reason).inc()
+    return JSONResponse({"error": reason, "message": message}, status_code=status)
+
+
+def create_app(settings: Settings, config: ConnectorSettings, registry: Registry,
+               codec: Codec | None = None) -> Starlette:
+    """The gateway's ASGI app."""
+    codec = codec or Codec(settings.connections.schema_registry_url or None)
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    writer = AckWriter(settings, codec)
+    seen: OrderedDict[str, None] = OrderedDict()
+
+    async def body_of(request: Request) -> bytes | Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.ack_max_body:
+            return refuse(413, "too_large", f"body over {config.ack_max_body} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.ack_max_body:
+                return refuse(413, "too_large", f"body over {config.ack_max_body} bytes")
+        return body
+
+    async def written(acks: list[dict[str, Any]]) -> Response | None:
+        try:
+            await writer.write(acks)
+        except (RuntimeError, TimeoutError) as exc:
+            return refuse(503, "broker_unavailable", f"ack not written, try again: {exc}")
+        return None
+
+    async def callback(request: Request) -> Response:
+        """A vendor's delivery-receipt callback (in its own format): RECEIPT acks.
+        ---
+        summary: A vendor's delivery-receipt callback, recorded as RECEIPT acks
+        responses:
+          200: {description: the receipts were recorded}
+          400: {description: malformed body}
+          403: {description: no valid receipt token in it}
+          404: {description: unknown provider}
+          413: {description: body too large}
+          503: {description: the broker did not acknowledge; the vendor retries}
+        """
+        name = request.path_params["provider"]
+        try:
+            adapter = registry.adapter(name)
+        except UnknownTarget:
+            return refuse(404, "unknown_provider", f"no provider called {name!r}")
+        body = await body_of(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            tokens = adapter.receipts(dict(request.headers), body)
+        except ValueError as exc:
+            return refuse(400, "malformed", f"{name} callback: {exc}")
+        acks, refused = [], 0
+        for text in tokens:
+            try:
+                acks.append(signer.verify(text, "RECEIPT").ack(time.time()))
+            except TokenError:
+                refused += 1
+        if tokens and not acks:
+            return refuse(403, "bad_token", f"none of {len(tokens)} receipt tokens is valid")
+        if refused:
+            REFUSED.labels("bad_token").inc(refused)
+        failed = await written(acks)
+        return failed or JSONResponse({"recorded": len(acks), "refused": refused})
+
+    async def read(request: Request) -> Response:
+        """A read action (tracked link GET, button or reply POST): one READ ack.
+        ---
+        summary: A read action (tracked link GET, button or reply POST), recorded as one READ
+        responses:
+          200: {description: recorded (POST; or GET without a link)}
+          302: {description: recorded; redirect to the message's link}
+          403: {description: forged, expired or not a read token}
+          503: {description: the broker did not acknowledge; try again}
+        """
+        text = request.path_params["token"]
+        try:
+            token = signer.verify(text, "READ")
+        except TokenError as exc:
+            return refuse(403, "bad_token", str(exc))
+        repeat = text in seen
+        if not repeat:
+            seen[text] = None  # before the write: a second click meanwhile is a repeat
+            if len(seen) > SEEN_READS:
+                seen.popitem(last=False)
+            failed = await written([token.ack(time.time())])
+            if failed:
+                seen.pop(text, None)
+                return failed
+        if request.method == "GET" and token.link:
+            return RedirectResponse(token.link, status_code=302)
+        if request.method == "GET":
+            return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>")
+        return JSONResponse({"recorded": not repeat})
+
+    async def healthz(_: Request) -> Response:
+        """Liveness.
+        ---
+        summary: Liveness
+        """
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        """Readiness: the broker answers metadata requests.
+        ---
+        summary: Readiness (the broker answers)
+        responses:
+          200: {description: ready}
+          503: {description: no broker}
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, lambda: writer.producer.list_topics(timeout=2))
+        except Exception as exc:
+            return refuse(503, "broker_unavailable", str(exc))
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(_: Request) -> Response:
+        """Prometheus metrics.
+        ---
+        summary: Prometheus metrics
+        """
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        """This description (OpenAPI 3)."""
+        return JSONResponse(SCHEMAS.get_schema(routes=request.app.routes))
+
+    routes = [
+        Route("/callbacks/{provider}", callback, methods=["POST"]),
+        Route("/r/{token}", read, methods=["GET"]),
+        Route("/read/{token}", read, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi, include_in_schema=False),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,69 @@
+"""Settings of the dispatcher and the ack gateway, prefixed PUSHCASCADE_ (pydantic-settings)."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The development signing key: fine for the embedded stack, refused nowhere, logged nowhere;
+#: set PUSHCASCADE_ACK_KEYS in production.
+DEV_KEYS = '{"dev": "pushcascade-development-ack-key-change-me-0001"}'
+
+
+class ConnectorSettings(BaseSettings):
+    """What the dispatcher and the ack gateway read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PUSHCASCADE_", extra="ignore")
+
+    gateway_url: str = Field("http://127.0.0.1:8791",
+                             description="public base URL of the ack gateway (read links)")
+    gateway_host: str = Field("127.0.0.1", description="ack gateway listen address")
+    gateway_port: int = Field(8791, ge=0, description="ack gateway listen port")
+    ack_keys: SecretStr = Field(SecretStr(DEV_KEYS),
+                                description='signing keys as JSON {"key id": "secret", ...}')
+    ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")
+    ack_token_ttl: float = Field(7 * 86400.0, gt=0, description="lifetime of a read/receipt "
+                                 "token, seconds")
+    ack_max_body: int = Field(65536, gt=0, description="largest callback body accepted, bytes")
+    dispatch_in_flight: int = Field(500, gt=0, description="provider requests in flight")
+    dispatch_rate: float = Field(1000.0, gt=0, description="requests/s per provider")
+    dispatch_hold: float = Field(60.0, gt=0, description="seconds a send keeps being retried "
+                                 "through retryable errors and an open circuit before FAILED")
+    dispatch_backoff: float = Field(0.2, gt=0, description="first retry wait, seconds "
+                                    "(doubling, with jitter)")
+    dispatch_backoff_max: float = Field(5.0, gt=0, description="longest retry wait, seconds")
+    breaker_failures: int = Field(20, gt=0, description="consecutive failures that open a "
+                                  "provider's circuit")
+    breaker_reset: float = Field(10.0, gt=0, description="seconds an open circuit waits before "
+                                 "one trial request")
+    dispatch_metrics_port: int = Field(0, ge=0, description="Prometheus port of the dispatcher "
+                                       "(0: none)")
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> ConnectorSettings:
+        keys = self.keys
+        if self.ack_key_id and self.ack_key_id not in keys:
+            raise ValueError(f"PUSHCASCADE_ACK_KEY_ID={self.ack_key_id!r} is not among the "
+                             f"PUSHCASCADE_ACK_KEYS ids {sorted(keys)}")
+        return self
+
+    @cached_property
+    def keys(self) -> dict[str, str]:
+        """The signing keys by id (the secrets themselves: never log this)."""
+        try:
+            keys = json.loads(self.ack_keys.get_secret_value())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"PUSHCASCADE_ACK_KEYS is not JSON: {exc.msg}") from None
+        if not isinstance(keys, dict) or not keys or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) >= 32
+                for k, v in keys.items()):
+            raise ValueError('PUSHCASCADE_ACK_KEYS must be {"key id": "secret of 32+ characters"}')
+        return keys
+
+    @property
+    def signing_key_id(self) -> str:
+        """The id of the key new tokens are signed with."""
+        return self.ack_key_id or list(self.keys)[-1]

@@ -1,0 +1,66 @@
+"""`pushcascade dispatch` and `pushcascade acks-gateway`: the pipeline's HTTP edge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+
+from streams.cli import cli
+from streams.settings import get_settings
+
+
+def _config():  # type: ignore[no-untyped-def]
+    """Connector and provider settings, configuration errors as one clear line."""
+    from connectors.adapters.config import ProviderConfig
+    from connectors.adapters.registry import Registry
+    from connectors.settings import ConnectorSettings
+
+    try:
+        return ConnectorSettings(), Registry(ProviderConfig())
+    except ValueError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+@cli.command()
+def dispatch() -> None:
+    """Hand every send on push.sends to its provider once; record each outcome."""
+    from connectors.dispatcher import Dispatcher
+    from streams.metrics import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config, registry = _config()
+    dispatcher = Dispatcher(get_settings(), config, registry)
+    serve(config.dispatch_metrics_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await dispatcher.run(stop)
+
+    asyncio.run(main())
+
+
+@cli.command("acks-gateway")
+def acks_gateway() -> None:
+    """Serve receipt callbacks and read links; write their acks to push.acks."""
+    from hypercorn.asyncio import serve
+
+    from connectors.gateway import create_app
+    from connectors.simulator.server import hypercorn_config
+
+    config, registry = _config()
+    app = create_app(get_settings(), config, registry)
+    hc = hypercorn_config(config.gateway_host, config.gateway_port, log_errors=True)
+    click.echo(f"ack gateway on http://{config.gateway_host}:{config.gateway_port}", err=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(main())

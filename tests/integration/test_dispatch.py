@@ -1,0 +1,216 @@
+"""The dispatcher and the ack gateway through the real broker and the provider simulator."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.settings import ConnectorSettings
+from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
+from connectors.simulator.server import free_port
+from connectors.tokens import AckToken, Signer
+from schemas import Codec
+from streams.harness import Process, Tap, producer_for, start_python, worker_env
+from streams.kafka import producer
+from streams.settings import Settings
+from tests.helpers import now_ms
+
+CODEC = Codec()
+ROUTES = ("HUAWEI", "XIAOMI", "APNS", "FCM")
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorThread]:
+    """The provider simulator on a free port: accepts everything, receipts and reads off."""
+    sim = Simulator(SimulatorSettings(port=0, seed=3))
+    sim.set_population({"receipt": {"*": 0.0}, "read": {"*": 0.0}})
+    with SimulatorThread(sim) as running:
+        yield running
+
+
+def env_for(settings: Settings, simulator: SimulatorThread, **extra: Any) -> dict[str, str]:
+    """A connector's environment: this test's broker and topics, the simulator as providers."""
+    return {**worker_env(settings, **extra), "PUSHCASCADE_PROVIDER_SIMULATOR_URL": simulator.url}
+
+
+def addresses(settings: Settings, accounts: list[str]) -> None:
+    """A profile (SMS, WECHAT, EMAIL) and two devices with push tokens for each account."""
+    with producer_for(settings) as p:
+        for a in accounts:
+            p.send("account.profiles", {"account_id": a, "phone": "+8613800000000",
+                                        "wechat_openid": f"o-{a}", "email": f"{a}@example.com",
+                                        "updated_at": now_ms()})
+            for i, route in enumerate(("HUAWEI", "APNS")):
+                p.send("device.registry", {
+                    "device_id": f"{a}-d{i}", "account_id": a, "manufacturer": "HUAWEI",
+                    "model": "P60", "routes": [route], "push_tokens": {route: f"tok-{a}-{i}"},
+                    "registered_at": now_ms()})
+
+
+def send(account: str, message: str, channel: str, device: str | None = None,
+         route: str | None = None) -> dict[str, Any]:
+    """A ChannelSend as the router writes it."""
+    return {"send_id": f"{account}/{message}/{channel}/{device}", "message_id": message,
+            "account_id": account, "channel": channel, "device_id": device, "route": route,
+            "reason": "FANOUT", "attempt": 0, "importance": "HIGH", "title": "Gate 12",
+            "body": "Boarding now", "read_action": "LINK", "link": "https://air.example/b",
+            "sent_at": now_ms()}
+
+
+def write_sends(settings: Settings, sends: list[dict[str, Any]], raw: list[bytes] = ()) -> None:
+    """Produce ChannelSends (and raw undecodable values) to push.sends, keyed by account."""
+    p = producer(settings.connections.kafka_bootstrap_servers)
+    for s in sends:
+        p.produce(settings.topic("push.sends"), key=s["account_id"].encode(),
+                  value=CODEC.encode("ChannelSend", s))
+    for value in raw:
+        p.produce(settings.topic("push.sends"), key=b"broken", value=value)
+    assert p.flush(30) == 0
+
+
+def start_dispatcher(env: dict[str, str], workdir: Path, name: str) -> Process:
+    """`pushcascade dispatch` as a child process."""
+    return start_python("streams.cli", "dispatch", env=env, workdir=workdir, name=name)
+
+
+def test_each_send_reaches_its_provider_at_most_once_with_one_outcome_across_sigkills(
+        settings, simulator, tmp_path):
+    accounts = [f"acct-{i}" for i in range(40)]
+    addresses(settings, accounts)
+    sends = [s for a in accounts for m in ("m1", "m2") for s in (
+        send(a, m, "SMS"), send(a, m, "WECHAT"), send(a, m, "EMAIL"),
+        send(a, m, "APP", f"{a}-d0", "HUAWEI"), send(a, m, "APP", f"{a}-d1", "APNS"))]
+    unknown_route = [send(a, "m9", "APP", f"{a}-d0", "NOKIA") for a in accounts[:3]]
+    unknown_account = [send("nobody", "m1", "SMS")]
+    repeats = random.Random(5).sample(sends, 60)  # the router emitted these twice
+    write_sends(settings, sends + unknown_route + unknown_account + repeats,
+                raw=[b"\x00\x00\x00\x00\x06garbage"])
+    simulator.sim.set_behaviour("SMS", {"latency_ms": 30})  # keep work in flight for the kills
+    for route in ("HUAWEI", "APNS"):
+        simulator.sim.set_behaviour(route, {"latency_ms": 30})
+    outcomes = Tap(settings, "push.outcomes")
+    env = env_for(settings, simulator, dispatch_in_flight=20)
+    wanted = {s["send_id"] for s in sends + unknown_route + unknown_account}
+    kills = 0
+    for round_ in range(4):
+        dispatcher = start_dispatcher(env, tmp_path, f"dispatch-{round_}")
+        try:
+            if round_ < 3:  # kill mid-stream, once some more outcomes were recorded
+                seen = len(outcomes.records)
+                outcomes.wait_for(lambda rs, n=seen: len(rs) >= n + 40, timeout=90,
+                                  workers=[dispatcher])
+                time.sleep(random.uniform(0, 0.5))
+                dispatcher.kill()
+                kills += 1
+            else:
+                outcomes.wait_for(lambda rs: {r["send_id"] for r in rs} >= wanted, timeout=120,
+                                  workers=[dispatcher])
+        finally:
+            dispatcher.stop()
+    outcomes.poll(1.0)
+    per_send = Counter(r["send_id"] for r in outcomes.records)
+    assert set(per_send) == wanted
+    assert max(per_send.values()) == 1, [s for s, n in per_send.items() if n > 1]
+    by_id = {r["send_id"]: r for r in outcomes.records}
+    seen = simulator.sim.seen
+    assert all(seen[sid] <= 1 for sid in wanted), {s: n for s, n in seen.items() if n > 1}
+    accepted = [r for r in outcomes.records if r["status"] == "ACCEPTED"]
+    assert all(seen[r["send_id"]] == 1 for r in accepted)
+    interrupted = [r for r in outcomes.records if r["error_code"] == "interrupted"]
+    assert len(accepted) + len(interrupted) == len(sends)
+    assert {by_id[s["send_id"]]["error_code"] for s in unknown_route} == {"unknown_target"}
+    assert by_id[unknown_account[0]["send_id"]]["error_code"] == "unknown_address"
+    assert {by_id[s["send_id"]]["status"] for s in unknown_route + unknown_account} == {
+        "REJECTED"}
+    dlq = Tap(settings, "push.dlq")
+    dlq.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    assert dlq.records[0]["topic"] == settings.topic("push.sends")
+    print(f"{kills} SIGKILLs: {len(accepted)} accepted, {len(interrupted)} interrupted "
+          f"(recorded FAILED, never re-sent), 0 duplicates to a provider")
+
+
+def test_a_provider_down_for_30_s_holds_its_sends_and_the_others_keep_flowing(
+        settings, simulator, tmp_path):
+    accounts = [f"out-{i}" for i in range(20)]
+    addresses(settings, accounts)
+    outage_end = time.time() + 30
+    simulator.sim.set_behaviour("HUAWEI", {"outage_until": outage_end, "retry_after": 1})
+    dispatcher = start_dispatcher(env_for(settings, simulator, breaker_failures=5,
+                                          breaker_reset=3), tmp_path, "dispatch")
+    try:
+        huawei = [send(a, "m1", "APP", f"{a}-d0", "HUAWEI") for a in accounts]
+        sms = [send(a, "m1", "SMS") for a in accounts]
+        write_sends(settings, huawei + sms)
+        outcomes = Tap(settings, "push.outcomes")
+        outcomes.wait_for(lambda rs: {r["send_id"] for r in rs} >= {s["send_id"] for s in sms},
+                          timeout=25, workers=[dispatcher])
+        assert time.time() < outage_end  # the others flowed while HUAWEI was down
+        assert not [r for r in outcomes.records if r["route"] == "HUAWEI"]
+        outcomes.wait_for(lambda rs: {r["send_id"] for r in rs} >= {
+            s["send_id"] for s in huawei}, timeout=60, workers=[dispatcher])
+    finally:
+        dispatcher.stop()
+    statuses = Counter((r["channel"], r["status"]) for r in outcomes.records)
+    assert statuses == {("APP", "ACCEPTED"): 20, ("SMS", "ACCEPTED"): 20}
+    assert min(r["at"] for r in outcomes.records if r["route"] == "HUAWEI") >= outage_end * 1000
+    assert sum(simulator.sim.accepted[s["send_id"]] for s in huawei) == 20
+
+
+@pytest.fixture
+def gateway(settings, simulator, tmp_path) -> Iterator[str]:
+    """`pushcascade acks-gateway` on a free port; yields its base URL."""
+    port = free_port()
+    proc = start_python("streams.cli", "acks-gateway",
+                        env=env_for(settings, simulator, gateway_port=port),
+                        workdir=tmp_path, name="gateway")
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        proc.check()
+        assert time.monotonic() < end, "the gateway did not become ready"
+        time.sleep(0.2)
+    yield url
+    proc.stop()
+
+
+def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(settings, gateway):
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    the_send = send("acct-r", "m1", "APP", "acct-r-d0", "HUAWEI")
+    token = signer.sign(AckToken.for_send("READ", the_send))
+    for _ in range(2):
+        answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "https://air.example/b"
+    acks = Tap(settings, "push.acks")
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    acks.poll(2.0)
+    assert [(a["kind"], a["send_id"], a["route"]) for a in acks.records] == [
+        ("READ", the_send["send_id"], "HUAWEI")]
+    forged = Signer({config.signing_key_id: "x" * 40}, config.signing_key_id, 60).sign(
+        AckToken.for_send("READ", the_send))
+    answer = httpx.get(f"{gateway}/r/{forged}", timeout=15)
+    assert answer.status_code == 403 and answer.json()["error"] == "bad_token"
+    receipt = signer.sign(AckToken.for_send("RECEIPT", the_send))
+    assert httpx.post(f"{gateway}/read/{receipt}", timeout=15).status_code == 403
+    assert httpx.post(f"{gateway}/callbacks/nokia", content=b"{}", timeout=15).status_code == 404
+    assert httpx.post(f"{gateway}/callbacks/huawei", content=b"not json",
+                      timeout=15).status_code == 400
+    assert httpx.post(f"{gateway}/callbacks/huawei", content=b"x" * 70000,
+                      timeout=15).status_code == 413
+    paths = httpx.get(f"{gateway}/openapi.json", timeout=15).json()["paths"]
+    assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
+    acks.poll(1.0)
+    assert len(acks.records) == 1
