@@ -123,10 +123,16 @@ class Dispatcher:
         poller = asyncio.create_task(self._poll_producer(stop))
         http = self.registry.client(self.config.dispatch_in_flight)
         tasks: set[asyncio.Task[None]] = set()
-        last_commit = time.monotonic()
+        last_commit = last_log = time.monotonic()
+        taken = 0
         try:
             while not stop.is_set():
                 msgs = await loop.run_in_executor(self.pool, self.consumer.consume, BATCH, 0.1)
+                taken += len(msgs)
+                if time.monotonic() - last_log > 10:
+                    log.info("sends taken %d, in flight %d, waiting for an outcome %d",
+                             taken, len(tasks), self.tracker.pending())
+                    last_log = time.monotonic()
                 new = [s for s in (self._take(m) for m in msgs) if s is not None]
                 if new:
                     for send, provider in new:
@@ -171,6 +177,9 @@ class Dispatcher:
             self._dead_letter(msg, str(exc))
             return None
         sid = send["send_id"]
+        if send["channel"] == "APP" and not send.get("device_id"):
+            self.tracker.done(p, o)  # Method A's message-level APP record: the per-device
+            return None              # sends beside it are what providers carry
         with self._lock:
             if sid in self.done:
                 REPEATS.inc()

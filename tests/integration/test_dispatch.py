@@ -214,3 +214,68 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
     assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
     acks.poll(1.0)
     assert len(acks.records) == 1
+
+
+def test_the_closed_loop_through_http_learns_the_read_channel_and_escalates(
+        settings, workers, tmp_path):
+    port = free_port()
+    gateway_url = f"http://127.0.0.1:{port}"
+    sim = Simulator(SimulatorSettings(port=0, seed=11, gateway_url=gateway_url))
+    sim.set_population({"receipt": {"*": 1.0}, "read": {"WECHAT": 1.0, "*": 0.0},
+                        "receipt_delay_ms": [5, 50], "read_delay_ms": [50, 200]})
+    with SimulatorThread(sim) as simulator:
+        env = {**env_for(settings, simulator, new_account_pushes=1, read_deadline_high=4,
+                         gateway_port=port), "PUSHCASCADE_GATEWAY_URL": gateway_url}
+        gateway = start_python("streams.cli", "acks-gateway", env=env, workdir=tmp_path,
+                               name="gateway")
+        dispatcher = start_dispatcher(env, tmp_path, "dispatch")
+        router = workers(env)
+        procs = [gateway, dispatcher, router]
+        try:
+            with producer_for(settings) as p:
+                p.send("account.profiles", {"account_id": "loop", "phone": "+8613800000001",
+                                            "wechat_openid": "o-loop", "email": None,
+                                            "updated_at": now_ms()})
+                p.send("device.registry", {"device_id": "loop-d", "account_id": "loop",
+                                           "manufacturer": "HUAWEI", "model": "P60",
+                                           "routes": ["HUAWEI"],
+                                           "push_tokens": {"HUAWEI": "tok-loop"},
+                                           "registered_at": now_ms()})
+            sends, acks = Tap(settings, "push.sends"), Tap(settings, "push.acks")
+            outcomes = Tap(settings, "push.outcomes")
+
+            def push(message_id: str) -> None:
+                with producer_for(settings) as p:
+                    p.send("push.requests", {
+                        "message_id": message_id, "account_id": "loop", "importance": "HIGH",
+                        "title": "Gate", "body": "Boarding", "read_action": "LINK",
+                        "link": "https://air.example/b", "created_at": now_ms()})
+
+            push("m1")  # a new account: fan-out; the person reads WECHAT, the phone receipts
+            acks.wait_for(lambda rs: {(a["message_id"], a["kind"], a["channel"]) for a in rs}
+                          >= {("m1", "READ", "WECHAT"), ("m1", "RECEIPT", "APP")},
+                          timeout=90, workers=procs)
+            push("m2")  # learned: the primary is the channel that was read
+            sends.wait_for(lambda rs: any(s["message_id"] == "m2" for s in rs), timeout=60,
+                           workers=procs)
+            assert [(s["channel"], s["reason"]) for s in sends.records
+                    if s["message_id"] == "m2" and s["device_id"] is None] == [
+                ("WECHAT", "PRIMARY")]
+            sim.set_population({"receipt": {"*": 1.0}, "read": {"*": 0.0}})
+            push("m3")  # nobody reads it: escalated after the read deadline
+            sends.wait_for(lambda rs: any(s["message_id"] == "m3" and s["reason"] == "ESCALATION"
+                                          for s in rs), timeout=60, workers=procs)
+            sends.poll(1.0)
+            # what a provider carries of the escalation: the channel's send, or for APP the
+            # sends to each device beside the message-level record
+            carried = {s["send_id"] for s in sends.records if s["message_id"] == "m3"
+                       and s["reason"] != "PRIMARY" and (s["device_id"] or s["channel"] != "APP")}
+            assert carried
+            outcomes.wait_for(lambda rs: {o["send_id"] for o in rs} >= carried, timeout=60,
+                              workers=procs)
+            assert {o["status"] for o in outcomes.records if o["send_id"] in carried} == {
+                "ACCEPTED"}
+            assert all(simulator.sim.accepted[sid] == 1 for sid in carried)
+        finally:
+            dispatcher.stop()
+            gateway.stop()
