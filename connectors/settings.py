@@ -42,6 +42,11 @@ class ConnectorSettings(BaseSettings):
     dispatch_metrics_port: int = Field(0, ge=0, description="Prometheus port of the dispatcher "
                                        "(0: none)")
 
+    @classmethod
+    def from_env(cls) -> ConnectorSettings:
+        """The settings read from the environment."""
+        return cls(**{})
+
     @model_validator(mode="after")
     def _keys_parse(self) -> ConnectorSettings:
         keys = self.keys

@@ -164,6 +164,34 @@ def campaign(accounts: int, devices: int, receipt_deadline: float, json_out: Pat
     finish(result, json_out, "pushcascade bench campaign", rows)
 
 
+@bench.command()
+@click.option("--sends", default=5000, show_default=True, help="SMS sends dispatched (and "
+              "called from the bare client)")
+@click.option("--in-flight", default=500, show_default=True, help="provider requests in flight")
+@click.option("--acks", default=3000, show_default=True, help="read acks sent to the gateway")
+@click.option("--concurrency", default=100, show_default=True, help="load generator requests "
+              "in flight")
+@click.option("--json-out", type=click.Path(path_type=Path),
+              default=Path("var/bench/dispatch.json"), show_default=True,
+              help="where the figures are written as JSON")
+def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: Path) -> None:
+    """Dispatcher sends/s against the provider simulator beside a bare client's calls; the ack
+    gateway's acks/s and latency from a load generator process."""
+    from streams.harness.bench.dispatch import run_dispatch_bench
+
+    r = run_dispatch_bench(sends, in_flight, acks, concurrency, json_out.parent,
+                           log=lambda line: console.print(f"[dim]{line}"))
+    g = r["gateway"]
+    finish(r, json_out, "pushcascade bench dispatch", [
+        (f"bare client: SMS adapter calls/s ({in_flight} in flight)",
+         f"{r['bare_calls_per_s']:,.0f}"),
+        (f"dispatcher: sends/s with outcomes ({in_flight} in flight)",
+         f"{r['dispatcher_sends_per_s']:,.0f}"),
+        ("dispatcher / bare client", f"{r['ratio']:.2f}"),
+        (f"gateway: read acks/s ({concurrency} in flight)", f"{g['acks_per_s']:,.0f}"),
+        ("gateway latency p50 / p99", f"{g['p50_ms']:.0f} / {g['p99_ms']:.0f} ms")])
+
+
 def finish(result: dict[str, Any], json_out: Path, title: str,
            rows: list[tuple[str, str]]) -> None:
     """Stamp the command, write the figures as JSON and print them as a table."""

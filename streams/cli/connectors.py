@@ -19,7 +19,7 @@ def _config():  # type: ignore[no-untyped-def]
     from connectors.settings import ConnectorSettings
 
     try:
-        return ConnectorSettings(), Registry(ProviderConfig())
+        return ConnectorSettings.from_env(), Registry(ProviderConfig.from_env())
     except ValueError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
 
