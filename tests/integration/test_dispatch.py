@@ -279,3 +279,53 @@ def test_the_closed_loop_through_http_learns_the_read_channel_and_escalates(
         finally:
             dispatcher.stop()
             gateway.stop()
+
+
+def test_permanent_errors_are_rejected_at_once_and_a_slow_provider_fails_after_the_hold(
+        settings, simulator, tmp_path):
+    addresses(settings, ["bad-1", "bad-2"])
+    simulator.sim.set_behaviour("SMS", {"accept": 0.0, "error": "isv.MOBILE_NUMBER_ILLEGAL"})
+    simulator.sim.set_behaviour("WECHAT", {"latency_ms": 3000})
+    env = {**env_for(settings, simulator, dispatch_hold=2),
+           "PUSHCASCADE_PROVIDER_TIMEOUT": "0.5"}
+    dispatcher = start_dispatcher(env, tmp_path, "dispatch")
+    try:
+        sms, wechat = send("bad-1", "m1", "SMS"), send("bad-2", "m1", "WECHAT")
+        write_sends(settings, [sms, wechat])
+        outcomes = Tap(settings, "push.outcomes")
+        outcomes.wait_for(lambda rs: len(rs) >= 2, timeout=60, workers=[dispatcher])
+    finally:
+        dispatcher.stop()
+    by_id = {r["send_id"]: r for r in outcomes.records}
+    assert (by_id[sms["send_id"]]["status"], by_id[sms["send_id"]]["error_code"],
+            by_id[sms["send_id"]]["attempts"]) == ("REJECTED", "isv.MOBILE_NUMBER_ILLEGAL", 1)
+    slow = by_id[wechat["send_id"]]
+    assert slow["status"] == "FAILED" and slow["attempts"] >= 2, slow
+    assert slow["error_code"] in ("TIMEOUT", "timeout"), slow
+
+
+def test_the_gateway_answers_503_while_the_broker_is_unreachable(settings, simulator, tmp_path):
+    port = free_port()
+    env = {**env_for(settings, simulator, gateway_port=port),
+           "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}  # nothing listens there
+    proc = start_python("streams.cli", "acks-gateway", env=env, workdir=tmp_path,
+                        name="gateway")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                ready = httpx.get(f"{url}/readyz", timeout=10)
+                break
+            except httpx.HTTPError:
+                proc.check()
+                assert time.monotonic() < end
+                time.sleep(0.2)
+        assert ready.status_code == 503
+        config = ConnectorSettings()
+        token = Signer(config.keys, config.signing_key_id, 60).sign(
+            AckToken.for_send("READ", send("acct-x", "m1", "SMS")))
+        answer = httpx.post(f"{url}/read/{token}", timeout=30)
+        assert answer.status_code == 503 and answer.json()["error"] == "broker_unavailable"
+    finally:
+        proc.stop()
