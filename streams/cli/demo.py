@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,11 +16,12 @@ from rich.live import Live
 from rich.table import Table
 
 from connectors.producer import PushProducer, RecordProducer
+from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
+from connectors.simulator.server import free_port
 from schemas import Codec
 from streams.cli import cli
 from streams.clickhouse import client
 from streams.harness import (
-    DeviceSimulator,
     Population,
     Process,
     ProcessExited,
@@ -26,6 +29,7 @@ from streams.harness import (
     population,
     producer_for,
     stack,
+    start_python,
     start_worker,
     wait_accounts,
     worker_env,
@@ -40,7 +44,8 @@ def sample_records(now_ms: int) -> dict[str, dict]:
     account, device, message = "acct-demo", "dev-demo", f"msg-{uuid.uuid4().hex[:8]}"
     return {
         "device.registry": {"device_id": device, "account_id": account, "manufacturer": "Huawei",
-                            "model": "P60", "routes": ["HUAWEI", "JPUSH"], "active": True,
+                            "model": "P60", "routes": ["HUAWEI", "JPUSH"],
+                            "push_tokens": {"HUAWEI": "tok-demo"}, "active": True,
                             "registered_at": now_ms},
         "account.profiles": {"account_id": account, "phone": "+8613800000000",
                              "wechat_openid": "o-demo", "email": None, "updated_at": now_ms},
@@ -48,7 +53,7 @@ def sample_records(now_ms: int) -> dict[str, dict]:
                              "updated_at": now_ms},
         "push.requests": {"message_id": message, "account_id": account, "importance": "HIGH",
                           "title": "Your parcel", "body": "arrives today", "read_action": "BUTTON",
-                          "campaign_id": None, "device_ids": [], "created_at": now_ms},
+                          "link": None, "campaign_id": None, "device_ids": [], "created_at": now_ms},
         "push.acks": {"message_id": message, "account_id": account, "channel": "APP",
                       "kind": "READ", "device_id": device, "route": "HUAWEI", "send_id": None,
                       "acked_at": now_ms},
@@ -89,77 +94,154 @@ DEMO_TUNING = {"new_account_pushes": 2, "read_deadline_low": 3, "read_deadline_n
 LAST_TIMER = DEMO_TUNING["read_deadline_high"] + DEMO_TUNING["receipt_deadline"]
 
 
-def progress(sim: DeviceSimulator, requests: int, started: float) -> Table:
-    """The live table: what the pipeline sent and what the population answered."""
-    c = sim.counts
-    table = Table(title=f"pushcascade closed loop — {time.monotonic() - started:4.1f} s")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    rows = [("push requests", requests), ("fan-out sends (new accounts)", c["send_FANOUT"]),
-            ("primary sends (established)", c["send_PRIMARY"]),
-            ("escalations (missed read deadline)", c["send_ESCALATION"]),
-            ("device sends on the original route", c["send_ORIGINAL_ROUTE"]),
-            ("device fallback sends (no receipt)", c["send_FALLBACK_ROUTE"]),
-            ("probes", c["send_PROBE"]), ("receipts", c["receipt"]), ("reads", c["read"]),
-            ("messages read", len(sim.read_messages))]
-    for what, n in rows:
-        table.add_row(what, str(n))
-    return table
+class Flow:
+    """What went through the pipeline so far, read from its topics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.taps = {n: Tap(settings, n) for n in ("push.sends", "push.outcomes", "push.acks",
+                                                   "push.results")}
+
+    def poll(self) -> tuple[int, ...]:
+        """Read what is new; a fingerprint of the counts (unchanged = quiet)."""
+        for tap in self.taps.values():
+            tap.poll(0.05)
+        return tuple(len(t.records) for t in self.taps.values())
+
+    def rows(self, requests: int) -> list[tuple[str, int | str]]:
+        """The live table's rows."""
+        sends = Counter(s["reason"] for s in self.taps["push.sends"].records
+                        if s["device_id"] or s["reason"] not in DEVICE_REASONS)
+        outcomes = Counter(o["status"] for o in self.taps["push.outcomes"].records)
+        acks = Counter(a["kind"] for a in self.taps["push.acks"].records)
+        read = {r["message_id"] for r in self.taps["push.results"].records
+                if r["status"] == "READ"}
+        return [("push requests", requests), ("fan-out sends (new accounts)", sends["FANOUT"]),
+                ("primary sends (established)", sends["PRIMARY"]),
+                ("escalations (missed read deadline)", sends["ESCALATION"]),
+                ("device sends on the original route", sends["ORIGINAL_ROUTE"]),
+                ("device fallback sends (no receipt)", sends["FALLBACK_ROUTE"]),
+                ("probes", sends["PROBE"]),
+                ("provider: accepted / rejected / failed",
+                 f"{outcomes['ACCEPTED']} / {outcomes['REJECTED']} / {outcomes['FAILED']}"),
+                ("receipts (vendor callbacks)", acks["RECEIPT"]),
+                ("reads (signed links)", acks["READ"]), ("messages read", len(read))]
+
+    def table(self, requests: int, started: float) -> Table:
+        """The live table."""
+        table = Table(title=f"pushcascade closed loop — {time.monotonic() - started:4.1f} s")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for what, n in self.rows(requests):
+            table.add_row(what, str(n))
+        return table
+
+    def close(self) -> None:
+        """Close the taps."""
+        for tap in self.taps.values():
+            tap.close()
+
+
+#: Reasons of the per-device sends (their account-level APP record is not counted twice).
+DEVICE_REASONS = ("ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE")
+
+
+def start_edge(settings: Settings, crowd: Population, var_dir: Path
+               ) -> tuple[SimulatorThread, list[Process]]:
+    """The provider simulator playing the population, the ack gateway, the dispatcher and a
+    worker: the whole loop over HTTP."""
+    port = free_port()
+    gateway_url = f"http://127.0.0.1:{port}"
+    options: dict[str, Any] = {"port": 0, "seed": 7, "gateway_url": gateway_url}
+    sim = Simulator(SimulatorSettings(**options))
+    sim.set_population(crowd.document())
+    simulator = SimulatorThread(sim).start()
+    env = {**worker_env(settings, **DEMO_TUNING, gateway_port=port),
+           "PUSHCASCADE_GATEWAY_URL": gateway_url,
+           "PUSHCASCADE_PROVIDER_SIMULATOR_URL": simulator.url}
+    procs = [start_python("streams.cli", "acks-gateway", env=env, workdir=var_dir,
+                          name="demo-gateway"),
+             start_python("streams.cli", "dispatch", env=env, workdir=var_dir,
+                          name="demo-dispatch"),
+             start_worker(env, var_dir, "demo-worker")]
+    return simulator, procs
 
 
 def closed_loop(settings: Settings, users: int, rounds: int, var_dir: Path) -> None:
-    """Run a worker and a simulated population; show live progress and the outcome."""
-    worker = start_worker(worker_env(settings, **DEMO_TUNING), var_dir, "demo-worker")
+    """Run the pipeline's processes and a simulated population over HTTP; show live progress."""
     people = population(users)
     crowd = Population(people)
-    sim = crowd.simulator(settings)
+    simulator, procs = start_edge(settings, crowd, var_dir)
+    flow = Flow(settings)
     try:
         with producer_for(settings) as producer:
             crowd.register(producer)
-        with console.status("worker starting, devices and profiles registering"):
-            wait_accounts(settings, crowd.users, workers=[worker])
-        sim.start()
+        with console.status("worker, dispatcher and gateway starting, devices registering"):
+            wait_accounts(settings, crowd.users, workers=procs)
         started, sent = time.monotonic(), 0
         pushes = PushProducer(settings.connections.kafka_bootstrap_servers,
                               topic_prefix=settings.tuning.topic_prefix,
                               schema_registry_url=settings.connections.schema_registry_url)
         with pushes as producer, \
-                Live(progress(sim, 0, started), console=console, refresh_per_second=4) as live:
+                Live(flow.table(0, started), console=console, refresh_per_second=4) as live:
 
-            def show() -> None:
-                live.update(progress(sim, sent, started))
+            def show() -> tuple[int, ...]:
+                counts = flow.poll()
+                live.update(flow.table(sent, started))
+                return counts
 
             for r in range(rounds):
                 for u in people:
                     producer.push({"message_id": f"{u.account_id}-m{r}",
                                    "account_id": u.account_id, "importance": "HIGH",
                                    "title": "Your parcel", "body": f"update {r}",
-                                   "read_action": "BUTTON", "campaign_id": None,
-                                   "device_ids": [], "created_at": int(time.time() * 1000)})
+                                   "read_action": "LINK", "link": "https://shop.example/parcel",
+                                   "campaign_id": None, "device_ids": [],
+                                   "created_at": int(time.time() * 1000)})
                     sent += 1
                 producer.flush()
-                pace(2.0, show, worker)
-            # let the last timers come due, then wait until every answer is processed
-            pace(LAST_TIMER, show, worker)
-            sim.wait_quiet(workers=[worker])
-            show()
-        sim.stop()
+                pace(2.0, show, procs)
+            # let the last timers come due, then wait until nothing moves any more
+            pace(LAST_TIMER, show, procs)
+            quiet(show, simulator, procs)
+        rows = dict(flow.rows(sent))
         readers = [u for u in people if u.reads_on]
-        seen = sum(f"{u.account_id}-m{r}" in sim.read_messages
-                   for u in readers for r in range(rounds))
-        channel_sends = sum(sim.counts[f"send_{r}"] for r in ("FANOUT", "PRIMARY", "ESCALATION"))
-        console.print(f"messages read by users who read: {seen} of {len(readers) * rounds}; "
-                      f"channel sends per message: {channel_sends / max(sent, 1):.2f}")
+        channel_sends = sum(int(rows[k]) for k in ("fan-out sends (new accounts)",
+                                                   "primary sends (established)",
+                                                   "escalations (missed read deadline)"))
+        console.print(f"messages read: {rows['messages read']} "
+                      f"(of {len(readers) * rounds} pushed to users who read); channel sends per "
+                      f"message: {channel_sends / max(sent, 1):.2f}")
     finally:
-        sim.stop()
-        worker.stop(8)
+        flow.close()
+        for proc in reversed(procs):
+            proc.stop(8)
+        simulator.stop()
 
 
-def pace(seconds: float, show: Callable[[], None], worker: Process) -> None:
+def quiet(show: Callable[[], tuple[int, ...]], simulator: SimulatorThread,
+          procs: list[Process], timeout: float = 90.0) -> None:
+    """Wait until the simulator has answered everything and no topic grew for two seconds."""
+    end = time.monotonic() + timeout
+    last, since = show(), time.monotonic()
+    while time.monotonic() < end:
+        for proc in procs:
+            proc.check()
+        simulator.idle(timeout=max(1.0, end - time.monotonic()))
+        counts = show()
+        if counts != last:
+            last, since = counts, time.monotonic()
+        elif time.monotonic() - since > 2.0:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"the pipeline did not settle in {timeout}s")
+
+
+def pace(seconds: float, show: Callable[[], object], procs: list[Process]) -> None:
     """Refresh the live table four times a second for `seconds` (the demo's rhythm)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        worker.check()
+        for proc in procs:
+            proc.check()
         show()
         time.sleep(0.25)
 
@@ -168,7 +250,8 @@ def pace(seconds: float, show: Callable[[], None], worker: Process) -> None:
 @click.option("--users", default=40, show_default=True, help="simulated accounts")
 @click.option("--rounds", default=6, show_default=True, help="pushes per account")
 def demo(users: int, rounds: int) -> None:
-    """Run the embedded stack, a worker and a simulated population, with live progress."""
+    """Run the embedded stack and the whole loop over HTTP (worker, dispatcher, provider
+    simulator with its population, ack gateway), with live progress."""
     base = get_settings()
     prefix = f"{base.tuning.topic_prefix}demo{uuid.uuid4().hex[:6]}."
     given = Settings(topic_prefix=prefix,
@@ -181,6 +264,5 @@ def demo(users: int, rounds: int) -> None:
         try:
             closed_loop(settings, users, rounds, var_dir)
         except (AssertionError, TimeoutError, ProcessExited) as exc:
-            log = var_dir / "demo-worker.log"
-            raise click.ClickException(f"{exc}\n(worker log: {log})") from exc
+            raise click.ClickException(f"{exc}\n(logs: {var_dir}/demo-*.log)") from exc
     console.print("[bold green]demo finished")

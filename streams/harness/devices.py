@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,6 +166,11 @@ class User:
     route_success: dict[str, float] = field(default_factory=dict)
 
     @property
+    def phone(self) -> str:
+        """The account's phone number (unique: the provider simulator finds the user by it)."""
+        return f"+86138{zlib.crc32(self.account_id.encode()) % 10**8:08d}"
+
+    @property
     def device_id(self) -> str:
         """The user's one device."""
         return f"{self.account_id}-phone"
@@ -201,7 +207,7 @@ class Population:
                 "routes": [ROUTES[u.manufacturer], *THIRD_PARTY], "active": True,
                 "registered_at": now})
             producer.send("account.profiles", {
-                "account_id": u.account_id, "phone": "+8613800000000",
+                "account_id": u.account_id, "phone": u.phone,
                 "wechat_openid": f"o-{u.account_id}", "email": None, "updated_at": now})
         producer.flush()
 
@@ -221,6 +227,18 @@ class Population:
             return None
         reads = delivered if send["channel"] == "APP" else not send["device_id"]
         return self.read_delay if reads else None
+
+    def document(self) -> dict[str, Any]:
+        """This population as the provider simulator's population file: each device's receipt
+        probability per route, each account's read probability per channel."""
+        devices = {u.device_id: {"receipt": {ROUTES[u.manufacturer]: float(u.original_works),
+                                             **u.route_success}}
+                   for u in self.users.values()}
+        accounts = {u.account_id: {"read": {u.reads_on: 1.0},
+                                   "addresses": [u.phone, f"o-{u.account_id}"]}
+                    for u in self.users.values() if u.reads_on}
+        return {"receipt": {"*": 0.5}, "read": {"*": 0.0}, "receipt_delay_ms": [20, 200],
+                "read_delay_ms": [100, 400], "devices": devices, "accounts": accounts}
 
     def simulator(self, settings: Settings) -> DeviceSimulator:
         """A DeviceSimulator playing this population (not started)."""
