@@ -9,7 +9,8 @@ from streams.topics import admin
 from tests.helpers import read_topic, run_cli
 
 REQUEST = {"message_id": "m-1", "account_id": "acct-1", "importance": "HIGH", "title": "Hello",
-           "body": "World", "read_action": "LINK", "campaign_id": "spring", "device_ids": ["d1"],
+           "body": "World", "read_action": "LINK", "link": "https://shop.example/spring",
+           "campaign_id": "spring", "device_ids": ["d1"],
            "created_at": 1700000000123}
 
 
