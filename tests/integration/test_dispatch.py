@@ -329,3 +329,42 @@ def test_the_gateway_answers_503_while_the_broker_is_unreachable(settings, simul
         assert answer.status_code == 503 and answer.json()["error"] == "broker_unavailable"
     finally:
         proc.stop()
+
+
+def test_two_dispatchers_in_one_group_share_the_sends_each_once(settings, simulator, tmp_path):
+    accounts = [f"pair-{i}" for i in range(40)]
+    addresses(settings, accounts)
+    sends = [send(a, m, ch) for a in accounts for m in ("m1", "m2") for ch in ("SMS", "WECHAT")]
+    simulator.sim.set_behaviour("SMS", {"latency_ms": 20})
+    env = env_for(settings, simulator, dispatch_in_flight=10)
+    first = start_dispatcher(env, tmp_path, "dispatch-1")
+    second = start_dispatcher(env, tmp_path, "dispatch-2")
+    try:
+        end = time.monotonic() + 90
+        while (shares := [owned(p) for p in (first, second)]) and not (
+                all(shares) and shares[0] | shares[1] == {0, 1, 2, 3}
+                and not shares[0] & shares[1]):
+            first.check()
+            second.check()
+            assert time.monotonic() < end, f"the partitions were not shared: {shares}"
+            time.sleep(0.3)
+        write_sends(settings, sends)
+        outcomes = Tap(settings, "push.outcomes")
+        outcomes.wait_for(lambda rs: {r["send_id"] for r in rs} >= {s["send_id"] for s in sends},
+                          timeout=120, workers=[first, second])
+    finally:
+        first.stop()
+        second.stop()
+    outcomes.poll(1.0)
+    assert Counter(r["send_id"] for r in outcomes.records) == dict.fromkeys(
+        (s["send_id"] for s in sends), 1)
+    assert all(simulator.sim.seen[s["send_id"]] == 1 for s in sends)
+
+
+def owned(dispatcher: Process) -> set[int]:
+    """The partitions of push.sends a dispatcher was last assigned (from its log)."""
+    lines = [ln for ln in dispatcher.logs().splitlines() if "sends done" in ln]
+    if not lines:
+        return set()
+    listed = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
+    return {int(p) for p in listed.split(",") if p.strip()}
