@@ -249,6 +249,11 @@ def measure_lateness(bootstrap: str, pending: int, accounts: int, deadline: floa
                                 workers=[worker])
         log(f"deadline: all {pending} requests processed {ingest:.1f}s after producing")
         escalations = watch_escalations(settings, worker, pending, give_up, log)
+        early = lateness_result(pending, deadline, produced_at, {}, escalations)
+        log(f"deadline: {early['escalated']} escalated ({early['escalated_exactly_once']} "
+            f"exactly once, {early['missing']} missing); lateness seen "
+            f"{early['lateness_seen_ms']}, fired {early['lateness_fired_ms']} (before the "
+            f"sends are read back, which is slow for large runs)")
     finally:
         worker.stop()
     sends = collect_outputs(settings, "push.sends", pending, "late-",
