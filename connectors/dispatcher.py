@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SENDS, OUTCOMES, INTENTS = "push.sends", "push.outcomes", "pushcascade.dispatch-intents"
 BATCH = 500
+#: Sends taken per in-flight slot before the dispatcher stops reading (bounded memory).
+BACKLOG = 4
 
 
 def retryable(exc: BaseException) -> bool:
@@ -127,6 +129,9 @@ class Dispatcher:
         taken = 0
         try:
             while not stop.is_set():
+                if len(tasks) >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure
+                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 msgs = await loop.run_in_executor(self.pool, self.consumer.consume, BATCH, 0.1)
                 taken += len(msgs)
                 if time.monotonic() - last_log > 10:
