@@ -5,19 +5,14 @@ group, so every dispatcher holds every address. Values are never logged."""
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Message
 
-from connectors.follow import all_partitions, read_to_end
 from schemas import Codec, SchemaError
-from streams.kafka import consumer
+from streams.follow import Follower
 from streams.settings import Settings
-
-log = logging.getLogger(__name__)
 
 #: The profile field that addresses each account-level channel.
 CHANNEL_FIELD = {"SMS": "phone", "WECHAT": "wechat_openid", "EMAIL": "email"}
@@ -30,10 +25,11 @@ class AddressBook:
         self.settings, self.codec = settings, codec
         self.profiles: dict[str, dict[str, Any]] = {}
         self.devices: dict[str, dict[str, Any]] = {}
-        self.ready = threading.Event()
         self.undecodable = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="address-book", daemon=True)
+        topics = [settings.topic("account.profiles"), settings.topic("device.registry")]
+        self._follower = Follower(settings.connections.kafka_bootstrap_servers,
+                                  settings.topic("addresses"), topics, self.apply, "address-book")
+        self.ready = self._follower.ready
 
     def __repr__(self) -> str:  # never the addresses themselves
         return f"AddressBook(profiles={len(self.profiles)}, devices={len(self.devices)})"
@@ -70,29 +66,9 @@ class AddressBook:
 
     def start(self) -> AddressBook:
         """Read both topics to their end in the background, then keep following them."""
-        self._thread.start()
+        self._follower.start()
         return self
 
     def stop(self) -> None:
         """Stop following."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _follow(self) -> None:
-        s = self.settings
-        c = consumer(s.connections.kafka_bootstrap_servers, f"{s.tuning.topic_prefix}addresses",
-                     **{"enable.partition.eof": False})
-        try:
-            tps = all_partitions(c, [s.topic("account.profiles"), s.topic("device.registry")])
-            read_to_end(c, tps, self.apply, timeout=600)
-            self.ready.set()
-            log.info("address book: %r", self)
-            while not self._stop.is_set():
-                for msg in c.consume(500, 0.5):
-                    if msg.error() is None:
-                        self.apply(msg)
-        except Exception:
-            log.exception("address book stopped")
-            raise
-        finally:
-            c.close()
+        self._follower.stop()

@@ -30,7 +30,6 @@ from tenacity.wait import wait_base
 from connectors.adapters import Delivery, ProviderError, UnknownTarget
 from connectors.adapters.registry import Registry
 from connectors.addresses import AddressBook
-from connectors.follow import read_to_end
 from connectors.metrics import (
     BREAKER,
     DEAD_LETTERS,
@@ -44,6 +43,8 @@ from connectors.offsets import OffsetTracker
 from connectors.settings import ConnectorSettings
 from connectors.tokens import AckToken, Signer
 from schemas import Codec, SchemaError
+from streams.domain.records import dead_letter
+from streams.follow import read_to_end
 from streams.kafka import consumer, producer
 from streams.settings import Settings
 
@@ -318,10 +319,9 @@ class Dispatcher:
                 self.tracker.done(p, o)
 
         self.producer.produce(self.topic("push.dlq"), key=msg.key() or b"",
-                              value=self.codec.encode("DeadLetter", {
-                                  "key": msg.key(), "value": msg.value(), "topic": msg.topic(),
-                                  "partition": p, "offset": o, "error": error,
-                                  "failed_at": round(time.time() * 1000)}),
+                              value=self.codec.encode("DeadLetter", dead_letter(
+                                  msg.key(), msg.value(), msg.topic() or "", p, o, error,
+                                  time.time())),
                               on_delivery=delivered)
 
     # -- offsets and rebalances (called on the Kafka thread) ----------------------------------

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the dispatcher and the ack gateway."""
+"""Prometheus metrics of the dispatcher, the ack gateway and the sink."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ DEAD_LETTERS = Counter("pushcascade_dispatch_dead_letters", "Undecodable sends s
 ACKS = Counter("pushcascade_gateway_acks", "Acks the gateway wrote, by kind", ["kind"])
 REFUSED = Counter("pushcascade_gateway_refused", "Requests the gateway refused, by reason",
                   ["reason"])
+SINK_ROWS = Counter("pushcascade_sink_rows", "Rows the sink inserted into ClickHouse", ["table"])
+SINK_INSERT = Histogram("pushcascade_sink_insert_seconds", "Duration of one successful insert",
+                        ["table"], buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+SINK_FAILURES = Counter("pushcascade_sink_insert_failures", "Inserts that failed (retried)")
+SINK_PAUSED = Gauge("pushcascade_sink_paused", "1 while the sink waits for ClickHouse")
+SINK_LAG = Gauge("pushcascade_sink_lag", "Records the sink is behind, per partition",
+                 ["topic", "partition"])

@@ -1,4 +1,4 @@
-"""Settings of the dispatcher and the ack gateway, prefixed PUSHCASCADE_ (pydantic-settings)."""
+"""Settings of the dispatcher, the ack gateway and the sink: PUSHCASCADE_* (pydantic-settings)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DEV_KEYS = '{"dev": "pushcascade-development-ack-key-change-me-0001"}'
 
 
 class ConnectorSettings(BaseSettings):
-    """What the dispatcher and the ack gateway read from the environment."""
+    """What the dispatcher, the ack gateway and the sink read from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="PUSHCASCADE_", extra="ignore")
 
@@ -41,6 +41,21 @@ class ConnectorSettings(BaseSettings):
                                  "one trial request")
     dispatch_metrics_port: int = Field(0, ge=0, description="Prometheus port of the dispatcher "
                                        "(0: none)")
+    sink_batch_rows: int = Field(50_000, gt=0, description="rows buffered before the sink "
+                                 "inserts (ClickHouse: 10k-100k per insert)")
+    sink_flush_interval: float = Field(1.0, gt=0, description="longest a row waits in the sink, "
+                                       "seconds (about one insert per second per table)")
+    sink_backoff: float = Field(0.5, gt=0, description="first wait after a failed insert, "
+                                "seconds (doubling)")
+    sink_backoff_max: float = Field(10.0, gt=0, description="longest wait between insert tries")
+    sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of the sink (0: none)")
+    sql_host: str = Field("127.0.0.1", description="listen address of the sink's read-only SQL "
+                          "endpoint (embedded chDB only)")
+    sql_port: int = Field(8792, ge=0, description="port of the sink's read-only SQL endpoint")
+    priors_interval: float = Field(300.0, ge=0, description="the sink recomputes route priors "
+                                   "this often, seconds (0: never)")
+    priors_min_samples: int = Field(50, gt=0, description="sends a manufacturer's (or model's) "
+                                    "route needs before its rate becomes a prior")
 
     @classmethod
     def from_env(cls) -> ConnectorSettings:

@@ -30,7 +30,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("campaign.decisions", "campaign_id", "CampaignDecision", "stream processors"),
     TopicSpec("device.route-changes", "device_id", "RouteChange", "stream processors"),
     TopicSpec("push.outcomes", "account_id", "ProviderOutcome", "dispatcher"),
-    TopicSpec("route.priors", "manufacturer/model", "RoutePrior", "priors job", compact=True),
+    TopicSpec("route.priors", "manufacturer/model/route", "RoutePrior", "priors job", compact=True),
     TopicSpec("push.dlq", "original key", "DeadLetter", "every consumer"),
     TopicSpec("pushcascade.account-events", "account_id",
               "(original record, masked); CampaignDecision", "router, campaign agent",

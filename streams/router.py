@@ -20,11 +20,14 @@ from schemas import CATALOG, Codec, SchemaError, key_partition
 from streams.app import create_app
 from streams.campaigns import Campaigns
 from streams.domain import handlers as h
+from streams.domain import records
 from streams.domain.channels import ChannelPolicy
 from streams.domain.deadlines import Due
+from streams.domain.priors import PriorBook
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output
 from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
+from streams.follow import Follower
 from streams.metrics import Counts
 from streams.outbox import Outbox
 from streams.privacy import masked
@@ -35,6 +38,7 @@ from streams.timers import DeadlineTimer
 log = logging.getLogger(__name__)
 
 FORWARDED, DECISIONS = "pushcascade.account-events", "campaign.decisions"
+PRIORS = "route.priors"
 #: Inputs the router consumes: outside topics, then the internal one that brings records home
 #: (records on a partition not their account's, device registrations, campaign decisions).
 INPUTS = ("push.requests", "push.acks", "account.settings", "account.profiles",
@@ -85,6 +89,10 @@ class Router:
                                  settings.tuning.broker_profile == "tansu")
         self.state.attach()
         self.budget = ProbeBudget.from_config(self.config.probe)
+        self.priors = PriorBook()
+        self.prior_follower = Follower(bootstrap, settings.topic("route-priors"),
+                                       [settings.topic(PRIORS)], self._prior, "route-priors")
+        app.task(self._follow_priors)
         self.counts = Counts("router")
         #: campaign id -> message keys with deliveries waiting for its decision (a cache of
         #: the messages table, rebuilt with the deadline index)
@@ -98,6 +106,28 @@ class Router:
         source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
                            value_type=bytes, partitions=self.partitions)
         app.agent(source, name="accounts")(self.run)
+
+    def context(self, partition: int) -> h.Context:
+        """What a handler needs besides state: configuration, now, partition, budget, priors."""
+        return h.Context(self.config, time.time(), partition, self.budget, self.priors)
+
+    async def _follow_priors(self) -> None:
+        self.prior_follower.start()
+
+    def _prior(self, msg: Any) -> None:
+        """One record of route.priors: remember it, or forget its key on a tombstone."""
+        if msg.value() is None:
+            parts = (msg.key() or b"").decode().rsplit("/", 2)
+            if len(parts) == 3:
+                self.priors.remove(parts[0], None if parts[1] == "*" else parts[1], parts[2])
+            return
+        try:
+            p = self.codec.decode(msg.value(), topic=PRIORS, expected="RoutePrior")
+        except SchemaError as exc:
+            log.warning("route prior skipped: %s", exc)
+            return
+        self.priors.put(p["manufacturer"], p["model"], p["route"], p["success_rate"])
+        self.counts.add("route_prior")
 
     # -- the agent ---------------------------------------------------------------------------
 
@@ -142,7 +172,7 @@ class Router:
             self.counts.add("forwarded")
             return
         handler = h.HANDLERS[(source, record_name)]
-        ctx = h.Context(self.config, time.time(), msg.partition, self.budget)
+        ctx = self.context(msg.partition)
         try:
             effects = handler(self.state.at(msg.partition), record, ctx)
         except h.Rejected as exc:
@@ -166,7 +196,7 @@ class Router:
     async def decided(self, rec: dict[str, Any], partition: int) -> None:
         """A campaign decision reached this partition: settle its waiting deliveries."""
         tables = self.state.at(partition)
-        ctx = h.Context(self.config, time.time(), partition, self.budget)
+        ctx = self.context(partition)
         self.apply(h.on_campaign_decision(tables, rec, ctx), partition)
         campaign_id = rec["campaign_id"]
         keys = [k for k in self.waits.get(campaign_id, ())
@@ -190,7 +220,7 @@ class Router:
         partition = value["partition"]
         for campaign_id in waits:
             key = message_key(value["account_id"], value["message_id"])
-            ctx = h.Context(self.config, time.time(), partition, self.budget)
+            ctx = self.context(partition)
             fx = h.settle_campaign(self.state.at(partition), key, campaign_id, ctx)
             if fx.counts["campaign_settled"]:  # decided before this worker indexed it
                 self.apply(fx, partition)
@@ -199,7 +229,7 @@ class Router:
 
     def fire(self, due: Due) -> None:
         """Apply a due deadline of a partition this worker owns; the handler checks the state."""
-        ctx = h.Context(self.config, time.time(), due.partition, self.budget)
+        ctx = self.context(due.partition)
         self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
 
     def _send_tallies(self) -> None:
@@ -227,8 +257,6 @@ class Router:
         if name == FORWARDED:
             name = dict(msg.headers or []).get("source", b"").decode()
         self.outbox.produce(self.settings.topic("push.dlq"), msg.key or b"",
-                            self.codec.encode("DeadLetter", {
-                                "key": msg.key, "value": masked(self.codec, msg.value, name),
-                                "topic": msg.topic, "partition": msg.partition,
-                                "offset": msg.offset, "error": error,
-                                "failed_at": round(time.time() * 1000)}))
+                            self.codec.encode("DeadLetter", records.dead_letter(
+                                msg.key, masked(self.codec, msg.value, name), msg.topic,
+                                msg.partition, msg.offset, error, time.time())))

@@ -91,8 +91,24 @@ def devices(settings: Settings) -> Iterator[Callable[..., DeviceSimulator]]:
 @pytest.fixture
 def chdb(tmp_path: Path) -> Iterator[Any]:
     """A chDB client on a fresh on-disk directory, closed after the test (one path per process)."""
-    from streams.clickhouse import client
+    from connectors.clickhouse.client import client
 
     ch = client(f"chdb://{tmp_path / 'chdb'}")
     yield ch
+    ch.close()
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[Any]:
+    """The delivery tables migrated into a fresh chDB directory: .dsn, .ch (on the database)."""
+    from types import SimpleNamespace
+
+    from connectors.clickhouse.client import client, database
+    from connectors.clickhouse.migrate import Migrator
+
+    dsn = f"chdb://{tmp_path / 'chdb'}"
+    migrator = Migrator(dsn)
+    migrator.up()
+    ch = client(dsn, database(dsn))
+    yield SimpleNamespace(dsn=dsn, ch=ch, migrator=migrator)
     ch.close()

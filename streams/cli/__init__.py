@@ -30,6 +30,7 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point."""
     from streams.cli import (  # noqa: F401  (registers)
+        analytics,
         bench,
         connectors,
         demo,

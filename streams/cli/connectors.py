@@ -50,7 +50,7 @@ def acks_gateway() -> None:
     from hypercorn.asyncio import serve
 
     from connectors.gateway import create_app
-    from connectors.simulator.server import hypercorn_config
+    from connectors.serving import hypercorn_config
 
     config, registry = _config()
     app = create_app(get_settings(), config, registry)

@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from connectors.clickhouse.client import client
 from connectors.producer import PushProducer, RecordProducer
+from connectors.serving import free_port
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
-from connectors.simulator.server import free_port
 from schemas import Codec
 from streams.cli import cli
-from streams.clickhouse import client
 from streams.harness import (
     Population,
     Process,

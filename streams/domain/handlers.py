@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.domain import records
@@ -27,6 +27,7 @@ from streams.domain.channels import (
     send_id,
 )
 from streams.domain.deadlines import Due
+from streams.domain.priors import PriorBook
 from streams.domain.probing import ProbeBudget, ProbeConfig, evaluate_target, plan_probes
 from streams.domain.records import Output
 from streams.domain.routes import (
@@ -37,6 +38,7 @@ from streams.domain.routes import (
     record_receipt,
     record_send,
     register_device,
+    route_prior,
 )
 from streams.domain.state import (
     ACCOUNTS,
@@ -81,6 +83,16 @@ class Context:
     now: float
     partition: int
     budget: ProbeBudget
+    priors: PriorBook = field(default_factory=PriorBook)
+
+    def ranking(self, device: DeviceRoutes) -> ProbeConfig:
+        """The probe settings with the fleet's priors for this device's unmeasured routes."""
+        fleet = self.priors.for_device(device.manufacturer, device.model, device.alternatives)
+        if not fleet:
+            return self.config.probe
+        base = self.config.probe.prior
+        prior = {r: fleet.get(r, route_prior(r, base)) for r in device.alternatives}
+        return replace(self.config.probe, prior=prior)
 
 
 @dataclass
@@ -448,7 +460,7 @@ def _fall_back(tables: Tables, ctx: Context, fx: Effects, message: Message, devi
     dkey = device_key(message.account_id, device_id)
     raw = tables.get(DEVICES, dkey)
     device = DeviceRoutes.from_dict(raw) if raw else None
-    routes = fallback_routes(device, ctx.config.probe, top_n=1) if device else []
+    routes = fallback_routes(device, ctx.ranking(device), top_n=1) if device else []
     if device is None or not routes:
         fx.counts["no_fallback_route"] += 1
         fx.outputs.append(records.delivery_result(

@@ -98,3 +98,10 @@ def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float 
         return Output("campaign.decisions", campaign_id, "CampaignDecision", value)
     return Output("pushcascade.account-events", campaign_id, "CampaignDecision", value,
                   partition, source="campaign.decisions")
+
+
+def dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
+                error: str, now: float) -> dict[str, Any]:
+    """A DeadLetter value: the original key and bytes, where they were read, and why."""
+    return {"key": key, "value": value, "topic": topic, "partition": partition,
+            "offset": offset, "error": error, "failed_at": ms(now)}

@@ -233,6 +233,8 @@ class DeviceRoutes:
     probes_deferred: int = 0
     duplicate_receipts: int = 0
     unmatched_receipts: int = 0
+    manufacturer: str = ""
+    model: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
@@ -292,6 +294,8 @@ def register_device(
         alternatives,
         mapped=mapping.matched,
         unknown_routes=unknown,
+        manufacturer=manufacturer or "",
+        model=model or "",
     )
     if previous is not None:
         device.stats = {r: s for r, s in previous.stats.items() if r in keep}

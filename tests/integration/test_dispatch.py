@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.serving import free_port
 from connectors.settings import ConnectorSettings
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
-from connectors.simulator.server import free_port
 from connectors.tokens import AckToken, Signer
 from schemas import Codec
 from streams.harness import Process, Tap, producer_for, start_python, worker_env

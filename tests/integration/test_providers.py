@@ -24,9 +24,9 @@ import pytest
 
 from connectors.adapters import ADAPTERS, Accepted, Delivery, ProviderConfig, ProviderError
 from connectors.adapters.registry import Registry
+from connectors.serving import free_port
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
 from connectors.simulator.journal import Recorded
-from connectors.simulator.server import free_port
 
 ADDRESSES = {"wechat": "oOpenId0001", "sms": "+8613800000001", "email": "ann@example.com"}
 TARGETS = {"fcm": "FCM", "apns": "APNS", "huawei": "HUAWEI", "xiaomi": "XIAOMI", "oppo": "OPPO",

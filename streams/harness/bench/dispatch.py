@@ -17,9 +17,9 @@ import httpx
 from connectors.adapters import Delivery
 from connectors.adapters.config import ProviderConfig
 from connectors.adapters.registry import Registry
+from connectors.serving import free_port
 from connectors.settings import ConnectorSettings
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
-from connectors.simulator.server import free_port
 from connectors.tokens import AckToken, Signer
 from schemas import Codec
 from streams.harness.bench.common import (

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+log = logging.getLogger(__name__)
 
 
 def all_partitions(consumer: Consumer, topics: Iterable[str],
@@ -51,3 +55,44 @@ def read_to_end(consumer: Consumer, partitions: list[TopicPartition],
             return count
         if time.monotonic() > deadline:
             raise TimeoutError(f"not at the end of {len(partitions)} partitions in {timeout}s")
+
+
+class Follower:
+    """Reads topics to their end in a background thread, then keeps following them, handing
+    every record to `apply`; `ready` is set once the end was reached."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str],
+                 apply: Callable[[Message], None], name: str) -> None:
+        self.bootstrap, self.group, self.topics = bootstrap, group, topics
+        self.apply, self.name = apply, name
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name=name, daemon=True)
+
+    def start(self) -> Follower:
+        """Start following."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        from streams.kafka import consumer
+
+        c = consumer(self.bootstrap, self.group, **{"enable.partition.eof": False})
+        try:
+            read_to_end(c, all_partitions(c, self.topics), self.apply, timeout=600)
+            self.ready.set()
+            log.info("%s: caught up", self.name)
+            while not self._stop.is_set():
+                for msg in c.consume(500, 0.5):
+                    if msg.error() is None:
+                        self.apply(msg)
+        except Exception:
+            log.exception("%s stopped", self.name)
+            raise
+        finally:
+            c.close()

@@ -1,0 +1,1 @@
+"""ClickHouse delivery analytics: migrations, the sink, live SQL, fleet route priors, reports."""

@@ -1,0 +1,198 @@
+"""The sink: event topics into their ClickHouse tables, in batches, at least once.
+
+A confluent-kafka consumer in group `pushcascade.sink` buffers decoded rows per table and
+inserts them when a table holds `sink_batch_rows` rows or the oldest row waited
+`sink_flush_interval`. Offsets are committed only after every buffered row is inserted. While
+ClickHouse fails, the sink pauses its partitions (staying in the group), retries with a
+doubling backoff and resumes without loss; the tables' keys make a repeat count once.
+Undecodable records go to push.dlq (a dead letter that is itself undecodable is only counted)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from connectors.clickhouse.tables import TABLES, Row, Table, row
+from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_LAG, SINK_PAUSED, SINK_ROWS
+from connectors.settings import ConnectorSettings
+from schemas import Codec, SchemaError
+from streams.domain.records import dead_letter
+from streams.kafka import consumer, producer
+from streams.privacy import masked
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP = "pushcascade.sink"
+DLQ = "push.dlq"
+
+
+class Sink:
+    """Consumes every event topic and keeps the delivery tables filled."""
+
+    def __init__(self, settings: Settings, config: ConnectorSettings, ch: Any,
+                 codec: Codec | None = None, group: str = GROUP) -> None:
+        self.settings, self.config, self.ch = settings, config, ch
+        self.codec = codec or Codec(settings.connections.schema_registry_url or None)
+        self.prefix = prefix = settings.tuning.topic_prefix
+        self.tables: dict[str, Table] = {prefix + topic: t for topic, t in TABLES.items()}
+        bootstrap = settings.connections.kafka_bootstrap_servers
+        self.consumer = consumer(bootstrap, prefix + group)
+        self.producer = producer(bootstrap)
+        self.buffers: dict[str, list[Row]] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.oldest: float | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.inserted = 0
+        self.dead_letters = 0
+        self.idle = threading.Event()  # set when nothing is buffered and everything read
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_tick: Any = None) -> None:
+        """Consume, buffer and insert until stop is set; a last flush and commit at the end."""
+        self.consumer.subscribe(list(self.tables), on_assign=self._assigned,
+                                on_revoke=self._revoked)
+        lag_at = 0.0
+        try:
+            while not stop.is_set():
+                batch = self.consumer.consume(5000, 0.2)
+                for msg in batch:
+                    self.take(msg)
+                now = time.monotonic()
+                if self._due(now):
+                    self.flush()
+                self.idle.set() if not batch and not self.buffers else self.idle.clear()
+                if now - lag_at > 5:
+                    self._measure_lag()
+                    lag_at = now
+                if on_tick is not None:
+                    on_tick()
+            self.flush()
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _due(self, now: float) -> bool:
+        if not self.buffers or now < self.retry_at:
+            return False
+        full = any(len(rows) >= self.config.sink_batch_rows for rows in self.buffers.values())
+        waited = self.oldest is not None and now - self.oldest >= self.config.sink_flush_interval
+        return full or waited or self.failures > 0
+
+    def take(self, msg: Message) -> None:
+        """Buffer one record's row (or dead-letter it); its offset commits after the insert."""
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("sink: consumer error %s", err)
+            return
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        table = self.tables[topic]
+        try:
+            record = self.codec.decode(msg.value(), topic=topic, expected=table.record)
+            values = row(table, record, topic, partition, offset)
+        except (SchemaError, KeyError, TypeError) as exc:
+            self._dead_letter(msg, table, str(exc))
+        else:
+            self.buffers.setdefault(table.name, []).append(values)
+            if self.oldest is None:
+                self.oldest = time.monotonic()
+        self.offsets[(topic, partition)] = offset + 1
+
+    def flush(self) -> bool:
+        """Insert every buffered table, then commit; on failure keep the rows and pause."""
+        for name in list(self.buffers):
+            rows = self.buffers[name]
+            table = next(t for t in self.tables.values() if t.name == name)
+            started = time.monotonic()
+            try:
+                self.ch.insert(name, rows, column_names=table.all_columns)
+            except Exception as exc:
+                self._failed(exc)
+                return False
+            SINK_INSERT.labels(name).observe(time.monotonic() - started)
+            SINK_ROWS.labels(name).inc(len(rows))
+            self.inserted += len(rows)
+            del self.buffers[name]
+        self.oldest = None
+        if self.failures:
+            log.info("sink: ClickHouse inserts work again after %d failures; resuming",
+                     self.failures)
+            self.failures, self.retry_at = 0, 0.0
+            SINK_PAUSED.set(0)
+            self.consumer.resume(self.consumer.assignment())
+        self._commit()
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """An insert failed: pause consuming and retry later, doubling the wait."""
+        self.failures += 1
+        SINK_FAILURES.inc()
+        wait = min(self.config.sink_backoff_max,
+                   self.config.sink_backoff * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + wait
+        if self.failures == 1:
+            SINK_PAUSED.set(1)
+            self.consumer.pause(self.consumer.assignment())
+        log.warning("sink: insert failed (%s: %s); paused, retry %d in %.1fs",
+                    type(exc).__name__, str(exc).splitlines()[0][:200], self.failures, wait)
+
+    def _commit(self) -> None:
+        """Commit what is inserted, after the dead letters among it are on the broker."""
+        if not self.offsets:
+            return
+        if self.dead_letters and self.producer.flush(30) > 0:
+            raise RuntimeError("dead letters not acknowledged by the broker within 30s")
+        tps = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+        self.consumer.commit(offsets=tps, asynchronous=False)
+        self.offsets.clear()
+
+    def _dead_letter(self, msg: Message, table: Table, error: str) -> None:
+        """An undecodable record: to push.dlq with the reason (never a dead letter's own)."""
+        self.dead_letters += 1
+        topic = msg.topic() or ""
+        log.warning("sink: undecodable record %s[%s]@%s: %s", msg.topic(), msg.partition(),
+                    msg.offset(), error)
+        if table.record == "DeadLetter":
+            return
+        value = masked(self.codec, msg.value(), topic[len(self.prefix):])
+        letter = dead_letter(msg.key(), value, topic, msg.partition() or 0, msg.offset() or 0,
+                             error, time.time())
+        self.producer.produce(self.settings.topic(DLQ), key=msg.key() or b"",
+                              value=self.codec.encode("DeadLetter", letter))
+        self.producer.poll(0)
+
+    # -- rebalances and lag ------------------------------------------------------------------
+
+    def _assigned(self, c: Any, partitions: list[TopicPartition]) -> None:
+        log.info("sink: assigned %d partitions", len(partitions))
+        if self.failures:
+            c.pause(partitions)
+
+    def _revoked(self, _: Any, partitions: list[TopicPartition]) -> None:
+        """Insert and commit what was read before the partitions go; if ClickHouse fails the
+        rows are dropped and read again by the next owner from the committed offsets."""
+        if self.buffers and not self.flush():
+            log.warning("sink: %d buffered rows dropped at revoke (ClickHouse failing); the "
+                        "next owner reads them again", sum(map(len, self.buffers.values())))
+        self.buffers.clear()
+        self.offsets.clear()
+        self.oldest, self.failures, self.retry_at = None, 0, 0.0
+        SINK_PAUSED.set(0)
+
+    def _measure_lag(self) -> None:
+        """Records behind the high watermark, per partition (the last fetch's watermark)."""
+        try:
+            assigned = self.consumer.assignment()
+            for tp in self.consumer.position(assigned):
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    SINK_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+        except Exception as exc:  # a metric must never stop the sink
+            log.debug("sink: lag not measured: %s", exc)

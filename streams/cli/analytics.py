@@ -1,0 +1,183 @@
+"""`pushcascade migrate|sink|sql|priors`: the ClickHouse side of the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.cli import cli
+from streams.settings import get_settings
+
+console = Console()
+
+
+def _connector_settings() -> Any:
+    from connectors.settings import ConnectorSettings
+
+    try:
+        return ConnectorSettings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+def _owned_elsewhere(dsn: str) -> None:
+    """Refuse to open an embedded store another process owns (chDB: one process per dir)."""
+    from connectors.clickhouse.warehouse import owner_url
+
+    url = owner_url(dsn)
+    if url is not None:
+        raise click.ClickException(
+            f"the chDB store of CLICKHOUSE_DSN={dsn} is owned by a running sink ({url}); "
+            "stop it first (the sink applies pending migrations when it starts)")
+
+
+@cli.group()
+def migrate() -> None:
+    """Versioned ClickHouse migrations (list, up, sql)."""
+
+
+def _migrator() -> Any:
+    from connectors.clickhouse.migrate import Migrator
+
+    dsn = get_settings().connections.clickhouse_dsn
+    _owned_elsewhere(dsn)
+    return Migrator(dsn)
+
+
+@migrate.command("list")
+def migrate_list() -> None:
+    """Every migration and when it was applied."""
+    table = Table("version", "file", "applied at (UTC)")
+    for s in _migrator().status():
+        table.add_row(str(s.migration.version), s.migration.name, s.applied_at or "pending")
+    console.print(table)
+
+
+@migrate.command("up")
+@click.option("--dry-run", is_flag=True, help="print the SQL that would run, change nothing")
+def migrate_up(dry_run: bool) -> None:
+    """Apply the pending migrations in order (a second run does nothing)."""
+    migrator = _migrator()
+    if dry_run:
+        _print_sql(migrator.pending())
+        return
+    done = migrator.up()
+    for m in done:
+        click.echo(f"applied {m.name}")
+    click.echo(f"database {migrator.db} is at version {len(migrator.migrations)}"
+               + ("" if done else " (nothing to do)"))
+
+
+@migrate.command("sql")
+@click.option("--all", "everything", is_flag=True, help="every migration, not only pending")
+def migrate_sql(everything: bool) -> None:
+    """Print the SQL of the pending (or all) migrations."""
+    migrator = _migrator()
+    _print_sql(migrator.migrations if everything else migrator.pending())
+
+
+def _print_sql(migrations: list[Any]) -> None:
+    if not migrations:
+        click.echo("-- nothing pending")
+    for m in migrations:
+        click.echo(f"-- {m.name}")
+        for statement in m.statements:
+            click.echo(statement + ";\n")
+
+
+@cli.command()
+def sink() -> None:
+    """Insert every event topic into its ClickHouse table; serve read-only SQL on chDB."""
+    from connectors.clickhouse.client import chdb_dir, client, database
+    from connectors.clickhouse.migrate import Migrator
+    from connectors.clickhouse.priors import TOPIC, refresh
+    from connectors.clickhouse.sink import Sink
+    from connectors.clickhouse.warehouse import Direct, announced, sql_app
+    from connectors.serving import ServerThread
+    from streams.metrics import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings, config = get_settings(), _connector_settings()
+    dsn = settings.connections.clickhouse_dsn
+    _owned_elsewhere(dsn)
+    for m in Migrator(dsn).up():
+        logging.info("sink: applied migration %s", m.name)
+    ch = client(dsn, database(dsn))
+    the_sink = Sink(settings, config, ch)
+    warehouse = Direct(ch, dsn)
+    serve(config.sink_metrics_port)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    next_priors = [time.monotonic() + config.priors_interval]
+
+    def tick() -> None:
+        if config.priors_interval and time.monotonic() >= next_priors[0]:
+            next_priors[0] = time.monotonic() + config.priors_interval
+            try:
+                found = refresh(warehouse, the_sink.producer, the_sink.codec,
+                                settings.topic(TOPIC), config.priors_min_samples)
+                logging.info("sink: published %d route priors", len(found))
+            except Exception as exc:
+                logging.warning("sink: route priors not refreshed: %s", exc)
+
+    if chdb_dir(dsn) is None:
+        the_sink.run(stop, tick)
+        return
+    with ServerThread(sql_app(warehouse), config.sql_host, config.sql_port, "sql") as server, \
+            announced(dsn, server.url):
+        click.echo(f"read-only SQL: pushcascade sql \"SELECT ...\" (served on {server.url})",
+                   err=True)
+        the_sink.run(stop, tick)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["pretty", "csv", "tsv", "json",
+                                                    "markdown"]), default="pretty",
+              show_default=True)
+def sql(query: str, fmt: str) -> None:
+    """Run a read-only query on the delivery tables (through the sink when it owns chDB)."""
+    from connectors.clickhouse.warehouse import FORMATS, QueryError, open_warehouse
+
+    try:
+        click.echo(open_warehouse(get_settings().connections.clickhouse_dsn)
+                   .text(query, FORMATS[fmt]), nl=False)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option("--min-samples", type=int, default=None,
+              help="sends a route needs (default PUSHCASCADE_PRIORS_MIN_SAMPLES)")
+@click.option("--dry-run", is_flag=True, help="compute and print, publish nothing")
+def priors(min_samples: int | None, dry_run: bool) -> None:
+    """Compute fleet route priors from ClickHouse and publish them to route.priors."""
+    from connectors.clickhouse.priors import TOPIC, fleet_rates, publish
+    from connectors.clickhouse.warehouse import QueryError, open_warehouse
+    from schemas import Codec
+    from streams.domain.priors import compute
+    from streams.kafka import producer
+
+    settings, config = get_settings(), _connector_settings()
+    try:
+        rates = fleet_rates(open_warehouse(settings.connections.clickhouse_dsn))
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    found = compute(rates, min_samples or config.priors_min_samples)
+    table = Table("manufacturer", "model", "route", "success rate", "sends")
+    for p in found:
+        table.add_row(p.manufacturer, p.model or "*", p.route, f"{p.success_rate:.3f}",
+                      str(p.samples))
+    console.print(table)
+    if not dry_run:
+        publish(found, producer(settings.connections.kafka_bootstrap_servers),
+                Codec(settings.connections.schema_registry_url or None), settings.topic(TOPIC))
+        click.echo(f"published {len(found)} priors to {settings.topic(TOPIC)}")
