@@ -183,3 +183,95 @@ def test_undecodable_records_go_to_the_dead_letter_topic_and_the_sink_goes_on(
     assert set(reasons) == {"push.sends", "push.acks"}
     assert "truncated or corrupt" in reasons["push.sends"]
     assert "bad magic byte" in reasons["push.acks"]
+
+
+# -- views and the priors loop, with the router and simulated devices -----------------------------
+
+
+def test_the_fleet_prior_sends_a_new_device_to_the_route_that_works_and_views_match_state(
+        settings, warehouse, workers, devices):
+    """Twelve Xiaomi devices measure JPUSH (broken fleet-wide) and GETUI (works). Before the
+    priors job a new Xiaomi device falls back on JPUSH, the first registered; after it, a new
+    device falls back on GETUI at once, with none of its own probes answered. On the way, the
+    per-device probe rates of the device_routes view equal the router's device state."""
+    from connectors.clickhouse.priors import TOPIC, refresh
+    from connectors.clickhouse.warehouse import Direct
+    from connectors.serving import free_port
+    from streams.harness import changelog_tap, latest, worker_env, worker_events
+    from streams.kafka import producer as kafka_producer
+    from tests.helpers import device, request
+    from tests.integration.test_method_b import FAST_PROBES, ROUTES, app_only, device_sends
+
+    fleet = {f"f-{i}": [f"f-{i}-d"] for i in range(12)}
+    port = free_port()
+    env = worker_env(settings, receipt_deadline=3, metrics_port=port, **FAST_PROBES)
+    producer = app_only(settings, fleet)
+    sim = devices(lambda s: s["reason"] == "PROBE" and s["route"] == "GETUI"
+                  and s["account_id"].startswith("f-"))
+    worker = workers(env)
+    ch = warehouse.ch
+    with running_sink(settings, ch):
+
+        def fleet_rates() -> dict[str, tuple[int, int]]:
+            rows = ch.query("SELECT route, sends, receipts FROM manufacturer_routes "
+                            "WHERE manufacturer = 'Xiaomi'").result_rows
+            return {r: (int(s), int(a)) for r, s, a in rows}
+
+        end = time.monotonic() + 120
+        while not (fleet_rates().get("JPUSH", (0, 0))[0] >= 40
+                   and fleet_rates().get("GETUI", (0, 0))[1] >= 40):
+            assert time.monotonic() < end, f"the fleet did not probe: {fleet_rates()}"
+            for account, (d,) in fleet.items():  # a device event plans its due probes
+                producer.send("device.registry", device(account, d, ROUTES))
+            producer.flush()
+            time.sleep(0.5)
+
+        # the view's per-device rates equal the router's state for the same events
+        sim.wait_quiet(workers=[worker])
+        with changelog_tap(settings, "devices") as states:
+            end = time.monotonic() + 60
+            while True:
+                states.poll(0.3)
+                state = {(d, r): (s["stats"][r]["probes_total"],
+                                  s["stats"][r]["probes_acked_total"])
+                         for d, s in latest(states, "device_id").items() if d.startswith("f-")
+                         for r in ("JPUSH", "GETUI")}
+                view = {(d, r): (int(p), int(a)) for d, r, p, a in ch.query(
+                    "SELECT device_id, route, probes, probes_acked FROM device_routes "
+                    "WHERE startsWith(device_id, 'f-')").result_rows}
+                if (state == view and len(view) == 24) or time.monotonic() > end:
+                    break
+        assert len(view) == 24 and state == view
+        rates = dict(ch.query("SELECT (device_id, route), success_rate FROM device_routes "
+                              "WHERE startsWith(device_id, 'f-')").result_rows)
+        assert {k: acked / sent for k, (sent, acked) in state.items()} == rates
+        assert {r for (_, route), r in rates.items() if route == "JPUSH"} == {0.0}
+
+        # before the priors job: a new Xiaomi device falls back on JPUSH (registration order)
+        producer.send("device.registry", device("p-a", "p-a-d", ROUTES))
+        producer.flush()
+        producer.send("push.requests", request("p-a-m", "p-a"))
+        producer.flush()
+        sim.wait_for(lambda rs: any(s[2] == "FALLBACK_ROUTE"
+                                    for s in device_sends(rs, "p-a-m")), timeout=60)
+        assert ("p-a-d", "JPUSH", "FALLBACK_ROUTE", 1) in device_sends(sim.records(), "p-a-m")
+
+        # the priors job: ClickHouse -> route.priors -> the router
+        priors = refresh(Direct(ch, warehouse.dsn), kafka_producer(
+            settings.connections.kafka_bootstrap_servers), Codec(), settings.topic(TOPIC), 30)
+        by_route = {p.route: p for p in priors if p.model is None}
+        assert by_route["JPUSH"].success_rate == 0.0
+        assert by_route["GETUI"].success_rate > 0.9  # p-a-d, unanswered, probed it too
+        end = time.monotonic() + 30
+        while worker_events(port).get(("router", "route_prior"), 0) < len(priors):
+            assert time.monotonic() < end, "the router did not read the priors"
+            time.sleep(0.2)
+
+        producer.send("device.registry", device("p-b", "p-b-d", ROUTES))
+        producer.flush()
+        producer.send("push.requests", request("p-b-m", "p-b"))
+        producer.flush()
+        sim.wait_for(lambda rs: any(s[2] == "FALLBACK_ROUTE"
+                                    for s in device_sends(rs, "p-b-m")), timeout=60)
+    assert [s for s in device_sends(sim.records(), "p-b-m") if s[2] == "FALLBACK_ROUTE"] == [
+        ("p-b-d", "GETUI", "FALLBACK_ROUTE", 1)]

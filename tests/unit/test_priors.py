@@ -1,0 +1,74 @@
+"""Fleet route priors: computation with minimum samples, lookup per device, use in ranking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.domain.handlers import Context, RouterConfig
+from streams.domain.priors import FleetRate, PriorBook, compute
+from streams.domain.probing import ProbeBudget
+from streams.domain.routes import fallback_routes, register_device
+
+
+def rate(maker: str, model: str, route: str, sends: int, receipts: int) -> FleetRate:
+    return FleetRate(maker, model, route, sends, receipts)
+
+
+def test_manufacturer_priors_sum_models_and_model_priors_need_their_own_samples():
+    priors = compute([rate("Xiaomi", "14", "JPUSH", 40, 0), rate("xiaomi ", "13", "JPUSH", 20, 2),
+                      rate("Xiaomi", "14", "GETUI", 30, 27)], min_samples=30)
+    got = {(p.manufacturer, p.model, p.route): (p.success_rate, p.samples) for p in priors}
+    assert got == {("xiaomi", None, "JPUSH"): (2 / 60, 60),
+                   ("xiaomi", "14", "JPUSH"): (0.0, 40),
+                   ("xiaomi", None, "GETUI"): (0.9, 30),
+                   ("xiaomi", "14", "GETUI"): (0.9, 30)}
+    assert [p.key for p in priors] == sorted(p.key for p in priors)
+    assert priors[0].key.count("/") == 2
+
+
+def test_too_few_samples_give_no_prior_and_bad_input_is_refused():
+    assert compute([rate("Oppo", "A1", "FCM", 29, 29)], min_samples=30) == []
+    assert compute([rate("", "A1", "FCM", 99, 9)], min_samples=1) == []
+    with pytest.raises(ValueError, match="inconsistent"):
+        compute([rate("Oppo", "A1", "FCM", 3, 4)], min_samples=1)
+    with pytest.raises(ValueError, match="min_samples"):
+        compute([], min_samples=0)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "B", "b "]), st.sampled_from(["", "m1", "M2"]),
+                          st.sampled_from(["FCM", "JPUSH"]), st.integers(0, 50),
+                          st.floats(0, 1)), max_size=30), st.integers(1, 60))
+def test_every_prior_is_a_rate_over_at_least_min_samples(rows, min_samples):
+    rates = [rate(m, mo, r, n, int(n * f)) for m, mo, r, n, f in rows]
+    for p in compute(rates, min_samples):
+        assert p.samples >= min_samples and 0.0 <= p.success_rate <= 1.0
+        same = [r for r in rates if r.manufacturer.strip().lower() == p.manufacturer
+                and r.route == p.route and (p.model is None or r.model.lower() == p.model)]
+        assert sum(r.sends for r in same) == p.samples
+
+
+def test_a_device_takes_its_models_prior_else_its_manufacturers():
+    book = PriorBook()
+    book.put("Xiaomi", None, "JPUSH", 0.1)
+    book.put("Xiaomi", None, "GETUI", 0.9)
+    book.put("XIAOMI", "14", "JPUSH", 0.7)
+    assert book.for_device("xiaomi", "14", ["JPUSH", "GETUI", "FCM"]) == {
+        "JPUSH": 0.7, "GETUI": 0.9}
+    assert book.for_device("Xiaomi", "13", ["JPUSH"]) == {"JPUSH": 0.1}
+    assert book.for_device("Huawei", "P60", ["JPUSH"]) == {}
+    book.remove("xiaomi", "14", "JPUSH")
+    assert book.for_device("xiaomi", "14", ["JPUSH"]) == {"JPUSH": 0.1}
+    assert len(book) == 2
+
+
+def test_fallback_ranks_unmeasured_routes_by_the_fleet_prior():
+    device = register_device("d", "a", "Xiaomi", "14", ["XIAOMI", "JPUSH", "GETUI"]).device
+    ctx = Context(RouterConfig(), 0.0, 0, ProbeBudget(1, 1, 1))
+    assert fallback_routes(device, ctx.ranking(device)) == ["JPUSH"]  # registration order
+    ctx.priors.put("Xiaomi", None, "JPUSH", 0.0)
+    assert fallback_routes(device, ctx.ranking(device)) == ["GETUI"]  # GETUI keeps 0.5
+    ctx.priors.put("Xiaomi", None, "GETUI", 0.2)
+    ctx.priors.put("Xiaomi", "14", "JPUSH", 0.3)
+    assert fallback_routes(device, ctx.ranking(device)) == ["JPUSH"]  # the model's own rate
