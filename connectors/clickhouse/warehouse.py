@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -23,7 +25,11 @@ from starlette.routing import Route
 from connectors.clickhouse.client import chdb_dir, client, database
 
 OWNER_FILE = "pushcascade-sql.json"
-READ_ONLY = {"readonly": 1}
+#: Statements answered: they read. A server also gets readonly=1 per query; chDB cannot take it
+#: per query (its client SETs it on the shared session and cannot unset it), so there the
+#: statement kind is what is checked.
+READING = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+_COMMENTS = re.compile(r"(--[^\n]*\n|/\*.*?\*/|\s)+", re.S)
 #: Output formats `pushcascade sql` offers, by their ClickHouse names.
 FORMATS = {"pretty": "PrettyCompactMonoBlock", "csv": "CSVWithNames", "tsv": "TSVWithNames",
            "json": "JSONEachRow", "markdown": "Markdown"}
@@ -47,23 +53,39 @@ class Warehouse(Protocol):
         ...
 
 
+def reading(sql: str) -> str:
+    """The statement if it only reads (one statement, a reading kind); QueryError otherwise."""
+    body = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
+    first = body.split(None, 1)[0].upper() if body else ""
+    if first not in READING or ";" in body or "INTO OUTFILE" in body.upper():
+        raise QueryError("read-only: one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS "
+                         "statement is answered here; change tables with `pushcascade migrate`")
+    return sql
+
+
 class Direct:
     """Queries through a clickhouse-connect client, read-only."""
 
-    def __init__(self, ch: Any, where: str) -> None:
+    def __init__(self, ch: Any, where: str, server: bool = False) -> None:
         self.ch, self.where = ch, where
+        self.settings = {"readonly": 1} if server else {}
 
     def text(self, sql: str, fmt: str) -> str:
         """The result in a ClickHouse output format."""
         try:
-            return bytes(self.ch.raw_query(sql, fmt=fmt, settings=READ_ONLY)).decode()
+            return bytes(self.ch.raw_query(reading(sql), fmt=fmt,
+                                           settings=self.settings)).decode()
+        except QueryError:
+            raise
         except Exception as exc:
             raise QueryError(_first_line(exc)) from None
 
     def rows(self, sql: str) -> list[dict[str, Any]]:
         """The result as one dict per row."""
         try:
-            result = self.ch.query(sql, settings=READ_ONLY)
+            result = self.ch.query(reading(sql), settings=self.settings)
+        except QueryError:
+            raise
         except Exception as exc:
             raise QueryError(_first_line(exc)) from None
         return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
@@ -110,7 +132,12 @@ def open_warehouse(dsn: str) -> Warehouse:
     url = owner_url(dsn)
     if url is not None:
         return Remote(url)
-    return Direct(client(dsn, database(dsn)), dsn.split("@")[-1])
+    return Direct(client(dsn, database(dsn)), dsn.split("@")[-1], is_server(dsn))
+
+
+def is_server(dsn: str) -> bool:
+    """Whether the DSN names a ClickHouse server (not embedded chDB)."""
+    return dsn.startswith(("http://", "https://"))
 
 
 @contextmanager
@@ -137,7 +164,7 @@ def sql_app(warehouse: Direct) -> Starlette:
         if not sql:
             return PlainTextResponse("empty query: send the SQL as the request body", 400)
         try:
-            return PlainTextResponse(warehouse.text(sql, fmt))
+            return PlainTextResponse(await run_in_threadpool(warehouse.text, sql, fmt))
         except QueryError as exc:
             return PlainTextResponse(str(exc), 400)
 

@@ -1,11 +1,13 @@
-"""`pushcascade migrate|sink|sql|priors`: the ClickHouse side of the pipeline."""
+"""`pushcascade migrate|sink|sql|priors|report`: the ClickHouse side of the pipeline."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -95,11 +97,13 @@ def _print_sql(migrations: list[Any]) -> None:
 @cli.command()
 def sink() -> None:
     """Insert every event topic into its ClickHouse table; serve read-only SQL on chDB."""
+    from tenacity import retry, stop_after_delay, wait_exponential
+
     from connectors.clickhouse.client import chdb_dir, client, database
     from connectors.clickhouse.migrate import Migrator
     from connectors.clickhouse.priors import TOPIC, refresh
     from connectors.clickhouse.sink import Sink
-    from connectors.clickhouse.warehouse import Direct, announced, sql_app
+    from connectors.clickhouse.warehouse import Direct, announced, is_server, sql_app
     from connectors.serving import ServerThread
     from streams.metrics import serve
 
@@ -107,11 +111,19 @@ def sink() -> None:
     settings, config = get_settings(), _connector_settings()
     dsn = settings.connections.clickhouse_dsn
     _owned_elsewhere(dsn)
-    for m in Migrator(dsn).up():
-        logging.info("sink: applied migration %s", m.name)
-    ch = client(dsn, database(dsn))
+
+    @retry(wait=wait_exponential(0.5, max=5), stop=stop_after_delay(60), reraise=True,
+           before_sleep=lambda s: logging.warning(
+               "sink: ClickHouse %s not open yet (%s); retrying", dsn.split("@")[-1],
+               str(s.outcome.exception()).splitlines()[0][:160]))
+    def open_store() -> Any:  # a short `pushcascade sql` may hold an embedded store briefly
+        for m in Migrator(dsn).up():
+            logging.info("sink: applied migration %s", m.name)
+        return client(dsn, database(dsn))
+
+    ch = open_store()
     the_sink = Sink(settings, config, ch)
-    warehouse = Direct(ch, dsn)
+    warehouse = Direct(ch, dsn, is_server(dsn))
     serve(config.sink_metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -181,3 +193,36 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
         publish(found, producer(settings.connections.kafka_bootstrap_servers),
                 Codec(settings.connections.schema_registry_url or None), settings.topic(TOPIC))
         click.echo(f"published {len(found)} priors to {settings.topic(TOPIC)}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/report.html"), show_default=True, help="the HTML file")
+@click.option("--screenshot", "png", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="also save a PNG of it (needs Debian's chromium)")
+def report(out: Path, png: Path | None) -> None:
+    """Success rates per channel and route, escalations, time to read, probe cost, campaigns:
+    tables here, interactive charts in one HTML file."""
+    from connectors.clickhouse.report import SECTIONS, collect, screenshot, write_html
+    from connectors.clickhouse.warehouse import QueryError, open_warehouse
+
+    warehouse = open_warehouse(get_settings().connections.clickhouse_dsn)
+    try:
+        data = collect(warehouse)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    for s in SECTIONS:
+        rows = data[s.title]
+        if s.title == "Time to first read":
+            continue
+        table = Table(*(rows[0] if rows else ["(no data yet)"]), title=f"{s.title}: {s.question}")
+        for r in rows[:20]:
+            table.add_row(*(str(v) for v in r.values()))
+        console.print(table)
+    write_html(data, out, warehouse.where)
+    click.echo(f"report: {out.resolve()}")
+    if png is not None:
+        try:
+            click.echo(f"screenshot: {screenshot(out, png).resolve()}")
+        except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+            raise click.ClickException(f"no screenshot: {exc}") from None

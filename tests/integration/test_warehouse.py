@@ -275,3 +275,68 @@ def test_the_fleet_prior_sends_a_new_device_to_the_route_that_works_and_views_ma
                                     for s in device_sends(rs, "p-b-m")), timeout=60)
     assert [s for s in device_sends(sim.records(), "p-b-m") if s[2] == "FALLBACK_ROUTE"] == [
         ("p-b-d", "GETUI", "FALLBACK_ROUTE", 1)]
+
+
+# -- the commands, with the sink owning the embedded store -----------------------------------------
+
+
+def test_analysts_query_report_and_compute_priors_while_the_sink_owns_chdb(
+        settings, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from connectors.serving import free_port
+    from streams.harness import start_python, worker_env
+
+    dsn = f"chdb://{tmp_path / 'store'}"
+    env = {**worker_env(settings, sql_port=free_port(), sink_flush_interval=0.3),
+           "CLICKHOUSE_DSN": dsn}
+    records, by_topic = mixed_events(Codec(), 300)
+    produce(settings, records)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, text=True,
+                              capture_output=True, timeout=120, cwd=tmp_path)
+
+    sink = start_python("streams.cli", "sink", env=env, workdir=tmp_path, name="sink")
+    try:
+        end = time.monotonic() + 90
+        while not (tmp_path / "store" / "pushcascade-sql.json").exists():  # announced
+            sink.check()
+            assert time.monotonic() < end, sink.tail()
+            time.sleep(0.2)
+        while True:
+            sink.check()
+            done = cli("sql", "SELECT count() FROM sends FINAL", "--format", "csv")
+            if done.returncode == 0 and done.stdout.strip().endswith(str(by_topic["push.sends"])):
+                break
+            assert time.monotonic() < end, (done.stdout, done.stderr, sink.tail())
+            time.sleep(0.5)
+        pretty = cli("sql", "SELECT channel, sum(sends) AS sends FROM channel_hourly "
+                            "GROUP BY channel ORDER BY channel")
+        assert pretty.returncode == 0 and "channel" in pretty.stdout and "SMS" in pretty.stdout
+        refused = cli("sql", "DROP TABLE sends")
+        assert refused.returncode != 0 and "read-only" in refused.stderr
+        assert cli("sql", "SELECT 1; DROP TABLE sends").returncode != 0
+        assert cli("migrate", "list").returncode != 0  # the store is the sink's while it runs
+
+        priors = cli("priors", "--dry-run", "--min-samples", "10")
+        assert priors.returncode == 0, priors.stderr
+        assert "xiaomi" in priors.stdout and "JPUSH" in priors.stdout
+
+        page, png = tmp_path / "report.html", tmp_path / "report.png"
+        args = ["report", "--out", str(page)]
+        if shutil.which("chromium"):
+            args += ["--screenshot", str(png)]
+        made = cli(*args)
+        assert made.returncode == 0, made.stderr
+        text = page.read_text()
+        assert text.count('class="plotly-graph-div"') >= 5  # channels, routes, read time, ...
+        assert "Which campaigns triggered fallback?" in text
+        if shutil.which("chromium"):
+            assert png.stat().st_size > 50_000
+    finally:
+        sink.stop()
+    assert sink.returncode == 0, sink.tail()
+    assert not (tmp_path / "store" / "pushcascade-sql.json").exists()
