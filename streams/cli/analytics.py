@@ -115,7 +115,7 @@ def sink() -> None:
     @retry(wait=wait_exponential(0.5, max=5), stop=stop_after_delay(60), reraise=True,
            before_sleep=lambda s: logging.warning(
                "sink: ClickHouse %s not open yet (%s); retrying", dsn.split("@")[-1],
-               str(s.outcome.exception()).splitlines()[0][:160]))
+               s.outcome and str(s.outcome.exception()).splitlines()[0][:160]))
     def open_store() -> Any:  # a short `pushcascade sql` may hold an embedded store briefly
         for m in Migrator(dsn).up():
             logging.info("sink: applied migration %s", m.name)
