@@ -81,8 +81,9 @@ class Status:
 class Migrator:
     """Applies migrations to the database of a DSN."""
 
-    def __init__(self, dsn: str, migrations: list[Migration] | None = None) -> None:
-        self.dsn, self.db = dsn, database(dsn)
+    def __init__(self, dsn: str, db: str | None = None,
+                 migrations: list[Migration] | None = None) -> None:
+        self.dsn, self.db = dsn, db or database(dsn)
         self.migrations = packaged() if migrations is None else migrations
         self._client: Any = None
 

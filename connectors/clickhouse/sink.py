@@ -50,6 +50,7 @@ class Sink:
         self.retry_at = 0.0
         self.inserted = 0
         self.dead_letters = 0
+        self.first_at = 0.0  # when the first record was taken (monotonic; benchmarks)
         self.idle = threading.Event()  # set when nothing is buffered and everything read
 
     # -- the loop ----------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class Sink:
             self.buffers.setdefault(table.name, []).append(values)
             if self.oldest is None:
                 self.oldest = time.monotonic()
+                self.first_at = self.first_at or self.oldest
         self.offsets[(topic, partition)] = offset + 1
 
     def flush(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 #: Kafka coordinates every row carries, after the record's own columns.
@@ -37,7 +38,13 @@ def _s(value: Any) -> str:
 
 def _fields(*names: str) -> Callable[[dict[str, Any]], Row]:
     """A row of these record fields, None as '' (for route, device_id and the like)."""
-    return lambda r: tuple("" if r[n] is None else r[n] for n in names)
+    getter = itemgetter(*names)
+
+    def build(record: dict[str, Any]) -> Row:
+        values: Row = getter(record)
+        return tuple("" if v is None else v for v in values) if None in values else values
+
+    return build
 
 
 def _request(r: dict[str, Any]) -> Row:
@@ -109,4 +116,4 @@ VIEWS = ("send_acks", "channel_hourly", "route_hourly", "device_routes", "manufa
 
 def row(table: Table, record: dict[str, Any], topic: str, partition: int, offset: int) -> Row:
     """The row of one decoded record with its Kafka coordinates."""
-    return (*table.row(record), topic, partition, offset)
+    return table.row(record) + (topic, partition, offset)

@@ -192,6 +192,28 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
         ("gateway latency p50 / p99", f"{g['p50_ms']:.0f} / {g['p99_ms']:.0f} ms")])
 
 
+@bench.command()
+@click.option("--events", default=1_000_000, show_default=True, help="mixed events on the topics")
+@click.option("--batch", default=50_000, show_default=True, help="rows per insert (both sides)")
+@click.option("--json-out", type=click.Path(path_type=Path),
+              default=Path("var/bench/sink.json"), show_default=True,
+              help="where the figures are written as JSON")
+def sink(events: int, batch: int, json_out: Path) -> None:
+    """Sink rows/s from the topics into chDB beside a bare clickhouse-connect insert of the
+    same rows."""
+    from streams.harness.bench.sink import run_sink_bench
+
+    r = run_sink_bench(events, batch, json_out.parent,
+                       log=lambda line: console.print(f"[dim]{line}"))
+    finish(r, json_out, "pushcascade bench sink", [
+        ("events (12 topics)", f"{r['events']:,}"),
+        (f"bare clickhouse-connect insert ({batch:,} rows per insert)",
+         f"{r['bare_rows_per_s']:,.0f} rows/s"),
+        ("sink: consume, decode, insert, commit", f"{r['sink_rows_per_s']:,.0f} rows/s"),
+        ("sink / bare (target >= 0.5)", f"{r['ratio']:.2f}"),
+        ("rows stored (after FINAL)", f"{r['rows_stored']:,}")])
+
+
 def finish(result: dict[str, Any], json_out: Path, title: str,
            rows: list[tuple[str, str]]) -> None:
     """Stamp the command, write the figures as JSON and print them as a table."""

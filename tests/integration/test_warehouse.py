@@ -98,9 +98,9 @@ def test_an_applied_migration_that_changed_is_refused(tmp_path):
     first, *rest = Migrator(dsn).migrations
     changed = type(first)(first.version, first.name, first.sql + "\n-- edited\n")
     with pytest.raises(RuntimeError, match="changed after it was applied"):
-        Migrator(dsn, [changed, *rest]).status()
+        Migrator(dsn, migrations=[changed, *rest]).status()
     with pytest.raises(RuntimeError, match="does not know"):
-        Migrator(dsn, [first]).status()
+        Migrator(dsn, migrations=[first]).status()
 
 
 # -- the sink -----------------------------------------------------------------------------------
