@@ -16,10 +16,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from connectors.clickhouse.tables import TABLES, Row, Table, row
+from connectors.clickhouse.tables import TABLES, Row, Table, decode_batch
 from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_LAG, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
-from schemas import Codec, SchemaError
+from schemas import Codec
 from streams.domain.records import dead_letter
 from streams.kafka import consumer, producer
 from streams.privacy import masked
@@ -62,13 +62,14 @@ class Sink:
         lag_at = 0.0
         try:
             while not stop.is_set():
-                batch = self.consumer.consume(5000, 0.2)
-                for msg in batch:
-                    self.take(msg)
+                batch = [m for m in self.consumer.consume(5000, 0.2) if self._usable(m)]
+                if batch:
+                    self.absorb(batch)
                 now = time.monotonic()
                 if self._due(now):
                     self.flush()
-                self.idle.set() if not batch and not self.buffers else self.idle.clear()
+                busy = batch or self.buffers
+                self.idle.clear() if busy else self.idle.set()
                 if now - lag_at > 5:
                     self._measure_lag()
                     lag_at = now
@@ -86,26 +87,28 @@ class Sink:
         waited = self.oldest is not None and now - self.oldest >= self.config.sink_flush_interval
         return full or waited or self.failures > 0
 
-    def take(self, msg: Message) -> None:
-        """Buffer one record's row (or dead-letter it); its offset commits after the insert."""
+    @staticmethod
+    def _usable(msg: Message) -> bool:
         err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("sink: consumer error %s", err)
-            return
-        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        table = self.tables[topic]
-        try:
-            record = self.codec.decode(msg.value(), topic=topic, expected=table.record)
-            values = row(table, record, topic, partition, offset)
-        except (SchemaError, KeyError, TypeError) as exc:
-            self._dead_letter(msg, table, str(exc))
-        else:
-            self.buffers.setdefault(table.name, []).append(values)
-            if self.oldest is None:
-                self.oldest = time.monotonic()
-                self.first_at = self.first_at or self.oldest
-        self.offsets[(topic, partition)] = offset + 1
+        if err is not None and err.code() != KafkaError._PARTITION_EOF:
+            log.warning("sink: consumer error %s", err)
+        return err is None
+
+    def absorb(self, batch: list[Message]) -> None:
+        """Buffer a batch's rows, dead-letter what does not decode; the batch's offsets commit
+        after the insert."""
+        items = [(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()) for m in batch]
+        rows, bad = decode_batch(self.codec, self.prefix, items)
+        for name, table_rows in rows.items():
+            self.buffers.setdefault(name, []).extend(table_rows)
+        for i, error in bad:
+            msg = batch[i]
+            self._dead_letter(msg, self.tables[msg.topic() or ""], error)
+        for topic, partition, offset, _ in items:
+            self.offsets[(topic, partition)] = offset + 1
+        if self.oldest is None and rows:
+            self.oldest = time.monotonic()
+            self.first_at = self.first_at or self.oldest
 
     def flush(self) -> bool:
         """Insert every buffered table, then commit; on failure keep the rows and pause."""

@@ -340,3 +340,31 @@ def test_analysts_query_report_and_compute_priors_while_the_sink_owns_chdb(
         sink.stop()
     assert sink.returncode == 0, sink.tail()
     assert not (tmp_path / "store" / "pushcascade-sql.json").exists()
+
+
+def readme_queries() -> list[str]:
+    """The SQL blocks of the README's example queries."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("### Example queries", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, re.S)
+
+
+def test_the_readme_example_queries_answer_on_a_filled_warehouse(settings, warehouse):
+    from connectors.clickhouse.warehouse import Direct
+
+    queries = readme_queries()
+    assert len(queries) == 5
+    records, by_topic = mixed_events(Codec(), 300)
+    produce(settings, records)
+    with running_sink(settings, warehouse.ch):
+        wait_rows(warehouse.ch, expected_rows(by_topic))
+    analyst = Direct(warehouse.ch, warehouse.dsn)
+    answers = [analyst.rows(q) for q in queries]
+    assert all(answers), [q for q, a in zip(queries, answers, strict=True) if not a]
+    fallback_to = answers[0][0]
+    assert fallback_to["route"] != "XIAOMI" and fallback_to["sends"] > 0
+    assert answers[1][0]["sms"] == by_topic["push.sends"] // 4  # every other escalation is SMS
+    assert {r["campaign_id"] for r in answers[2]} == {"mix-k0", "mix-k100", "mix-k200"}
