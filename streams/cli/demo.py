@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from connectors.clickhouse.client import client
 from connectors.producer import PushProducer, RecordProducer
 from connectors.serving import free_port
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
@@ -34,7 +33,7 @@ from streams.harness import (
     wait_accounts,
     worker_env,
 )
-from streams.settings import Settings, get_settings
+from streams.settings import Connections, Settings, get_settings
 
 console = Console(stderr=True)
 
@@ -62,7 +61,7 @@ def sample_records(now_ms: int) -> dict[str, dict]:
 
 
 def smoke(settings: Settings) -> None:
-    """Produce one record of each writable type, read each back, and round-trip a chDB row."""
+    """Produce one record of each writable type and read each back."""
     codec = Codec(settings.connections.schema_registry_url or None)
     records = sample_records(int(time.time() * 1000))
     with RecordProducer(settings.connections.kafka_bootstrap_servers,
@@ -77,14 +76,6 @@ def smoke(settings: Settings) -> None:
         console.print(f"  {'[green]ok' if ok else '[red]MISMATCH'}[/] {topic}")
         if not ok:
             raise click.ClickException(f"{topic}: read back {seen!r}")
-    ch = client(settings.connections.clickhouse_dsn)
-    ch.command("CREATE TABLE IF NOT EXISTS demo_smoke (at DateTime64(3), note String) "
-               "ENGINE = MergeTree ORDER BY at")
-    ch.insert("demo_smoke", [[datetime.now(UTC), "smoke"]], column_names=["at", "note"])
-    rows = ch.query("SELECT count() FROM demo_smoke").result_rows[0][0]
-    console.print(f"  [green]ok[/] ClickHouse {settings.connections.clickhouse_dsn}: "
-                  f"{rows} smoke rows")
-    ch.close()
 
 
 DEMO_TUNING = {"new_account_pushes": 2, "read_deadline_low": 3, "read_deadline_normal": 3,
@@ -148,18 +139,21 @@ DEVICE_REASONS = ("ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE")
 
 def start_edge(settings: Settings, crowd: Population, var_dir: Path
                ) -> tuple[SimulatorThread, list[Process]]:
-    """The provider simulator playing the population, the ack gateway, the dispatcher and a
-    worker: the whole loop over HTTP."""
+    """The provider simulator playing the population, the sink, the ack gateway, the
+    dispatcher and a worker: the whole loop over HTTP, into ClickHouse."""
     port = free_port()
     gateway_url = f"http://127.0.0.1:{port}"
     options: dict[str, Any] = {"port": 0, "seed": 7, "gateway_url": gateway_url}
     sim = Simulator(SimulatorSettings(**options))
     sim.set_population(crowd.document())
     simulator = SimulatorThread(sim).start()
-    env = {**worker_env(settings, **DEMO_TUNING, gateway_port=port),
+    env = {**worker_env(settings, **DEMO_TUNING, gateway_port=port, sql_port=free_port(),
+                        sink_flush_interval=0.5, priors_interval=30),
+           "CLICKHOUSE_DSN": settings.connections.clickhouse_dsn,
            "PUSHCASCADE_GATEWAY_URL": gateway_url,
            "PUSHCASCADE_PROVIDER_SIMULATOR_URL": simulator.url}
-    procs = [start_python("streams.cli", "acks-gateway", env=env, workdir=var_dir,
+    procs = [start_python("streams.cli", "sink", env=env, workdir=var_dir, name="demo-sink"),
+             start_python("streams.cli", "acks-gateway", env=env, workdir=var_dir,
                           name="demo-gateway"),
              start_python("streams.cli", "dispatch", env=env, workdir=var_dir,
                           name="demo-dispatch"),
@@ -212,11 +206,50 @@ def closed_loop(settings: Settings, users: int, rounds: int, var_dir: Path) -> N
         console.print(f"messages read: {rows['messages read']} "
                       f"(of {len(readers) * rounds} pushed to users who read); channel sends per "
                       f"message: {channel_sends / max(sent, 1):.2f}")
+        analytics(settings, flow, procs, var_dir)
     finally:
         flow.close()
         for proc in reversed(procs):
             proc.stop(8)
         simulator.stop()
+
+
+def analytics(settings: Settings, flow: Flow, procs: list[Process], var_dir: Path,
+              timeout: float = 60.0) -> None:
+    """Wait until ClickHouse holds every send, then show the channel rates and write the
+    report."""
+    from connectors.clickhouse.report import SECTIONS, collect, write_html
+    from connectors.clickhouse.warehouse import open_warehouse
+
+    dsn = settings.connections.clickhouse_dsn
+    sent = len({s["send_id"] for s in flow.taps["push.sends"].records})
+    end = time.monotonic() + timeout
+    with console.status("the sink is writing the events to ClickHouse"):
+        while True:
+            for proc in procs:
+                proc.check()
+            try:
+                stored = int(open_warehouse(dsn).rows(
+                    "SELECT count() AS n FROM sends FINAL")[0]["n"])
+            except Exception:  # the sink may not answer yet
+                stored = -1
+            if stored >= sent:
+                break
+            if time.monotonic() > end:
+                raise TimeoutError(f"ClickHouse holds {stored} of {sent} sends after {timeout}s")
+            time.sleep(0.5)
+    data = collect(open_warehouse(dsn))
+    table = Table(title="from ClickHouse: " + SECTIONS[0].question)
+    for column in ("channel", "sends", "receipts", "reads", "receipt rate", "read rate"):
+        table.add_column(column, justify="left" if column == "channel" else "right")
+    for r in data["Channels"]:
+        table.add_row(str(r["channel"]), str(r["sends"]), str(r["receipts"]), str(r["reads"]),
+                      f"{r['receipt_rate']:.2f}", f"{r['read_rate']:.2f}")
+    console.print(table)
+    page = write_html(data, var_dir / "report.html", dsn)
+    console.print(f"report: {page.resolve()}")
+    console.print(f"query:  CLICKHOUSE_DSN={dsn} pushcascade sql \"SELECT * FROM "
+                  "message_summary LIMIT 10\"")
 
 
 def quiet(show: Callable[[], tuple[int, ...]], simulator: SimulatorThread,
@@ -252,14 +285,20 @@ def pace(seconds: float, show: Callable[[], object], procs: list[Process]) -> No
 @click.option("--rounds", default=6, show_default=True, help="pushes per account")
 def demo(users: int, rounds: int) -> None:
     """Run the embedded stack and the whole loop over HTTP (worker, dispatcher, provider
-    simulator with its population, ack gateway), with live progress."""
+    simulator with its population, ack gateway, sink into ClickHouse), with live progress;
+    end with the channel rates from ClickHouse and the HTML report."""
     base = get_settings()
     prefix = f"{base.tuning.topic_prefix}demo{uuid.uuid4().hex[:6]}."
-    given = Settings(topic_prefix=prefix,
-                     kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers)
     var_dir = Path("var")
+    dsn = base.connections.clickhouse_dsn
+    if dsn == Connections.model_fields["clickhouse_dsn"].default:  # a fresh store per demo
+        shutil.rmtree(var_dir / "demo-chdb", ignore_errors=True)
+        dsn = f"chdb://./{var_dir}/demo-chdb"
+    given = Settings(topic_prefix=prefix, clickhouse_dsn=dsn,
+                     kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers)
     with stack(given, var_dir) as bootstrap:
-        settings = Settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap)
+        settings = Settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap,
+                            clickhouse_dsn=dsn)
         console.print(f"broker at {bootstrap}, topics (prefix {prefix})")
         smoke(settings)
         try:

@@ -50,7 +50,8 @@ class Process:
     shutdown)."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-                 log_path: Path | None = None, name: str | None = None) -> None:
+                 log_path: Path | None = None, name: str | None = None,
+                 cwd: Path | None = None) -> None:
         self.argv, self.log_path = list(argv), log_path
         self.name = name or Path(self.argv[0]).name
         log: Any = subprocess.DEVNULL
@@ -61,7 +62,7 @@ class Process:
             self.popen = subprocess.Popen(
                 self.argv, env=dict(env) if env is not None else None, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=_die_with(os.getpid()))
+                preexec_fn=_die_with(os.getpid()), cwd=cwd)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()

@@ -49,3 +49,6 @@ def test_demo_closed_loop(broker, settings, env, tmp_path):
     wanted = [m for m, a in messages.items() if users[a].reads_on]
     assert wanted
     assert len({r["message_id"] for r in reads}) >= 0.8 * len(wanted)
+    # the sink wrote every send to ClickHouse before the demo showed its rates and report
+    assert "from ClickHouse" in result.stderr
+    assert 'class="plotly-graph-div"' in (tmp_path / "var" / "report.html").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -284,7 +285,6 @@ def test_analysts_query_report_and_compute_priors_while_the_sink_owns_chdb(
         settings, tmp_path):
     import shutil
     import subprocess
-    import sys
 
     from connectors.serving import free_port
     from streams.harness import start_python, worker_env
@@ -368,3 +368,40 @@ def test_the_readme_example_queries_answer_on_a_filled_warehouse(settings, wareh
     assert fallback_to["route"] != "XIAOMI" and fallback_to["sends"] > 0
     assert answers[1][0]["sms"] == by_topic["push.sends"] // 4  # every other escalation is SMS
     assert {r["campaign_id"] for r in answers[2]} == {"mix-k0", "mix-k100", "mix-k200"}
+
+
+def test_up_runs_the_sink_so_what_is_sent_can_be_queried(env, tmp_path):
+    import json
+    import signal
+
+    from connectors.serving import free_port
+    from streams.harness import Process
+    from tests.helpers import device, run_cli
+
+    env = {**env, "CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
+           "PUSHCASCADE_SQL_PORT": str(free_port()),
+           "PUSHCASCADE_SINK_FLUSH_INTERVAL": "0.3"}
+    up = Process([sys.executable, "-m", "streams.cli", "up"], env, tmp_path / "up.log", "up",
+                 cwd=tmp_path)
+    try:
+        end = time.monotonic() + 60
+        while not (tmp_path / "store" / "pushcascade-sql.json").exists():
+            up.check()
+            assert time.monotonic() < end, up.tail()
+            time.sleep(0.2)
+        registration = device("u-1", "u-1-d", ["HUAWEI", "FCM"], manufacturer="Huawei")
+        sent = run_cli("send", "--topic", "device.registry", env=env, cwd=tmp_path,
+                       stdin=json.dumps(registration) + "\n")
+        assert sent.returncode == 0, sent.stderr
+        while True:
+            got = run_cli("sql", "SELECT manufacturer, routes FROM devices FINAL", "--format",
+                          "csv", env=env, cwd=tmp_path)
+            if '"Huawei"' in got.stdout:
+                break
+            assert time.monotonic() < end, (got.stdout, got.stderr, up.tail())
+            time.sleep(0.5)
+        assert "push_tokens" not in got.stdout and "HUAWEI" in got.stdout
+        up.popen.send_signal(signal.SIGINT)
+        assert up.popen.wait(30) == 0, up.tail()
+    finally:
+        up.stop()
