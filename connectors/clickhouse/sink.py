@@ -51,7 +51,6 @@ class Sink:
         self.inserted = 0
         self.dead_letters = 0
         self.first_at = 0.0  # when the first record was taken (monotonic; benchmarks)
-        self.idle = threading.Event()  # set when nothing is buffered and everything read
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -68,8 +67,6 @@ class Sink:
                 now = time.monotonic()
                 if self._due(now):
                     self.flush()
-                busy = batch or self.buffers
-                self.idle.clear() if busy else self.idle.set()
                 if now - lag_at > 5:
                     self._measure_lag()
                     lag_at = now
@@ -81,7 +78,7 @@ class Sink:
             self.producer.flush(10)
 
     def _due(self, now: float) -> bool:
-        if not self.buffers or now < self.retry_at:
+        if not (self.buffers or self.offsets) or now < self.retry_at:
             return False
         full = any(len(rows) >= self.config.sink_batch_rows for rows in self.buffers.values())
         waited = self.oldest is not None and now - self.oldest >= self.config.sink_flush_interval
@@ -106,7 +103,7 @@ class Sink:
             self._dead_letter(msg, self.tables[msg.topic() or ""], error)
         for topic, partition, offset, _ in items:
             self.offsets[(topic, partition)] = offset + 1
-        if self.oldest is None and rows:
+        if self.oldest is None:  # dead letters' offsets, too, commit within the interval
             self.oldest = time.monotonic()
             self.first_at = self.first_at or self.oldest
 
