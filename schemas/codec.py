@@ -40,6 +40,7 @@ class Codec:
         self._known = frozenset(self._names)
         self._headers: dict[str, bytes] = {}
         self._decoders: dict[int, _Decoder] = {}
+        self._writer_json: dict[int, str] = {}  # registry schemas: the text as registered
         self._registry: Any = None
         if registry_url is None:
             ids = pinned_ids()
@@ -88,8 +89,17 @@ class Codec:
         """Decode one message value and also return its record name."""
         return self._decode(data, topic, None)
 
-    def _decode(self, data: bytes | None, topic: str,
-                expected: str | None) -> tuple[str, dict[str, Any]]:
+    def identify(self, data: bytes | None, topic: str) -> tuple[str, int]:
+        """The record name and schema id of a value, from its header alone (the datum is not
+        read); SchemaError when the header is bad or the id unknown."""
+        schema_id, decoder = self._header_of(data, topic)
+        return decoder[0], schema_id
+
+    def writer_json(self, schema_id: int) -> str:
+        """The writer schema of an identified schema id as JSON, logical types kept."""
+        return self._writer_json.get(schema_id) or schema_json(self._decoders[schema_id][0])
+
+    def _header_of(self, data: bytes | None, topic: str) -> tuple[int, _Decoder]:
         if not data:
             raise SchemaError(topic, "empty message value")
         if len(data) < 5:
@@ -97,10 +107,15 @@ class Codec:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise SchemaError(topic, f"bad magic byte 0x{magic:02x}, expected 0x00")
-        decoder = self._decoders.get(schema_id) or self._fetch(schema_id, topic)
+        return schema_id, self._decoders.get(schema_id) or self._fetch(schema_id, topic)
+
+    def _decode(self, data: bytes | None, topic: str,
+                expected: str | None) -> tuple[str, dict[str, Any]]:
+        schema_id, decoder = self._header_of(data, topic)
         name, writer, reader = decoder
         if expected is not None and name != expected:
             raise SchemaError(topic, f"expected {expected}, got {name} (schema id {schema_id})")
+        data = data or b""  # _header_of refused an empty value
         buf = BytesIO(data)
         buf.seek(5)
         try:
@@ -163,5 +178,6 @@ class Codec:
         ours = wire_schema(name)
         same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(ours)
         decoder: _Decoder = (name, ours, None) if same else (name, writer, ours)
+        self._writer_json[schema_id] = found.schema_str
         self._decoders[schema_id] = decoder
         return decoder

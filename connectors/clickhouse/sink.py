@@ -1,8 +1,10 @@
 """The sink: event topics into their ClickHouse tables, in batches, at least once.
 
-A confluent-kafka consumer in group `pushcascade.sink` buffers decoded rows per table and
+A confluent-kafka consumer in group `pushcascade.sink` buffers the records per table and
 inserts them when a table holds `sink_batch_rows` rows or the oldest row waited
-`sink_flush_interval`. Offsets are committed only after every buffered row is inserted. While
+`sink_flush_interval`. Records are not decoded here: each goes to ClickHouse as an Avro datum
+with its Kafka coordinates in front (connectors/clickhouse/avro.py), and ClickHouse decodes.
+Offsets are committed only after every buffered row is inserted. While
 ClickHouse fails, the sink pauses its partitions (staying in the group), retries with a
 doubling backoff and resumes without loss; the tables' keys make a repeat count once.
 Undecodable records go to push.dlq (a dead letter that is itself undecodable is only counted)."""
@@ -16,10 +18,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from connectors.clickhouse.tables import TABLES, Row, Table, decode_batch
+from connectors.clickhouse.avro import Container, coordinates, string
+from connectors.clickhouse.tables import TABLES, Table
 from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_LAG, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
-from schemas import Codec
+from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.kafka import consumer, producer
 from streams.privacy import masked
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "pushcascade.sink"
 DLQ = "push.dlq"
+#: A buffered record: its schema id, its Avro datum with the coordinates, its message.
+Entry = tuple[int, bytes, Message]
 
 
 class Sink:
@@ -43,7 +48,10 @@ class Sink:
         bootstrap = settings.connections.kafka_bootstrap_servers
         self.consumer = consumer(bootstrap, prefix + group)
         self.producer = producer(bootstrap)
-        self.buffers: dict[str, list[Row]] = {}
+        self.by_name = {t.name: t for t in TABLES.values()}
+        self.topic_bytes = {topic: string(topic) for topic in self.tables}
+        self.containers: dict[tuple[str, int], Container] = {}
+        self.buffers: dict[str, list[Entry]] = {}
         self.offsets: dict[tuple[str, int], int] = {}
         self.oldest: float | None = None
         self.failures = 0
@@ -92,17 +100,23 @@ class Sink:
         return err is None
 
     def absorb(self, batch: list[Message]) -> None:
-        """Buffer a batch's rows, dead-letter what does not decode; the batch's offsets commit
-        after the insert."""
-        items = [(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()) for m in batch]
-        rows, bad = decode_batch(self.codec, self.prefix, items)
-        for name, table_rows in rows.items():
-            self.buffers.setdefault(name, []).extend(table_rows)
-        for i, error in bad:
-            msg = batch[i]
-            self._dead_letter(msg, self.tables[msg.topic() or ""], error)
-        for topic, partition, offset, _ in items:
-            self.offsets[(topic, partition)] = offset + 1
+        """Buffer a batch's records as Avro datums for ClickHouse (a record whose header is
+        bad goes to push.dlq at once); the batch's offsets commit after the insert."""
+        identify, buffers, offsets = self.codec.identify, self.buffers, self.offsets
+        for msg in batch:
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            value = msg.value()
+            table = self.tables[topic]
+            offsets[(topic, partition)] = offset + 1
+            try:
+                name, schema_id = identify(value, topic)
+                if name != table.record:
+                    raise SchemaError(topic, f"expected {table.record}, got {name}")
+            except SchemaError as exc:
+                self._dead_letter(msg, table, str(exc))
+                continue
+            datum = coordinates(self.topic_bytes[topic], partition, offset) + (value or b"")[5:]
+            buffers.setdefault(table.name, []).append((schema_id, datum, msg))
         if self.oldest is None:  # dead letters' offsets, too, commit within the interval
             self.oldest = time.monotonic()
             self.first_at = self.first_at or self.oldest
@@ -110,17 +124,20 @@ class Sink:
     def flush(self) -> bool:
         """Insert every buffered table, then commit; on failure keep the rows and pause."""
         for name in list(self.buffers):
-            rows = self.buffers[name]
-            table = next(t for t in self.tables.values() if t.name == name)
-            started = time.monotonic()
-            try:
-                self.ch.insert(name, rows, column_names=table.all_columns)
-            except Exception as exc:
-                self._failed(exc)
-                return False
+            table = self.by_name[name]
+            while True:
+                entries = self.buffers[name]
+                started = time.monotonic()
+                try:
+                    self._insert(table, entries)
+                    break
+                except Exception as exc:
+                    if not self._drop_undecodable(table, entries):
+                        self._failed(exc)
+                        return False
             SINK_INSERT.labels(name).observe(time.monotonic() - started)
-            SINK_ROWS.labels(name).inc(len(rows))
-            self.inserted += len(rows)
+            SINK_ROWS.labels(name).inc(len(entries))
+            self.inserted += len(entries)
             del self.buffers[name]
         self.oldest = None
         if self.failures:
@@ -130,6 +147,36 @@ class Sink:
             SINK_PAUSED.set(0)
             self.consumer.resume(self.consumer.assignment())
         self._commit()
+        return True
+
+    def _insert(self, table: Table, entries: list[Entry]) -> None:
+        """One Avro container per writer schema, decoded by ClickHouse into the table."""
+        by_schema: dict[int, list[bytes]] = {}
+        for schema_id, datum, _ in entries:
+            by_schema.setdefault(schema_id, []).append(datum)
+        for schema_id, datums in by_schema.items():
+            container = self.containers.get((table.name, schema_id))
+            if container is None:
+                container = Container(self.codec.writer_json(schema_id), table.rename)
+                self.containers[(table.name, schema_id)] = container
+            self.ch.raw_insert(table.name, table.insert_columns,
+                               insert_block=container.file(datums), fmt="Avro")
+
+    def _drop_undecodable(self, table: Table, entries: list[Entry]) -> bool:
+        """After a failed insert: dead-letter the records that do not decode (in Python) and
+        keep the rest buffered; False when every record decodes (ClickHouse failed)."""
+        good: list[Entry] = []
+        for entry in entries:
+            msg = entry[2]
+            try:
+                self.codec.decode(msg.value(), topic=msg.topic() or "", expected=table.record)
+            except SchemaError as exc:
+                self._dead_letter(msg, table, str(exc))
+            else:
+                good.append(entry)
+        if len(good) == len(entries):
+            return False
+        self.buffers[table.name] = good
         return True
 
     def _failed(self, exc: Exception) -> None:

@@ -7,7 +7,7 @@ address, push token, title or body has a column."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -19,17 +19,26 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Table:
-    """One table: its name, the record it holds, its columns and how a record becomes a row."""
+    """One table: its name, the record it holds, its stored columns, the record fields the
+    sink inserts (EPHEMERAL columns included; ClickHouse derives the rest), record fields
+    renamed to their column, and the same row built in Python (benchmarks, checks)."""
 
     name: str
     record: str
     columns: tuple[str, ...]
     row: Callable[[dict[str, Any]], Row]
+    fields: tuple[str, ...] = ()
+    rename: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_columns(self) -> tuple[str, ...]:
         """The record's columns followed by the Kafka coordinates."""
         return self.columns + META
+
+    @property
+    def insert_columns(self) -> tuple[str, ...]:
+        """The columns the sink inserts from a record's fields (after renaming)."""
+        return (self.fields or self.columns) + META
 
 
 def _s(value: Any) -> str:
@@ -85,7 +94,9 @@ SETTINGS = ("account_id", "primary", "secondary", "updated_at")
 TABLES: dict[str, Table] = {
     "push.requests": Table("requests", "PushRequest", (
         "message_id", "account_id", "importance", "read_action", "has_link", "campaign_id",
-        "device_count", "created_at"), _request),
+        "device_count", "created_at"), _request, fields=(
+        "message_id", "account_id", "importance", "read_action", "link", "campaign_id",
+        "device_ids", "created_at")),
     "push.sends": Table("sends", "ChannelSend", SENDS, _fields(*SENDS)),
     "push.acks": Table("acks", "Ack", ACKS, _fields(*ACKS)),
     "push.results": Table("results", "DeliveryResult", RESULTS, _fields(*RESULTS)),
@@ -106,7 +117,8 @@ TABLES: dict[str, Table] = {
                               _fields(*SETTINGS)),
     "push.dlq": Table("dead_letters", "DeadLetter", (
         "source_topic", "source_partition", "source_offset", "error", "failed_at"),
-        _dead_letter),
+        _dead_letter, rename={"topic": "source_topic", "partition": "source_partition",
+                              "offset": "source_offset"}),
 }
 
 #: The views the migrations create, for the schema test and the README.

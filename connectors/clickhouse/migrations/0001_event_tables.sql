@@ -2,7 +2,8 @@
 -- offset) and its event time. ReplacingMergeTree keyed on the record's own identity: a replay
 -- of the same records, or a send the router repeated with the same send_id, is one row after
 -- FINAL (the views use FINAL). Addresses, push tokens, titles and bodies are never stored.
--- route and device_id are '' where the record has none.
+-- route and device_id are '' where the record has none. EPHEMERAL columns are not stored: the
+-- sink inserts the record's fields and ClickHouse derives the stored columns from them.
 
 CREATE TABLE IF NOT EXISTS requests
 (
@@ -10,9 +11,11 @@ CREATE TABLE IF NOT EXISTS requests
     account_id   String,
     importance   LowCardinality(String),
     read_action  LowCardinality(String),
-    has_link     Bool,
+    link         Nullable(String) EPHEMERAL,
+    device_ids   Array(String) EPHEMERAL,
+    has_link     Bool DEFAULT link IS NOT NULL,
     campaign_id  Nullable(String),
-    device_count UInt16,
+    device_count UInt16 DEFAULT length(device_ids),
     created_at   DateTime64(3, 'UTC'),
     event_time   DateTime64(3, 'UTC') ALIAS created_at,
     topic        LowCardinality(String),
@@ -172,7 +175,7 @@ CREATE TABLE IF NOT EXISTS outcomes
     provider_message_id String,
     error_code          LowCardinality(String),
     attempts            UInt16,
-    latency_ms          UInt32,
+    latency_ms          Int32,
     at                  DateTime64(3, 'UTC'),
     event_time          DateTime64(3, 'UTC') ALIAS at,
     topic               LowCardinality(String),
