@@ -15,29 +15,36 @@ from collections.abc import Iterable, Mapping
 #: The Kafka coordinates every row carries, as leading Avro fields.
 META_FIELDS = [{"name": "topic", "type": "string"}, {"name": "partition", "type": "int"},
                {"name": "offset", "type": "long"}]
-_BLOCK_OF_ONE = b"\x02"  # zigzag(1)
+#: One sync marker for every container this process writes (any 16 bytes will do).
+SYNC = os.urandom(16)
+_SMALL = [bytes([u]) for u in range(0x80)]
+
+
+def varint(u: int) -> bytes:
+    """Avro's base-128 varint of an unsigned value (a zigzag-encoded int or long)."""
+    if u < 0x80:
+        return _SMALL[u]
+    if u < 0x4000:
+        return bytes((u & 0x7F | 0x80, u >> 7))
+    if u < 0x200000:
+        return bytes((u & 0x7F | 0x80, (u >> 7) & 0x7F | 0x80, u >> 14))
+    out = bytearray()
+    while u >= 0x80:
+        out.append(u & 0x7F | 0x80)
+        u >>= 7
+    out.append(u)
+    return bytes(out)
 
 
 def zigzag(n: int) -> bytes:
     """Avro's variable-length zigzag encoding of an int or long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return varint((n << 1) ^ (n >> 63))
 
 
 def string(text: str) -> bytes:
     """Avro encoding of a string."""
     data = text.encode()
     return zigzag(len(data)) + data
-
-
-def coordinates(topic: bytes, partition: int, offset: int) -> bytes:
-    """The leading fields of a row: `topic` already encoded with `string`."""
-    return topic + zigzag(partition) + zigzag(offset)
 
 
 class Container:
@@ -47,17 +54,15 @@ class Container:
         schema = json.loads(writer_json)
         fields = [dict(f, name=(rename or {}).get(f["name"], f["name"])) for f in schema["fields"]]
         schema = dict(schema, fields=META_FIELDS + fields)
-        self.sync = os.urandom(16)
         meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
         header = bytearray(b"Obj\x01")
         header += zigzag(len(meta))
         for key, value in meta.items():
             header += string(key) + zigzag(len(value)) + value
-        header += b"\x00" + self.sync
+        header += b"\x00" + SYNC
         self.header = bytes(header)
 
-    def file(self, datums: Iterable[bytes]) -> bytes:
-        """A container file holding these datums, one block each."""
-        sync = self.sync
-        return self.header + b"".join(
-            _BLOCK_OF_ONE + zigzag(len(d)) + d + sync for d in datums)
+    def file(self, blocks: Iterable[bytes]) -> bytes:
+        """A container file of blocks, each `b"\\x02"` (one datum), the datum's length as a
+        zigzag varint, the datum, and SYNC."""
+        return self.header + b"".join(blocks)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from connectors.clickhouse.avro import Container, coordinates, string
+from connectors.clickhouse.avro import SYNC, Container, string, varint, zigzag
 from connectors.clickhouse.tables import TABLES, Table
 from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_LAG, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "pushcascade.sink"
 DLQ = "push.dlq"
-#: A buffered record: its schema id, its Avro datum with the coordinates, its message.
+#: A buffered record: its schema id, its container block (coordinates and datum), its message.
 Entry = tuple[int, bytes, Message]
 
 
@@ -49,7 +50,8 @@ class Sink:
         self.consumer = consumer(bootstrap, prefix + group)
         self.producer = producer(bootstrap)
         self.by_name = {t.name: t for t in TABLES.values()}
-        self.topic_bytes = {topic: string(topic) for topic in self.tables}
+        self.coordinates: dict[tuple[str, int], bytes] = {}  # topic and partition, encoded
+        self.known: dict[int, str] = {}  # schema id -> record name
         self.containers: dict[tuple[str, int], Container] = {}
         self.buffers: dict[str, list[Entry]] = {}
         self.offsets: dict[tuple[str, int], int] = {}
@@ -59,6 +61,11 @@ class Sink:
         self.inserted = 0
         self.dead_letters = 0
         self.first_at = 0.0  # when the first record was taken (monotonic; benchmarks)
+        #: one insert job at a time runs in this thread while the next batch is read
+        self.inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
+        self.job: Future[None] | None = None
+        self.job_buffers: dict[str, list[Entry]] = {}
+        self.job_offsets: dict[tuple[str, int], int] = {}
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -69,12 +76,13 @@ class Sink:
         lag_at = 0.0
         try:
             while not stop.is_set():
-                batch = [m for m in self.consumer.consume(5000, 0.2) if self._usable(m)]
+                batch = [m for m in self.consumer.consume(20000, 0.2) if self._usable(m)]
                 if batch:
                     self.absorb(batch)
+                self._finish(block=False)
                 now = time.monotonic()
-                if self._due(now):
-                    self.flush()
+                if self.job is None and self._due(now):
+                    self._start()
                 if now - lag_at > 5:
                     self._measure_lag()
                     lag_at = now
@@ -84,6 +92,7 @@ class Sink:
         finally:
             self.consumer.close()
             self.producer.flush(10)
+            self.inserter.shutdown()
 
     def _due(self, now: float) -> bool:
         if not (self.buffers or self.offsets) or now < self.retry_at:
@@ -102,69 +111,111 @@ class Sink:
     def absorb(self, batch: list[Message]) -> None:
         """Buffer a batch's records as Avro datums for ClickHouse (a record whose header is
         bad goes to push.dlq at once); the batch's offsets commit after the insert."""
-        identify, buffers, offsets = self.codec.identify, self.buffers, self.offsets
+        known, buffers, offsets = self.known, self.buffers, self.offsets
         for msg in batch:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            value = msg.value()
+            value = msg.value() or b""
             table = self.tables[topic]
             offsets[(topic, partition)] = offset + 1
-            try:
-                name, schema_id = identify(value, topic)
-                if name != table.record:
-                    raise SchemaError(topic, f"expected {table.record}, got {name}")
-            except SchemaError as exc:
-                self._dead_letter(msg, table, str(exc))
-                continue
-            datum = coordinates(self.topic_bytes[topic], partition, offset) + (value or b"")[5:]
-            buffers.setdefault(table.name, []).append((schema_id, datum, msg))
+            schema_id = int.from_bytes(value[1:5]) if value[:1] == b"\x00" else -1
+            if known.get(schema_id) != table.record:  # a new id, or a bad header or record
+                try:
+                    name, schema_id = self.codec.identify(value, topic)
+                    if name != table.record:
+                        raise SchemaError(topic, f"expected {table.record}, got {name}")
+                except SchemaError as exc:
+                    self._dead_letter(msg, table, str(exc))
+                    continue
+                known[schema_id] = name
+            where = self.coordinates.get((topic, partition))
+            if where is None:
+                where = self.coordinates[(topic, partition)] = (
+                    string(topic) + zigzag(partition))
+            body = where + varint(offset << 1) + value[5:]  # offset >= 0: zigzag is << 1
+            buffers.setdefault(table.name, []).append(
+                (schema_id, b"\x02" + varint(len(body) << 1) + body + SYNC, msg))
         if self.oldest is None:  # dead letters' offsets, too, commit within the interval
             self.oldest = time.monotonic()
             self.first_at = self.first_at or self.oldest
 
     def flush(self) -> bool:
-        """Insert every buffered table, then commit; on failure keep the rows and pause."""
-        for name in list(self.buffers):
-            table = self.by_name[name]
-            while True:
-                entries = self.buffers[name]
-                started = time.monotonic()
-                try:
-                    self._insert(table, entries)
-                    break
-                except Exception as exc:
-                    if not self._drop_undecodable(table, entries):
-                        self._failed(exc)
-                        return False
-            SINK_INSERT.labels(name).observe(time.monotonic() - started)
-            SINK_ROWS.labels(name).inc(len(entries))
-            self.inserted += len(entries)
-            del self.buffers[name]
-        self.oldest = None
+        """Insert everything buffered and commit it, waiting; False if ClickHouse failed."""
+        if self._finish(block=True) is False:
+            return False
+        if self.buffers or self.offsets:
+            self._start()
+        return self._finish(block=True) is not False
+
+    def _start(self) -> None:
+        """Hand the buffered tables to the insert thread; the next rows buffer meanwhile."""
+        self.job_buffers, self.job_offsets = self.buffers, self.offsets
+        self.buffers, self.offsets, self.oldest = {}, {}, None
+        self.job = self.inserter.submit(self._insert_all, self.job_buffers)
+
+    def _finish(self, block: bool) -> bool | None:
+        """If the insert job is done (or, with block, once it is): commit its offsets, or on
+        failure put its rows back in front and pause. None while it runs."""
+        job = self.job
+        if job is None:
+            return True
+        if not block and not job.done():
+            return None
+        self.job = None
+        exc = job.exception()
+        if exc is not None:
+            for name, entries in self.job_buffers.items():
+                self.buffers[name] = entries + self.buffers.get(name, [])
+            for tp, offset in self.job_offsets.items():
+                self.offsets[tp] = max(offset, self.offsets.get(tp, 0))
+            self.oldest = self.oldest or time.monotonic()
+            self._failed(exc)
+            return False
         if self.failures:
             log.info("sink: ClickHouse inserts work again after %d failures; resuming",
                      self.failures)
             self.failures, self.retry_at = 0, 0.0
             SINK_PAUSED.set(0)
             self.consumer.resume(self.consumer.assignment())
-        self._commit()
+        self._commit(self.job_offsets)
         return True
+
+    def _insert_all(self, buffers: dict[str, list[Entry]]) -> None:
+        """Insert every table of a job (in the insert thread); a table done leaves `buffers`,
+        so after a failure only the rest is tried again."""
+        for name in list(buffers):
+            table = self.by_name[name]
+            while True:
+                entries = buffers[name]
+                started = time.monotonic()
+                try:
+                    self._insert(table, entries)
+                    break
+                except Exception:
+                    good = self._decodable(table, entries)
+                    if len(good) == len(entries):
+                        raise  # every record decodes: ClickHouse failed
+                    buffers[name] = good
+            SINK_INSERT.labels(name).observe(time.monotonic() - started)
+            SINK_ROWS.labels(name).inc(len(entries))
+            self.inserted += len(entries)
+            del buffers[name]
 
     def _insert(self, table: Table, entries: list[Entry]) -> None:
         """One Avro container per writer schema, decoded by ClickHouse into the table."""
         by_schema: dict[int, list[bytes]] = {}
-        for schema_id, datum, _ in entries:
-            by_schema.setdefault(schema_id, []).append(datum)
-        for schema_id, datums in by_schema.items():
+        for schema_id, one, _ in entries:
+            by_schema.setdefault(schema_id, []).append(one)
+        for schema_id, blocks in by_schema.items():
             container = self.containers.get((table.name, schema_id))
             if container is None:
                 container = Container(self.codec.writer_json(schema_id), table.rename)
                 self.containers[(table.name, schema_id)] = container
             self.ch.raw_insert(table.name, table.insert_columns,
-                               insert_block=container.file(datums), fmt="Avro")
+                               insert_block=container.file(blocks), fmt="Avro")
 
-    def _drop_undecodable(self, table: Table, entries: list[Entry]) -> bool:
-        """After a failed insert: dead-letter the records that do not decode (in Python) and
-        keep the rest buffered; False when every record decodes (ClickHouse failed)."""
+    def _decodable(self, table: Table, entries: list[Entry]) -> list[Entry]:
+        """After a failed insert: the records that decode (in Python); the others go to
+        push.dlq."""
         good: list[Entry] = []
         for entry in entries:
             msg = entry[2]
@@ -174,12 +225,9 @@ class Sink:
                 self._dead_letter(msg, table, str(exc))
             else:
                 good.append(entry)
-        if len(good) == len(entries):
-            return False
-        self.buffers[table.name] = good
-        return True
+        return good
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: BaseException) -> None:
         """An insert failed: pause consuming and retry later, doubling the wait."""
         self.failures += 1
         SINK_FAILURES.inc()
@@ -192,15 +240,14 @@ class Sink:
         log.warning("sink: insert failed (%s: %s); paused, retry %d in %.1fs",
                     type(exc).__name__, str(exc).splitlines()[0][:200], self.failures, wait)
 
-    def _commit(self) -> None:
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Commit what is inserted, after the dead letters among it are on the broker."""
-        if not self.offsets:
+        if not offsets:
             return
         if self.dead_letters and self.producer.flush(30) > 0:
             raise RuntimeError("dead letters not acknowledged by the broker within 30s")
-        tps = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.consumer.commit(offsets=tps, asynchronous=False)
-        self.offsets.clear()
 
     def _dead_letter(self, msg: Message, table: Table, error: str) -> None:
         """An undecodable record: to push.dlq with the reason (never a dead letter's own)."""
@@ -227,7 +274,7 @@ class Sink:
     def _revoked(self, _: Any, partitions: list[TopicPartition]) -> None:
         """Insert and commit what was read before the partitions go; if ClickHouse fails the
         rows are dropped and read again by the next owner from the committed offsets."""
-        if self.buffers and not self.flush():
+        if (self.buffers or self.job) and not self.flush():
             log.warning("sink: %d buffered rows dropped at revoke (ClickHouse failing); the "
                         "next owner reads them again", sum(map(len, self.buffers.values())))
         self.buffers.clear()
