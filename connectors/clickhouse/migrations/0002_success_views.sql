@@ -1,14 +1,19 @@
 -- Success-rate views. Each reads its tables with FINAL, so replays and repeated sends count once.
 
--- Every send with what came back for it: its RECEIPT (by send_id) and the READ of its message
--- on its channel (a READ from any device of the account counts for APP).
+-- Every send with what came back for it: its RECEIPT (by send_id; for the account-level APP
+-- send, a RECEIPT from any of the message's device sends) and the READ of its message on its
+-- channel (a READ from any device of the account counts for APP). `delivery` marks the sends
+-- that reach a person or device: not probes, not the account-level APP record (its devices'
+-- sends are the deliveries).
 CREATE VIEW IF NOT EXISTS send_acks AS
 SELECT
     s.send_id AS send_id, s.message_id AS message_id, s.account_id AS account_id,
     s.channel AS channel, s.device_id AS device_id, s.route AS route, s.reason AS reason,
     s.attempt AS attempt, s.importance AS importance, s.sent_at AS sent_at,
-    r.send_id != '' AS received,
-    if(received, r.receipt_at, NULL) AS receipt_at,
+    s.reason != 'PROBE' AND NOT (s.channel = 'APP' AND s.device_id = '') AS delivery,
+    r.send_id != '' OR (s.channel = 'APP' AND s.device_id = '' AND ar.message_id != '')
+        AS received,
+    if(received, if(r.send_id != '', r.receipt_at, ar.receipt_at), NULL) AS receipt_at,
     rd.message_id != '' AS read,
     if(read, rd.read_at, NULL) AS read_at
 FROM (SELECT * FROM sends FINAL) AS s
@@ -19,18 +24,24 @@ LEFT JOIN
 ) AS r ON r.send_id = s.send_id
 LEFT JOIN
 (
+    SELECT account_id, message_id, min(acked_at) AS receipt_at
+    FROM acks FINAL WHERE kind = 'RECEIPT' AND channel = 'APP' GROUP BY account_id, message_id
+) AS ar ON ar.account_id = s.account_id AND ar.message_id = s.message_id
+LEFT JOIN
+(
     SELECT account_id, message_id, channel, min(acked_at) AS read_at
     FROM acks FINAL WHERE kind = 'READ' GROUP BY account_id, message_id, channel
 ) AS rd ON rd.account_id = s.account_id AND rd.message_id = s.message_id
        AND rd.channel = s.channel;
 
--- Per channel and hour of sending: sends, receipts, reads and their rates (probes excluded).
+-- Per channel and hour of sending: the channel sends Method A decided (FANOUT, PRIMARY,
+-- ESCALATION), how many were received and read, and their rates.
 CREATE VIEW IF NOT EXISTS channel_hourly AS
 SELECT
     toStartOfHour(sent_at) AS hour, channel,
     count() AS sends, countIf(received) AS receipts, countIf(read) AS reads,
     receipts / sends AS receipt_rate, reads / sends AS read_rate
-FROM send_acks WHERE reason != 'PROBE'
+FROM send_acks WHERE reason IN ('FANOUT', 'PRIMARY', 'ESCALATION')
 GROUP BY hour, channel;
 
 -- Per push route and hour of sending (APP sends to devices, probes excluded).
@@ -39,7 +50,7 @@ SELECT
     toStartOfHour(sent_at) AS hour, route,
     count() AS sends, countIf(received) AS receipts, countIf(read) AS reads,
     receipts / sends AS receipt_rate, reads / sends AS read_rate
-FROM send_acks WHERE channel = 'APP' AND route != '' AND reason != 'PROBE'
+FROM send_acks WHERE channel = 'APP' AND route != '' AND delivery
 GROUP BY hour, route;
 
 -- Per device and route: Method B's measure, probes acknowledged by a RECEIPT over probes sent.
@@ -66,13 +77,15 @@ INNER JOIN (SELECT device_id, manufacturer, model FROM devices FINAL) AS d
 WHERE a.channel = 'APP' AND a.route != ''
 GROUP BY manufacturer, model, route;
 
--- Per message: channels used, first channel read, time to first read, escalated or not, and
--- sends made after it was already read.
+-- Per message: its channel sends (Method A's decisions), SMS among them, device deliveries,
+-- channels used, first channel read, time to first read, escalated or not, and deliveries
+-- made after it was already read.
 CREATE VIEW IF NOT EXISTS message_summary AS
 SELECT
     q.account_id AS account_id, q.message_id AS message_id, q.importance AS importance,
     q.campaign_id AS campaign_id, q.created_at AS created_at,
-    s.sends AS sends, s.sms_sends AS sms_sends, s.channels AS channels,
+    s.sends AS sends, s.sms_sends AS sms_sends, s.device_sends AS device_sends,
+    s.channels AS channels,
     rd.message_id != '' AS read,
     if(read, rd.first_read_channel, NULL) AS first_read_channel,
     if(read, rd.first_read_at, NULL) AS first_read_at,
@@ -82,7 +95,10 @@ SELECT
 FROM (SELECT * FROM requests FINAL) AS q
 LEFT JOIN
 (
-    SELECT account_id, message_id, count() AS sends, countIf(channel = 'SMS') AS sms_sends,
+    SELECT account_id, message_id,
+           countIf(reason IN ('FANOUT', 'PRIMARY', 'ESCALATION')) AS sends,
+           countIf(channel = 'SMS') AS sms_sends,
+           countIf(reason IN ('ORIGINAL_ROUTE', 'FALLBACK_ROUTE')) AS device_sends,
            groupUniqArray(channel) AS channels
     FROM sends FINAL WHERE reason != 'PROBE' GROUP BY account_id, message_id
 ) AS s ON s.account_id = q.account_id AND s.message_id = q.message_id
@@ -100,7 +116,8 @@ LEFT JOIN
 LEFT JOIN
 (
     SELECT x.account_id, x.message_id, countIf(x.sent_at > y.first_read) AS after_read
-    FROM (SELECT account_id, message_id, sent_at FROM sends FINAL WHERE reason != 'PROBE') AS x
+    FROM (SELECT account_id, message_id, sent_at FROM sends FINAL
+          WHERE reason != 'PROBE' AND NOT (channel = 'APP' AND device_id = '')) AS x
     INNER JOIN
     (
         SELECT account_id, message_id, min(acked_at) AS first_read
