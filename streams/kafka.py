@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from schemas import PRODUCER_CONFIG
+from streams.settings import Unreachable
+
+#: librdkafka's own log lines (connection refused, every retry) go here, silenced by default.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)
 
 # Tansu answers JoinGroup after session.timeout.ms / 2: keep it short (INFRA.md).
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -30,3 +37,15 @@ def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(
         {"bootstrap.servers": bootstrap, "group.id": group_id, **CONSUMER_DEFAULTS, **overrides}
     )
+
+
+def check_kafka(bootstrap: str, timeout: float = 5.0) -> None:
+    """Raise Unreachable, in one line, when no broker of `bootstrap` answers within timeout."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
+    admin = AdminClient(config)
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise Unreachable(f"Kafka at {bootstrap} did not answer within {timeout:g}s "
+                          f"({reason}); check KAFKA_BOOTSTRAP_SERVERS") from None

@@ -16,6 +16,11 @@ class SettingsError(ValueError):
     """A configuration value is invalid; the message names the environment variable."""
 
 
+class Unreachable(RuntimeError):
+    """A part the command needs (Kafka, ClickHouse) did not answer; the message says what was
+    tried, what failed and which setting to check."""
+
+
 class Connections(BaseSettings):
     """Where Kafka, ClickHouse and the optional Schema Registry are (no prefix)."""
 

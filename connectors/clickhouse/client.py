@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
+
+from streams.settings import Unreachable
 
 _MEMORY = ("memory", ":memory:")
 #: The database of the delivery tables when the DSN names none (always, for chDB).
@@ -28,16 +32,40 @@ def chdb_dir(dsn: str) -> Path | None:
     return None if location.split("/")[0] in _MEMORY else Path(location).resolve()
 
 
-def client(dsn: str, db: str | None = None) -> Any:
+def client(dsn: str, db: str | None = None, timeout: float = 5.0) -> Any:
     """A clickhouse-connect client: chdb:///abs/dir, chdb://./rel/dir, chdb://memory or
-    http(s)://; `db` sets its database (it must exist)."""
+    http(s)://; `db` sets its database (it must exist). Unreachable when the server does not
+    answer within timeout or another process holds the chDB directory."""
     options: dict[str, Any] = {} if db is None else {"database": db}
     if dsn.startswith("chdb://"):
         path = chdb_dir(dsn)
         if path is None:
             return clickhouse_connect.get_client(dsn=dsn, **options)
         path.mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(interface="chdb", path=str(path), **options)
+        try:
+            return clickhouse_connect.get_client(interface="chdb", path=str(path), **options)
+        except ProgrammingError as exc:
+            if "EmbeddedServer" not in str(exc):
+                raise
+            raise Unreachable(f"the chDB store {path} is open in another process (chDB allows "
+                              "one per directory): stop it, or query through the running sink "
+                              "with `pushcascade sql`; check CLICKHOUSE_DSN") from None
     if dsn.startswith(("http://", "https://")):
-        return clickhouse_connect.get_client(dsn=dsn, **options)
+        url = urlsplit(dsn)
+        where = f"{url.scheme}://{url.hostname}:{url.port or 8123}"  # never the password
+        quiet = [logging.getLogger(n) for n in ("clickhouse_connect", "urllib3")]
+        levels = [log.level for log in quiet]
+        for log in quiet:  # their own lines would come before the one that says what to check
+            log.setLevel(logging.CRITICAL)
+        try:
+            return clickhouse_connect.get_client(dsn=dsn, connect_timeout=timeout, **options)
+        except OperationalError as exc:
+            text = str(exc)
+            reason = next((r for r in ("Connection refused", "timed out", "Name or service")
+                           if r in text), text.strip()[:100] or "no answer")
+            raise Unreachable(f"ClickHouse at {where} did not answer within {timeout:g}s "
+                              f"({reason}); check CLICKHOUSE_DSN") from None
+        finally:
+            for log, level in zip(quiet, levels, strict=True):
+                log.setLevel(level)
     raise ValueError(f"CLICKHOUSE_DSN={dsn!r}: expected chdb:///dir, chdb://memory or http://...")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from clickhouse_connect.driver.exceptions import DatabaseError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -132,7 +133,14 @@ def open_warehouse(dsn: str) -> Warehouse:
     url = owner_url(dsn)
     if url is not None:
         return Remote(url)
-    return Direct(client(dsn, database(dsn)), dsn.split("@")[-1], is_server(dsn))
+    try:
+        ch = client(dsn, database(dsn))
+    except DatabaseError as exc:
+        if "UNKNOWN_DATABASE" not in str(exc):
+            raise
+        raise QueryError(f"no delivery tables at CLICKHOUSE_DSN={dsn.split('@')[-1]} yet: run "
+                         "`pushcascade migrate up`, or start the sink") from None
+    return Direct(ch, dsn.split("@")[-1], is_server(dsn))
 
 
 def is_server(dsn: str) -> bool:

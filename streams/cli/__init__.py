@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from streams.settings import SettingsError, get_settings
+from streams.settings import SettingsError, Unreachable, get_settings
 
 
 class Main(click.Group):
-    """The top-level group: turns configuration errors into one clear line and exit code 2."""
+    """The top-level group: a configuration error is one clear line and exit code 2; a part
+    that does not answer (Kafka, ClickHouse) one line and exit code 3."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -18,6 +19,9 @@ class Main(click.Group):
         except SettingsError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except Unreachable as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(3)
 
 
 @click.group(cls=Main)

@@ -105,14 +105,16 @@ def sink() -> None:
     from connectors.clickhouse.sink import Sink
     from connectors.clickhouse.warehouse import Direct, announced, is_server, sql_app
     from connectors.serving import ServerThread
+    from streams.kafka import check_kafka
     from streams.metrics import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, config = get_settings(), _connector_settings()
     dsn = settings.connections.clickhouse_dsn
+    check_kafka(settings.connections.kafka_bootstrap_servers)
     _owned_elsewhere(dsn)
 
-    @retry(wait=wait_exponential(0.5, max=5), stop=stop_after_delay(60), reraise=True,
+    @retry(wait=wait_exponential(0.5, max=3), stop=stop_after_delay(10), reraise=True,
            before_sleep=lambda s: logging.warning(
                "sink: ClickHouse %s not open yet (%s); retrying", dsn.split("@")[-1],
                s.outcome and str(s.outcome.exception()).splitlines()[0][:160]))
@@ -176,7 +178,7 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
     from connectors.clickhouse.warehouse import QueryError, open_warehouse
     from schemas import Codec
     from streams.domain.priors import compute
-    from streams.kafka import producer
+    from streams.kafka import check_kafka, producer
 
     settings, config = get_settings(), _connector_settings()
     try:
@@ -190,6 +192,7 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
                       str(p.samples))
     console.print(table)
     if not dry_run:
+        check_kafka(settings.connections.kafka_bootstrap_servers)
         publish(found, producer(settings.connections.kafka_bootstrap_servers),
                 Codec(settings.connections.schema_registry_url or None), settings.topic(TOPIC))
         click.echo(f"published {len(found)} priors to {settings.topic(TOPIC)}")
@@ -206,8 +209,8 @@ def report(out: Path, png: Path | None) -> None:
     from connectors.clickhouse.report import SECTIONS, collect, screenshot, write_html
     from connectors.clickhouse.warehouse import QueryError, open_warehouse
 
-    warehouse = open_warehouse(get_settings().connections.clickhouse_dsn)
     try:
+        warehouse = open_warehouse(get_settings().connections.clickhouse_dsn)
         data = collect(warehouse)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None

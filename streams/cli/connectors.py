@@ -28,10 +28,12 @@ def _config():  # type: ignore[no-untyped-def]
 def dispatch() -> None:
     """Hand every send on push.sends to its provider once; record each outcome."""
     from connectors.dispatcher import Dispatcher
+    from streams.kafka import check_kafka
     from streams.metrics import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config, registry = _config()
+    check_kafka(get_settings().connections.kafka_bootstrap_servers)
     dispatcher = Dispatcher(get_settings(), config, registry)
     serve(config.dispatch_metrics_port)
 

@@ -11,6 +11,7 @@ import click
 from connectors.producer import RecordProducer
 from schemas import WRITABLE, RecordError
 from streams.cli import cli
+from streams.kafka import check_kafka
 from streams.settings import get_settings
 
 
@@ -43,6 +44,7 @@ def send(topic: str, bootstrap: str, source: IO[str]) -> None:
     """
     records = read_records(source)
     settings = get_settings()
+    check_kafka(bootstrap)
     with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix,
                         schema_registry_url=settings.connections.schema_registry_url) as producer:
         for number, record in enumerate(records, 1):

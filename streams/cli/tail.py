@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
 from schemas import BY_NAME, Codec, SchemaError
 from streams.cli import cli
-from streams.kafka import consumer
+from streams.kafka import check_kafka, consumer
 from streams.settings import get_settings
 
 
@@ -34,6 +34,7 @@ def tail(topic: str, from_beginning: bool, max_records: int | None, timeout: flo
          meta: bool, bootstrap: str) -> None:
     """Print TOPIC's records as JSON lines; undecodable ones are reported on stderr."""
     settings = get_settings()
+    check_kafka(bootstrap)
     codec = Codec(settings.connections.schema_registry_url or None)
     name = settings.topic(topic)
     reader = consumer(bootstrap, f"pushcascade-tail-{uuid.uuid4().hex[:8]}")

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from schemas import CATALOG
 from streams.cli import cli
+from streams.kafka import check_kafka
 from streams.settings import get_settings
 from streams.topics import create_topics
 
@@ -33,6 +34,7 @@ def list_topics() -> None:
               help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
 def create(bootstrap: str) -> None:
     """Create every catalog topic that is missing; a second run changes nothing and says so."""
+    check_kafka(bootstrap)
     created, present = create_topics(get_settings(), bootstrap)
     for name in created:
         click.echo(f"created {name}")

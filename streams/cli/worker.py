@@ -16,10 +16,12 @@ def worker(bootstrap: str, loglevel: str) -> None:
     """Consume requests, acks, settings, profiles and devices; send, escalate, learn."""
     import faust
 
+    from streams.kafka import check_kafka
     from streams.metrics import serve
     from streams.router import Router
 
     settings = get_settings()
+    check_kafka(bootstrap)
     router = Router(settings, bootstrap)
     serve(settings.tuning.metrics_port)
     runner = faust.Worker(router.app, loglevel=loglevel, quiet=True)

