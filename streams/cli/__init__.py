@@ -38,6 +38,7 @@ def main() -> None:
         bench,
         connectors,
         demo,
+        lag,
         send,
         simulate,
         tail,

@@ -12,15 +12,15 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors.producer import RecordProducer
 from schemas import CATALOG, WRITABLE, Codec
 from streams.harness.processes import Process
 from streams.kafka import consumer
+from streams.lag import Ends, end_offsets
+from streams.lag import committed as group_committed
 from streams.settings import Settings
-
-Ends = dict[tuple[str, int], int]  # (full topic, partition) -> offset after its last record
 
 #: The topics a pushcascade worker's consumer group reads: what outside users write, and the
 #: internal topics the workers write to themselves.
@@ -153,42 +153,9 @@ def changelog_tap(settings: Settings, table: str, timeout: float = 30.0) -> Tap:
                topic_timeout=timeout)
 
 
-def end_offsets(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> Ends:
-    """The end of every partition of these (full-named) topics, as a Fetch reports it now."""
-    reader = consumer(bootstrap, f"ends-{uuid.uuid4().hex}",
-                      **{"enable.partition.eof": True, "fetch.wait.max.ms": 50})
-    try:
-        meta = reader.list_topics(timeout=10).topics
-        # ListOffsets may under-report the end on the embedded broker, never over-report it:
-        # read forward from what it says (not from the beginning) to the end a Fetch reports
-        tps = [TopicPartition(t, p, max(0, reader.get_watermark_offsets(
-                   TopicPartition(t, p), timeout=10)[1] - 1))
-               for t in topics for p in meta[t].partitions]
-        reader.assign(tps)
-        ends: Ends = {}
-        deadline = time.monotonic() + timeout
-        while len(ends) < len(tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no end offsets for {len(tps) - len(ends)} partitions "
-                                   f"within {timeout}s")
-            for msg in reader.consume(num_messages=5000, timeout=0.2):
-                err, topic, partition = msg.error(), msg.topic(), msg.partition()
-                if (err is not None and err.code() == KafkaError._PARTITION_EOF
-                        and topic is not None and partition is not None):
-                    ends.setdefault((topic, partition), msg.offset() or 0)
-        return ends
-    finally:
-        reader.close()
-
-
 def committed(settings: Settings, tps: Iterable[tuple[str, int]]) -> Ends:
     """What the workers' consumer group has committed on these partitions (0 for nothing)."""
-    reader = consumer(settings.connections.kafka_bootstrap_servers, group_id(settings))
-    try:
-        got = reader.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
-        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in got}
-    finally:
-        reader.close()
+    return group_committed(settings.connections.kafka_bootstrap_servers, group_id(settings), tps)
 
 
 def wait_committed(settings: Settings, ends: Ends, timeout: float = 60.0,

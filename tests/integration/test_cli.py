@@ -68,3 +68,36 @@ def test_bad_setting_fails_fast_naming_the_variable(env):
     result = run_cli("topics", "list", env={**env, "PUSHCASCADE_SCORE_K1": "heavy"})
     assert result.returncode == 2
     assert "PUSHCASCADE_SCORE_K1" in result.stderr
+
+
+def test_lag_is_what_each_group_committed_against_the_partition_ends(settings, env):
+    """Records produced to push.sends, part of them committed by the dispatcher's group: the
+    lag per partition is what the test produced there minus what it committed."""
+    from confluent_kafka import TopicPartition
+
+    from schemas import Codec
+    from streams.harness.bench.common import produce
+    from streams.harness.bench.events import mixed_events
+    from streams.kafka import consumer
+
+    records, _ = mixed_events(Codec(), 40, tag="lag")
+    ends: dict[tuple[str, int], int] = {}
+    produce(settings, records, ends)
+    sends = {tp: end for tp, end in ends.items() if tp[0] == settings.topic("push.sends")}
+    done = {tp: end // 3 for tp, end in sends.items()}
+    group = consumer(settings.connections.kafka_bootstrap_servers,
+                     settings.tuning.topic_prefix + "pushcascade-dispatch")
+    group.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
+                 asynchronous=False)
+    group.close()
+    result = run_cli("lag", "--json", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    got = {(r["group"], r["topic"], r["partition"]): r["lag"] for r in report["partitions"]}
+    for (topic, partition), end in sends.items():
+        assert got[("dispatcher", "push.sends", partition)] == end - done[(topic, partition)]
+        assert got[("sink", "push.sends", partition)] == end  # nothing committed
+    assert report["groups"]["dispatcher"] == sum(sends.values()) - sum(done.values())
+    assert report["groups"]["sink"] == len(records)
+    table = run_cli("lag", "--group", "dispatcher", env=env, timeout=60)
+    assert table.returncode == 0 and "dispatcher:" in table.stdout and "sink:" not in table.stdout

@@ -29,3 +29,9 @@ def test_the_shipped_migrations_create_every_declared_table_and_view():
     text = "\n".join(m.sql for m in packaged())
     for name in [t.name for t in TABLES.values()] + list(VIEWS):
         assert f"EXISTS {name}\n" in text or f"EXISTS {name} AS" in text, name
+
+
+def test_the_lag_command_watches_the_topics_the_sink_consumes():
+    from streams.lag import SINK_TOPICS
+
+    assert set(SINK_TOPICS) == set(TABLES)
