@@ -31,8 +31,8 @@ def cli() -> None:
     get_settings()  # validate the environment before any subcommand runs
 
 
-def main() -> None:
-    """Console-script entry point."""
+def commands() -> click.Group:
+    """The program with every subcommand registered."""
     from streams.cli import (  # noqa: F401  (registers)
         analytics,
         bench,
@@ -47,4 +47,9 @@ def main() -> None:
         worker,
     )
 
-    cli()
+    return cli
+
+
+def main() -> None:
+    """Console-script entry point."""
+    commands()()

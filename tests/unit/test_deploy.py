@@ -1,0 +1,118 @@
+"""deploy/: the Compose file against the Compose Specification's schema, the Kubernetes
+manifests against the Kubernetes schemas, and both against what pushcascade offers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from connectors.settings import ConnectorSettings
+from streams.cli import commands
+from streams.settings import Connections, Tuning
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+SUBCOMMANDS = set(commands().commands)
+K8S_VERSION = "1.33.0"
+
+
+def compose_schema() -> dict[str, Any]:
+    """The Compose Specification's JSON schema, as check-jsonschema vendors it."""
+    (path,) = [f for f in importlib.metadata.files("check-jsonschema") or []
+               if str(f).endswith("vendor/compose-spec.json")]
+    return dict(json.loads(path.read_text()))
+
+
+def manifests() -> list[dict[str, Any]]:
+    """Every document of deploy/k8s/*.yaml."""
+    return [doc for f in sorted((DEPLOY / "k8s").glob("*.yaml"))
+            for doc in yaml.safe_load_all(f.read_text()) if doc]
+
+
+def known_variable(name: str) -> bool:
+    """Whether an environment variable is a pushcascade setting."""
+    if name.upper() in {f.upper() for f in Connections.model_fields}:
+        return True
+    fields = {*Tuning.model_fields, *ConnectorSettings.model_fields}
+    return name.startswith("PUSHCASCADE_") and (
+        name.removeprefix("PUSHCASCADE_").lower() in fields
+        or name.startswith("PUSHCASCADE_PROVIDER_"))
+
+
+def subcommand(args: list[str]) -> str:
+    """The pushcascade subcommand a container runs."""
+    first = args[0] if args[0] != "pushcascade" else args[1]
+    return first
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    jsonschema.validate(compose, compose_schema())
+    services = compose["services"]
+    assert {"kafka", "schema-registry", "clickhouse", "worker", "dispatcher", "acks-gateway",
+            "sink"} <= set(services)
+    for name, service in services.items():
+        assert "limits" in service.get("deploy", {}).get("resources", {}), name
+        if service.get("image", "").startswith("pushcascade"):
+            for variable in service.get("environment", {}):
+                assert known_variable(variable), (name, variable)
+            command = service["command"]
+            if command[0] != "sh":
+                assert subcommand(command) in SUBCOMMANDS, (name, command)
+    for name in ("kafka", "schema-registry", "clickhouse", "worker", "dispatcher", "sink"):
+        assert "healthcheck" in services[name], name
+
+
+def test_a_broken_compose_file_is_refused():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    compose["services"]["worker"]["restart"] = ["always"]  # must be a string
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(compose, compose_schema())
+
+
+@pytest.mark.parametrize("doc", [d for d in manifests() if not d["apiVersion"].startswith(
+    "keda.sh/")], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_each_manifest_follows_the_kubernetes_schema(doc):
+    """Built-in kinds (KEDA's ScaledObjects are checked against the workloads below)."""
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_manifests_fit_together():
+    docs = manifests()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    assert all(known_variable(v) for v in [*config, *secret])
+    partitions = int(config["PUSHCASCADE_PARTITIONS"])
+    workloads = {d["metadata"]["name"]: d for d in docs
+                 if d["kind"] in ("StatefulSet", "Deployment", "Job")}
+    for w in workloads.values():
+        spec = w["spec"]["template"]["spec"]
+        for container in spec["containers"]:
+            args = container.get("args") or container["command"]
+            if args[0] != "sh":
+                assert subcommand(args) in SUBCOMMANDS, w["metadata"]["name"]
+    assert workloads["pushcascade-workers"]["spec"]["replicas"] <= partitions
+    groups = {"pushcascade-workers": "pushcascade", "pushcascade-dispatcher":
+              "pushcascade-dispatch"}
+    for scaled in (d for d in docs if d["kind"] == "ScaledObject"):
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        assert target in workloads
+        assert scaled["spec"]["maxReplicaCount"] <= partitions  # no idle consumers
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["consumerGroup"] == groups[target]
+        assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+    claims = workloads["pushcascade-workers"]["spec"]["volumeClaimTemplates"]
+    assert claims and config["PUSHCASCADE_STORE"] == "rocksdb://"
+
+
+def test_a_broken_manifest_is_refused():
+    doc = next(d for d in manifests() if d["kind"] == "StatefulSet")
+    doc["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
