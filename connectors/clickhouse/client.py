@@ -24,6 +24,14 @@ def database(dsn: str) -> str:
     return DATABASE
 
 
+def shown(dsn: str) -> str:
+    """The DSN as it may be printed or logged: its password replaced by ***."""
+    url = urlsplit(dsn)
+    if url.password is None:
+        return dsn
+    return url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@", 1)).geturl()
+
+
 def chdb_dir(dsn: str) -> Path | None:
     """The data directory of an on-disk chDB DSN; None for memory or a server."""
     if not dsn.startswith("chdb://"):

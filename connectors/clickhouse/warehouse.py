@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.clickhouse.client import chdb_dir, client, database
+from connectors.clickhouse.client import chdb_dir, client, database, shown
 
 OWNER_FILE = "pushcascade-sql.json"
 #: Statements answered: they read. A server also gets readonly=1 per query; chDB cannot take it
@@ -140,7 +140,7 @@ def open_warehouse(dsn: str) -> Warehouse:
             raise
         raise QueryError(f"no delivery tables at CLICKHOUSE_DSN={dsn.split('@')[-1]} yet: run "
                          "`pushcascade migrate up`, or start the sink") from None
-    return Direct(ch, dsn.split("@")[-1], is_server(dsn))
+    return Direct(ch, shown(dsn), is_server(dsn))
 
 
 def is_server(dsn: str) -> bool:

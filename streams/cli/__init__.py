@@ -38,6 +38,7 @@ def commands() -> click.Group:
         bench,
         connectors,
         demo,
+        dlq,
         lag,
         send,
         simulate,

@@ -99,7 +99,7 @@ def sink() -> None:
     """Insert every event topic into its ClickHouse table; serve read-only SQL on chDB."""
     from tenacity import retry, stop_after_delay, wait_exponential
 
-    from connectors.clickhouse.client import chdb_dir, client, database
+    from connectors.clickhouse.client import chdb_dir, client, database, shown
     from connectors.clickhouse.migrate import Migrator
     from connectors.clickhouse.priors import TOPIC, refresh
     from connectors.clickhouse.sink import Sink
@@ -116,7 +116,7 @@ def sink() -> None:
 
     @retry(wait=wait_exponential(0.5, max=3), stop=stop_after_delay(10), reraise=True,
            before_sleep=lambda s: logging.warning(
-               "sink: ClickHouse %s not open yet (%s); retrying", dsn.split("@")[-1],
+               "sink: ClickHouse %s not open yet (%s); retrying", shown(dsn),
                s.outcome and str(s.outcome.exception()).splitlines()[0][:160]))
     def open_store() -> Any:  # a short `pushcascade sql` may hold an embedded store briefly
         for m in Migrator(dsn).up():

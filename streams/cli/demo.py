@@ -218,6 +218,7 @@ def analytics(settings: Settings, flow: Flow, procs: list[Process], var_dir: Pat
               timeout: float = 60.0) -> None:
     """Wait until ClickHouse holds every send, then show the channel rates and write the
     report."""
+    from connectors.clickhouse.client import shown
     from connectors.clickhouse.report import SECTIONS, collect, write_html
     from connectors.clickhouse.warehouse import open_warehouse
 
@@ -246,9 +247,9 @@ def analytics(settings: Settings, flow: Flow, procs: list[Process], var_dir: Pat
         table.add_row(str(r["channel"]), str(r["sends"]), str(r["receipts"]), str(r["reads"]),
                       f"{r['receipt_rate']:.2f}", f"{r['read_rate']:.2f}")
     console.print(table)
-    page = write_html(data, var_dir / "report.html", dsn)
+    page = write_html(data, var_dir / "report.html", shown(dsn))
     console.print(f"report: {page.resolve()}")
-    console.print(f"query:  CLICKHOUSE_DSN={dsn} pushcascade sql \"SELECT * FROM "
+    console.print(f"query:  CLICKHOUSE_DSN={shown(dsn)} pushcascade sql \"SELECT * FROM "
                   "message_summary LIMIT 10\"")
 
 

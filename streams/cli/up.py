@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from connectors.clickhouse.client import shown
 from streams.cli import cli
 from streams.harness import ProcessExited, stack, start_python, worker_env
 from streams.settings import Settings, get_settings
@@ -29,7 +30,7 @@ def up() -> None:
         env = {**worker_env(running), "CLICKHOUSE_DSN": settings.connections.clickhouse_dsn}
         sink = start_python("streams.cli", "sink", env=env, workdir=var_dir, name="up-sink")
         click.echo(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-        click.echo(f"CLICKHOUSE_DSN={settings.connections.clickhouse_dsn}")
+        click.echo(f"CLICKHOUSE_DSN={shown(settings.connections.clickhouse_dsn)}")
         click.echo(f"topics created; the sink writes every event to ClickHouse (log: "
                    f"{var_dir}/up-sink.log); query with pushcascade sql \"SELECT ...\"; "
                    "Ctrl-C stops", err=True)

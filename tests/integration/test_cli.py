@@ -101,3 +101,31 @@ def test_lag_is_what_each_group_committed_against_the_partition_ends(settings, e
     assert report["groups"]["sink"] == len(records)
     table = run_cli("lag", "--group", "dispatcher", env=env, timeout=60)
     assert table.returncode == 0 and "dispatcher:" in table.stdout and "sink:" not in table.stdout
+
+
+def test_dlq_replay_sends_letters_back_to_their_topics_and_a_dry_run_sends_nothing(
+        settings, env):
+    from schemas import Codec
+    from streams.harness.bench.common import produce
+    from tests.helpers import request
+
+    codec = Codec()
+    originals = [codec.encode("PushRequest", request(f"r-{i}", "acct-r")) for i in range(2)]
+
+    def letter(source: str, value: bytes | None) -> tuple[str, bytes, bytes]:
+        return ("push.dlq", b"acct-r", codec.encode("DeadLetter", {
+            "key": b"acct-r", "value": value, "topic": settings.topic(source), "partition": 0,
+            "offset": 7, "error": f"{settings.topic(source)}: unknown schema id 1 (test)",
+            "failed_at": 1_800_000_000_000}))
+
+    produce(settings, [letter("push.requests", v) for v in originals]
+            + [letter("account.profiles", None), letter("push.acks", b"\x00junk")])
+    dry = run_cli("dlq", "replay", "--dry-run", env=env, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "would replay 3 records" in dry.stdout and "value dropped" in dry.stdout
+    assert read_topic(settings, "push.requests") == []
+    done = run_cli("dlq", "replay", "--topic", "push.requests", env=env, timeout=60)
+    assert done.returncode == 0 and "replayed 2 records" in done.stdout, done.stderr
+    replayed = read_topic(settings, "push.requests", expect=2)
+    assert sorted(r["message_id"] for r in replayed) == ["r-0", "r-1"]
+    assert read_topic(settings, "push.acks") == []

@@ -116,3 +116,26 @@ def test_a_broken_manifest_is_refused():
     doc["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_grafana_dashboard_shows_metrics_and_views_that_exist():
+    import re
+
+    import prometheus_client
+
+    import connectors.metrics  # noqa: F401  (registers)
+    import streams.metrics  # noqa: F401
+    from connectors.clickhouse.tables import VIEWS
+
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    registered = {m.name for m in prometheus_client.REGISTRY.collect()}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "expr" in t]
+    sqls = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"] if "rawSql" in t]
+    assert exprs and sqls
+    for expr in exprs:
+        for name in re.findall(r"pushcascade_[a-z_]+", expr):
+            base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+            assert base in registered, (name, expr)
+    for sql in sqls:
+        assert any(f"pushcascade.{view} " in sql for view in VIEWS), sql
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

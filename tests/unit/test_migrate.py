@@ -35,3 +35,11 @@ def test_the_lag_command_watches_the_topics_the_sink_consumes():
     from streams.lag import SINK_TOPICS
 
     assert set(SINK_TOPICS) == set(TABLES)
+
+
+def test_a_printed_dsn_never_shows_the_password():
+    from connectors.clickhouse.client import shown
+
+    assert shown("http://analyst:s3cret@ch:8123/db") == "http://analyst:***@ch:8123/db"
+    assert shown("chdb://./var/chdb") == "chdb://./var/chdb"
+    assert "s3cret" not in shown("https://u:s3cret@h/x")
