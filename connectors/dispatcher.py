@@ -113,6 +113,11 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="dispatch-kafka")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()  # done / in_flight between the loop and rebalance calls
+        self.assigned: set[int] = set()  # partitions, kept by the rebalance callbacks
+
+    def ready(self) -> bool:
+        """Addresses read to their end and partitions assigned: sends can be handled."""
+        return self.addresses.ready.is_set() and bool(self.assigned)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -340,6 +345,7 @@ class Dispatcher:
     def _assigned(self, _: Any, partitions: list[TopicPartition]) -> None:
         """New partitions: learn their done and interrupted sends before reading them."""
         mine = sorted(tp.partition for tp in partitions)
+        self.assigned = set(mine)
         logs = [TopicPartition(self.topic(t), p, -2) for t in (OUTCOMES, INTENTS) for p in mine]
         intents: dict[str, dict[str, Any]] = {}
         outcomes: set[str] = set()
@@ -372,6 +378,7 @@ class Dispatcher:
     def _revoked(self, _: Any, partitions: list[TopicPartition]) -> None:
         """Partitions leaving: let their sends in flight finish, commit, forget them."""
         gone = {tp.partition for tp in partitions}
+        self.assigned -= gone
         deadline = time.monotonic() + 30
         while any(self.tracker.pending(p) for p in gone) and time.monotonic() < deadline:
             time.sleep(0.05)

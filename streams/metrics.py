@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, make_wsgi_app
 
 EVENTS = Counter("pushcascade_events", "Events handled by the stream processors, by stage and kind",
                  ["stage", "event"])
@@ -31,7 +37,39 @@ class Counts:
         return float(EVENTS.labels(self.stage, event)._value.get())
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on this port (0 = don't)."""
-    if port:
-        start_http_server(port)
+def serve(port: int, ready: Callable[[], bool] | None = None) -> None:
+    """Serve /metrics, /healthz (the process answers) and /readyz (200 once `ready()` holds,
+    else 503) on this port, in a thread (0 = don't)."""
+    if not port:
+        return
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            ok = path == "/healthz" or ready is None or _safely(ready)
+            start("200 OK" if ok else "503 Service Unavailable",
+                  [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"not ready\n"]
+        return list(metrics(environ, start))
+
+    server = make_server("", port, app, ThreadingWSGIServer, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+def _safely(ready: Callable[[], bool]) -> bool:
+    try:
+        return bool(ready())
+    except Exception:  # a probe must answer, whatever state the service is in
+        return False
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow scrape never blocks a probe."""
+
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (no access log)
+        pass

@@ -61,6 +61,7 @@ class Sink:
         self.inserted = 0
         self.dead_letters = 0
         self.first_at = 0.0  # when the first record was taken (monotonic; benchmarks)
+        self.assigned: set[tuple[str, int]] = set()  # kept by the rebalance callbacks
         #: one insert job at a time runs in this thread while the next batch is read
         self.inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
         self.job: Future[None] | None = None
@@ -266,14 +267,20 @@ class Sink:
 
     # -- rebalances and lag ------------------------------------------------------------------
 
+    def ready(self) -> bool:
+        """Partitions assigned and ClickHouse taking inserts (read from any thread)."""
+        return bool(self.assigned) and not self.failures
+
     def _assigned(self, c: Any, partitions: list[TopicPartition]) -> None:
         log.info("sink: assigned %d partitions", len(partitions))
+        self.assigned = {(tp.topic, tp.partition) for tp in partitions}
         if self.failures:
             c.pause(partitions)
 
     def _revoked(self, _: Any, partitions: list[TopicPartition]) -> None:
         """Insert and commit what was read before the partitions go; if ClickHouse fails the
         rows are dropped and read again by the next owner from the committed offsets."""
+        self.assigned = set()
         if (self.buffers or self.job) and not self.flush():
             log.warning("sink: %d buffered rows dropped at revoke (ClickHouse failing); the "
                         "next owner reads them again", sum(map(len, self.buffers.values())))

@@ -126,7 +126,7 @@ def sink() -> None:
     ch = open_store()
     the_sink = Sink(settings, config, ch)
     warehouse = Direct(ch, dsn, is_server(dsn))
-    serve(config.sink_metrics_port)
+    serve(config.sink_metrics_port, ready=the_sink.ready)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -35,7 +35,7 @@ def dispatch() -> None:
     config, registry = _config()
     check_kafka(get_settings().connections.kafka_bootstrap_servers)
     dispatcher = Dispatcher(get_settings(), config, registry)
-    serve(config.dispatch_metrics_port)
+    serve(config.dispatch_metrics_port, ready=dispatcher.ready)
 
     async def main() -> None:
         stop = asyncio.Event()

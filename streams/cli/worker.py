@@ -23,7 +23,9 @@ def worker(bootstrap: str, loglevel: str) -> None:
     settings = get_settings()
     check_kafka(bootstrap)
     router = Router(settings, bootstrap)
-    serve(settings.tuning.metrics_port)
+    app = router.app
+    serve(settings.tuning.metrics_port, ready=lambda: bool(
+        app.consumer.assignment()) and not app.rebalancing and not app.in_recovery)
     runner = faust.Worker(router.app, loglevel=loglevel, quiet=True)
     runner.spinner = None  # with a spinner, Faust sets the root logger to DEBUG: ~10% of CPU
     runner.execute_from_commandline()

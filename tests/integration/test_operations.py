@@ -89,6 +89,14 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
                 moved = {what for what, f in checks.items() if f(now) > f(before)}
                 shown = {svc for svc, g in gauges.items() if any(n == g for n, _ in now[svc])}
                 time.sleep(0.5)
+            for name in ("worker", "dispatch", "sink", "gateway"):  # assigned, recovered
+                for probe in ("healthz", "readyz"):
+                    url = f"http://127.0.0.1:{ports[name]}/{probe}"
+                    try:
+                        with urllib.request.urlopen(url, timeout=10) as answer:
+                            assert answer.status == 200, (name, probe)
+                    except OSError as exc:
+                        raise AssertionError(f"{name} /{probe}: {exc}") from exc
         finally:
             for proc in reversed(procs):
                 proc.stop(8)
