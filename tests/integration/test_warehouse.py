@@ -269,14 +269,18 @@ def test_the_fleet_prior_sends_a_new_device_to_the_route_that_works_and_views_ma
         assert {k: acked / sent for k, (sent, acked) in state.items()} == rates
         assert {r for (_, route), r in rates.items() if route == "JPUSH"} == {0.0}
 
+        def fallback_of_a_new_device(account: str) -> list[tuple[str, str, str, int]]:
+            """Register a new Xiaomi device, push to it, and return its fallback sends."""
+            producer.send("device.registry", device(account, f"{account}-d", ROUTES))
+            producer.flush()
+            producer.send("push.requests", request(f"{account}-m", account))
+            producer.flush()
+            sent = sim.wait_for(lambda rs: any(s[2] == "FALLBACK_ROUTE" for s in device_sends(
+                rs, f"{account}-m")), timeout=60)
+            return [s for s in device_sends(sent, f"{account}-m") if s[2] == "FALLBACK_ROUTE"]
+
         # before the priors job: a new Xiaomi device falls back on JPUSH (registration order)
-        producer.send("device.registry", device("p-a", "p-a-d", ROUTES))
-        producer.flush()
-        producer.send("push.requests", request("p-a-m", "p-a"))
-        producer.flush()
-        sim.wait_for(lambda rs: any(s[2] == "FALLBACK_ROUTE"
-                                    for s in device_sends(rs, "p-a-m")), timeout=60)
-        assert ("p-a-d", "JPUSH", "FALLBACK_ROUTE", 1) in device_sends(sim.records(), "p-a-m")
+        assert fallback_of_a_new_device("p-a") == [("p-a-d", "JPUSH", "FALLBACK_ROUTE", 1)]
 
         # the priors job: ClickHouse -> route.priors -> the router
         priors = refresh(Direct(ch, warehouse.dsn), kafka_producer(
@@ -289,14 +293,8 @@ def test_the_fleet_prior_sends_a_new_device_to_the_route_that_works_and_views_ma
             assert time.monotonic() < end, "the router did not read the priors"
             time.sleep(0.2)
 
-        producer.send("device.registry", device("p-b", "p-b-d", ROUTES))
-        producer.flush()
-        producer.send("push.requests", request("p-b-m", "p-b"))
-        producer.flush()
-        sim.wait_for(lambda rs: any(s[2] == "FALLBACK_ROUTE"
-                                    for s in device_sends(rs, "p-b-m")), timeout=60)
-    assert [s for s in device_sends(sim.records(), "p-b-m") if s[2] == "FALLBACK_ROUTE"] == [
-        ("p-b-d", "GETUI", "FALLBACK_ROUTE", 1)]
+        # after it: a new Xiaomi device falls back on GETUI, the route the fleet receives on
+        assert fallback_of_a_new_device("p-b") == [("p-b-d", "GETUI", "FALLBACK_ROUTE", 1)]
 
 
 # -- the commands, with the sink owning the embedded store -----------------------------------------
