@@ -46,6 +46,7 @@ from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.follow import read_to_end
 from streams.kafka import consumer, producer
+from streams.metrics import Flow, confluent_lag
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Dispatcher:
         self.consumer = consumer(bootstrap, f"{prefix}pushcascade-dispatch")
         self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log")
         self.producer = producer(bootstrap)
+        self.flow = Flow("dispatch")
         self.tracker = OffsetTracker()
         self.done: set[str] = set()  # send_ids with a recorded outcome
         self.in_flight: dict[str, list[tuple[int, int]]] = {}  # send_id -> its records
@@ -140,9 +142,12 @@ class Dispatcher:
                     continue
                 msgs = await loop.run_in_executor(self.pool, self.consumer.consume, BATCH, 0.1)
                 taken += len(msgs)
+                if msgs:
+                    self.flow.received(self.topic(SENDS), len(msgs))
                 if time.monotonic() - last_log > 10:
                     log.info("sends taken %d, in flight %d, waiting for an outcome %d",
                              taken, len(tasks), self.tracker.pending())
+                    confluent_lag(self.flow, self.consumer)
                     last_log = time.monotonic()
                 new = [s for s in (self._take(m) for m in msgs) if s is not None]
                 if new:
@@ -219,6 +224,7 @@ class Dispatcher:
 
         intent = {k: send.get(k) for k in ("send_id", "message_id", "account_id", "channel",
                                            "device_id", "route")}
+        self.flow.sent(self.topic(INTENTS))
         self.producer.produce(self.topic(INTENTS), key=send["account_id"].encode(),
                               value=self.codec.encode("DispatchIntent", {
                                   **intent, "provider": provider,
@@ -310,6 +316,7 @@ class Dispatcher:
                 for p, o in self.in_flight.pop(sid, []):
                     self.tracker.done(p, o)
 
+        self.flow.sent(self.topic(OUTCOMES))
         self.producer.produce(self.topic(OUTCOMES), key=result["account_id"].encode(),
                               value=self.codec.encode("ProviderOutcome", result),
                               on_delivery=delivered)
@@ -323,6 +330,7 @@ class Dispatcher:
             if err is None:
                 self.tracker.done(p, o)
 
+        self.flow.sent(self.topic("push.dlq"))
         self.producer.produce(self.topic("push.dlq"), key=msg.key() or b"",
                               value=self.codec.encode("DeadLetter", dead_letter(
                                   msg.key(), msg.value(), msg.topic() or "", p, o, error,
@@ -365,6 +373,7 @@ class Dispatcher:
         for intent in interrupted:
             result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
                              error_code="interrupted")
+            self.flow.sent(self.topic(OUTCOMES))
             self.producer.produce(self.topic(OUTCOMES), key=intent["account_id"].encode(),
                                   value=self.codec.encode("ProviderOutcome", result))
             DISPATCHED.labels(intent["provider"], "FAILED").inc()

@@ -28,6 +28,7 @@ from connectors.settings import ConnectorSettings
 from connectors.tokens import Signer, TokenError
 from schemas import Codec
 from streams.kafka import producer
+from streams.metrics import Flow
 from streams.settings import Settings
 
 #: READ tokens already recorded (per gateway): a link opened twice is one READ.
@@ -47,6 +48,7 @@ class AckWriter:
         self.producer = producer(settings.connections.kafka_bootstrap_servers,
                                  **{"message.timeout.ms": round(BROKER_WAIT * 1000)})
         self._poller: asyncio.Task[None] | None = None
+        self.flow = Flow("gateway")
 
     async def start(self) -> None:
         """Serve delivery reports on the loop."""
@@ -82,6 +84,7 @@ class AckWriter:
         await asyncio.wait_for(asyncio.gather(*futures), BROKER_WAIT + 1)
         for ack in acks:
             ACKS.labels(ack["kind"]).inc()
+        self.flow.sent(self.settings.topic("push.acks"), len(acks))
 
 
 def refuse(status: int, reason: str, message: str) -> JSONResponse:

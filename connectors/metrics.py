@@ -24,5 +24,3 @@ SINK_INSERT = Histogram("pushcascade_sink_insert_seconds", "Duration of one succ
                         ["table"], buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 SINK_FAILURES = Counter("pushcascade_sink_insert_failures", "Inserts that failed (retried)")
 SINK_PAUSED = Gauge("pushcascade_sink_paused", "1 while the sink waits for ClickHouse")
-SINK_LAG = Gauge("pushcascade_sink_lag", "Records the sink is behind, per partition",
-                 ["topic", "partition"])

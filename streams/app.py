@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,11 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from mode import Service
 
-from streams.settings import Settings
+from streams.settings import Connections, Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -36,7 +42,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        table_standby_replicas=0,
+        table_standby_replicas=tuning.standby_replicas,
+        topic_replication_factor=tuning.replication_factor or 1,
+        broker_credentials=credentials(settings.connections),
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
@@ -48,9 +56,59 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
+def credentials(connections: Connections) -> Any:
+    """Faust's broker credentials for KAFKA_SECURITY_PROTOCOL (None for PLAINTEXT)."""
+    protocol = connections.kafka_security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=connections.kafka_ssl_ca_location or None)
+        if connections.kafka_ssl_certificate_location:
+            context.load_cert_chain(connections.kafka_ssl_certificate_location,
+                                    keyfile=connections.kafka_ssl_key_location or None)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=connections.kafka_sasl_username,
+            password=connections.kafka_sasl_password.get_secret_value(),
+            mechanism=connections.kafka_sasl_mechanism, ssl_context=context)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
+
+
+def store_options(settings: Settings) -> dict[str, Any] | None:
+    """The options of every table store: RocksDB's cache and buffer sizes (None in memory)."""
+    t = settings.tuning
+    if not t.store.startswith("rocksdb"):
+        return None
+    return {"block_cache_size": t.rocksdb_block_cache_mb << 20,
+            "write_buffer_size": t.rocksdb_write_buffer_mb << 20,
+            "max_open_files": t.rocksdb_max_open_files}
+
+
+#: How often a hole in the handled offsets is read again before it is taken as a real gap.
+REREADS = 3
+#: A partition with records after its committed offset and none handled for WATCH_IDLE
+#: seconds (checked every WATCH_INTERVAL) is read again from its committed offset.
+WATCH_INTERVAL, WATCH_IDLE = 1.0, 5.0
+
+
+def hole(acked: Iterable[int], committed: int | None,
+         covered: Callable[[int], bool]) -> tuple[int, int] | None:
+    """The offsets [start, end) before the first acknowledged one that were never handled, when
+    committing the acknowledged offsets would skip them; None when nothing would be skipped.
+
+    `committed` is the next offset to read; `covered(offset)` says the log has no record there
+    (a gap Faust knows: compaction, a transaction marker)."""
+    first = min(acked, default=None)
+    if first is None or committed is None or first <= committed or covered(committed):
+        return None
+    return committed, first
+
+
 def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
     """Faust's aiokafka consumer with our fetch wait instead of its hard-coded 1500 ms, which
-    leaves an idle worker ~0.5 s behind on the embedded broker (INFRA.md)."""
+    leaves an idle worker ~0.5 s behind on the embedded broker (INFRA.md), and a commit that
+    never skips a record it did not handle."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -72,5 +130,71 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
                 loop = asyncio.get_running_loop()
                 ends.update(await loop.run_in_executor(None, marker_ends, changelogs))
             return ends
+
+        def _new_offset(self, tp: TP) -> int | None:
+            """Faust's next offset to commit, except over records never handled.
+
+            Faust commits the first run of acknowledged offsets when it starts within one of
+            the committed offset, so a record read past without being handled (seen under
+            restarts and rebalances) was committed over: lost. Such a hole is read again from
+            its start (REREADS times at most); if the partition is read past it each time and
+            the record never comes, the log has none there and the hole is committed over."""
+            found = hole(self._acked[tp], self._committed_offset[tp],
+                         lambda offset: bool(self._gap[tp].at(offset)))
+            rereads: dict[TP, list[Any]] = self.__dict__.setdefault("_rereads", {})
+            if found is None:
+                rereads.pop(tp, None)
+                return super()._new_offset(tp)
+            start, end = found
+            state = rereads.get(tp)
+            if state is None or state[0] != start:
+                log.warning("%s: offsets %d..%d were read past without being handled; reading "
+                            "the partition again from %d", tp, start, end - 1, start)
+                state = rereads[tp] = [start, 0, False]
+            elif not state[2] or (self._read_offset.get(tp) or 0) < end:
+                return None  # the partition is being read again, not yet past the hole
+            if state[1] >= REREADS:
+                log.warning("%s: no record at offsets %d..%d after %d readings; committing "
+                            "past them", tp, start, end - 1, REREADS)
+                self._gap[tp].addi(start, end)
+                rereads.pop(tp)
+                return super()._new_offset(tp)
+            state[1], state[2] = state[1] + 1, False
+
+            async def read_again() -> None:
+                await self.seek(tp, start)
+                state[2] = True
+
+            asyncio.ensure_future(read_again())
+            return None
+
+        @Service.timer(WATCH_INTERVAL)
+        async def _watch_unhandled(self) -> None:
+            """Read a partition again when it has records after its committed offset but has
+            handled none of them for WATCH_IDLE seconds: they were read past (at a start or a
+            rebalance) and, with nothing acknowledged, nothing else would notice."""
+            if self.app.rebalancing or not self.flow_active:
+                return
+            idle: dict[TP, tuple[float, Any]] = self.__dict__.setdefault("_idle", {})
+            now = time.monotonic()
+            for tp in self._get_active_partitions():
+                if tp.topic.endswith("-changelog"):
+                    continue  # table state, read by recovery, not handled by an agent
+                committed = max(0, self._committed_offset.get(tp) or 0)
+                high = self.highwater(tp)
+                if high is None or high <= committed or self._acked.get(tp):
+                    idle.pop(tp, None)  # nothing to read, or handling goes on
+                    continue
+                read = self._read_offset.get(tp)
+                since, seen = idle.get(tp, (now, read))
+                if seen != read:
+                    since = now
+                idle[tp] = (since, read)
+                if now - since >= WATCH_IDLE:
+                    log.warning("%s: records from offset %d on were not handled for %.0f s; "
+                                "reading the partition again from there", tp, committed,
+                                now - since)
+                    idle.pop(tp)
+                    await self.seek(tp, committed)
 
     return Consumer

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from schemas import PRODUCER_CONFIG
-from streams.settings import Unreachable
+from streams.settings import Unreachable, get_settings
 
 #: librdkafka's own log lines (connection refused, every retry) go here, silenced by default.
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
@@ -27,24 +27,34 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 PRODUCER_DEFAULTS: dict[str, Any] = {**PRODUCER_CONFIG, "linger.ms": 5}
 
 
+def client_config(bootstrap: str) -> dict[str, Any]:
+    """What every client needs: the servers and the security settings of the environment
+    (KAFKA_SECURITY_PROTOCOL and its companions; nothing for PLAINTEXT)."""
+    return {"bootstrap.servers": bootstrap, **get_settings().connections.kafka_security()}
+
+
 def producer(bootstrap: str, **overrides: Any) -> Producer:
     """An idempotent producer with the murmur2 partitioner (the one Java and Faust use)."""
-    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **overrides})
+    return Producer({**client_config(bootstrap), **PRODUCER_DEFAULTS, **overrides})
 
 
 def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
     """A manually committing consumer with the short group timeouts this broker needs."""
     return Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group_id, **CONSUMER_DEFAULTS, **overrides}
+        {**client_config(bootstrap), "group.id": group_id, **CONSUMER_DEFAULTS, **overrides}
     )
+
+
+def admin(bootstrap: str, **overrides: Any) -> AdminClient:
+    """An AdminClient for the cluster."""
+    return AdminClient({**client_config(bootstrap), **overrides})
 
 
 def check_kafka(bootstrap: str, timeout: float = 5.0) -> None:
     """Raise Unreachable, in one line, when no broker of `bootstrap` answers within timeout."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
-    admin = AdminClient(config)
+    client = admin(bootstrap, logger=LIBRDKAFKA_LOG)
     try:
-        admin.list_topics(timeout=timeout)
+        client.list_topics(timeout=timeout)
     except KafkaException as exc:
         reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
         raise Unreachable(f"Kafka at {bootstrap} did not answer within {timeout:g}s "

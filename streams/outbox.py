@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from streams.kafka import producer
+from streams.metrics import Flow
 
 Delivered = Callable[[KafkaError | None, Message], None]
 POLL_EVERY = 128
@@ -24,8 +25,9 @@ class Outbox:
     (streams.state), so a failed delivery fails the commit and the events are processed again;
     their outputs carry deterministic ids."""
 
-    def __init__(self, bootstrap: str, **config: Any) -> None:
+    def __init__(self, bootstrap: str, flow: Flow | None = None, **config: Any) -> None:
         self.producer = producer(bootstrap, **{"linger.ms": 2, **config})
+        self.flow = flow
         self._failures: list[str] = []
         self._queued = 0
 
@@ -44,6 +46,8 @@ class Outbox:
             except BufferError:  # local queue full: let librdkafka drain it
                 self.producer.poll(0.05)
         self._queued += 1
+        if self.flow is not None:
+            self.flow.sent(topic)
         if self._queued % POLL_EVERY == 0:  # serve delivery reports now and then (flush does too)
             self.producer.poll(0)
 

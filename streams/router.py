@@ -17,7 +17,7 @@ import faust
 from faust.types import EventT
 
 from schemas import CATALOG, Codec, SchemaError, key_partition
-from streams.app import create_app
+from streams.app import create_app, store_options
 from streams.campaigns import Campaigns
 from streams.domain import handlers as h
 from streams.domain import records
@@ -28,7 +28,7 @@ from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output
 from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
 from streams.follow import Follower
-from streams.metrics import Counts
+from streams.metrics import Counts, Flow
 from streams.outbox import Outbox
 from streams.privacy import masked
 from streams.settings import Settings
@@ -43,6 +43,8 @@ PRIORS = "route.priors"
 #: (records on a partition not their account's, device registrations, campaign decisions).
 INPUTS = ("push.requests", "push.acks", "account.settings", "account.profiles",
           "device.registry", FORWARDED)
+#: Seconds between two measurements of the worker's consumer lag.
+LAG_INTERVAL = 5.0
 #: Campaign deliveries settled between two yields to the event loop after a decision.
 SETTLE_CHUNK = 500
 
@@ -52,7 +54,8 @@ def router_config(settings: Settings) -> h.RouterConfig:
     t = settings.tuning
     policy = ChannelPolicy(
         new_account_pushes=t.new_account_pushes, k1=t.score_k1, k2=t.score_k2, order=t.channels,
-        read_deadlines={i: t.read_deadline(i) for i in ("LOW", "NORMAL", "HIGH", "URGENT")})
+        read_deadlines={i: t.read_deadline(i) for i in ("LOW", "NORMAL", "HIGH", "URGENT")},
+        strategy=t.strategy, decay=t.score_decay)
     probe = ProbeConfig(
         probe_count_first=t.probe_count_first, probe_count_again=t.probe_count_again,
         min_route_success=t.min_route_success, reprobe_interval_s=t.probe_interval,
@@ -84,15 +87,18 @@ class Router:
         self.partitions = settings.tuning.partitions
         self.prefix = settings.tuning.topic_prefix
         self.app = app = create_app(settings, bootstrap)
-        self.outbox = Outbox(bootstrap)
+        self.flow = Flow("worker")
+        self.outbox = Outbox(bootstrap, flow=self.flow)
         self.state = StateTables(app, ROUTER_TABLES, self.partitions, self.outbox,
-                                 settings.tuning.broker_profile == "tansu")
+                                 settings.tuning.broker_profile == "tansu",
+                                 store_options(settings))
         self.state.attach()
         self.budget = ProbeBudget.from_config(self.config.probe)
         self.priors = PriorBook()
         self.prior_follower = Follower(bootstrap, settings.topic("route-priors"),
                                        [settings.topic(PRIORS)], self._prior, "route-priors")
         app.task(self._follow_priors)
+        app.timer(LAG_INTERVAL)(self._measure_lag)
         self.counts = Counts("router")
         #: campaign id -> message keys with deliveries waiting for its decision (a cache of
         #: the messages table, rebuilt with the deadline index)
@@ -134,12 +140,32 @@ class Router:
     async def run(self, stream: faust.StreamT) -> None:
         """Handle every input event in partition order."""
         event: EventT
+        flow, clock = self.flow, time.perf_counter
         async for event in stream.events():
+            started = clock()
             try:
                 await self.handle(event)
             except Exception as exc:  # a bad record must never stop the partition
                 log.exception("router failed on %s", event.message.tp)
                 self.dead_letter(event, f"processing failed: {exc!r}")
+            topic = event.message.topic
+            flow.received(topic)
+            flow.took(topic, clock() - started)
+
+    async def _measure_lag(self) -> None:
+        """The group's lag per assigned partition: the last fetch's high watermark against the
+        committed offset."""
+        consumer = self.app.consumer
+        try:
+            behind = {}
+            for tp in consumer.assignment():
+                committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+                high = consumer.highwater(tp)
+                if high is not None:
+                    behind[(tp.topic, tp.partition)] = high - (committed or 0)
+            self.flow.lags(behind)
+        except Exception as exc:  # a metric must never stop the worker
+            log.debug("lag not measured: %s", exc)
 
     async def handle(self, event: EventT) -> None:
         """Decode, bring the record to its owner partition, then apply it to state."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
@@ -36,6 +36,44 @@ class Connections(BaseSettings):
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
     )
+    clickhouse_cluster: str = Field(
+        "", description="ClickHouse cluster name: migrations create Replicated tables on every "
+        "node and Distributed tables over them; empty = one server (or chDB)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every Kafka client connects")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)")
+    kafka_sasl_username: str = Field("", description="SASL user name")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (never "
+                                           "printed or logged)")
+    kafka_ssl_ca_location: str = Field("", description="CA bundle (PEM) that signed the brokers' "
+                                       "certificates; empty = the system's")
+    kafka_ssl_certificate_location: str = Field("", description="client certificate (PEM) for "
+                                                "mutual TLS")
+    kafka_ssl_key_location: str = Field("", description="client private key (PEM) for mutual TLS")
+
+    @model_validator(mode="after")
+    def _sasl_has_a_user(self) -> Connections:
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
+
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka settings of the configured protocol (empty for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        config = {"security.protocol": protocol.lower()}
+        if protocol.startswith("SASL"):
+            config.update({"sasl.mechanism": self.kafka_sasl_mechanism,
+                           "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password.get_secret_value()})
+        for key in ("ca", "certificate", "key"):
+            value = getattr(self, f"kafka_ssl_{key}_location")
+            if value and protocol.endswith("SSL"):
+                config[f"ssl.{key}.location"] = value
+        return config
 
 
 class Tuning(BaseSettings):
@@ -64,6 +102,12 @@ class Tuning(BaseSettings):
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )
     channel_order: str = Field(DEFAULT_CHANNEL_ORDER, description="tie-break order of channels")
+    strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
+        "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "
+        "ours (decayed scores, early establishment, a ladder); blast and fixed-fallback are the "
+        "baselines it is measured against")
+    score_decay: float = Field(0.6, gt=0, le=1, description="adaptive: weight older reads keep "
+                               "at each newly read message")
     reach_grace: float = Field(
         30.0, ge=0, description="a request that finds no channel (or a device that turns up "
         "late) waits this long for the account's profile or device registration")
@@ -79,6 +123,16 @@ class Tuning(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port of a worker; 0 = off")
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     data_dir: str = Field("var/worker", description="worker data directory (rocksdb tables)")
+    rocksdb_block_cache_mb: int = Field(
+        256, ge=8, description="RocksDB block cache per table partition store, MiB")
+    rocksdb_write_buffer_mb: int = Field(64, ge=4, description="RocksDB write buffer, MiB")
+    rocksdb_max_open_files: int = Field(
+        512, ge=-1, description="RocksDB open files per store (-1 = unlimited)")
+    standby_replicas: int = Field(
+        0, ge=0, description="workers keeping a warm copy of each table partition (fast failover)")
+    replication_factor: int = Field(
+        0, ge=0, description="replication factor of created topics and changelogs; 0 = 1 on a "
+        "single broker, else the cluster's default")
 
     @field_validator("channel_order")
     @classmethod

@@ -88,11 +88,13 @@ class StateTables:
     """The app's Faust tables, written through batches flushed after the outputs."""
 
     def __init__(self, app: faust.App, names: tuple[str, ...], partitions: int, outbox: Outbox,
-                 embedded: bool) -> None:
+                 embedded: bool, options: dict[str, Any] | None = None) -> None:
         self.app, self.outbox = app, outbox
         # bytes keys are raw; values (dicts) JSON, in the changelog and the store
-        self.tables: dict[str, Any] = {name: app.Table(name, partitions=partitions, key_type=bytes)
-                                       for name in names}
+        self.tables: dict[str, Any] = {
+            name: app.Table(name, partitions=partitions, key_type=bytes,
+                            options=dict(options) if options else None)
+            for name in names}
         self.dirty: dict[str, dict[bytes, Write]] = {name: {} for name in names}
         self.flushing: dict[str, dict[bytes, Write]] = {name: {} for name in names}
         self.embedded = embedded

@@ -6,12 +6,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import CATALOG
+from streams.kafka import admin
 from streams.settings import Settings
-
-
-def admin(bootstrap: str) -> AdminClient:
-    """An AdminClient for the cluster."""
-    return AdminClient({"bootstrap.servers": bootstrap})
 
 
 def create_topics(settings: Settings, bootstrap: str) -> tuple[list[str], list[str]]:
@@ -24,7 +20,7 @@ def create_topics(settings: Settings, bootstrap: str) -> tuple[list[str], list[s
         NewTopic(
             settings.topic(s.name),
             num_partitions=settings.tuning.partitions,
-            replication_factor=1 if _single_broker(client) else -1,
+            replication_factor=replication_factor(settings, client),
             config={"cleanup.policy": "compact" if s.compact else "delete"},
         )
         for s in missing
@@ -41,6 +37,9 @@ def create_topics(settings: Settings, bootstrap: str) -> tuple[list[str], list[s
     return created, present
 
 
-def _single_broker(client: AdminClient) -> bool:
-    """True when the cluster has one broker (replication factor 1 is then the only choice)."""
-    return len(client.list_topics(timeout=10).brokers) <= 1
+def replication_factor(settings: Settings, client: AdminClient) -> int:
+    """PUSHCASCADE_REPLICATION_FACTOR, else 1 on a single broker, else the cluster's default
+    (-1)."""
+    if settings.tuning.replication_factor:
+        return settings.tuning.replication_factor
+    return 1 if len(client.list_topics(timeout=10).brokers) <= 1 else -1

@@ -2,8 +2,9 @@
 
 Files are `NNNN_name.sql` beside this module, numbered 1, 2, 3... without gaps or repeats;
 statements end with `;` at the end of a line. The same files run on a ClickHouse server and on
-chDB. A migration that changed after it was applied, or one the database has but the code
-does not, is refused."""
+chDB, and on a cluster (CLICKHOUSE_CLUSTER) in their cluster form (connectors.clickhouse.cluster).
+A migration that changed after it was applied, or one the database has but the code does not,
+is refused."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from importlib import resources
 from typing import Any
 
 from connectors.clickhouse.client import client, database
+from connectors.clickhouse.cluster import on_cluster, state_table
+from streams.settings import get_settings
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 STATE_TABLE = "schema_migrations"
@@ -82,22 +85,34 @@ class Migrator:
     """Applies migrations to the database of a DSN."""
 
     def __init__(self, dsn: str, db: str | None = None,
-                 migrations: list[Migration] | None = None) -> None:
+                 migrations: list[Migration] | None = None, cluster: str | None = None) -> None:
         self.dsn, self.db = dsn, db or database(dsn)
         self.migrations = packaged() if migrations is None else migrations
+        self.cluster = get_settings().connections.clickhouse_cluster if cluster is None \
+            else cluster
+        if self.cluster and dsn.startswith("chdb://"):
+            raise MigrationError(f"CLICKHOUSE_CLUSTER={self.cluster} needs a ClickHouse server "
+                                 "DSN (http:// or https://), not chDB")
         self._client: Any = None
+
+    def statements(self, m: Migration) -> list[str]:
+        """What applying `m` runs here: its statements, in their cluster form on a cluster."""
+        if not self.cluster:
+            return m.statements
+        return [out for statement in m.statements for out in on_cluster(statement, self.cluster)]
 
     @property
     def client(self) -> Any:
         """A client on the database, created (with its state table) on first use."""
         if self._client is None:
             bootstrap = client(self.dsn, "default")
-            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
+            on = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{self.db}`{on}")
             self._client = client(self.dsn, self.db)
-            self._client.command(
-                f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (version UInt32, name String, "
-                "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-                "ENGINE = MergeTree ORDER BY version")
+            self._client.command(state_table(STATE_TABLE, self.cluster) if self.cluster else
+                                 f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (version UInt32, "
+                                 "name String, checksum String, applied_at DateTime64(3, 'UTC') "
+                                 "DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
         return self._client
 
     def status(self) -> list[Status]:
@@ -127,7 +142,7 @@ class Migrator:
         """Apply every pending migration in order; returns them (empty: already current)."""
         done = []
         for m in self.pending():
-            for statement in m.statements:
+            for statement in self.statements(m):
                 self.client.command(statement)
             self.client.insert(STATE_TABLE, [[m.version, m.name, m.checksum]],
                                column_names=["version", "name", "checksum"])

@@ -128,10 +128,27 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_html(data: dict[str, list[dict[str, Any]]], path: Path, where: str) -> Path:
-    """One self-contained HTML file (plotly.js inlined once) with every chart and table."""
+def comparison_html(runs: list[dict[str, Any]]) -> str:
+    """The strategies compared: reach against sends per message, and their figures."""
+    fig = go.Figure([go.Bar(name=m, x=[r["strategy"] for r in runs], y=[r[key] for r in runs])
+                     for m, key in (("reach", "reach"), ("sends per message",
+                                                          "sends_per_message"),
+                                    ("SMS per message", "sms_per_message"))])
+    fig.update_layout(barmode="group", title="Strategies on the same population", height=380)
+    return ("<section><h2>Strategies compared</h2><p class=q>Which strategy gets pushes read "
+            "with the fewest sends?</p>" + fig.to_html(full_html=False, include_plotlyjs="inline")
+            + _table_html(runs) + "</section>")
+
+
+def write_html(data: dict[str, list[dict[str, Any]]], path: Path, where: str,
+               comparison: list[dict[str, Any]] | None = None) -> Path:
+    """One self-contained HTML file (plotly.js inlined once) with every chart and table, and
+    the strategies compared when given."""
     figs = figures(data)
     parts, first = [], True
+    if comparison:
+        parts.append(comparison_html(comparison))
+        first = False
     for s in SECTIONS:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>"
                      f"<p class=q>{html.escape(s.question)}</p>")

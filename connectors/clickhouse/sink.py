@@ -21,11 +21,12 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from connectors.clickhouse.avro import SYNC, Container, string, varint, zigzag
 from connectors.clickhouse.tables import TABLES, Table
-from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_LAG, SINK_PAUSED, SINK_ROWS
+from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
 from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.kafka import consumer, producer
+from streams.metrics import Flow, confluent_lag
 from streams.privacy import masked
 from streams.settings import Settings
 
@@ -49,6 +50,7 @@ class Sink:
         bootstrap = settings.connections.kafka_bootstrap_servers
         self.consumer = consumer(bootstrap, prefix + group)
         self.producer = producer(bootstrap)
+        self.flow = Flow("sink")
         self.by_name = {t.name: t for t in TABLES.values()}
         self.coordinates: dict[tuple[str, int], bytes] = {}  # topic and partition, encoded
         self.known: dict[int, str] = {}  # schema id -> record name
@@ -113,8 +115,10 @@ class Sink:
         """Buffer a batch's records as Avro datums for ClickHouse (a record whose header is
         bad goes to push.dlq at once); the batch's offsets commit after the insert."""
         known, buffers, offsets = self.known, self.buffers, self.offsets
+        received: dict[str, int] = {}
         for msg in batch:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            received[topic] = received.get(topic, 0) + 1
             value = msg.value() or b""
             table = self.tables[topic]
             offsets[(topic, partition)] = offset + 1
@@ -135,6 +139,8 @@ class Sink:
             body = where + varint(offset << 1) + value[5:]  # offset >= 0: zigzag is << 1
             buffers.setdefault(table.name, []).append(
                 (schema_id, b"\x02" + varint(len(body) << 1) + body + SYNC, msg))
+        for topic, n in received.items():
+            self.flow.received(topic, n)
         if self.oldest is None:  # dead letters' offsets, too, commit within the interval
             self.oldest = time.monotonic()
             self.first_at = self.first_at or self.oldest
@@ -261,6 +267,7 @@ class Sink:
         value = masked(self.codec, msg.value(), topic[len(self.prefix):])
         letter = dead_letter(msg.key(), value, topic, msg.partition() or 0, msg.offset() or 0,
                              error, time.time())
+        self.flow.sent(self.settings.topic(DLQ))
         self.producer.produce(self.settings.topic(DLQ), key=msg.key() or b"",
                               value=self.codec.encode("DeadLetter", letter))
         self.producer.poll(0)
@@ -291,11 +298,4 @@ class Sink:
 
     def _measure_lag(self) -> None:
         """Records behind the high watermark, per partition (the last fetch's watermark)."""
-        try:
-            assigned = self.consumer.assignment()
-            for tp in self.consumer.position(assigned):
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    SINK_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
-        except Exception as exc:  # a metric must never stop the sink
-            log.debug("sink: lag not measured: %s", exc)
+        confluent_lag(self.flow, self.consumer)

@@ -42,7 +42,8 @@ def control_routes(sim: Simulator) -> list[BaseRoute]:
     async def state(request: Request) -> Response:
         return JSONResponse({"seed": sim.seed,
                              "behaviours": {k: vars(v) for k, v in sim.behaviours.items()},
-                             "population": vars(sim.population)})
+                             "population": {k: v for k, v in vars(sim.population).items()
+                                            if k != "by_address"}})
 
     async def put_behaviour(request: Request) -> Response:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -73,8 +74,11 @@ class Population:
     """Receipt probabilities per route/channel and read probabilities per channel, with overrides.
 
     ``receipt`` and ``read`` map a route or channel name (or ``*``) to a probability; accounts
-    override ``read`` by account_id, devices override ``receipt`` by device_id; ``addresses``
-    link a phone / openid / e-mail / push token to its account_id or device_id.
+    override ``read`` (and ``read_delay_ms``) by account_id, and may change their mind: from
+    ``later.at`` (epoch seconds) on, ``later.read`` applies; devices override ``receipt`` by
+    device_id; ``addresses`` link a phone / openid / e-mail / push token to its account_id or
+    device_id; ``outages`` list routes or channels that deliver nothing from ``from`` to
+    ``until`` (epoch seconds).
     """
 
     receipt: dict[str, float] = field(default_factory=lambda: {"*": 1.0})
@@ -83,6 +87,9 @@ class Population:
     read_delay_ms: tuple[float, float] = (100.0, 1000.0)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outages: list[tuple[str, float, float]] = field(default_factory=list)
+    by_address: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {"accounts": {}, "devices": {}})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Population:
@@ -90,7 +97,7 @@ class Population:
         if not isinstance(data, Mapping):
             raise ValueError("population must be an object")
         unknown = set(data) - {"receipt", "read", "receipt_delay_ms", "read_delay_ms",
-                               "accounts", "devices", "seed"}
+                               "accounts", "devices", "seed", "outages"}
         if unknown:
             raise ValueError(f"unknown population field(s): {', '.join(sorted(unknown))}")
         pop = cls()
@@ -100,6 +107,8 @@ class Population:
         for name in ("receipt_delay_ms", "read_delay_ms"):
             if name in data:
                 setattr(pop, name, _range(data[name], name))
+        allowed = {"accounts": {"read", "addresses", "read_delay_ms", "later"},
+                   "devices": {"receipt", "addresses"}}
         for group, key in (("accounts", "read"), ("devices", "receipt")):
             entries = data.get(group, {})
             if not isinstance(entries, Mapping):
@@ -107,41 +116,68 @@ class Population:
             checked = {}
             for ident, entry in entries.items():
                 where = f"{group}.{ident}"
-                if not isinstance(entry, Mapping) or set(entry) - {key, "addresses"}:
-                    raise ValueError(f"{where} may hold only {key!r} and 'addresses'")
+                if not isinstance(entry, Mapping) or set(entry) - allowed[group]:
+                    raise ValueError(f"{where} may hold only "
+                                     f"{', '.join(repr(k) for k in sorted(allowed[group]))}")
                 addresses = entry.get("addresses", [])
                 if not isinstance(addresses, list) or not all(isinstance(a, str)
                                                               for a in addresses):
                     raise ValueError(f"{where}.addresses must be a list of strings")
-                checked[str(ident)] = {key: _probabilities(entry.get(key, {}), f"{where}.{key}"),
+                one: dict[str, Any] = {key: _probabilities(entry.get(key, {}), f"{where}.{key}"),
                                        "addresses": list(addresses)}
+                if "read_delay_ms" in entry:
+                    one["read_delay_ms"] = _range(entry["read_delay_ms"], f"{where}.read_delay_ms")
+                if "later" in entry:
+                    one["later"] = _later(entry["later"], f"{where}.later")
+                checked[str(ident)] = one
+                for address in addresses:
+                    pop.by_address[group][address] = one
             setattr(pop, group, checked)
+        pop.outages = [_outage(o, f"outages[{i}]") for i, o in enumerate(data.get("outages", []))]
         return pop
 
-    def _owner(self, group: dict[str, dict[str, Any]], ident: str | None,
-               address: str) -> dict[str, Any]:
-        if ident and ident in group:
-            return group[ident]
-        for entry in group.values():
-            if address in entry["addresses"]:
-                return entry
-        return {}
+    def _owner(self, group: str, ident: str | None, address: str) -> dict[str, Any]:
+        entries = getattr(self, group)
+        if ident and ident in entries:
+            return dict(entries[ident])
+        return dict(self.by_address[group].get(address, {}))
 
     def react(self, seed: int, send_id: str, target: str, channel: str, account_id: str | None,
-              device_id: str | None, address: str) -> Reaction:
+              device_id: str | None, address: str, now: float | None = None) -> Reaction:
         """Whether and when a receipt comes back and the read link is opened for one send."""
-        device = self._owner(self.devices, device_id, address)
-        account = self._owner(self.accounts, account_id, address)
+        now = time.time() if now is None else now
+        device = self._owner("devices", device_id, address)
+        account = self._owner("accounts", account_id, address)
+        later = account.get("later")
+        reads = later["read"] if later and now >= later["at"] else account.get("read", {})
         p_receipt = _lookup(device.get("receipt", {}), target, self.receipt)
-        p_read = _lookup(account.get("read", {}), channel, self.read)
+        if any(t == target.upper() and start <= now < end for t, start, end in self.outages):
+            p_receipt = 0.0
+        p_read = _lookup(reads, channel, self.read)
         if unit(seed, "receipt", send_id) >= p_receipt:
             return Reaction(None, None)  # never delivered: no receipt, nothing to read
         receipt_after = _between(self.receipt_delay_ms, unit(seed, "receipt-delay", send_id))
         read_after = None
         if unit(seed, "read", send_id) < p_read:
-            read_after = receipt_after + _between(self.read_delay_ms,
+            read_after = receipt_after + _between(account.get("read_delay_ms", self.read_delay_ms),
                                                   unit(seed, "read-delay", send_id))
         return Reaction(receipt_after, read_after)
+
+
+def _later(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or set(value) != {"at", "read"} \
+            or not isinstance(value["at"], int | float):
+        raise ValueError(f"{where} must be {{at: epoch seconds, read: {{channel: p}}}}")
+    return {"at": float(value["at"]), "read": _probabilities(value["read"], f"{where}.read")}
+
+
+def _outage(value: Any, where: str) -> tuple[str, float, float]:
+    if not isinstance(value, Mapping) or set(value) != {"target", "from", "until"} \
+            or not all(isinstance(value[k], int | float) for k in ("from", "until")) \
+            or value["from"] > value["until"]:
+        raise ValueError(f"{where} must be {{target: route or channel, from: s, until: s}} "
+                         "with from <= until (epoch seconds)")
+    return str(value["target"]).upper(), float(value["from"]), float(value["until"])
 
 
 def _lookup(own: Mapping[str, float], key: str, default: Mapping[str, float]) -> float:

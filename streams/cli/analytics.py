@@ -68,7 +68,7 @@ def migrate_up(dry_run: bool) -> None:
     """Apply the pending migrations in order (a second run does nothing)."""
     migrator = _migrator()
     if dry_run:
-        _print_sql(migrator.pending())
+        _print_sql(migrator, migrator.pending())
         return
     done = migrator.up()
     for m in done:
@@ -82,15 +82,15 @@ def migrate_up(dry_run: bool) -> None:
 def migrate_sql(everything: bool) -> None:
     """Print the SQL of the pending (or all) migrations."""
     migrator = _migrator()
-    _print_sql(migrator.migrations if everything else migrator.pending())
+    _print_sql(migrator, migrator.migrations if everything else migrator.pending())
 
 
-def _print_sql(migrations: list[Any]) -> None:
+def _print_sql(migrator: Any, migrations: list[Any]) -> None:
     if not migrations:
         click.echo("-- nothing pending")
     for m in migrations:
         click.echo(f"-- {m.name}")
-        for statement in m.statements:
+        for statement in migrator.statements(m):
             click.echo(statement + ";\n")
 
 

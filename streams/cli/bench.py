@@ -215,6 +215,51 @@ def sink(events: int, batch: int, json_out: Path) -> None:
         ("rows stored (after FINAL)", f"{r['rows_stored']:,}")])
 
 
+@bench.command()
+@click.option("--rate", default=6000.0, show_default=True,
+              help="push requests/s offered for the whole run (above one worker's capacity)")
+@click.option("--phase", default=20.0, show_default=True,
+              help="seconds of each phase: one worker, two, after the SIGTERM")
+@click.option("--accounts", default=5000, show_default=True, help="accounts the requests go to")
+@click.option("--escalate-every", default=20, show_default=True,
+              help="every N-th request is HIGH, never read, and must escalate exactly once")
+@click.option("--deadline", default=5.0, show_default=True, help="read deadline of HIGH (s)")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/scale.json"), show_default=True)
+def scale(rate: float, phase: float, accounts: int, escalate_every: int, deadline: float,
+          json_out: Path) -> None:
+    """One worker under steady load, a second joins, then one is stopped with SIGTERM."""
+    from streams.harness.bench.scale import run_scale_bench
+
+    if rate <= 0 or phase <= 0 or accounts < 1 or escalate_every < 1:
+        raise click.BadParameter("--rate, --phase, --accounts and --escalate-every must be > 0")
+    result = run_scale_bench(rate=rate, phase=phase, accounts=accounts,
+                             escalate_every=escalate_every, deadline=deadline,
+                             var_dir=json_out.parent,
+                             log=lambda line: console.print(f"[dim]{line}"))
+    r, esc = result["sends_per_s"], result["escalations"]
+    rows = [("requests offered / produced", f"{rate:,.0f}/s / {result['requests']:,}"),
+            ("sends/s: one worker", f"{r['one']:,.0f}"),
+            ("sends/s: two workers", f"{r['two']:,.0f}"),
+            ("two / one", f"{result['two_over_one']}"),
+            ("sends/s: after SIGTERM (one left)", f"{r['takeover']:,.0f}"),
+            ("partitions: one / two / after", f"{result['partitions']['one']} / "
+             f"{result['partitions']['two']} / {result['partitions']['takeover']}"),
+            ("requests behind at each phase end", " / ".join(
+                f"{v:,}" for v in result["behind_at_phase_end"].values())),
+            ("second worker ready after", f"{result['second_ready_after_s']} s"),
+            ("stopped worker exited after SIGTERM", f"{result['sigterm_exit_s']} s"),
+            ("takeover (longest silence of its partitions)",
+             f"{result['takeover_s']} s (session timeout {result['session_timeout_s']} s)"),
+            ("requests without a send", f"{result['requests_without_send']:,}"),
+            ("HIGH escalated once / lost / duplicated",
+             f"{esc['escalated_once']:,} of {esc['high_requests']:,} / {esc['lost']} / "
+             f"{esc['duplicated']}"),
+            ("escalation sends repeated with the same send_id",
+             f"{esc['same_send_repeated']}")]
+    finish(result, json_out, "pushcascade bench scale", rows)
+
+
 def finish(result: dict[str, Any], json_out: Path, title: str,
            rows: list[tuple[str, str]]) -> None:
     """Stamp the command, write the figures as JSON and print them as a table."""

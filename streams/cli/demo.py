@@ -1,12 +1,18 @@
-"""`pushcascade demo`: the embedded stack end to end, with live progress."""
+"""`pushcascade demo`: the embedded stack end to end under load, scored from ClickHouse.
+
+One run: the supervised loop (streams.harness.loop) on fresh topics and a fresh chDB store, a
+population (streams.harness.crowd) registered and played by the provider simulator, push
+requests at a steady rate with live progress, then the quality figures from ClickHouse and the
+HTML report. `--compare` runs every strategy on the same population and seed.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +22,12 @@ from rich.live import Live
 from rich.table import Table
 
 from connectors.producer import PushProducer, RecordProducer
-from connectors.serving import free_port
-from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
 from schemas import Codec
 from streams.cli import cli
-from streams.harness import (
-    Population,
-    Process,
-    ProcessExited,
-    Tap,
-    population,
-    producer_for,
-    stack,
-    start_python,
-    start_worker,
-    wait_accounts,
-    worker_env,
-)
+from streams.domain.channels import STRATEGIES
+from streams.harness import ProcessExited, Tap, stack, wait_accounts
+from streams.harness.crowd import Crowd, PopulationError
+from streams.harness.loop import LAST_TIMER, Loop
 from streams.settings import Connections, Settings, get_settings
 
 console = Console(stderr=True)
@@ -78,53 +73,71 @@ def smoke(settings: Settings) -> None:
             raise click.ClickException(f"{topic}: read back {seen!r}")
 
 
-DEMO_TUNING = {"new_account_pushes": 2, "read_deadline_low": 3, "read_deadline_normal": 3,
-               "read_deadline_high": 3, "read_deadline_urgent": 3, "receipt_deadline": 2,
-               "probe_count_first": 5, "probe_device_per_hour": 3600, "probe_timeout": 2}
-#: After the last push, every timer it can start has come due by then: its read deadline, and
-#: the receipt deadline of the APP send an escalation may make.
-LAST_TIMER = DEMO_TUNING["read_deadline_high"] + DEMO_TUNING["receipt_deadline"]
 
 
-class Flow:
-    """What went through the pipeline so far, read from its topics."""
+#: A message counts as reached when it is read within this many seconds of its request: the
+#: demo profile's three read deadlines of 3 s and a second to spare.
+REACH_WINDOW = 10.0
+#: Every N-th request of a round belongs to that round's campaign.
+CAMPAIGN_EVERY = 10
+
+
+class Progress:
+    """What went through the pipeline so far, read from its topics, and the lag per stage."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.taps = {n: Tap(settings, n) for n in ("push.sends", "push.outcomes", "push.acks",
                                                    "push.results")}
+        self.lags: dict[str, int] = {}
+        self._lag_at = 0.0
 
     def poll(self) -> tuple[int, ...]:
-        """Read what is new; a fingerprint of the counts (unchanged = quiet)."""
+        """Read what is new (the lag every 2 s); a fingerprint of the counts (same = quiet)."""
         for tap in self.taps.values():
             tap.poll(0.05)
+        if time.monotonic() - self._lag_at > 2:
+            from streams.lag import lag
+
+            try:
+                totals: Counter[str] = Counter()
+                for row in lag(self.settings):
+                    totals[row.group] += row.lag
+                self.lags = dict(totals)
+            except Exception:  # progress only: the next poll tries again
+                pass
+            self._lag_at = time.monotonic()
         return tuple(len(t.records) for t in self.taps.values())
 
-    def rows(self, requests: int) -> list[tuple[str, int | str]]:
+    def rows(self, requests: int) -> list[tuple[str, str]]:
         """The live table's rows."""
         sends = Counter(s["reason"] for s in self.taps["push.sends"].records
                         if s["device_id"] or s["reason"] not in DEVICE_REASONS)
         outcomes = Counter(o["status"] for o in self.taps["push.outcomes"].records)
         acks = Counter(a["kind"] for a in self.taps["push.acks"].records)
-        read = {r["message_id"] for r in self.taps["push.results"].records
+        read = {(r["account_id"], r["message_id"]) for r in self.taps["push.results"].records
                 if r["status"] == "READ"}
-        return [("push requests", requests), ("fan-out sends (new accounts)", sends["FANOUT"]),
-                ("primary sends (established)", sends["PRIMARY"]),
-                ("escalations (missed read deadline)", sends["ESCALATION"]),
-                ("device sends on the original route", sends["ORIGINAL_ROUTE"]),
-                ("device fallback sends (no receipt)", sends["FALLBACK_ROUTE"]),
-                ("probes", sends["PROBE"]),
+        lag = " / ".join(f"{self.lags.get(g, 0):,}" for g in ("workers", "dispatcher", "sink"))
+        return [("push requests", f"{requests:,}"),
+                ("fan-out sends (new accounts)", f"{sends['FANOUT']:,}"),
+                ("primary sends (established)", f"{sends['PRIMARY']:,}"),
+                ("escalations (missed read deadline)", f"{sends['ESCALATION']:,}"),
+                ("device sends on the original route", f"{sends['ORIGINAL_ROUTE']:,}"),
+                ("device fallback sends (no receipt)", f"{sends['FALLBACK_ROUTE']:,}"),
+                ("probes", f"{sends['PROBE']:,}"),
                 ("provider: accepted / rejected / failed",
-                 f"{outcomes['ACCEPTED']} / {outcomes['REJECTED']} / {outcomes['FAILED']}"),
-                ("receipts (vendor callbacks)", acks["RECEIPT"]),
-                ("reads (signed links)", acks["READ"]), ("messages read", len(read))]
+                 f"{outcomes['ACCEPTED']:,} / {outcomes['REJECTED']:,} / {outcomes['FAILED']:,}"),
+                ("receipts (vendor callbacks)", f"{acks['RECEIPT']:,}"),
+                ("reads (signed links)", f"{acks['READ']:,}"), ("messages read", f"{len(read):,}"),
+                ("lag: workers / dispatcher / sink", lag)]
 
-    def table(self, requests: int, started: float) -> Table:
+    def table(self, title: str, requests: int, started: float) -> Table:
         """The live table."""
-        table = Table(title=f"pushcascade closed loop — {time.monotonic() - started:4.1f} s")
+        table = Table(title=f"{title} — {time.monotonic() - started:5.1f} s")
         table.add_column("what")
         table.add_column("count", justify="right")
         for what, n in self.rows(requests):
-            table.add_row(what, str(n))
+            table.add_row(what, n)
         return table
 
     def close(self) -> None:
@@ -137,173 +150,280 @@ class Flow:
 DEVICE_REASONS = ("ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE")
 
 
-def start_edge(settings: Settings, crowd: Population, var_dir: Path
-               ) -> tuple[SimulatorThread, list[Process]]:
-    """The provider simulator playing the population, the sink, the ack gateway, the
-    dispatcher and a worker: the whole loop over HTTP, into ClickHouse."""
-    port = free_port()
-    gateway_url = f"http://127.0.0.1:{port}"
-    options: dict[str, Any] = {"port": 0, "seed": 7, "gateway_url": gateway_url}
-    sim = Simulator(SimulatorSettings(**options))
-    sim.set_population(crowd.document())
-    simulator = SimulatorThread(sim).start()
-    env = {**worker_env(settings, **DEMO_TUNING, gateway_port=port, sql_port=free_port(),
-                        sink_flush_interval=0.5, priors_interval=30),
-           "CLICKHOUSE_DSN": settings.connections.clickhouse_dsn,
-           "PUSHCASCADE_GATEWAY_URL": gateway_url,
-           "PUSHCASCADE_PROVIDER_SIMULATOR_URL": simulator.url}
-    procs = [start_python("streams.cli", "sink", env=env, workdir=var_dir, name="demo-sink"),
-             start_python("streams.cli", "acks-gateway", env=env, workdir=var_dir,
-                          name="demo-gateway"),
-             start_python("streams.cli", "dispatch", env=env, workdir=var_dir,
-                          name="demo-dispatch"),
-             start_worker(env, var_dir, "demo-worker")]
-    return simulator, procs
+def request(account_id: str, n: int, round_: int, campaign: bool) -> dict[str, Any]:
+    """The n-th push request of the run."""
+    return {"message_id": f"{account_id}-m{round_}", "account_id": account_id,
+            "importance": "HIGH" if n % 4 == 0 else "NORMAL", "title": "Your parcel",
+            "body": f"update {round_}", "read_action": "LINK",
+            "link": "https://shop.example/parcel",
+            "campaign_id": f"promo-{round_}" if campaign else None, "device_ids": [],
+            "created_at": int(time.time() * 1000)}
 
 
-def closed_loop(settings: Settings, users: int, rounds: int, var_dir: Path) -> None:
-    """Run the pipeline's processes and a simulated population over HTTP; show live progress."""
-    people = population(users)
-    crowd = Population(people)
-    simulator, procs = start_edge(settings, crowd, var_dir)
-    flow = Flow(settings)
-    try:
-        with producer_for(settings) as producer:
-            crowd.register(producer)
-        with console.status("worker, dispatcher and gateway starting, devices registering"):
-            wait_accounts(settings, crowd.users, workers=procs)
-        started, sent = time.monotonic(), 0
-        pushes = PushProducer(settings.connections.kafka_bootstrap_servers,
-                              topic_prefix=settings.tuning.topic_prefix,
-                              schema_registry_url=settings.connections.schema_registry_url)
-        with pushes as producer, \
-                Live(flow.table(0, started), console=console, refresh_per_second=4) as live:
-
-            def show() -> tuple[int, ...]:
-                counts = flow.poll()
-                live.update(flow.table(sent, started))
-                return counts
-
-            for r in range(rounds):
-                for u in people:
-                    producer.push({"message_id": f"{u.account_id}-m{r}",
-                                   "account_id": u.account_id, "importance": "HIGH",
-                                   "title": "Your parcel", "body": f"update {r}",
-                                   "read_action": "LINK", "link": "https://shop.example/parcel",
-                                   "campaign_id": None, "device_ids": [],
-                                   "created_at": int(time.time() * 1000)})
-                    sent += 1
-                producer.flush()
-                pace(2.0, show, procs)
-            # let the last timers come due, then wait until nothing moves any more
-            pace(LAST_TIMER, show, procs)
-            quiet(show, simulator, procs)
-        rows = dict(flow.rows(sent))
-        readers = [u for u in people if u.reads_on]
-        channel_sends = sum(int(rows[k]) for k in ("fan-out sends (new accounts)",
-                                                   "primary sends (established)",
-                                                   "escalations (missed read deadline)"))
-        console.print(f"messages read: {rows['messages read']} "
-                      f"(of {len(readers) * rounds} pushed to users who read); channel sends per "
-                      f"message: {channel_sends / max(sent, 1):.2f}")
-        analytics(settings, flow, procs, var_dir)
-    finally:
-        flow.close()
-        for proc in reversed(procs):
-            proc.stop(8)
-        simulator.stop()
+def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate: float,
+          duration: float, title: str) -> int:
+    """Push requests at `rate` per second for `duration` seconds, round-robin over the
+    accounts, showing live progress; returns how many were sent."""
+    accounts = [m.account_id for m in crowd.members]
+    sent, started = 0, time.monotonic()
+    with PushProducer(settings.connections.kafka_bootstrap_servers,
+                      topic_prefix=settings.tuning.topic_prefix,
+                      schema_registry_url=settings.connections.schema_registry_url) as out, \
+            Live(progress.table(title, 0, started), console=console,
+                 refresh_per_second=4) as live:
+        while (elapsed := time.monotonic() - started) < duration:
+            due = int(elapsed * rate)
+            while sent < due:
+                round_, i = divmod(sent, len(accounts))
+                out.push(request(accounts[i], sent, round_,
+                                 round_ > 0 and i % CAMPAIGN_EVERY == 0))
+                sent += 1
+            out.flush()
+            loop.check()
+            progress.poll()
+            live.update(progress.table(title, sent, started))
+            time.sleep(0.25)
+        settle(loop, progress, lambda: live.update(progress.table(title, sent, started)))
+    return sent
 
 
-def analytics(settings: Settings, flow: Flow, procs: list[Process], var_dir: Path,
-              timeout: float = 60.0) -> None:
-    """Wait until ClickHouse holds every send, then show the channel rates and write the
-    report."""
-    from connectors.clickhouse.client import shown
-    from connectors.clickhouse.report import SECTIONS, collect, write_html
+def settle(loop: Loop, progress: Progress, show: Any, timeout: float = 120.0) -> None:
+    """Let the last timers come due, then wait until the simulator has answered everything
+    and no topic grew for three seconds."""
+    end = time.monotonic() + LAST_TIMER
+    while time.monotonic() < end:
+        loop.check()
+        progress.poll()
+        show()
+        time.sleep(0.25)
+    end = time.monotonic() + timeout
+    last, since = progress.poll(), time.monotonic()
+    while time.monotonic() - since < 3.0:
+        if time.monotonic() > end:
+            raise TimeoutError(f"the pipeline did not settle in {timeout:.0f}s")
+        loop.check()
+        assert loop.simulator is not None
+        loop.simulator.idle(timeout=max(1.0, end - time.monotonic()))
+        counts = progress.poll()
+        show()
+        if counts != last:
+            last, since = counts, time.monotonic()
+        time.sleep(0.25)
+
+
+def stored(settings: Settings, progress: Progress, loop: Loop, timeout: float = 120.0) -> Any:
+    """The run's warehouse once ClickHouse holds every send (the sink answers its SQL)."""
     from connectors.clickhouse.warehouse import open_warehouse
 
     dsn = settings.connections.clickhouse_dsn
-    sent = len({s["send_id"] for s in flow.taps["push.sends"].records})
+    sent = len({s["send_id"] for s in progress.taps["push.sends"].records})
     end = time.monotonic() + timeout
     with console.status("the sink is writing the events to ClickHouse"):
         while True:
-            for proc in procs:
-                proc.check()
+            loop.check()
             try:
-                stored = int(open_warehouse(dsn).rows(
-                    "SELECT count() AS n FROM sends FINAL")[0]["n"])
+                warehouse = open_warehouse(dsn)
+                have = int(warehouse.rows("SELECT count() AS n FROM sends FINAL")[0]["n"])
             except Exception:  # the sink may not answer yet
-                stored = -1
-            if stored >= sent:
-                break
+                have = -1
+            if have >= sent:
+                return warehouse
             if time.monotonic() > end:
-                raise TimeoutError(f"ClickHouse holds {stored} of {sent} sends after {timeout}s")
+                raise TimeoutError(f"ClickHouse holds {have} of {sent} sends after {timeout}s")
             time.sleep(0.5)
-    data = collect(open_warehouse(dsn))
-    table = Table(title="from ClickHouse: " + SECTIONS[0].question)
-    for column in ("channel", "sends", "receipts", "reads", "receipt rate", "read rate"):
-        table.add_column(column, justify="left" if column == "channel" else "right")
-    for r in data["Channels"]:
-        table.add_row(str(r["channel"]), str(r["sends"]), str(r["receipts"]), str(r["reads"]),
-                      f"{r['receipt_rate']:.2f}", f"{r['read_rate']:.2f}")
-    console.print(table)
-    page = write_html(data, var_dir / "report.html", shown(dsn))
-    console.print(f"report: {page.resolve()}")
-    console.print(f"query:  CLICKHOUSE_DSN={shown(dsn)} pushcascade sql \"SELECT * FROM "
-                  "message_summary LIMIT 10\"")
 
 
-def quiet(show: Callable[[], tuple[int, ...]], simulator: SimulatorThread,
-          procs: list[Process], timeout: float = 90.0) -> None:
-    """Wait until the simulator has answered everything and no topic grew for two seconds."""
-    end = time.monotonic() + timeout
-    last, since = show(), time.monotonic()
-    while time.monotonic() < end:
-        for proc in procs:
-            proc.check()
-        simulator.idle(timeout=max(1.0, end - time.monotonic()))
-        counts = show()
-        if counts != last:
-            last, since = counts, time.monotonic()
-        elif time.monotonic() - since > 2.0:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"the pipeline did not settle in {timeout}s")
+def score(warehouse: Any, crowd: Crowd, duration: float) -> dict[str, Any]:
+    """The run's quality from ClickHouse, and what it learnt against the population's truth."""
+    from connectors.clickhouse.quality import accuracy, learnt, measure
+
+    figures = measure(warehouse.rows, REACH_WINDOW)
+    primaries, targets = learnt(warehouse.rows)
+    phones = [p for m in crowd.members for p in m.phones]
+    figures.update(accuracy(
+        primaries, targets, {m.account_id: m.true_primary(duration) for m in crowd.members},
+        {m.account_id: m.stable for m in crowd.members},
+        {p.device_id: p.best_alternative for p in phones}))
+    return figures
 
 
-def pace(seconds: float, show: Callable[[], object], procs: list[Process]) -> None:
-    """Refresh the live table four times a second for `seconds` (the demo's rhythm)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for proc in procs:
-            proc.check()
-        show()
-        time.sleep(0.25)
+def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, rate: float,
+                 duration: float, workers: int, var_dir: Path,
+                 keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One strategy end to end on its own topics and store; its figures."""
+    prefix = f"{base.tuning.topic_prefix}demo-{strategy}-{uuid.uuid4().hex[:6]}."
+    dsn = store_for(base.connections.clickhouse_dsn, var_dir, strategy)
+    settings = Settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap,
+                        clickhouse_dsn=dsn)
+    from streams.topics import create_topics
+
+    create_topics(settings, bootstrap)
+    title = f"pushcascade demo — strategy {strategy}"
+    with Loop(settings, var_dir, f"demo-{strategy}", workers=workers, seed=crowd.spec.seed,
+              strategy=strategy) as loop:
+        progress = Progress(settings)
+        try:
+            with RecordProducer(bootstrap, topic_prefix=prefix) as out:
+                for topic, record in crowd.registrations(int(time.time() * 1000)):
+                    out.send(topic, record)
+            with console.status(f"{strategy}: services starting, {len(crowd.members):,} "
+                                "accounts registering"):
+                wait_accounts(settings, [m.account_id for m in crowd.members], timeout=180,
+                              workers=loop.procs)
+            loop.set_population(crowd.document(time.time()))
+            sent = drive(settings, crowd, loop, progress, rate, duration, title)
+            warehouse = stored(settings, progress, loop)
+            figures = {"strategy": strategy, "requests": sent, **score(warehouse, crowd,
+                                                                        duration)}
+            if keep is not None:
+                from connectors.clickhouse.report import collect
+
+                keep["report"] = collect(warehouse)
+                keep["dsn"] = dsn
+        finally:
+            progress.close()
+    return figures
+
+
+def store_for(dsn: str, var_dir: Path, strategy: str) -> str:
+    """A fresh chDB store per run (under var/demo) unless CLICKHOUSE_DSN names another."""
+    if dsn != Connections.model_fields["clickhouse_dsn"].default:
+        if dsn.startswith("chdb://"):
+            return f"{dsn.rstrip('/')}/{strategy}"
+        raise click.ClickException("the demo scores each run on a fresh store: leave "
+                                   "CLICKHOUSE_DSN unset (embedded chDB) or point it at chdb://")
+    folder = var_dir / "demo" / f"{strategy}-chdb"
+    shutil.rmtree(folder, ignore_errors=True)
+    return f"chdb://./{folder}"
+
+
+ROWS = ((f"reach (read within {REACH_WINDOW:g} s)", "reach", "{:.1%}"),
+        ("sends per message", "sends_per_message", "{:.2f}"),
+        ("SMS per message", "sms_per_message", "{:.2f}"),
+        ("redundant sends per message", "redundant_per_message", "{:.2f}"),
+        ("time to first read p50 / s", "time_to_read_p50_s", "{}"),
+        ("time to first read p90 / s", "time_to_read_p90_s", "{}"),
+        ("primary channel right (stable)", "primary_accuracy_stable", "{:.1%}"),
+        ("primary channel right (movers)", "primary_accuracy_movers", "{:.1%}"),
+        ("target route right (measured)", "route_accuracy", "{:.1%}"),
+        ("phones measured / all", "devices_scored", "{:,}"),
+        ("probes per message", "probes_per_message", "{:.2f}"),
+        ("messages", "messages", "{:,}"))
+
+
+def figures_table(runs: list[dict[str, Any]], title: str) -> Table:
+    """One column per strategy run, one row per figure."""
+    table = Table(title=title)
+    table.add_column("figure")
+    for run in runs:
+        table.add_column(run["strategy"], justify="right")
+    for name, key, fmt in ROWS:
+        cells = ["–" if run.get(key) is None else fmt.format(run[key]) for run in runs]
+        if key == "devices_scored":
+            cells = [f"{c} / {run['devices']:,}" for c, run in zip(cells, runs, strict=True)]
+        table.add_row(name, *cells)
+    return table
+
+
+def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """What the comparison must show, each with whether this run shows it."""
+    by = {r["strategy"]: r for r in runs}
+    out = []
+    if "blast" in by and "seed" in by:
+        blast, seed = by["blast"], by["seed"]
+        out.append((f"seed reach {seed['reach']:.1%} >= 95% of blast's {blast['reach']:.1%}",
+                    seed["reach"] >= 0.95 * blast["reach"]))
+        out.append((f"seed sends/msg {seed['sends_per_message']:.2f} <= half of blast's "
+                    f"{blast['sends_per_message']:.2f}",
+                    seed["sends_per_message"] <= 0.5 * blast["sends_per_message"]))
+    if "seed" in by and "adaptive" in by:
+        seed, ours = by["seed"], by["adaptive"]
+        reach_up = ours["reach"] > seed["reach"]
+        cheaper = ours["sends_per_message"] < seed["sends_per_message"]
+        no_worse = (ours["reach"] >= seed["reach"] - 0.005
+                    and ours["sends_per_message"] <= seed["sends_per_message"] * 1.005)
+        out.append((f"adaptive beats seed (reach {ours['reach']:.1%} vs {seed['reach']:.1%}, "
+                    f"sends/msg {ours['sends_per_message']:.2f} vs "
+                    f"{seed['sends_per_message']:.2f}) without losing on the other",
+                    (reach_up or cheaper) and no_worse))
+    for r in runs:
+        if r["strategy"] in ("seed", "adaptive") and r.get("primary_accuracy_stable") is not None:
+            out.append((f"{r['strategy']}: primary-channel accuracy of stable established "
+                        f"accounts {r['primary_accuracy_stable']:.1%} > 90%",
+                        r["primary_accuracy_stable"] > 0.9))
+    return out
 
 
 @cli.command()
-@click.option("--users", default=40, show_default=True, help="simulated accounts")
-@click.option("--rounds", default=6, show_default=True, help="pushes per account")
-def demo(users: int, rounds: int) -> None:
-    """Run the embedded stack and the whole loop over HTTP (worker, dispatcher, provider
-    simulator with its population, ack gateway, sink into ClickHouse), with live progress;
-    end with the channel rates from ClickHouse and the HTML report."""
+@click.option("--population", "population_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None,
+              help="population file (YAML) [default: streams/harness/population.yaml]")
+@click.option("--accounts", type=int, default=None,
+              help="only the first N accounts of the population")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive",
+              show_default=True, help="how channels are chosen")
+@click.option("--compare", is_flag=True, help="run every strategy on the same population")
+@click.option("--rate", default=20.0, show_default=True, help="push requests per second")
+@click.option("--duration", default=120.0, show_default=True, help="seconds of load")
+@click.option("--workers", default=1, show_default=True, help="stream workers")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/demo/figures.json"), show_default=True)
+def demo(population_file: Path | None, accounts: int | None, strategy: str, compare: bool,
+         rate: float, duration: float, workers: int, json_out: Path) -> None:
+    """Run the whole loop on the embedded stack under load (stream workers, dispatcher,
+    provider simulator playing a population, ack gateway, sink into ClickHouse), with live
+    progress; end with the quality figures from ClickHouse and the HTML report."""
+    try:
+        crowd = Crowd.load(population_file)
+    except (PopulationError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if accounts is not None:
+        if accounts < 1:
+            raise click.BadParameter("must be >= 1", param_hint="--accounts")
+        crowd.members = crowd.members[:accounts]
+    if rate <= 0 or duration <= 0 or workers < 1:
+        raise click.BadParameter("--rate and --duration must be > 0, --workers >= 1")
     base = get_settings()
-    prefix = f"{base.tuning.topic_prefix}demo{uuid.uuid4().hex[:6]}."
     var_dir = Path("var")
-    dsn = base.connections.clickhouse_dsn
-    if dsn == Connections.model_fields["clickhouse_dsn"].default:  # a fresh store per demo
-        shutil.rmtree(var_dir / "demo-chdb", ignore_errors=True)
-        dsn = f"chdb://./{var_dir}/demo-chdb"
-    given = Settings(topic_prefix=prefix, clickhouse_dsn=dsn,
-                     kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers)
-    with stack(given, var_dir) as bootstrap:
-        settings = Settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap,
-                            clickhouse_dsn=dsn)
-        console.print(f"broker at {bootstrap}, topics (prefix {prefix})")
-        smoke(settings)
-        try:
-            closed_loop(settings, users, rounds, var_dir)
-        except (AssertionError, TimeoutError, ProcessExited) as exc:
-            raise click.ClickException(f"{exc}\n(logs: {var_dir}/demo-*.log)") from exc
+    strategies = list(STRATEGIES) if compare else [strategy]
+    runs: list[dict[str, Any]] = []
+    kept: dict[str, Any] = {}
+    with stack(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
+                        kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers),
+               var_dir) as bootstrap:
+        console.print(f"broker at {bootstrap}; {len(crowd.members):,} accounts, "
+                      f"{sum(len(m.phones) for m in crowd.members):,} phones; {rate:g} "
+                      f"requests/s for {duration:g} s per strategy")
+        smoke(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
+                       kafka_bootstrap_servers=bootstrap))
+        for name in strategies:
+            try:
+                runs.append(run_strategy(base, bootstrap, crowd, name, rate, duration, workers,
+                                         var_dir, kept if name == strategies[-1] else None))
+            except (AssertionError, TimeoutError, ProcessExited) as exc:
+                raise click.ClickException(f"{exc}\n(logs: {var_dir}/demo-{name}-*.log)") from exc
+            console.print(figures_table(runs[-1:], f"{name}: from ClickHouse"))
+    report(runs, kept, json_out, var_dir, compare)
+
+
+def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var_dir: Path,
+           compare: bool) -> None:
+    """The summary table, the checks of a comparison, the JSON and the HTML report."""
+    from connectors.clickhouse.client import shown
+    from connectors.clickhouse.report import write_html
+
+    checks = verdicts(runs)
+    console.print(figures_table(runs, "strategies compared" if compare else "summary"))
+    for text, ok in checks:
+        console.print(f"  {'[green]yes' if ok else '[red]NO '}[/] {text}")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps({"runs": runs, "checks": [{"check": t, "holds": ok}
+                                                             for t, ok in checks]},
+                                   indent=2) + "\n")
+    page = write_html(kept["report"], var_dir / "report.html", shown(kept["dsn"]),
+                      comparison=runs)
+    console.print(f"figures: {json_out}")
+    console.print(f"report:  {page.resolve()}")
+    console.print(f"query:   CLICKHOUSE_DSN={shown(kept['dsn'])} pushcascade sql \"SELECT * FROM "
+                  "message_summary LIMIT 10\"")
     console.print("[bold green]demo finished")

@@ -9,6 +9,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 NEW, ESTABLISHED = "NEW", "ESTABLISHED"
+#: How channels are chosen (PUSHCASCADE_STRATEGY): the method and the baselines it is measured
+#: against. blast: every enabled channel, every time. fixed-fallback: a fixed channel order,
+#: one channel at a time, the next after each read deadline (what notification platforms
+#: offer). seed: Method A as specified (learn from reads, escalate once). adaptive: Method A
+#: with decayed scores that follow a change of preference, an account established as soon as
+#: its reads agree, and a ladder beyond the secondary to channels the account has read on.
+STRATEGIES = ("blast", "fixed-fallback", "seed", "adaptive")
+#: adaptive: first reads on one channel (and none elsewhere) that establish an account early.
+AGREEING_READS = 2
 _SEND_NS = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
 
 
@@ -23,6 +32,12 @@ class ChannelPolicy:
     read_deadlines: Mapping[str, float] = field(
         default_factory=lambda: {"LOW": 86400.0, "NORMAL": 3600.0, "HIGH": 600.0, "URGENT": 60.0}
     )
+    strategy: str = "seed"
+    decay: float = 0.6  # adaptive: the weight older reads keep at each newly read message
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}")
 
 
 @dataclass
@@ -40,6 +55,7 @@ class Account:
     addresses: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     recent: list[list[Any]] = field(default_factory=list)
+    decayed: dict[str, float] = field(default_factory=dict)  # importance_base, older reads fade
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table."""
@@ -138,10 +154,20 @@ def rank(scores: Mapping[str, float], enabled: Iterable[str], order: Sequence[st
     return sorted(enabled, key=lambda c: (-scores.get(c, 0.0), position.get(c, len(order)), c))
 
 
+def scores(account: Account, policy: ChannelPolicy) -> dict[str, float]:
+    """What the strategy ranks channels by: nothing for a fixed order, decayed importance for
+    adaptive, importance_base for the others."""
+    if policy.strategy == "fixed-fallback":
+        return {}
+    if policy.strategy == "adaptive":
+        return dict(account.decayed)
+    return importance_base(account, policy.k1, policy.k2)
+
+
 def ranking(account: Account, policy: ChannelPolicy) -> list[str]:
     """The account's enabled channels, best first: the user override, then the learned ranking."""
     enabled = account.enabled()
-    learned = rank(importance_base(account, policy.k1, policy.k2), enabled, policy.order)
+    learned = rank(scores(account, policy), enabled, policy.order)
     primary = account.primary if account.primary in enabled else None
     if primary is None:  # no (usable) primary override: the learned primary stays first
         primary = next((c for c in learned if c != account.secondary), None)
@@ -154,37 +180,70 @@ def plan_push(account: Account, importance: str, now: float, policy: ChannelPoli
     channels = ranking(account, policy)
     if not channels:
         return PushPlan((), None, established=False, unreachable=True)
-    became = account.lifecycle == NEW and account.pushes >= policy.new_account_pushes
+    learning = 0 if policy.strategy == "fixed-fallback" else policy.new_account_pushes
+    new = account.lifecycle == NEW
+    ready = new and (account.pushes >= learning or agreeing(account, policy))
     account.pushes += 1
-    if account.lifecycle == NEW and not became:
-        became = account.pushes >= policy.new_account_pushes
-        if became:
-            account.lifecycle = ESTABLISHED
+    if new and (ready or account.pushes >= learning):  # learnt before, or this push ends it
+        account.lifecycle = ESTABLISHED
+    became = new and account.lifecycle == ESTABLISHED
+    if policy.strategy == "blast" or (new and not ready):
         sends = tuple(Send(c, "FANOUT", 0) for c in rank({}, channels, policy.order))
         return PushPlan(sends, None, established=became, unreachable=False)
-    account.lifecycle = ESTABLISHED
     deadline = round(now + policy.read_deadlines[importance], 3)  # exact in epoch ms
     return PushPlan((Send(channels[0], "PRIMARY", 0),), deadline, established=became,
                     unreachable=False)
 
 
+def agreeing(account: Account, policy: ChannelPolicy) -> bool:
+    """adaptive: the account's first reads all fell on one channel, often enough to trust."""
+    if policy.strategy != "adaptive":
+        return False
+    read = [c for c, n in account.first_feedback.items() if n]
+    return len(read) == 1 and account.first_feedback[read[0]] >= AGREEING_READS
 
-def record_read(account: Account, message: Message, channel: str) -> bool:
+
+def record_read(account: Account, message: Message, channel: str,
+                policy: ChannelPolicy | None = None) -> bool:
     """Count a READ ack; the first of a message also counts as first feedback and cancels its
-    deadline. Returns False for a repeat (same message and channel), which changes nothing."""
+    deadline. Returns False for a repeat (same message and channel), which changes nothing.
+
+    The decayed scores fade by `policy.decay` at each message's first read, then gain what
+    importance_base would (K2 for a first read, K1 for every read)."""
     if channel in message.reads:
         return False
+    policy = policy or ChannelPolicy()
+    decayed = account.decayed
     if not message.reads:
         account.first_feedback[channel] = account.first_feedback.get(channel, 0) + 1
         message.deadline_at = None
+        for c in decayed:
+            decayed[c] = round(decayed[c] * policy.decay, 6)
+        decayed[channel] = decayed.get(channel, 0.0) + policy.k2
     message.reads.append(channel)
     account.feedback_count[channel] = account.feedback_count.get(channel, 0) + 1
+    decayed[channel] = round(decayed.get(channel, 0.0) + policy.k1, 6)
     return True
 
 
 def escalation_target(account: Account, message: Message, policy: ChannelPolicy) -> str | None:
-    """The channel an unread message escalates to: the best-ranked one it was not sent on yet."""
-    return next((c for c in ranking(account, policy) if c not in message.sent), None)
+    """The channel an unread message escalates to: the best-ranked one it was not sent on yet.
+
+    Past the first escalation (a ladder: fixed-fallback and adaptive), adaptive goes on only
+    to channels the account has read on."""
+    for c in ranking(account, policy):
+        if c in message.sent:
+            continue
+        if policy.strategy == "adaptive" and len(message.sent) >= 2 and \
+                not account.decayed.get(c):
+            return None
+        return c
+    return None
+
+
+def climbs(policy: ChannelPolicy) -> bool:
+    """Whether an escalation gets a read deadline of its own (a ladder of escalations)."""
+    return policy.strategy in ("fixed-fallback", "adaptive")
 
 
 def is_due(message: Message, due_at: float, now: float) -> bool:

@@ -19,6 +19,7 @@ from streams.domain.channels import (
     Account,
     ChannelPolicy,
     Message,
+    climbs,
     escalation_target,
     is_due,
     plan_push,
@@ -242,7 +243,7 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     account = _account(tables, ack["account_id"])
     message = Message.from_dict(raw)
     first = not message.reads
-    if not record_read(account, message, ack["channel"]):
+    if not record_read(account, message, ack["channel"], ctx.config.policy):
         fx.counts["duplicate_ack"] += 1
         return fx
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
@@ -399,22 +400,28 @@ def on_deadline(tables: Tables, due: Due, ctx: Context) -> Effects:
 
 def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
               due_at: float) -> bool:
-    """Escalate an unread message to its next channel, once."""
+    """Escalate an unread message to its next channel: once, or (a ladder) with a read deadline
+    of its own while channels remain."""
     if not is_due(message, due_at, ctx.now + 0.001):
         return False
     account = _account(tables, message.account_id)
-    target = escalation_target(account, message, ctx.config.policy)
-    from_channel = message.sent[0]
-    message.escalated, message.deadline_at = True, None
+    policy = ctx.config.policy
+    target = escalation_target(account, message, policy)
+    from_channel = message.sent[-1]
+    message.deadline_at = None
     fx.outputs.append(records.escalation(message.message_id, message.account_id, from_channel,
                                          target, due_at, ctx.now))
     if target:
         message.sent.append(target)
-        _send(tables, ctx, fx, message, account, target, "ESCALATION", 1)
+        _send(tables, ctx, fx, message, account, target, "ESCALATION", len(message.sent) - 1)
+        if climbs(policy) and escalation_target(account, message, policy):
+            message.deadline_at = round(ctx.now + policy.read_deadlines[message.importance], 3)
+            fx.dues.append(_due(message, "READ", message.deadline_at))
     else:
         fx.outputs.append(records.delivery_result(
             message.message_id, message.account_id, "EXHAUSTED",
             "read deadline passed; no channel left", ctx.now))
+    message.escalated = message.deadline_at is None
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from schemas import CATALOG
-from streams.topics import admin
+from streams.kafka import admin
 from tests.helpers import read_topic, run_cli
 
 REQUEST = {"message_id": "m-1", "account_id": "acct-1", "importance": "HIGH", "title": "Hello",

@@ -1,54 +1,71 @@
-"""`pushcascade demo` runs the closed loop (worker + simulated population): its records."""
+"""`pushcascade demo` runs the whole loop under load on a population and scores it from
+ClickHouse; nothing is left running."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from pathlib import Path
 
-from streams.harness import population
+from streams.harness.crowd import Crowd
+from streams.kafka import admin
 from streams.settings import Settings
-from streams.topics import admin
 from tests.helpers import read_topic, run_cli
 
-USERS, ROUNDS = 8, 3
+ACCOUNTS, RATE, DURATION = 12, 3.0, 12.0
 
 
-def demo_settings(broker, settings: Settings) -> Settings:
-    """The settings of the demo's own topics: its prefix extends this test's prefix."""
-    mine = settings.tuning.topic_prefix + "demo"
+def demo_settings(broker, settings: Settings, strategy: str) -> Settings:
+    """The settings of one demo run's topics: its prefix extends this test's prefix."""
+    mine = f"{settings.tuning.topic_prefix}demo-{strategy}-"
     names = admin(broker.bootstrap).list_topics(timeout=10).topics
     (prefix,) = {n[:-len("push.requests")] for n in names
                  if n.startswith(mine) and n.endswith(".push.requests")}
     return Settings(kafka_bootstrap_servers=broker.bootstrap, topic_prefix=prefix)
 
 
-def test_demo_closed_loop(broker, settings, env, tmp_path):
-    env = {**env, "CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}"}
-    result = run_cli("demo", "--users", str(USERS), "--rounds", str(ROUNDS), env=env,
-                     timeout=300, cwd=tmp_path)
+def running_in(folder: Path) -> list[int]:
+    """Pids of processes whose working directory is inside folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_the_demo_runs_the_loop_under_load_and_scores_it_from_clickhouse(broker, settings, env,
+                                                                         tmp_path):
+    result = run_cli("demo", "--accounts", str(ACCOUNTS), "--rate", str(RATE), "--duration",
+                     str(DURATION), "--strategy", "adaptive", env=env, timeout=400, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    demo = demo_settings(broker, settings)
-    users = {u.account_id: u for u in population(USERS)}
-    messages = {f"{a}-m{r}": a for a in users for r in range(ROUNDS)}
-    requests = [r for r in read_topic(demo, "push.requests") if r["account_id"] in users]
-    assert Counter(r["message_id"] for r in requests) == dict.fromkeys(messages, 1)
+    assert running_in(tmp_path) == []  # every service stopped
+    figures = json.loads((tmp_path / "var" / "demo" / "figures.json").read_text())
+    (run,) = figures["runs"]
+    demo = demo_settings(broker, settings, "adaptive")
+    requests = read_topic(demo, "push.requests")
+    assert run["requests"] == len(requests) >= RATE * DURATION - 1
+    assert run["messages"] == len({(r["account_id"], r["message_id"]) for r in requests})
+    members = {m.account_id: m for m in Crowd.load().members[:ACCOUNTS]}
+    assert {r["account_id"] for r in requests} == set(members)
+    assert {r["campaign_id"] for r in requests} >= {None}
     sends = read_topic(demo, "push.sends")
-    assert {r["message_id"] for r in sends if r["device_id"] is None} >= set(messages)
-    acks = [a for a in read_topic(demo, "push.acks") if a["account_id"] in users]
-    results = [r for r in read_topic(demo, "push.results") if r["account_id"] in users]
-    reads = [r for r in results if r["status"] == "READ"]
-    # the demo ends when the worker has processed every ack: each read message has one READ
-    # (the acks came over HTTP: the simulator opened signed links, the gateway wrote them)
-    assert sorted(r["message_id"] for r in reads) == sorted(
-        {a["message_id"] for a in acks if a["kind"] == "READ" and a["message_id"] in messages})
-    outcomes = read_topic(demo, "push.outcomes")
-    assert {o["status"] for o in outcomes} <= {"ACCEPTED", "REJECTED", "FAILED"}
-    assert sum(o["status"] == "ACCEPTED" for o in outcomes) > 0
-    assert any(a["kind"] == "RECEIPT" for a in acks)
-    # users read only where they read, and those who never read never do
-    assert all(r["channel"] == users[r["account_id"]].reads_on for r in reads)
-    wanted = [m for m, a in messages.items() if users[a].reads_on]
-    assert wanted
-    assert len({r["message_id"] for r in reads}) >= 0.8 * len(wanted)
-    # the sink wrote every send to ClickHouse before the demo showed its rates and report
-    assert "from ClickHouse" in result.stderr
+    assert {(s["account_id"], s["message_id"]) for s in sends} >= {
+        (r["account_id"], r["message_id"]) for r in requests}
+    reads = [a for a in read_topic(demo, "push.acks") if a["kind"] == "READ"]
+    # people read only where their segment reads (never-readers never do)
+    for ack in reads:
+        segment = members[ack["account_id"]].segment
+        assert ack["channel"] in {**segment.read, **(segment.later.read if segment.later
+                                                     else {})}
+    read_messages = {(a["account_id"], a["message_id"]) for a in reads}
+    assert 0 < run["reach"] <= len(read_messages) / run["messages"]
+    counted = Counter(s["reason"] for s in sends)
+    assert run["sms_per_message"] == round(
+        len({s["send_id"] for s in sends if s["channel"] == "SMS"}) / run["messages"], 3)
+    assert counted["PRIMARY"] or counted["FANOUT"]
+    assert "summary" in result.stderr and "from ClickHouse" in result.stderr
     assert 'class="plotly-graph-div"' in (tmp_path / "var" / "report.html").read_text()

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.producer import PushProducer
 from connectors.serving import free_port
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
-from streams.cli.demo import DEMO_TUNING
 from streams.harness import Population, population, producer_for, start_python, wait_accounts
 from streams.harness import worker_env as service_env
+from streams.harness.loop import DEMO_TUNING
 
 pytestmark = pytest.mark.broker
 
@@ -76,9 +76,27 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
                 "sink rows": lambda s: total(s["sink"], "pushcascade_sink_rows_total"),
                 "sink insert latency": lambda s: total(s["sink"],
                                                        "pushcascade_sink_insert_seconds_count"),
+                "worker requests in": lambda s: total(
+                    s["worker"], "pushcascade_records_in_total",
+                    lambda labels: labels["topic"].endswith("push.requests")),
+                "worker sends out": lambda s: total(
+                    s["worker"], "pushcascade_records_out_total",
+                    lambda labels: labels["topic"].endswith("push.sends")),
+                "worker processing time": lambda s: total(
+                    s["worker"], "pushcascade_processing_seconds_count"),
+                "dispatcher sends in": lambda s: total(s["dispatch"],
+                                                       "pushcascade_records_in_total"),
+                "dispatcher outcomes out": lambda s: total(
+                    s["dispatch"], "pushcascade_records_out_total",
+                    lambda labels: labels["topic"].endswith("push.outcomes")),
+                "gateway acks out": lambda s: total(s["gateway"],
+                                                    "pushcascade_records_out_total"),
+                "sink records in": lambda s: total(s["sink"], "pushcascade_records_in_total"),
             }
-            gauges = {"sink": "pushcascade_sink_lag",  # per partition, measured every 5 s
-                      "worker": "pushcascade_deadline_overdue_seconds"}
+            gauges = {("sink", "pushcascade_consumer_lag"),  # per partition, every 5-10 s
+                      ("worker", "pushcascade_consumer_lag"),
+                      ("dispatch", "pushcascade_consumer_lag"),
+                      ("worker", "pushcascade_deadline_overdue_seconds")}
             end, moved, shown = time.monotonic() + 90, set(), set()
             while moved != set(checks) or shown != set(gauges):
                 for proc in procs:
@@ -87,7 +105,7 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
                     f"did not move: {set(checks) - moved}; missing: {set(gauges) - shown}"
                 now = {name: scrape(ports[name]) for name in before}
                 moved = {what for what, f in checks.items() if f(now) > f(before)}
-                shown = {svc for svc, g in gauges.items() if any(n == g for n, _ in now[svc])}
+                shown = {(svc, g) for svc, g in gauges if any(n == g for n, _ in now[svc])}
                 time.sleep(0.5)
             for name in ("worker", "dispatch", "sink", "gateway"):  # assigned, recovered
                 for probe in ("healthz", "readyz"):

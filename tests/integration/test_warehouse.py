@@ -403,7 +403,7 @@ def test_up_runs_the_sink_so_what_is_sent_can_be_queried(env, tmp_path):
     up = Process([sys.executable, "-m", "streams.cli", "up"], env, tmp_path / "up.log", "up",
                  cwd=tmp_path)
     try:
-        end = time.monotonic() + 60
+        end = time.monotonic() + 120
         while not (tmp_path / "store" / "pushcascade-sql.json").exists():
             up.check()
             assert time.monotonic() < end, up.tail()
@@ -420,6 +420,24 @@ def test_up_runs_the_sink_so_what_is_sent_can_be_queried(env, tmp_path):
             assert time.monotonic() < end, (got.stdout, got.stderr, up.tail())
             time.sleep(0.5)
         assert "push_tokens" not in got.stdout and "HUAWEI" in got.stdout
+        # the whole loop runs: a push request becomes a send the dispatcher hands to a provider
+        profile = {"account_id": "u-1", "phone": "+8613800000000", "wechat_openid": None,
+                   "email": None, "updated_at": int(time.time() * 1000)}
+        push = {"message_id": "m-up", "account_id": "u-1", "importance": "HIGH", "title": "t",
+                "body": "b", "read_action": "BUTTON", "link": None, "campaign_id": None,
+                "device_ids": [], "created_at": int(time.time() * 1000)}
+        for topic, record in (("account.profiles", profile), ("push.requests", push)):
+            sent = run_cli("send", "--topic", topic, env=env, cwd=tmp_path,
+                           stdin=json.dumps(record) + "\n")
+            assert sent.returncode == 0, sent.stderr
+        end = time.monotonic() + 60
+        while True:
+            got = run_cli("sql", "SELECT count() AS n FROM outcomes FINAL WHERE message_id = "
+                          "'m-up'", "--format", "csv", env=env, cwd=tmp_path)
+            if got.stdout.strip().splitlines()[-1:] not in (['"n"'], ["0"], []):
+                break
+            assert time.monotonic() < end, (got.stdout, got.stderr, up.tail())
+            time.sleep(0.5)
         up.popen.send_signal(signal.SIGINT)
         assert up.popen.wait(30) == 0, up.tail()
     finally:

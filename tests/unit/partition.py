@@ -34,10 +34,11 @@ XIAOMI_ROUTES = ("XIAOMI", "JPUSH", "FCM")  # original XIAOMI, alternatives JPUS
 def config(*, new_account_pushes: int = 2, k1: float = 1.0, k2: float = 2.0,
            order: tuple[str, ...] = ("APP", "WECHAT", "SMS", "EMAIL"),
            probe: ProbeConfig | None = None, receipt_deadline: float = 30.0,
-           reach_grace: float = 20.0, retention: float = 5000.0) -> h.RouterConfig:
+           reach_grace: float = 20.0, retention: float = 5000.0,
+           strategy: str = "seed") -> h.RouterConfig:
     """A RouterConfig with short, distinct durations (every read deadline differs)."""
     policy = ChannelPolicy(new_account_pushes=new_account_pushes, k1=k1, k2=k2, order=order,
-                           read_deadlines=dict(DEADLINES))
+                           read_deadlines=dict(DEADLINES), strategy=strategy)
     return h.RouterConfig(policy, probe or ProbeConfig(), receipt_deadline=receipt_deadline,
                           reach_grace=reach_grace, retention=retention)
 

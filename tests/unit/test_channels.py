@@ -710,7 +710,8 @@ def test_account_round_trip_through_json() -> None:
     acc = full_account()
     data = acc.to_dict()
     assert set(data) == {"account_id", "pushes", "lifecycle", "feedback_count", "first_feedback",
-                         "primary", "secondary", "devices", "addresses", "waiting", "recent"}
+                         "primary", "secondary", "devices", "addresses", "waiting", "recent",
+                         "decayed"}
     back = Account.from_dict(json.loads(json.dumps(data)))
     assert back == acc
     assert back.enabled() == acc.enabled()

@@ -107,6 +107,12 @@ def test_the_manifests_fit_together():
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["metadata"]["consumerGroup"] == groups[target]
         assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+        assert trigger["metadata"]["sasl"] == config["KAFKA_SASL_MECHANISM"].lower().replace(
+            "-", "_").replace("sha_", "sha")  # SCRAM-SHA-512 -> scram_sha512
+        auth = next(d for d in docs if d["kind"] == "TriggerAuthentication"
+                    and d["metadata"]["name"] == trigger["authenticationRef"]["name"])
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert ref["name"] == "pushcascade" and ref["key"] in secret
     claims = workloads["pushcascade-workers"]["spec"]["volumeClaimTemplates"]
     assert claims and config["PUSHCASCADE_STORE"] == "rocksdb://"
 

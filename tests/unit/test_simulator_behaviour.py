@@ -109,3 +109,35 @@ def test_a_population_file_may_be_json_or_yaml(tmp_path) -> None:
     from_json = Population.from_dict(load_document(str(tmp_path / "p.json")))
     from_yaml = Population.from_dict(load_document(str(tmp_path / "p.yaml")))
     assert from_json == from_yaml
+
+
+def test_an_account_changes_its_mind_at_a_time_and_reads_at_its_own_pace() -> None:
+    pop = Population.from_dict({"receipt": {"*": 1.0}, "accounts": {"acct-mover": {
+        "read": {"WECHAT": 1.0}, "read_delay_ms": [5000, 5000], "addresses": ["o-mover"],
+        "later": {"at": 2000.0, "read": {"SMS": 1.0}}}}})
+    before = pop.react(1, "s-1", "WECHAT", "WECHAT", None, None, "o-mover", now=1999.0)
+    assert before.read_after is not None and before.read_after >= 5.0
+    assert pop.react(1, "s-2", "SMS", "SMS", None, None, "o-mover", now=1999.0).read_after is None
+    after = pop.react(1, "s-3", "SMS", "SMS", None, None, "o-mover", now=2000.0)
+    assert after.read_after is not None
+    assert pop.react(1, "s-4", "WECHAT", "WECHAT", "acct-mover", None, "?",
+                     now=2500.0).read_after is None
+
+
+def test_a_route_outage_delivers_nothing_while_it_lasts() -> None:
+    pop = Population.from_dict({"receipt": {"*": 1.0}, "read": {"*": 1.0},
+                                "outages": [{"target": "jpush", "from": 100, "until": 160}]})
+    during = [pop.react(1, f"s-{i}", "JPUSH", "APP", "a", "d", "t", now=130.0) for i in range(20)]
+    assert all(r.receipt_after is None and r.read_after is None for r in during)
+    assert pop.react(1, "s-0", "JPUSH", "APP", "a", "d", "t", now=160.0).receipt_after is not None
+    assert pop.react(1, "s-0", "GETUI", "APP", "a", "d", "t", now=130.0).receipt_after is not None
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ({"accounts": {"a": {"later": {"at": "soon", "read": {}}}}}, "accounts.a.later"),
+    ({"accounts": {"a": {"read_delay_ms": [5, 1]}}}, "accounts.a.read_delay_ms"),
+    ({"outages": [{"target": "FCM", "from": 10, "until": 5}]}, r"outages\[0\]"),
+    ({"devices": {"d": {"later": {}}}}, "devices.d may hold only")])
+def test_a_bad_change_or_outage_names_the_field(document: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Population.from_dict(document)

@@ -31,3 +31,16 @@ def test_values_drop_deleted_and_read_the_latest_write() -> None:
     state.at(0).put("messages", b"a", {"id": "a", "v": 2})
     state.at(0).delete("messages", b"b")
     assert [(v["id"], v["v"]) for v in state.values("messages")] == [("a", 2)]
+
+
+def test_a_commit_never_skips_an_offset_that_was_not_handled() -> None:
+    from streams.app import hole
+
+    never = lambda offset: False  # noqa: E731  (no gap in the log)
+    assert hole([], 10, never) is None
+    assert hole([10, 11, 12], 10, never) is None  # the next to read was handled
+    assert hole([11, 12], 10, never) == (10, 11)  # 10 was read past: Faust would commit 13
+    assert hole([14, 12, 13], 10, never) == (10, 12)
+    assert hole([11, 12], None, never) is None  # nothing committed yet: nothing to compare
+    assert hole([11, 12], 10, lambda offset: offset == 10) is None  # the log has no record 10
+    assert hole([9, 10], 10, never) is None
