@@ -260,6 +260,32 @@ def scale(rate: float, phase: float, accounts: int, escalate_every: int, deadlin
     finish(result, json_out, "pushcascade bench scale", rows)
 
 
+@bench.command()
+@click.option("--requests", default=3000, show_default=True, help="push requests per run")
+@click.option("--accounts", default=1000, show_default=True, help="accounts they go to")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/pipeline.json"), show_default=True)
+def pipeline(requests: int, accounts: int, json_out: Path) -> None:
+    """Push requests/s the whole loop carries to the providers with 1 and 2 stream workers,
+    and request-to-provider latency, beside a bare confluent-kafka passthrough."""
+    from streams.harness.bench.pipeline import run_pipeline_bench
+
+    if requests < 1 or accounts < 1:
+        raise click.BadParameter("--requests and --accounts must be >= 1")
+    result = run_pipeline_bench(requests=requests, accounts=accounts, var_dir=json_out.parent,
+                                log=lambda line: console.print(f"[dim]{line}"))
+    rows = [("passthrough requests/s (reference)", f"{result['passthrough']['rate']:,.0f}")]
+    for run in result["runs"]:
+        late = run["request_to_provider_ms"]
+        rows += [(f"{run['subject']}: requests/s to the providers", f"{run['rate']:,.1f}"),
+                 (f"{run['subject']}: ratio to the passthrough",
+                  f"{run['ratio_to_passthrough']}"),
+                 (f"{run['subject']}: request to provider call p50 / p99",
+                  f"{late['p50']:,.0f} / {late['p99']:,.0f} ms")]
+    rows.append(("two workers / one", f"{result['two_over_one']}"))
+    finish(result, json_out, "pushcascade bench pipeline", rows)
+
+
 def finish(result: dict[str, Any], json_out: Path, title: str,
            rows: list[tuple[str, str]]) -> None:
     """Stamp the command, write the figures as JSON and print them as a table."""

@@ -14,7 +14,8 @@ NEW, ESTABLISHED = "NEW", "ESTABLISHED"
 #: one channel at a time, the next after each read deadline (what notification platforms
 #: offer). seed: Method A as specified (learn from reads, escalate once). adaptive: Method A
 #: with decayed scores that follow a change of preference, an account established as soon as
-#: its reads agree, and a ladder beyond the secondary to channels the account has read on.
+#: its reads agree, no escalation for an account that never read, and a ladder beyond the
+#: secondary to channels the account has read on.
 STRATEGIES = ("blast", "fixed-fallback", "seed", "adaptive")
 #: adaptive: first reads on one channel (and none elsewhere) that establish an account early.
 AGREEING_READS = 2
@@ -229,13 +230,15 @@ def record_read(account: Account, message: Message, channel: str,
 def escalation_target(account: Account, message: Message, policy: ChannelPolicy) -> str | None:
     """The channel an unread message escalates to: the best-ranked one it was not sent on yet.
 
-    Past the first escalation (a ladder: fixed-fallback and adaptive), adaptive goes on only
-    to channels the account has read on."""
+    adaptive escalates only with evidence: never for an account that has read nothing, and
+    past the first escalation (a ladder) only to channels the account has read on."""
+    evidence = {c for c, score in account.decayed.items() if score > 0}
+    if policy.strategy == "adaptive" and not evidence:
+        return None
     for c in ranking(account, policy):
         if c in message.sent:
             continue
-        if policy.strategy == "adaptive" and len(message.sent) >= 2 and \
-                not account.decayed.get(c):
+        if policy.strategy == "adaptive" and len(message.sent) >= 2 and c not in evidence:
             return None
         return c
     return None

@@ -113,6 +113,15 @@ def test_adaptive_keeps_learning_while_reads_disagree_and_seed_waits_for_n_pushe
         assert reasons == ["FANOUT"] * 5 + ["PRIMARY"], strategy
 
 
+def test_adaptive_does_not_escalate_for_an_account_that_never_read() -> None:
+    acc = account()
+    message = Message("m1", "a1", "NORMAL", 0, sent=["APP"])
+    assert escalation_target(acc, message, ChannelPolicy(strategy="adaptive")) is None
+    assert escalation_target(acc, message, ChannelPolicy(strategy="seed")) == "WECHAT"
+    read_messages(acc, ChannelPolicy(strategy="adaptive"), ["APP"])
+    assert escalation_target(acc, message, ChannelPolicy(strategy="adaptive")) == "WECHAT"
+
+
 def test_which_strategies_climb_a_ladder_of_escalations() -> None:
     assert [s for s in STRATEGIES if climbs(ChannelPolicy(strategy=s))] == [
         "fixed-fallback", "adaptive"]
