@@ -14,8 +14,8 @@ NEW, ESTABLISHED = "NEW", "ESTABLISHED"
 #: one channel at a time, the next after each read deadline (what notification platforms
 #: offer). seed: Method A as specified (learn from reads, escalate once). adaptive: Method A
 #: with decayed scores that follow a change of preference, an account established as soon as
-#: its reads agree, no escalation for an account that never read, and a ladder beyond the
-#: secondary to channels the account has read on.
+#: its reads agree, no escalation for an account that never read, and for one that did, a
+#: ladder beyond the secondary (it finds a channel the account moved to).
 STRATEGIES = ("blast", "fixed-fallback", "seed", "adaptive")
 #: adaptive: first reads on one channel (and none elsewhere) that establish an account early.
 AGREEING_READS = 2
@@ -230,18 +230,11 @@ def record_read(account: Account, message: Message, channel: str,
 def escalation_target(account: Account, message: Message, policy: ChannelPolicy) -> str | None:
     """The channel an unread message escalates to: the best-ranked one it was not sent on yet.
 
-    adaptive escalates only with evidence: never for an account that has read nothing, and
-    past the first escalation (a ladder) only to channels the account has read on."""
-    evidence = {c for c, score in account.decayed.items() if score > 0}
-    if policy.strategy == "adaptive" and not evidence:
+    adaptive escalates only for an account that has read before (a reader whose habits
+    changed is worth the next channel, an account that never reads is not)."""
+    if policy.strategy == "adaptive" and not any(v > 0 for v in account.decayed.values()):
         return None
-    for c in ranking(account, policy):
-        if c in message.sent:
-            continue
-        if policy.strategy == "adaptive" and len(message.sent) >= 2 and c not in evidence:
-            return None
-        return c
-    return None
+    return next((c for c in ranking(account, policy) if c not in message.sent), None)
 
 
 def climbs(policy: ChannelPolicy) -> bool:
