@@ -12,6 +12,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from confluent_kafka import KafkaError, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from mode import Service
@@ -85,8 +86,8 @@ def store_options(settings: Settings) -> dict[str, Any] | None:
             "max_open_files": t.rocksdb_max_open_files}
 
 
-#: How often a hole in the handled offsets is read again before it is taken as a real gap.
-REREADS = 3
+#: Seconds between two looks at the same hole in the handled offsets.
+HOLE_RECHECK = 5.0
 #: A partition with records after its committed offset and none handled for WATCH_IDLE
 #: seconds (checked every WATCH_INTERVAL) is read again from its committed offset.
 WATCH_INTERVAL, WATCH_IDLE = 1.0, 5.0
@@ -136,37 +137,60 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
 
             Faust commits the first run of acknowledged offsets when it starts within one of
             the committed offset, so a record read past without being handled (seen under
-            restarts and rebalances) was committed over: lost. Such a hole is read again from
-            its start (REREADS times at most); if the partition is read past it each time and
-            the record never comes, the log has none there and the hole is committed over."""
+            restarts and rebalances) was committed over: lost. Such a hole is never committed
+            over unless the broker shows it holds no record there (a compacted log); otherwise
+            the partition is read again from the hole."""
             found = hole(self._acked[tp], self._committed_offset[tp],
                          lambda offset: bool(self._gap[tp].at(offset)))
-            rereads: dict[TP, list[Any]] = self.__dict__.setdefault("_rereads", {})
+            checks: dict[TP, float] = self.__dict__.setdefault("_hole_checks", {})
             if found is None:
-                rereads.pop(tp, None)
+                checks.pop(tp, None)
                 return super()._new_offset(tp)
-            start, end = found
-            state = rereads.get(tp)
-            if state is None or state[0] != start:
-                log.warning("%s: offsets %d..%d were read past without being handled; reading "
-                            "the partition again from %d", tp, start, end - 1, start)
-                state = rereads[tp] = [start, 0, False]
-            elif not state[2] or (self._read_offset.get(tp) or 0) < end:
-                return None  # the partition is being read again, not yet past the hole
-            if state[1] >= REREADS:
-                log.warning("%s: no record at offsets %d..%d after %d readings; committing "
-                            "past them", tp, start, end - 1, REREADS)
-                self._gap[tp].addi(start, end)
-                rereads.pop(tp)
-                return super()._new_offset(tp)
-            state[1], state[2] = state[1] + 1, False
-
-            async def read_again() -> None:
-                await self.seek(tp, start)
-                state[2] = True
-
-            asyncio.ensure_future(read_again())
+            if time.monotonic() - checks.get(tp, -HOLE_RECHECK) >= HOLE_RECHECK:
+                checks[tp] = time.monotonic()
+                asyncio.ensure_future(self._mend(tp, *found))
             return None
+
+        async def _mend(self, tp: TP, start: int, end: int) -> None:
+            """Read a hole again from its start, or, when the broker's first record at or
+            after `start` lies beyond it, mark what lies before as a gap of the log."""
+            loop = asyncio.get_running_loop()
+            try:
+                first = await loop.run_in_executor(None, self._first_offset, tp, start)
+            except Exception as exc:  # the broker did not say: read again, check later
+                log.warning("%s: could not look up offset %d (%s)", tp, start, exc)
+                first = None
+            if first is not None and first > start:
+                log.warning("%s: the log has no record at offsets %d..%d; committing past "
+                            "them", tp, start, first - 1)
+                self._gap[tp].addi(start, first)
+                return
+            log.warning("%s: offsets %d..%d were read past without being handled; reading "
+                        "the partition again from %d", tp, start, end - 1, start)
+            await self.seek(tp, start)
+
+        def _first_offset(self, tp: TP, start: int) -> int | None:
+            """The offset of the first record at or after `start` (None: none within 10 s)."""
+            from streams.kafka import consumer
+
+            servers = ",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker)
+            reader = consumer(servers, f"{self.app.conf.id}-hole-check",
+                              **{"enable.partition.eof": True})
+            try:
+                reader.assign([TopicPartition(tp.topic, tp.partition, start)])
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    msg = reader.poll(0.5)
+                    if msg is None:
+                        continue
+                    error = msg.error()
+                    if error is None:
+                        return msg.offset()
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return None
+                return None
+            finally:
+                reader.close()
 
         @Service.timer(WATCH_INTERVAL)
         async def _watch_unhandled(self) -> None:

@@ -363,8 +363,10 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive",
               show_default=True, help="how channels are chosen")
 @click.option("--compare", is_flag=True, help="run every strategy on the same population")
-@click.option("--rate", default=20.0, show_default=True, help="push requests per second")
-@click.option("--duration", default=120.0, show_default=True, help="seconds of load")
+@click.option("--rate", default=12.0, show_default=True,
+              help="push requests per second (blast makes ~5 provider calls of each: the "
+                   "simulator answers ~150/s here)")
+@click.option("--duration", default=140.0, show_default=True, help="seconds of load")
 @click.option("--workers", default=1, show_default=True, help="stream workers")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)

@@ -135,7 +135,7 @@ def behind(settings: Settings, load: Load) -> int:
     return sum(max(0, end - have[tp]) for tp, end in ends.items())
 
 
-def run_scale_bench(rate: float = 6000.0, phase: float = 20.0, accounts: int = 5000,
+def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5000,
                     escalate_every: int = 20, deadline: float = 5.0,
                     var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
     """The three phases at `rate` requests/s, `phase` seconds each; figures as a dict."""
