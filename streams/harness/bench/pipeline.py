@@ -32,7 +32,7 @@ from streams.harness.bench.common import (
 )
 from streams.harness.bench.router import registrations
 from streams.harness.loop import Loop
-from streams.harness.taps import Ends, Tap, wait_accounts, wait_committed
+from streams.harness.taps import Ends, Tap, wait_committed
 from streams.kafka import consumer, producer
 from streams.settings import Settings
 
@@ -84,7 +84,6 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
               new_account_pushes=0, read_deadline_normal=7 * 86400) as loop:
         try:
             wait_committed(settings, regs, timeout=180, workers=loop.procs)
-            wait_accounts(settings, ids[:1], timeout=60, workers=loop.procs)
             time.sleep(3.0)  # every worker holds its partitions
             batch = push_requests(Codec(), ids, requests, "pipe")
             produced = time.time()
