@@ -51,7 +51,11 @@ def test_the_demo_runs_the_loop_under_load_and_scores_it_from_clickhouse(broker,
     assert run["messages"] == len({(r["account_id"], r["message_id"]) for r in requests})
     members = {m.account_id: m for m in Crowd.load().members[:ACCOUNTS]}
     assert {r["account_id"] for r in requests} == set(members)
-    assert {r["campaign_id"] for r in requests} >= {None}
+    index = {a: i for i, a in enumerate(members)}
+    campaign = {r["message_id"] for r in requests if r["campaign_id"]}
+    assert campaign and campaign == {  # every tenth account of each round after the first
+        r["message_id"] for r in requests if index[r["account_id"]] % 10 == 0
+        and not r["message_id"].endswith("-m0")}
     sends = read_topic(demo, "push.sends")
     assert {(s["account_id"], s["message_id"]) for s in sends} >= {
         (r["account_id"], r["message_id"]) for r in requests}
