@@ -224,10 +224,14 @@ def sink(events: int, batch: int, json_out: Path) -> None:
 @click.option("--escalate-every", default=20, show_default=True,
               help="every N-th request is HIGH, never read, and must escalate exactly once")
 @click.option("--deadline", default=5.0, show_default=True, help="read deadline of HIGH (s)")
+@click.option("--store", default="rocksdb://", show_default=True,
+              help="the workers' table store (memory:// or rocksdb://)")
+@click.option("--standby", default=1, show_default=True,
+              help="standby replicas of each table partition")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/bench/scale.json"), show_default=True)
 def scale(rate: float, phase: float, accounts: int, escalate_every: int, deadline: float,
-          json_out: Path) -> None:
+          store: str, standby: int, json_out: Path) -> None:
     """One worker under steady load, a second joins, then one is stopped with SIGTERM."""
     from streams.harness.bench.scale import run_scale_bench
 
@@ -235,10 +239,11 @@ def scale(rate: float, phase: float, accounts: int, escalate_every: int, deadlin
         raise click.BadParameter("--rate, --phase, --accounts and --escalate-every must be > 0")
     result = run_scale_bench(rate=rate, phase=phase, accounts=accounts,
                              escalate_every=escalate_every, deadline=deadline,
-                             var_dir=json_out.parent,
+                             store=store, standby=standby, var_dir=json_out.parent,
                              log=lambda line: console.print(f"[dim]{line}"))
     r, esc = result["sends_per_s"], result["escalations"]
     rows = [("requests offered / produced", f"{rate:,.0f}/s / {result['requests']:,}"),
+            ("worker tables", f"{store}, {standby} standby"),
             ("sends/s: one worker", f"{r['one']:,.0f}"),
             ("sends/s: two workers", f"{r['two']:,.0f}"),
             ("two / one", f"{result['two_over_one']}"),

@@ -29,6 +29,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import Codec
+from streams.app import TANSU_SESSION_TIMEOUT
 from streams.harness.bench.common import (
     LONG_DEADLINE,
     Log,
@@ -128,17 +129,21 @@ def ready(port: int) -> bool:
         return False
 
 
-def behind(settings: Settings, load: Load) -> int:
-    """Requests produced but not committed by the workers' group (now)."""
+def behind(settings: Settings, load: Load) -> dict[int, int]:
+    """Requests produced but not committed by the workers' group (now), per partition."""
     ends = dict(load.ends)
     have = committed(settings, ends)
-    return sum(max(0, end - have[tp]) for tp, end in ends.items())
+    return {tp[1]: max(0, end - have[tp]) for tp, end in sorted(ends.items())}
 
 
 def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5000,
                     escalate_every: int = 20, deadline: float = 5.0,
+                    store: str = "rocksdb://", standby: int = 1,
                     var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
-    """The three phases at `rate` requests/s, `phase` seconds each; figures as a dict."""
+    """The three phases at `rate` requests/s, `phase` seconds each; figures as a dict.
+
+    The workers keep their tables in `store` with `standby` warm copies (the production
+    profile: RocksDB, one standby), so a takeover has only the tail of a changelog to read."""
     with bench_kafka(var_dir, log) as bootstrap:
         settings = fresh_settings(bootstrap, "scale")
         workdir = var_dir / "scale"
@@ -147,7 +152,8 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
         requests = settings.topic("push.requests")
         ports = {"A": free_port(), "B": free_port()}
         env = {name: bench_env(settings, read_deadline_high=deadline,
-                               read_deadline_normal=LONG_DEADLINE, metrics_port=port)
+                               read_deadline_normal=LONG_DEADLINE, metrics_port=port,
+                               store=store, standby_replicas=standby)
                for name, port in ports.items()}
         regs: Ends = {}
         produce(settings, registrations(Codec(), ids, int(time.time() * 1000)), regs)
@@ -155,7 +161,7 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
         load = Load(settings, ids, rate, escalate_every)
         marks: dict[str, float] = {}
         split: dict[str, dict[str, list[int]]] = {}
-        lag: dict[str, int] = {}
+        lag: dict[str, dict[int, int]] = {}
         try:
             wait_committed(settings, regs, timeout=180, workers=list(workers.values()))
             log(f"scale: {accounts} accounts registered; load at {rate:.0f} requests/s")
@@ -164,7 +170,8 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
             time.sleep(phase)
             split["one"] = {"A": owned(ports["A"], requests)}
             lag["one"] = behind(settings, load)
-            log(f"scale: one worker holds {split['one']['A']}, {lag['one']} requests behind")
+            log(f"scale: one worker holds {split['one']['A']}, "
+                f"{sum(lag['one'].values())} requests behind (per partition {lag['one']})")
             marks["join"] = time.time()
             workers["B"] = start_worker(env["B"], workdir, "scale-B")
             end = time.monotonic() + 120
@@ -175,10 +182,13 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
                 time.sleep(0.2)
             marks["two"] = time.time()
             log(f"scale: B ready {marks['two'] - marks['join']:.1f}s after it started")
-            time.sleep(phase)
+            time.sleep(phase / 2)
+            log(f"scale: halfway with two workers, behind per partition {behind(settings, load)}")
+            time.sleep(phase / 2)
             split["two"] = {n: owned(p, requests) for n, p in ports.items()}
             lag["two"] = behind(settings, load)
-            log(f"scale: two workers hold {split['two']}, {lag['two']} requests behind")
+            log(f"scale: two workers hold {split['two']}, "
+                f"{sum(lag['two'].values())} requests behind (per partition {lag['two']})")
             marks["term"] = time.time()
             workers["B"].stop(30)
             marks["exited"] = time.time()
@@ -186,6 +196,8 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
             time.sleep(phase)
             split["takeover"] = {"A": owned(ports["A"], requests)}
             lag["takeover"] = behind(settings, load)
+            log(f"scale: after the SIGTERM, {sum(lag['takeover'].values())} requests behind "
+                f"(per partition {lag['takeover']})")
             marks["stop"] = time.time()
             load.stopped.set()
             load.join(60)
@@ -200,13 +212,14 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
             for worker in workers.values():
                 worker.stop()
         with Tap(settings, "push.sends") as tap:
-            drain([tap], timeout=300)
+            drain([tap], timeout=900)
             sends = list(zip(tap.created, tap.records, tap.record_partitions, strict=True))
-    return figures(sends, load, marks, split, lag, phase, deadline, settings.tuning.partitions)
+    result = figures(sends, load, marks, split, lag, phase, deadline, settings.tuning.partitions)
+    return {"store": store, "standby_replicas": standby, **result}
 
 
 def figures(sends: list[tuple[int, dict[str, Any], int]], load: Load, marks: dict[str, float],
-            split: dict[str, dict[str, list[int]]], lag: dict[str, int], phase: float,
+            split: dict[str, dict[str, list[int]]], lag: dict[str, dict[int, int]], phase: float,
             deadline: float, partitions: int) -> dict[str, Any]:
     """Throughput per phase, takeover silence, and escalations lost or duplicated."""
     primary = [(ts / 1000, rec, p) for ts, rec, p in sends if rec["reason"] == "PRIMARY"]
@@ -238,13 +251,14 @@ def figures(sends: list[tuple[int, dict[str, Any], int]], load: Load, marks: dic
         "produce_failures": len(load.failed),
         "sends_per_s": rates,
         "two_over_one": round(rates["two"] / rates["one"], 3) if rates["one"] else None,
-        "behind_at_phase_end": lag,
+        "behind_at_phase_end": {name: sum(v.values()) for name, v in lag.items()},
+        "behind_per_partition": lag,
         "partitions": split,
         "second_ready_after_s": round(marks["two"] - marks["join"], 2),
         "sigterm_exit_s": round(marks["exited"] - marks["term"], 2),
         "takeover_s": max((silence[p] for p in moved), default=None),
         "silence_after_sigterm_s": silence,
-        "session_timeout_s": 6.0,
+        "session_timeout_s": TANSU_SESSION_TIMEOUT,
         "requests_without_send": len([m for m in written if m not in seen_primary]),
         "escalations": {
             "high_requests": len(load.high), "read_deadline_s": deadline,
