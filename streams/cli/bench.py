@@ -216,9 +216,9 @@ def sink(events: int, batch: int, json_out: Path) -> None:
 
 
 @bench.command()
-@click.option("--rate", default=3000.0, show_default=True,
+@click.option("--rate", default=4000.0, show_default=True,
               help="push requests/s offered for the whole run (above one worker's capacity)")
-@click.option("--phase", default=12.0, show_default=True,
+@click.option("--phase", default=15.0, show_default=True,
               help="seconds of each phase: one worker, two, after the SIGTERM")
 @click.option("--accounts", default=5000, show_default=True, help="accounts the requests go to")
 @click.option("--escalate-every", default=20, show_default=True,

@@ -136,7 +136,7 @@ def behind(settings: Settings, load: Load) -> dict[int, int]:
     return {tp[1]: max(0, end - have[tp]) for tp, end in sorted(ends.items())}
 
 
-def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5000,
+def run_scale_bench(rate: float = 4000.0, phase: float = 15.0, accounts: int = 5000,
                     escalate_every: int = 20, deadline: float = 5.0,
                     store: str = "rocksdb://", standby: int = 1,
                     var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
                for name, port in ports.items()}
         regs: Ends = {}
         produce(settings, registrations(Codec(), ids, int(time.time() * 1000)), regs)
-        workers: dict[str, Process] = {"A": start_worker(env["A"], workdir, "scale-A")}
+        workers: dict[str, Process] = {"A": start_worker(env["A"], workdir, "scale-A", loglevel="info")}
         load = Load(settings, ids, rate, escalate_every)
         marks: dict[str, float] = {}
         split: dict[str, dict[str, list[int]]] = {}
@@ -173,7 +173,7 @@ def run_scale_bench(rate: float = 3000.0, phase: float = 12.0, accounts: int = 5
             log(f"scale: one worker holds {split['one']['A']}, "
                 f"{sum(lag['one'].values())} requests behind (per partition {lag['one']})")
             marks["join"] = time.time()
-            workers["B"] = start_worker(env["B"], workdir, "scale-B")
+            workers["B"] = start_worker(env["B"], workdir, "scale-B", loglevel="info")
             end = time.monotonic() + 120
             while not (ready(ports["B"]) and owned(ports["B"], requests)):
                 workers["B"].check()
