@@ -157,7 +157,8 @@ def run_scale_bench(rate: float = 4000.0, phase: float = 15.0, accounts: int = 5
                for name, port in ports.items()}
         regs: Ends = {}
         produce(settings, registrations(Codec(), ids, int(time.time() * 1000)), regs)
-        workers: dict[str, Process] = {"A": start_worker(env["A"], workdir, "scale-A", loglevel="info")}
+        workers: dict[str, Process] = {
+            "A": start_worker(env["A"], workdir, "scale-A", loglevel="info")}
         load = Load(settings, ids, rate, escalate_every)
         marks: dict[str, float] = {}
         split: dict[str, dict[str, list[int]]] = {}
