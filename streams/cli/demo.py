@@ -162,8 +162,8 @@ def request(account_id: str, n: int, round_: int, campaign: bool) -> dict[str, A
 
 def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate: float,
           duration: float, title: str) -> int:
-    """Push requests at `rate` per second for `duration` seconds, round-robin over the
-    accounts, showing live progress; returns how many were sent."""
+    """Push `rate` x `duration` requests at `rate` per second, round-robin over the accounts,
+    showing live progress; returns how many were sent."""
     accounts = [m.account_id for m in crowd.members]
     sent, started = 0, time.monotonic()
     with PushProducer(settings.connections.kafka_bootstrap_servers,
@@ -171,9 +171,10 @@ def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate
                       schema_registry_url=settings.connections.schema_registry_url) as out, \
             Live(progress.table(title, 0, started), console=console,
                  refresh_per_second=4) as live:
-        while (elapsed := time.monotonic() - started) < duration:
-            due = int(elapsed * rate)
-            while sent < due:
+        total = int(duration * rate)
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate))
+            while sent < due:  # catching up after a slow turn: the run always has `total`
                 round_, i = divmod(sent, len(accounts))
                 out.push(request(accounts[i], sent, round_,
                                  round_ > 0 and i % CAMPAIGN_EVERY == 0))
