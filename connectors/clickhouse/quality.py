@@ -1,8 +1,8 @@
 """Delivery quality of a run, from ClickHouse: reach, cost, speed, and how well the pipeline
 learnt each account's channel and each phone's route (against a population's hidden truth).
 
-`measure(warehouse, window_s)` reads the views and tables; `accuracy(...)` scores what was
-learnt against the truth; both return plain dicts of figures.
+`measure(rows, window_s, read_deadlines)` reads the views and tables; `accuracy(...)` scores
+what was learnt against the truth; both return plain dicts of figures.
 """
 
 from __future__ import annotations
@@ -10,15 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-#: Messages: reached (read within the window), time to first read, SMS and sends after a read.
+#: Messages: reached (read within the window; read before the message's last read deadline:
+#: its last channel send's time plus the read deadline of its importance), time to first read,
+#: SMS and sends after a read.
 MESSAGES = """
 SELECT count() AS messages,
-       countIf(read AND time_to_read_ms <= {window_ms}) AS reached,
-       quantileExactIf(0.5)(time_to_read_ms, read) AS read_p50_ms,
-       quantileExactIf(0.9)(time_to_read_ms, read) AS read_p90_ms,
-       sum(sms_sends) AS sms_sends,
-       sum(sends_after_read) AS redundant_sends
-FROM message_summary
+       countIf(m.read AND m.time_to_read_ms <= {window_ms}) AS reached,
+       countIf(m.read AND m.first_read_at <= addMilliseconds(l.last_send, {deadline_ms}))
+           AS reached_in_time,
+       quantileExactIf(0.5)(m.time_to_read_ms, m.read) AS read_p50_ms,
+       quantileExactIf(0.9)(m.time_to_read_ms, m.read) AS read_p90_ms,
+       sum(m.sms_sends) AS sms_sends,
+       sum(m.sends_after_read) AS redundant_sends
+FROM message_summary AS m
+LEFT JOIN
+(
+    SELECT account_id, message_id, max(sent_at) AS last_send
+    FROM sends FINAL WHERE reason IN ('FANOUT', 'PRIMARY', 'ESCALATION')
+    GROUP BY account_id, message_id
+) AS l ON l.account_id = m.account_id AND l.message_id = m.message_id
 """
 #: Sends that reach a person or a phone (not probes, not the account-level APP record), probes.
 SENDS = """
@@ -41,14 +51,19 @@ FROM route_changes FINAL GROUP BY device_id
 Rows = Callable[[str], list[dict[str, Any]]]
 
 
-def measure(rows: Rows, window_s: float) -> dict[str, Any]:
-    """The run's figures per message (`rows(sql)` answers a query as dicts: a warehouse's)."""
-    m = rows(MESSAGES.format(window_ms=int(round(window_s * 1000))))[0]
+def measure(rows: Rows, window_s: float, read_deadlines: Mapping[str, float]) -> dict[str, Any]:
+    """The run's figures per message (`rows(sql)` answers a query as dicts: a warehouse's);
+    `read_deadlines` maps importance to the run's read deadline in seconds."""
+    ms = {k.upper(): int(round(v * 1000)) for k, v in read_deadlines.items()}
+    deadline = "multiIf({}, {})".format(
+        ", ".join(f"m.importance = '{k}', {v}" for k, v in sorted(ms.items())), ms["NORMAL"])
+    m = rows(MESSAGES.format(window_ms=int(round(window_s * 1000)), deadline_ms=deadline))[0]
     s = rows(SENDS)[0]
     n = int(m["messages"]) or 1
     return {
         "messages": int(m["messages"]),
         "reach": round(int(m["reached"]) / n, 4),
+        "reach_in_time": round(int(m["reached_in_time"]) / n, 4),
         "sends_per_message": round(int(s["deliveries"]) / n, 3),
         "sms_per_message": round(int(m["sms_sends"]) / n, 3),
         "redundant_per_message": round(int(m["redundant_sends"]) / n, 3),

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from streams.harness.crowd import Crowd
+from streams.harness.loop import DEMO_TUNING
 from streams.kafka import admin
 from streams.settings import Settings
 from tests.helpers import read_topic, run_cli
@@ -67,6 +68,22 @@ def test_the_demo_runs_the_loop_under_load_and_scores_it_from_clickhouse(broker,
                                                      else {})}
     read_messages = {(a["account_id"], a["message_id"]) for a in reads}
     assert 0 < run["reach"] <= len(read_messages) / run["messages"]
+    # reached in time: first read no later than the last channel send plus its read deadline
+    last_send: dict[tuple[str, str], int] = {}
+    for s in sends:
+        if s["reason"] in ("FANOUT", "PRIMARY", "ESCALATION"):
+            key = (s["account_id"], s["message_id"])
+            last_send[key] = max(last_send.get(key, 0), s["sent_at"])
+    first_read: dict[tuple[str, str], int] = {}
+    for a in reads:
+        key = (a["account_id"], a["message_id"])
+        first_read[key] = min(first_read.get(key, a["acked_at"]), a["acked_at"])
+    deadline_ms = {(r["account_id"], r["message_id"]):
+                   int(DEMO_TUNING[f"read_deadline_{r['importance'].lower()}"] * 1000)
+                   for r in requests}
+    in_time = sum(1 for key, at in first_read.items()
+                  if key in last_send and at <= last_send[key] + deadline_ms[key])
+    assert run["reach_in_time"] == round(in_time / run["messages"], 4)
     counted = Counter(s["reason"] for s in sends)
     assert run["sms_per_message"] == round(
         len({s["send_id"] for s in sends if s["channel"] == "SMS"}) / run["messages"], 3)
