@@ -130,9 +130,12 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
 
 def comparison_html(runs: list[dict[str, Any]]) -> str:
     """The strategies compared: reach against sends per message, and their figures."""
-    fig = go.Figure([go.Bar(name=m, x=[r["strategy"] for r in runs], y=[r[key] for r in runs])
-                     for m, key in (("reach", "reach"), ("sends per message",
-                                                          "sends_per_message"),
+    fig = go.Figure([go.Bar(name=m, x=[r["strategy"] for r in runs],
+                            y=[r.get(key) for r in runs])
+                     for m, key in (("reach before the last deadline", "reach_in_time"),
+                                    (f"reach within {runs[0].get('reach_window_s', 10):g} s",
+                                     "reach"),
+                                    ("sends per message", "sends_per_message"),
                                     ("SMS per message", "sms_per_message"))])
     fig.update_layout(barmode="group", title="Strategies on the same population", height=380)
     return ("<section><h2>Strategies compared</h2><p class=q>Which strategy gets pushes read "
