@@ -16,8 +16,8 @@ from typing import Any
 MESSAGES = """
 SELECT count() AS messages,
        countIf(m.read AND m.time_to_read_ms <= {window_ms}) AS reached,
-       countIf(m.read AND m.first_read_at <= addMilliseconds(l.last_send, {deadline_ms}))
-           AS reached_in_time,
+       countIf(m.read AND m.first_read_at <=
+               addMilliseconds(l.last_send, {deadline_ms_of_importance})) AS reached_in_time,
        quantileExactIf(0.5)(m.time_to_read_ms, m.read) AS read_p50_ms,
        quantileExactIf(0.9)(m.time_to_read_ms, m.read) AS read_p90_ms,
        sum(m.sms_sends) AS sms_sends,
@@ -57,7 +57,8 @@ def measure(rows: Rows, window_s: float, read_deadlines: Mapping[str, float]) ->
     ms = {k.upper(): int(round(v * 1000)) for k, v in read_deadlines.items()}
     deadline = "multiIf({}, {})".format(
         ", ".join(f"m.importance = '{k}', {v}" for k, v in sorted(ms.items())), ms["NORMAL"])
-    m = rows(MESSAGES.format(window_ms=int(round(window_s * 1000)), deadline_ms=deadline))[0]
+    m = rows(MESSAGES.format(window_ms=int(round(window_s * 1000)),
+                              deadline_ms_of_importance=deadline))[0]
     s = rows(SENDS)[0]
     n = int(m["messages"]) or 1
     return {

@@ -18,6 +18,7 @@ SIGTERM, and every escalation counted by its distinct send_ids.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import urllib.request
@@ -147,6 +148,7 @@ def run_scale_bench(rate: float = 4000.0, phase: float = 15.0, accounts: int = 5
     with bench_kafka(var_dir, log) as bootstrap:
         settings = fresh_settings(bootstrap, "scale")
         workdir = var_dir / "scale"
+        shutil.rmtree(workdir, ignore_errors=True)  # the last run's RocksDB stores and logs
         workdir.mkdir(parents=True, exist_ok=True)
         ids = account_ids(accounts)
         requests = settings.topic("push.requests")
