@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from streams.domain.records import Output, campaign_decision, campaign_due
 from streams.domain.state import CAMPAIGNS
 from streams.metrics import Counts
 from streams.settings import Settings
-from streams.state import StateTables
+from streams.state import StateTables, event_time, handle_events
 from streams.timers import DeadlineTimer
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ class Campaigns:
     """One agent per campaign partition: O(1) per tally, one decision told where it matters."""
 
     def __init__(self, app: faust.App, settings: Settings, codec: Codec,
-                 emit: Callable[[Output], None], state: StateTables,
+                 emit: Callable[[Output, int], None], state: StateTables,
                  dead_letter: Callable[[EventT, str], None]) -> None:
         self.codec, self.emit, self.state, self.dead_letter = codec, emit, state, dead_letter
         self.threshold = settings.tuning.campaign_fallback_ratio
@@ -40,21 +39,21 @@ class Campaigns:
         app.agent(source, name="campaigns")(self.run)
 
     async def run(self, stream: faust.StreamT) -> None:
-        """Handle tallies and decision deadlines in partition order."""
-        async for event in stream.events():
-            try:
-                name, rec = self.codec.decode_named(event.message.value, topic=TOPIC)
-                if name not in ("CampaignEvent", "CampaignDue"):
-                    raise SchemaError(TOPIC, f"expected CampaignEvent or CampaignDue, got {name}")
-            except SchemaError as exc:
-                self.dead_letter(event, str(exc))
-                continue
-            try:
-                handle = self.on_tally if name == "CampaignEvent" else self.on_due
-                handle(rec, event.message.partition, time.time())
-            except Exception as exc:  # a bad record must never stop the partition
-                log.exception("campaign agent failed")
-                self.dead_letter(event, f"processing failed: {exc!r}")
+        """Handle tallies and decision deadlines in partition order, each all or nothing."""
+        await handle_events(stream, self.state, None, self.handle, self.dead_letter,
+                            self.counts)
+
+    async def handle(self, event: EventT) -> None:
+        """Decode one campaign event and apply it (an undecodable one is dead-lettered)."""
+        try:
+            name, rec = self.codec.decode_named(event.message.value, topic=TOPIC)
+            if name not in ("CampaignEvent", "CampaignDue"):
+                raise SchemaError(TOPIC, f"expected CampaignEvent or CampaignDue, got {name}")
+        except SchemaError as exc:
+            self.dead_letter(event, str(exc))
+            return
+        handle = self.on_tally if name == "CampaignEvent" else self.on_due
+        handle(rec, event.message.partition, event_time(event.message))
 
     def _load(self, campaign_id: str, partition: int) -> Campaign:
         raw = self.state.at(partition).get(CAMPAIGNS, campaign_id.encode())
@@ -77,7 +76,10 @@ class Campaigns:
         queued there (a busy worker may not have applied them yet)."""
         campaign = self._load(due.message_id, due.partition)
         if not campaign.decided and campaign.due_at == due.due_at:
-            self.emit(campaign_due(campaign.campaign_id, due.due_at, due.partition))
+            self.state.begin(due.partition)
+            self.emit(campaign_due(campaign.campaign_id, due.due_at, due.partition),
+                      due.partition)
+            self.state.done(timestamp=due.due_at)
 
     def on_due(self, rec: dict[str, Any], partition: int, now: float) -> None:
         """Decide, once, unless a tally applied since moved the deadline later."""
@@ -88,7 +90,8 @@ class Campaigns:
         decision = decide(campaign, self.threshold)
         self.counts.add("decided_fallback" if decision.fallback else "decided_no_fallback")
         self.emit(campaign_decision(campaign.campaign_id, decision.targeted, decision.acked,
-                                    decision.ratio, self.threshold, decision.fallback, now))
+                                    decision.ratio, self.threshold, decision.fallback, now),
+                  partition)
         self._tell(campaign, now)
         self.state.at(partition).put(CAMPAIGNS, campaign.campaign_id.encode(), campaign.to_dict())
 
@@ -98,7 +101,8 @@ class Campaigns:
             self.emit(campaign_decision(campaign.campaign_id, campaign.targeted, campaign.acked,
                                         campaign.acked / campaign.targeted
                                         if campaign.targeted else None,
-                                        self.threshold, campaign.fallback, now, partition=p))
+                                        self.threshold, campaign.fallback, now, partition=p),
+                      campaign.partition)
 
     @staticmethod
     def _due(campaign: Campaign) -> Due:

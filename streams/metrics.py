@@ -23,6 +23,8 @@ OVERDUE = Gauge("pushcascade_deadline_overdue_seconds",
                 "How long the earliest indexed deadline has been due (0 when none is)", ["table"])
 LARGEST = Gauge("pushcascade_changelog_record_bytes_max", "Largest changelog record written",
                 ["table"])
+FENCED = Counter("pushcascade_batches_fenced",
+                 "Batches discarded because a newer owner had claimed their partition")
 RECORDS_IN = Counter("pushcascade_records_in", "Records consumed, by service and topic",
                      ["service", "topic"])
 RECORDS_OUT = Counter("pushcascade_records_out", "Records produced, by service and topic",

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from schemas import CATALOG, Codec, SchemaError, key_partition
 from streams.app import create_app, store_options
@@ -28,11 +27,12 @@ from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output
 from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
 from streams.follow import Follower
+from streams.kafka import consumer
 from streams.metrics import Counts, Flow
 from streams.outbox import Outbox
 from streams.privacy import masked
 from streams.settings import Settings
-from streams.state import StateTables
+from streams.state import StateTables, event_time, handle_events
 from streams.timers import DeadlineTimer
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ class Router:
         self.outbox = Outbox(bootstrap, flow=self.flow)
         self.state = StateTables(app, ROUTER_TABLES, self.partitions, self.outbox,
                                  settings.tuning.broker_profile == "tansu",
-                                 store_options(settings))
+                                 store_options(settings), reader=lambda: consumer(
+                                     bootstrap, f"{app.conf.id}-journal-reader",
+                                     **{"fetch.wait.max.ms": 5}))
         self.state.attach()
         self.budget = ProbeBudget.from_config(self.config.probe)
         self.priors = PriorBook()
@@ -106,16 +108,21 @@ class Router:
         self.tallies: set[tuple[str, int]] = set()
         self.state.before_flush.append(self._send_tallies)
         self.timer = DeadlineTimer(app, settings.topic(FORWARDED), self.state, MESSAGES,
-                                   self._index, self.fire, settings.tuning.deadline_tick)
+                                   self._index, self.fire, settings.tuning.deadline_tick,
+                                   self.horizon)
+        #: the inputs a deadline waits for: every one that can cancel or settle it (an ack, a
+        #: profile or device that makes an account reachable, a setting, a decision)
+        self.input_topics = tuple(settings.topic(n) for n in INPUTS)
         self.campaigns = Campaigns(app, settings, self.codec, self.emit, self.state,
                                    self.dead_letter)
         source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
                            value_type=bytes, partitions=self.partitions)
         app.agent(source, name="accounts")(self.run)
 
-    def context(self, partition: int) -> h.Context:
-        """What a handler needs besides state: configuration, now, partition, budget, priors."""
-        return h.Context(self.config, time.time(), partition, self.budget, self.priors)
+    def context(self, partition: int, now: float) -> h.Context:
+        """What a handler needs besides state: configuration, now (the time of its cause: the
+        input record's timestamp, a deadline's due time), partition, budget, priors."""
+        return h.Context(self.config, now, partition, self.budget, self.priors)
 
     async def _follow_priors(self) -> None:
         self.prior_follower.start()
@@ -138,19 +145,9 @@ class Router:
     # -- the agent ---------------------------------------------------------------------------
 
     async def run(self, stream: faust.StreamT) -> None:
-        """Handle every input event in partition order."""
-        event: EventT
-        flow, clock = self.flow, time.perf_counter
-        async for event in stream.events():
-            started = clock()
-            try:
-                await self.handle(event)
-            except Exception as exc:  # a bad record must never stop the partition
-                log.exception("router failed on %s", event.message.tp)
-                self.dead_letter(event, f"processing failed: {exc!r}")
-            topic = event.message.topic
-            flow.received(topic)
-            flow.took(topic, clock() - started)
+        """Handle every input event in partition order, each all or nothing."""
+        await handle_events(stream, self.state, self.flow, self.handle, self.dead_letter,
+                            self.counts)
 
     async def _measure_lag(self) -> None:
         """The group's lag per assigned partition: the last fetch's high watermark against the
@@ -192,13 +189,13 @@ class Router:
         owner = key_partition(account_id, self.partitions)
         if name != FORWARDED and (
                 name == "device.registry" or owner != msg.partition):
-            self.outbox.produce(self.settings.topic(FORWARDED), account_id.encode(),
-                                masked(self.codec, msg.value, source),
-                                partition=owner, headers=[("source", name.encode())])
+            self.state.at(msg.partition).emit((
+                self.settings.topic(FORWARDED), account_id.encode(),
+                masked(self.codec, msg.value, source), owner, [("source", name.encode())]))
             self.counts.add("forwarded")
             return
         handler = h.HANDLERS[(source, record_name)]
-        ctx = self.context(msg.partition)
+        ctx = self.context(msg.partition, event_time(msg))
         try:
             effects = handler(self.state.at(msg.partition), record, ctx)
         except h.Rejected as exc:
@@ -209,7 +206,7 @@ class Router:
     def apply(self, fx: h.Effects, partition: int) -> None:
         """Send a handler's outputs, remember its deadlines and what waits for campaigns."""
         for out in fx.outputs:
-            self.emit(out)
+            self.emit(out, partition)
         for due in fx.dues:
             self.timer.add(due)
         for campaign_id, key in fx.waits:
@@ -222,17 +219,18 @@ class Router:
     async def decided(self, rec: dict[str, Any], partition: int) -> None:
         """A campaign decision reached this partition: settle its waiting deliveries."""
         tables = self.state.at(partition)
-        ctx = self.context(partition)
+        ctx = self.context(partition, rec["decided_at"] / 1000)
         self.apply(h.on_campaign_decision(tables, rec, ctx), partition)
         campaign_id = rec["campaign_id"]
         keys = [k for k in self.waits.get(campaign_id, ())
                 if key_partition(parse_key(k)[0], self.partitions) == partition]
         for i, key in enumerate(keys, 1):
-            ctx.now = time.time()
             self.apply(h.settle_campaign(tables, key, campaign_id, ctx), partition)
             self.waits[campaign_id].discard(key)
-            if i % SETTLE_CHUNK == 0:
+            if i % SETTLE_CHUNK == 0:  # settled so far join the batch; others may run
+                self.state.done()
                 await asyncio.sleep(0)
+                self.state.begin(partition)
         if not self.waits.get(campaign_id):
             self.waits.pop(campaign_id, None)
 
@@ -246,34 +244,60 @@ class Router:
         partition = value["partition"]
         for campaign_id in waits:
             key = message_key(value["account_id"], value["message_id"])
-            ctx = self.context(partition)
+            ctx = self.context(partition, self.state.clock.get(partition, 0.0))
+            self.state.begin(partition)
             fx = h.settle_campaign(self.state.at(partition), key, campaign_id, ctx)
             if fx.counts["campaign_settled"]:  # decided before this worker indexed it
                 self.apply(fx, partition)
+                self.state.done()
             else:
+                self.state.discard()
                 self.waits.setdefault(campaign_id, set()).add(key)
+
+    def horizon(self, partition: int, now: float) -> float:
+        """How far the partition's deadlines may fire: now, once every record read from its
+        input partitions so far is handled; else the stream time of the inputs still behind
+        (as Kafka Streams punctuates), so no deadline fires before a READ, a profile or a
+        device that came before it."""
+        consumer = self.app.consumer
+        handled = self.state.handled.get(partition, {})
+        cut = now
+        for topic in self.input_topics:
+            tp = TP(topic, partition)
+            high = consumer.highwater(tp)
+            if high is None or handled.get(topic, 0) < high:
+                cut = min(cut, self.state.times.get((topic, partition), 0.0))
+        return cut
 
     def fire(self, due: Due) -> None:
         """Apply a due deadline of a partition this worker owns; the handler checks the state."""
-        ctx = self.context(due.partition)
-        self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
+        ctx = self.context(due.partition, due.due_at)
+        self.state.begin(due.partition)
+        try:
+            self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
+        except Exception:
+            self.state.discard()
+            log.exception("deadline %s failed; nothing of it was kept", due)
+            return
+        self.state.done(timestamp=due.due_at)
 
     def _send_tallies(self) -> None:
         """Before each flush: the campaign tallies changed in this batch, as absolute counts."""
         tallies, self.tallies = self.tallies, set()
-        now = time.time()
         for campaign_id, partition in tallies:
+            now = self.state.clock.get(partition, 0.0)
             out = h.tally_output(self.state.at(partition), campaign_id, partition, now)
             if out is not None:
-                self.emit(out)
+                self.emit(out, partition)
 
     # -- output ------------------------------------------------------------------------------
 
-    def emit(self, out: Output) -> None:
-        """Encode a record and queue it in the outbox (delivered before offsets are committed)."""
-        self.outbox.produce(self.settings.topic(out.topic), out.key.encode(),
-                            self.codec.encode(out.record, out.value), partition=out.partition,
-                            headers=[("source", out.source.encode())] if out.source else None)
+    def emit(self, out: Output, partition: int) -> None:
+        """Encode a record into its partition's batch (sent once the batch is durable)."""
+        self.state.at(partition).emit((
+            self.settings.topic(out.topic), out.key.encode(),
+            self.codec.encode(out.record, out.value), out.partition,
+            [("source", out.source.encode())] if out.source else None))
 
     def dead_letter(self, event: EventT, error: str) -> None:
         """Send the record and the reason to push.dlq (addresses masked); the partition goes on."""
@@ -282,7 +306,9 @@ class Router:
         name = msg.topic[len(self.prefix):]
         if name == FORWARDED:
             name = dict(msg.headers or []).get("source", b"").decode()
-        self.outbox.produce(self.settings.topic("push.dlq"), msg.key or b"",
-                            self.codec.encode("DeadLetter", records.dead_letter(
-                                msg.key, masked(self.codec, msg.value, name), msg.topic,
-                                msg.partition, msg.offset, error, time.time())))
+        self.state.at(msg.partition).emit((
+            self.settings.topic("push.dlq"), msg.key or b"",
+            self.codec.encode("DeadLetter", records.dead_letter(
+                msg.key, masked(self.codec, msg.value, name), msg.topic, msg.partition,
+                msg.offset, error, event_time(msg))), None, None))
+

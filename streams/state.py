@@ -1,18 +1,22 @@
-"""Faust tables written in batches: outputs, then one changelog record per key, then the store.
+"""The router's state in one Faust table whose changelog is the state journal (streams.journal).
 
-A handler's write is visible at once to every later read in this worker. At Faust's pre-commit
-flush the batch goes out in an order that loses nothing when a worker dies at any point:
+A handler's writes and outputs for one event are held apart until it completes (an exception
+leaves nothing behind), then join the batch of the event's partition, with the event's input
+position. Every flush (Faust's pre-commit producer flush, and the deadline timer's) writes,
+for each partition with a batch:
 
-1. the batch's output records are delivered (the outbox is flushed);
-2. one changelog record per written key goes out through confluent-kafka, to the partition
-   that owns the key, and is acknowledged;
-3. the values are applied to the local store with their changelog offsets (Faust's
-   persisted-offset bookkeeping, so a RocksDB store resumes recovery after them).
+1. one journal record (chunks when large) with every table's writes, the input positions,
+   the outputs and the stream time, acknowledged by the broker;
+2. a read-back of the journal since this worker's previous record of the partition: a newer
+   claim or batch there means another worker owns the partition now (this one was frozen past
+   its session, say), and the batch is discarded, unapplied and unsent;
+3. the writes to the local store, with the record's offset (RocksDB resumes recovery there);
+4. the outputs, acknowledged; the committed input offsets are then the journal's positions.
 
-A crash before 2 completes leaves the changelog (and so the recovered state) without the
-batch: the events are processed again and emit the same outputs with the same ids (a repeat,
-dropped downstream by send_id). A crash after 2 finds the state applied and the outputs already
-delivered. Faust's own changelog producer (aiokafka, ~130 µs a record) is not used.
+A crash before 1 completes leaves no trace: the events are read again from the journal's
+positions. A crash after 1 finds the batch whole in the journal; its outputs are sent again
+on recovery with the same ids (dropped downstream). Recovery applies whole, unfenced batches
+only; Faust's own changelog producer is not used.
 """
 
 from __future__ import annotations
@@ -20,29 +24,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import faust
-from confluent_kafka import KafkaError, Message
-from faust.types import TP
+from confluent_kafka import KafkaError, Message, TopicPartition
+from faust.types import TP, EventT
 
-from streams.metrics import CHANGELOG, LARGEST
+from streams import journal
+from streams.journal import Batch, Fold, Output
+from streams.metrics import CHANGELOG, FENCED, LARGEST, Counts, Flow
 from streams.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
-#: Key of the record written to a changelog partition on the embedded broker when Faust asks
-#: for its end before recovering it: that broker's ListOffsets answers the last *batch's* base
-#: offset + 1 (INFRA.md), the marker's own offset + 1 is the true end, whoever wrote last and
-#: however the last writer stopped. Read back as an absent value, like a delete.
-MARKER = b"\x00"
-#: What a delete writes to the changelog on the embedded broker, which does not return records
-#: with a null value: JSON null, read back as an absent value (a deleted message that comes
-#: back this way after a restart is deleted again when its expiry is indexed).
-NULL = b"null"
-
-Write = tuple[int, dict[str, Any] | None]  # (partition, value or None for a delete)
+JOURNAL = "journal"
+#: Store key of a partition's recovery point: epoch, seq, positions and clock.
+META = b"\xff"
+#: Seconds the read-back of a batch may take before the flush fails (and is tried again).
+READ_BACK_TIMEOUT = 15.0
 
 
 class _Changelog(NamedTuple):
@@ -63,8 +65,27 @@ class _Event(NamedTuple):
     message: _Changelog
 
 
+@dataclass
+class Pending:
+    """One partition's batch being built: writes, outputs, input positions, stream time."""
+
+    writes: dict[tuple[str, bytes], dict[str, Any] | None] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    clock: float = 0.0
+
+    def merge(self, later: Pending) -> Pending:
+        """This batch followed by a later one, as one."""
+        return Pending({**self.writes, **later.writes}, self.outputs + later.outputs,
+                       {**self.positions, **later.positions}, max(self.clock, later.clock))
+
+    def empty(self) -> bool:
+        """Whether the batch changes nothing."""
+        return not (self.writes or self.outputs or self.positions)
+
+
 class PartitionTables:
-    """The `Tables` of one partition: what a handler reads and writes."""
+    """The `Tables` of one partition: what a handler reads and writes, and where it emits."""
 
     __slots__ = ("state", "partition")
 
@@ -72,64 +93,165 @@ class PartitionTables:
         self.state, self.partition = state, partition
 
     def get(self, table: str, key: bytes) -> dict[str, Any] | None:
-        """The current value of key: written in this batch, being flushed, or stored."""
-        return self.state.get(table, key)
+        """The current value of key: written in this event or batch, being flushed, or stored."""
+        return self.state.get(table, key, self.partition)
 
     def put(self, table: str, key: bytes, value: dict[str, Any]) -> None:
         """Write value under key, owned by this partition."""
-        self.state.dirty[table][key] = (self.partition, value)
+        self.state.unit(self.partition).writes[(table, key)] = value
 
     def delete(self, table: str, key: bytes) -> None:
-        """Delete key (a tombstone in the changelog)."""
-        self.state.dirty[table][key] = (self.partition, None)
+        """Delete key."""
+        self.state.unit(self.partition).writes[(table, key)] = None
+
+    def emit(self, output: Output) -> None:
+        """Send an output record once this partition's batch is durable."""
+        self.state.unit(self.partition).outputs.append(output)
+
+
+class JournalTable(faust.Table):
+    """A Faust table whose changelog is the state journal: recovered by whole batches."""
+
+    _changelog_compacting = False
+    _changelog_deleting = True
+    owner: StateTables
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Journal records read by recovery or a standby: whole, unfenced batches are applied."""
+        self.owner.recover(batch)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Recovery done: positions known, the last batches' outputs sent again."""
+        await super().on_recovery_completed(active_tps, standby_tps)
+        await self.owner.recovered({tp.partition for tp in active_tps})
 
 
 class StateTables:
-    """The app's Faust tables, written through batches flushed after the outputs."""
+    """The router's tables over one journal-backed Faust table, written in atomic batches."""
 
     def __init__(self, app: faust.App, names: tuple[str, ...], partitions: int, outbox: Outbox,
-                 embedded: bool, options: dict[str, Any] | None = None) -> None:
-        self.app, self.outbox = app, outbox
-        # bytes keys are raw; values (dicts) JSON, in the changelog and the store
-        self.tables: dict[str, Any] = {
-            name: app.Table(name, partitions=partitions, key_type=bytes,
-                            options=dict(options) if options else None)
-            for name in names}
-        self.dirty: dict[str, dict[bytes, Write]] = {name: {} for name in names}
-        self.flushing: dict[str, dict[bytes, Write]] = {name: {} for name in names}
+                 embedded: bool, options: dict[str, Any] | None = None,
+                 reader: Callable[[], Any] | None = None) -> None:
+        self.app, self.outbox, self.names = app, outbox, names
+        self.prefix = {name: bytes([i]) for i, name in enumerate(names)}
+        self.table = JournalTable(app, name=JOURNAL, beacon=app.tables.beacon,
+                                  partitions=partitions, key_type=bytes,
+                                  options=dict(options) if options else None,
+                                  extra_topic_configs={"retention.ms": "-1"})
+        self.table.owner = self
+        app.tables.add(self.table)
+        app.journal_state = self  # type: ignore[attr-defined]  # read by streams/app.py
         self.embedded = embedded
-        if embedded:  # read by the consumer (streams/app.py) before a changelog is recovered
-            app.changelog_ends = self.ends  # type: ignore[attr-defined]
+        self.partitions = partitions
         self.views = [PartitionTables(self, p) for p in range(partitions)]
+        self.dirty: dict[int, Pending] = {}
+        self.flushing: dict[int, Pending] = {}
+        self.event: tuple[int, Pending] | None = None
         self.before_flush: list[Callable[[], None]] = []
-        self.largest: dict[str, int] = dict.fromkeys(names, 0)
+        #: partition -> epoch this worker claimed it with, and its last journal offset there
+        self.epoch: dict[int, int] = {}
+        self.last_own: dict[int, int] = {}
+        self.seq: dict[int, int] = {}
+        self.folds: dict[int, Fold] = {}
+        #: partition -> {input topic: next offset}, as durable in the journal
+        self.durable: dict[int, dict[str, int]] = {}
+        #: partition -> {input topic: next offset}, handled in this worker (durable or not)
+        self.handled: dict[int, dict[str, int]] = {}
+        #: partition -> its stream time (the latest time of what it handled); and per input
+        self.clock: dict[int, float] = {}
+        self.times: dict[tuple[str, int], float] = {}
+        self.last_outputs: dict[int, tuple[int, list[Output]]] = {}
+        self.sent_through: dict[int, int] = {}
+        self.unsent: list[Output] = []
+        self.largest = 0
+        self._reader_factory = reader
+        self._reader: Any = None
         self._lock = asyncio.Lock()
+
+    @property
+    def topic(self) -> str:
+        """The journal topic."""
+        return self.table.changelog_topic_name
 
     def at(self, partition: int) -> PartitionTables:
         """The tables as seen by a handler of this partition."""
         return self.views[partition]
 
-    def get(self, table: str, key: bytes) -> dict[str, Any] | None:
+    # -- events --------------------------------------------------------------------------------
+
+    def begin(self, partition: int) -> None:
+        """Start an event of a partition: its writes and outputs are held apart until done."""
+        self.event = (partition, Pending())
+
+    def unit(self, partition: int) -> Pending:
+        """Where a write or output of this partition goes: the open event, else the batch."""
+        if self.event is not None and self.event[0] == partition:
+            return self.event[1]
+        return self.dirty.setdefault(partition, Pending())
+
+    def done(self, tp: TP | None = None, offset: int | None = None,
+             timestamp: float | None = None) -> None:
+        """The open event completed: its writes, outputs and input position join the batch."""
+        if self.event is None:
+            return
+        partition, pending = self.event
+        self.event = None
+        if tp is not None and offset is not None:
+            pending.positions[tp.topic] = offset + 1
+            self.handled.setdefault(partition, {})[tp.topic] = offset + 1
+        if timestamp is not None:
+            pending.clock = max(pending.clock, timestamp)
+            self.clock[partition] = max(self.clock.get(partition, 0.0), timestamp)
+            if tp is not None:
+                self.times[(tp.topic, partition)] = timestamp
+        batch = self.dirty.get(partition)
+        self.dirty[partition] = pending if batch is None else batch.merge(pending)
+
+    def discard(self) -> None:
+        """The open event failed: nothing it wrote or emitted remains."""
+        self.event = None
+
+    def seen(self, tp: TP, offset: int) -> bool:
+        """Whether this record was handled already (read again after a seek or a takeover)."""
+        return offset < self.handled.get(tp.partition, {}).get(tp.topic, -1)
+
+    def position(self, tp: TP) -> int | None:
+        """The durable next offset of an input partition (what may be committed)."""
+        return self.durable.get(tp.partition, {}).get(tp.topic)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, table: str, key: bytes, partition: int | None = None) -> dict[str, Any] | None:
         """The current value of key in this worker."""
-        hit = self.dirty[table].get(key) or self.flushing[table].get(key)
-        if hit is not None:
-            return hit[1]
-        value = self.tables[table].get(key)
+        k = (table, key)
+        parts: Iterable[int] = (partition,) if partition is not None else (
+            set(self.dirty) | set(self.flushing))
+        if self.event is not None and k in self.event[1].writes and (
+                partition is None or self.event[0] == partition):
+            return self.event[1].writes[k]
+        for p in parts:
+            for pending in (self.dirty.get(p), self.flushing.get(p)):
+                if pending is not None and k in pending.writes:
+                    return pending.writes[k]
+        value = self.table.get(self.prefix[table] + key)
         return value if isinstance(value, dict) else None
 
     def values(self, table: str) -> Iterator[dict[str, Any]]:
         """Current values of a table: stored, being flushed or written in this batch (a
         snapshot of the keys is taken first; a value written later is read as it is then)."""
-        keys = {*self.tables[table].keys(), *self.flushing[table], *self.dirty[table]}
+        prefix = self.prefix[table]
+        keys = {k[1:] for k in self.table if k[:1] == prefix}
+        for pending in (*self.flushing.values(), *self.dirty.values()):
+            keys.update(key for name, key in pending.writes if name == table)
         for key in keys:
             value = self.get(table, key)
             if value is not None:
                 yield value
 
-    # -- the flush ---------------------------------------------------------------------------
+    # -- the flush -----------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Run the batch flush inside Faust's pre-commit producer flush."""
+        """Run the batch flush inside Faust's pre-commit producer flush, and on revocation."""
         producer = self.app.producer
         flush_faust = producer.flush
 
@@ -138,95 +260,303 @@ class StateTables:
             await self.flush()
 
         producer.flush = flush  # type: ignore[method-assign]
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        # batches are flushed on their own clock: offsets are committed from the journal's
+        # positions, so Faust's commit (and its flush) only follows a batch that landed
+        self.app.timer(self.app.conf.broker_commit_interval)(self._flush_due)
+
+    async def _flush_due(self) -> None:
+        """Flush the batches handled since the last flush, if any."""
+        if any(not pending.empty() for pending in self.dirty.values()) or self.unsent:
+            await self.flush()
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """Flush what was handled, then forget the revoked partitions' claims and batches."""
+        gone = {tp.partition for tp in revoked if tp.topic == self.topic}
+        if not gone:
+            return
+        try:
+            await self.flush()
+        except Exception as exc:  # read again by the next owner from the journal's positions
+            log.warning("flush on revocation failed: %s", exc)
+        for p in gone:
+            self.epoch.pop(p, None)
+            self.dirty.pop(p, None)
 
     async def flush(self) -> None:
-        """Outputs, then changelog, then store (see the module docstring)."""
+        """Journal, read-back, store, outputs (see the module docstring)."""
         async with self._lock:
             for hook in self.before_flush:
                 hook()
-            self.flushing, self.dirty = self.dirty, {name: {} for name in self.tables}
             loop = asyncio.get_running_loop()
+            if self.unsent:
+                await loop.run_in_executor(None, self._send, self.unsent)
+                self.unsent = []
+            self.flushing, self.dirty = self.dirty, {}
             try:
-                await loop.run_in_executor(None, self.outbox.flush)
-                if any(self.flushing.values()):
-                    batch = self._encode()
-                    offsets = await loop.run_in_executor(None, self._write_changelog, batch)
-                    self._apply(batch, offsets)
+                batches = self._batches()
+                if not batches:
+                    return
+                offsets = await loop.run_in_executor(None, self._write, batches)
+                fenced = await loop.run_in_executor(None, self._read_back, offsets)
             except BaseException:
-                for name, writes in self.flushing.items():  # keep them for the next attempt
-                    self.dirty[name] = {**writes, **self.dirty[name]}
+                for p, pending in self.flushing.items():  # keep them for the next attempt
+                    later = self.dirty.get(p)
+                    self.dirty[p] = pending if later is None else pending.merge(later)
                 raise
             finally:
-                self.flushing = {name: {} for name in self.tables}
+                self.flushing = {}
+            outputs: list[Output] = []
+            for p, batch in batches.items():
+                if p in fenced:
+                    self._fenced(p, fenced[p])
+                    continue
+                self._store(p, batch, offsets[p][1])
+                self.last_own[p] = offsets[p][1]
+                outputs += batch.outputs
+            try:
+                await loop.run_in_executor(None, self._send, outputs)
+            except OutboxError:
+                self.unsent = outputs  # durable in the journal: sent at the next flush
+                raise
+            for p, batch in batches.items():
+                if p not in fenced:
+                    self.sent_through[p] = batch.seq
+                    # not waited for: without it, recovery only sends these outputs again
+                    self.outbox.produce(self.topic, b"%d" % p, journal.sent(batch.epoch,
+                                                                           batch.seq), p)
 
-    def _encode(self) -> list[tuple[str, bytes, int, dict[str, Any] | None, bytes | None]]:
-        """The flushing writes as (table, key, partition, value, changelog bytes)."""
-        batch = []
-        for name, writes in self.flushing.items():
-            for key, (partition, value) in writes.items():
-                data = (NULL if self.embedded else None) if value is None else \
-                    json.dumps(value).encode()
-                batch.append((name, key, partition, value, data))
-                if data is not None and len(data) > self.largest[name]:
-                    self.largest[name] = len(data)
-                    LARGEST.labels(name).set(len(data))
-            CHANGELOG.labels(name).inc(len(writes))
-        return batch
+    def _batches(self) -> dict[int, Batch]:
+        """The flushing partitions' batches, for partitions this worker has claimed."""
+        batches = {}
+        for p, pending in self.flushing.items():
+            if pending.empty():
+                continue
+            if p not in self.epoch:
+                log.warning("partition %d: a batch of a partition this worker does not own "
+                            "was dropped (%d writes, %d outputs)", p, len(pending.writes),
+                            len(pending.outputs))
+                continue
+            self.seq[p] = self.seq.get(p, -1) + 1
+            writes = [(t, k, v) for (t, k), v in pending.writes.items()]
+            batches[p] = Batch(self.epoch[p], self.seq[p], writes, pending.positions,
+                               pending.outputs, pending.clock)
+            CHANGELOG.labels(JOURNAL).inc(len(writes))
+        return batches
 
-    def _write_changelog(self, batch: list[tuple[str, bytes, int, dict[str, Any] | None,
-                                                 bytes | None]]) -> dict[tuple[str, int], int]:
-        """Produce one record per written key and wait for all; the last offset per partition."""
-        producer = self.outbox.producer
-        offsets: dict[tuple[str, int], int] = {}
+    def _write(self, batches: dict[int, Batch]) -> dict[int, tuple[int, int]]:
+        """Produce each batch's records and wait for all: partition -> (first, last) offset."""
+        topic = self.topic
+        offsets: dict[int, tuple[int, int]] = {}
         failures: list[str] = []
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 failures.append(f"{msg.topic()}: {err.str()}")
                 return
-            tp = (msg.topic() or "", msg.partition() or 0)
-            offsets[tp] = max(offsets.get(tp, -1), msg.offset() or 0)
+            p, o = msg.partition() or 0, msg.offset() or 0
+            first, last = offsets.get(p, (o, o))
+            offsets[p] = (min(first, o), max(last, o))
 
-        for name, key, partition, _, data in batch:
-            topic = self.tables[name].changelog_topic_name
-            self.outbox.produce(topic, key, data, partition=partition, on_delivery=delivered)
-        self._wait(producer, failures)
+        for p, batch in batches.items():
+            for record in journal.encode(batch):
+                if len(record) > self.largest:
+                    self.largest = len(record)
+                    LARGEST.labels(JOURNAL).set(len(record))
+                self.outbox.produce(topic, b"%d" % p, record, partition=p,
+                                    on_delivery=delivered)
+        self._wait(failures)
         return offsets
 
-    def ends(self, partitions: list[TP]) -> dict[TP, int]:
-        """The true end offsets of changelog partitions on the embedded broker (see MARKER)."""
+    def _read_back(self, offsets: dict[int, tuple[int, int]]) -> dict[int, int]:
+        """Read each partition's journal from this worker's previous record to its new last
+        one; partition -> the newer epoch found there (this worker was fenced)."""
+        ranges = {p: (self.last_own.get(p, first - 1) + 1, last)
+                  for p, (first, last) in offsets.items()}
+        records = self.read(ranges)
+        fenced = {}
+        for p, values in records.items():
+            newer = journal.fenced_by(values, self.epoch[p])
+            if newer is not None:
+                fenced[p] = newer
+        return fenced
+
+    def read(self, ranges: dict[int, tuple[int, int]]
+             ) -> dict[int, list[tuple[int, bytes | None]]]:
+        """The journal's (offset, record) pairs in [start, end] of each partition."""
+        if self._reader is None:
+            assert self._reader_factory is not None, "no journal reader configured"
+            self._reader = self._reader_factory()
+        reader = self._reader
+        reader.assign([TopicPartition(self.topic, p, start) for p, (start, _) in ranges.items()])
+        found: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in ranges}
+        left = {p for p, (start, end) in ranges.items() if start <= end}
+        deadline = time.monotonic() + READ_BACK_TIMEOUT
+        try:
+            while left and time.monotonic() < deadline:
+                for msg in reader.consume(1000, 0.05):
+                    if msg.error() is not None:
+                        continue
+                    p, o = msg.partition(), msg.offset()
+                    if p in left and o <= ranges[p][1]:
+                        found[p].append((o, msg.value()))
+                        if o >= ranges[p][1]:
+                            left.discard(p)
+        finally:
+            reader.unassign()
+        if left:
+            raise OutboxError(f"journal partitions {sorted(left)} not read back within "
+                              f"{READ_BACK_TIMEOUT:g}s")
+        return found
+
+    def _fenced(self, p: int, newer: int) -> None:
+        """Another worker claimed partition p: forget it here until it is assigned again."""
+        FENCED.inc()
+        log.error("partition %d: claimed by a newer owner (epoch %d > %d); this worker's batch "
+                  "was discarded and the partition is left to it", p, newer, self.epoch[p])
+        self.epoch.pop(p, None)
+        self.dirty.pop(p, None)
+        self.handled[p] = dict(self.durable.get(p, {}))
+
+    def _send(self, outputs: list[Output]) -> None:
+        """Produce the outputs and wait for them."""
+        for topic, key, value, partition, headers in outputs:
+            self.outbox.produce(topic, key, value, partition=partition, headers=headers)
+        self.outbox.flush()
+
+    def _wait(self, failures: list[str]) -> None:
+        left = self.outbox.producer.flush(30.0)
+        if left or failures:
+            raise OutboxError(f"journal: {left} records unconfirmed, {len(failures)} failed: "
+                              f"{'; '.join(failures[:3])}")
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def _store(self, p: int, batch: Batch, offset: int) -> None:
+        """Apply a whole batch to the local store, with its journal offset and the new
+        recovery point (positions, epoch, seq, clock)."""
+        positions = self.durable.setdefault(p, {})
+        positions.update(batch.positions)
+        handled = self.handled.setdefault(p, {})
+        for topic, o in batch.positions.items():
+            handled[topic] = max(handled.get(topic, 0), o)
+        self.clock[p] = max(self.clock.get(p, 0.0), batch.clock)
+        self.seq[p] = max(self.seq.get(p, -1), batch.seq)
+        meta = {"epoch": batch.epoch, "seq": batch.seq, "positions": positions,
+                "clock": self.clock[p]}
+        tp = TP(self.topic, p)
+        events = [self._event(tp, offset, p, self.prefix[t] + k, v) for t, k, v in batch.writes]
+        events.append(self._event(tp, offset, p, META + b"%d" % p, meta))
+        self.table.data.apply_changelog_batch(
+            events, self.table._to_key, self.table._to_value)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _event(tp: TP, offset: int, p: int, key: bytes, value: dict[str, Any] | None) -> _Event:
+        data = None if value is None else json.dumps(value).encode()
+        return _Event(key, value, _Changelog(tp, offset, p, key, data))
+
+    # -- claims and recovery -------------------------------------------------------------------
+
+    def claim(self, actives: list[TP], standbys: list[TP], generation: int) -> dict[TP, int]:
+        """Append a claim to each active partition (a mark to each standby) and start their
+        recovery; the journal's end offsets, through these records. A claim's offset is this
+        worker's epoch on the partition."""
         producer = self.outbox.producer
-        marks: dict[TP, int] = {}
+        ends: dict[TP, int] = {}
         failures: list[str] = []
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 failures.append(f"{msg.topic()}: {err.str()}")
             else:
-                marks[TP(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+                ends[TP(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
 
-        for tp in partitions:
-            producer.produce(tp.topic, NULL, MARKER, partition=tp.partition,
+        for tp in (*actives, *standbys):
+            record = journal.claim(generation) if tp in actives else journal.mark()
+            producer.produce(tp.topic, record, b"%d" % tp.partition, partition=tp.partition,
                              on_delivery=delivered)
-        self._wait(producer, failures)
-        return {tp: marks[tp] + 1 for tp in partitions}
+        self._wait(failures)
+        for tp in (*actives, *standbys):
+            self.folds[tp.partition] = self._fold(tp)
+        for tp in actives:
+            self.epoch[tp.partition] = self.last_own[tp.partition] = ends[tp] - 1
+            self.dirty.pop(tp.partition, None)
+        return ends
 
-    @staticmethod
-    def _wait(producer: Any, failures: list[str]) -> None:
-        left = producer.flush(30.0)
-        if left or failures:
-            raise OutboxError(f"changelog: {left} records unconfirmed, {len(failures)} failed: "
-                              f"{'; '.join(failures[:3])}")
+    def _fold(self, tp: TP) -> Fold:
+        """Where recovery of a partition starts: from the store's recovery point when the
+        store resumes after its persisted offset (RocksDB), else from nothing."""
+        meta = self.table.get(META + b"%d" % tp.partition)
+        if self.table.persisted_offset(tp) is not None and isinstance(meta, dict):
+            self.durable[tp.partition] = dict(meta["positions"])
+            self.clock[tp.partition] = meta["clock"]
+            return Fold(epoch=meta["epoch"], seq=meta["seq"])
+        self.durable.pop(tp.partition, None)
+        self.last_outputs.pop(tp.partition, None)
+        return Fold()
 
-    def _apply(self, batch: list[tuple[str, bytes, int, dict[str, Any] | None, bytes | None]],
-               offsets: dict[tuple[str, int], int]) -> None:
-        """Write the flushed values into the stores, with their changelog offsets."""
-        events: dict[str, list[_Event]] = {}
-        for name, key, partition, value, data in batch:
-            topic = self.tables[name].changelog_topic_name
-            message = _Changelog(TP(topic, partition), offsets.get((topic, partition), 0),
-                                 partition, key, None if value is None else data)
-            events.setdefault(name, []).append(_Event(key, value, message))
-        for name, applied in events.items():
-            table = self.tables[name]
-            table.data.apply_changelog_batch(applied, table._to_key, table._to_value)
+    def recover(self, events: Iterable[Any]) -> None:
+        """Feed journal records (in offset order per partition) to their partitions' folds."""
+        for event in events:
+            msg = event.message
+            p = msg.partition
+            fold = self.folds.setdefault(p, Fold())
+            try:
+                batch = fold.feed(msg.value, msg.offset)
+            except journal.JournalError as exc:
+                log.warning("journal %s offset %d skipped: %s", msg.tp, msg.offset, exc)
+                continue
+            if batch is not None:
+                self._store(p, batch, msg.offset)
+                self.last_outputs[p] = (batch.seq, batch.outputs)
+
+    async def recovered(self, actives: set[int]) -> None:
+        """Active partitions recovered: handle from their positions, and send the outputs of
+        each one's last batch again (its writer may have died before sending them)."""
+        again: list[Output] = []
+        for p in actives:
+            self.handled[p] = dict(self.durable.get(p, {}))
+            seq, outputs = self.last_outputs.pop(p, (-1, []))
+            fold = self.folds.get(p)
+            if seq > max(self.sent_through.get(p, -1), fold.sent if fold else -1):
+                again += outputs
+                self.sent_through[p] = seq
+        if again:
+            log.info("recovery: %d outputs of the partitions' last batches sent again",
+                     len(again))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._send, again)
+
+
+def event_time(msg: Any) -> float:
+    """The time of an input record: its timestamp (wall clock only when it has none)."""
+    stamp = msg.timestamp
+    return float(stamp) if stamp and stamp > 0 else time.time()
+
+
+async def handle_events(stream: faust.StreamT, state: StateTables, flow: Flow | None,
+                        handle: Callable[[EventT], Awaitable[None]],
+                        dead_letter: Callable[[EventT, str], None], counts: Counts) -> None:
+    """Each event of a stream once and all or nothing: a record already handled (read again
+    after a seek or a takeover) is skipped; a handler that raises leaves no write and no output
+    behind, and the record goes to push.dlq with the reason."""
+    event: EventT
+    clock = time.perf_counter
+    async for event in stream.events():
+        msg = event.message
+        if state.seen(msg.tp, msg.offset):
+            counts.add("read_again")
+            continue
+        started = clock()
+        state.begin(msg.partition)
+        try:
+            await handle(event)
+        except Exception as exc:  # a bad record must never stop the partition
+            log.exception("failed on %s offset %d", msg.tp, msg.offset)
+            state.discard()
+            state.begin(msg.partition)
+            dead_letter(event, f"processing failed: {exc!r}")
+        state.done(msg.tp, msg.offset, event_time(msg))
+        if flow is not None:
+            flow.received(msg.topic)
+            flow.took(msg.topic, clock() - started)

@@ -27,16 +27,19 @@ class DeadlineTimer:
     The table is the truth; the index only remembers what may come due, and `fire` checks the
     state again (a READ may have come first), in this worker, which owns the partition: no hop
     through Kafka. Its outputs and state go out in the same batches as the agents'. On every
-    tick (wall clock) it pops what is due, at a cost proportional to that. Partitions newly
-    assigned (also one that left and came back) are indexed from the recovered table in
-    chunks, yielding to the event loop between them, so a million pending deadlines never
-    stall heartbeats or processing.
+    tick it pops what is due, at a cost proportional to that: by the wall clock once the
+    partition's inputs are handled as far as they were read, else by their stream time
+    (`horizon`), so a backlog of acks is applied before the deadlines it may cancel.
+    Partitions newly assigned (also one that left and came back) are indexed from the
+    recovered table in chunks, yielding to the event loop between them, so a million pending
+    deadlines never stall heartbeats or processing.
     """
 
     def __init__(self, app: faust.App, topic: str, state: StateTables, table: str,
                  index: Callable[[dict[str, Any]], None], fire: Callable[[Due], None],
-                 interval: float) -> None:
+                 interval: float, horizon: Callable[[int, float], float] | None = None) -> None:
         self.app, self.topic, self.state, self.table = app, topic, state, table
+        self.horizon = horizon
         self.index_value, self.fire = index, fire
         self.index = DeadlineIndex()
         self.indexed: frozenset[int] = frozenset()
@@ -74,7 +77,7 @@ class DeadlineTimer:
                 self.indexing = asyncio.ensure_future(self._reindex(set(new)))
         fired = 0
         while not app.rebalancing:
-            batch = self.index.pop_due(time.time(), limit=FIRE_CHUNK)
+            batch = self.index.pop_due(time.time(), FIRE_CHUNK, self.horizon)
             for due in batch:
                 self.fire(due)
             fired += len(batch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 
@@ -43,16 +43,19 @@ class DeadlineIndex:
         for p in partitions:
             self._heaps.pop(p, None)
 
-    def pop_due(self, now: float, limit: int = 10_000) -> list[Due]:
-        """Remove and return deadlines with due_at <= now, earliest first, at most limit."""
-        heads = [(h[0], p) for p, h in self._heaps.items() if h and h[0].due_at <= now]
+    def pop_due(self, now: float, limit: int = 10_000,
+                horizon: Callable[[int, float], float] | None = None) -> list[Due]:
+        """Remove and return deadlines due by now, earliest first, at most limit; with a
+        horizon, a partition's deadlines only up to `horizon(partition, now)`."""
+        cut = {p: horizon(p, now) if horizon else now for p, h in self._heaps.items() if h}
+        heads = [(h[0], p) for p, h in self._heaps.items() if h and h[0].due_at <= cut[p]]
         heapq.heapify(heads)
         due: list[Due] = []
         while heads and len(due) < limit:
             entry, partition = heapq.heappop(heads)
             heap = self._heaps[partition]
             due.append(heapq.heappop(heap))
-            if heap and heap[0].due_at <= now:
+            if heap and heap[0].due_at <= cut[partition]:
                 heapq.heappush(heads, (heap[0], partition))
         return due
 

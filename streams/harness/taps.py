@@ -6,7 +6,6 @@ Fetch reports: a consumer reads to each partition's end and takes the partition-
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -17,10 +16,12 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from connectors.producer import RecordProducer
 from schemas import CATALOG, WRITABLE, Codec
 from streams.harness.processes import Process
+from streams.journal import Fold
 from streams.kafka import consumer
 from streams.lag import Ends, end_offsets
 from streams.lag import committed as group_committed
 from streams.settings import Settings
+from streams.state import JOURNAL
 
 #: The topics a pushcascade worker's consumer group reads: what outside users write, and the
 #: internal topics the workers write to themselves.
@@ -49,12 +50,15 @@ class Tap:
     CreateTime, ms) by the producer that wrote it."""
 
     def __init__(self, settings: Settings, name: str, decode: Callable[[Any], Any] | None = None,
-                 full: str | None = None, topic_timeout: float = 30.0, fetch_wait_ms: int = 50
+                 full: str | None = None, topic_timeout: float = 30.0, fetch_wait_ms: int = 50,
+                 explode: Callable[[int, int, bytes | None], list[Any]] | None = None
                  ) -> None:
         self.bootstrap = settings.connections.kafka_bootstrap_servers
         self.name, self.full = name, full or settings.topic(name)
         codec = Codec(settings.connections.schema_registry_url or None)
-        self.decode = decode or (lambda value: codec.decode(value, topic=name))
+        decode = decode or (lambda value: codec.decode(value, topic=name))
+        #: (partition, offset, value) -> the records one message holds (one, unless `explode`)
+        self.explode = explode or (lambda _, __, value: [decode(value)])
         self.records: list[Any] = []
         self.seen_at: list[float] = []
         self.created: list[int] = []
@@ -83,10 +87,11 @@ class Tap:
                 partition, offset = m.partition(), m.offset()
                 if m.error() or partition is None or offset is None:
                     continue
-                self.records.append(self.decode(m.value()))
-                self.seen_at.append(seen)
-                self.created.append(m.timestamp()[1])
-                self.record_partitions.append(partition)
+                for record in self.explode(partition, offset, m.value()):
+                    self.records.append(record)
+                    self.seen_at.append(seen)
+                    self.created.append(m.timestamp()[1])
+                    self.record_partitions.append(partition)
                 self.next_offsets[partition] = offset + 1
         return self.records[first:]
 
@@ -146,11 +151,22 @@ def producer_for(settings: Settings) -> RecordProducer:
                           schema_registry_url=settings.connections.schema_registry_url)
 
 
+def journal_topic(settings: Settings) -> str:
+    """The workers' state journal (streams/state.py), which a worker creates itself."""
+    return f"{settings.tuning.topic_prefix}pushcascade-{JOURNAL}-changelog"
+
+
 def changelog_tap(settings: Settings, table: str, timeout: float = 30.0) -> Tap:
-    """A tap on one of the workers' table changelogs (JSON values), once a worker made it."""
-    return Tap(settings, table, decode=lambda value: json.loads(value) if value else None,
-               full=f"{settings.tuning.topic_prefix}pushcascade-{table}-changelog",
-               topic_timeout=timeout)
+    """A tap on one table's values, written in order, as the workers' state journal holds
+    them: whole batches that were not fenced, as recovery reads them (None for a delete)."""
+    folds: dict[int, Fold] = {}
+
+    def values(partition: int, offset: int, value: bytes | None) -> list[Any]:
+        batch = folds.setdefault(partition, Fold()).feed(value, offset)
+        return [] if batch is None else [v for t, _, v in batch.writes if t == table]
+
+    return Tap(settings, table, full=journal_topic(settings), topic_timeout=timeout,
+               explode=values)
 
 
 def committed(settings: Settings, tps: Iterable[tuple[str, int]]) -> Ends:

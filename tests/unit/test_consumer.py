@@ -1,20 +1,24 @@
-"""The worker's Faust consumer: what it acknowledges, and reading a partition again."""
+"""The worker's Faust consumer: it reads and commits where the journal says, and the Faust
+behaviour it relies on is still there (these fail if an upgraded Faust changes it)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import faust
-import faust.streams
 import pytest
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
-from faust.types.tuples import ConsumerMessage
 
 from streams.app import ReadOffsets, create_app
 from streams.settings import Settings
 
 TOPIC = "t-push.requests"
+TP0 = TP(TOPIC, 0)
 
 
 @pytest.fixture
@@ -22,54 +26,65 @@ def app(tmp_path) -> Iterator[faust.App]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(Settings(topic_prefix="t-", data_dir=str(tmp_path)), "127.0.0.1:1")
-    app.topics.add(app.topic(TOPIC))  # an acknowledged topic, as an agent's source is
-    loop.run_until_complete(app.topics._update_indices())
-    app.flow_control.resume()
     yield app
     asyncio.set_event_loop(None)
     loop.close()
 
 
-def _message(app: faust.App, offset: int, generation: int | None = None) -> ConsumerMessage:
-    gen = app.consumer_generation_id if generation is None else generation
-    return ConsumerMessage(TOPIC, 0, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, TP(TOPIC, 0),
-                           generation_id=gen)
+def _journal(app: faust.App, positions: dict[TP, int]) -> None:
+    app.journal_state = SimpleNamespace(  # type: ignore[attr-defined]
+        topic="t-journal", position=positions.get)
 
 
-def test_a_handled_message_of_the_current_generation_is_acknowledged(app) -> None:
+def test_the_commit_is_the_journals_position_not_fausts_acknowledgements(app) -> None:
     consumer = app.consumer
-    assert consumer.ack(_message(app, 5)) is True
-    assert list(consumer._acked[TP(TOPIC, 0)]) == [5]
+    _journal(app, {TP0: 10})
+    consumer._acked[TP0].extend([5, 8, 12, 13])  # 9 was never acknowledged: irrelevant now
+    assert consumer._new_offset(TP0) == 10
+    assert list(consumer._acked[TP0]) == [12, 13]  # what is behind the position is dropped
+    consumer._committed_offset[TP0] = 10
+    assert consumer._new_offset(TP0) is None  # nothing new to commit
 
 
-def test_a_message_read_before_the_latest_rebalance_is_not_acknowledged(app) -> None:
-    # Faust's stream acknowledges such a message without handling it; an ack would let the
-    # commit cover a record nobody handled
+def test_nothing_is_committed_for_a_partition_the_journal_has_no_position_for(app) -> None:
     consumer = app.consumer
-    app.consumer_generation_id = 3
-    old = _message(app, 7, generation=2)
-    assert consumer.ack(old) is False
-    assert old.acked  # done with, so a rebalance does not wait for it
-    assert not consumer._acked.get(TP(TOPIC, 0))
-    assert consumer.ack(_message(app, 8, generation=3)) is True
-
-
-def test_nothing_is_acknowledged_while_flow_is_suspended(app) -> None:
-    app.flow_control.suspend()
-    assert app.consumer.ack(_message(app, 9)) is False
-    assert not app.consumer._acked.get(TP(TOPIC, 0))
-
-
-def test_streams_acknowledge_through_the_consumer() -> None:
-    # the compiled stream iterator inlines Consumer.ack, past the check above
-    assert faust.streams._CStreamIterator is None
+    _journal(app, {})
+    consumer._acked[TP0].extend([0, 1, 2])
+    assert consumer._new_offset(TP0) is None
 
 
 def test_a_read_offset_never_makes_faust_drop_a_record_read_again() -> None:
     offsets = ReadOffsets(lambda: None)
-    tp = TP(TOPIC, 0)
-    offsets[tp] = 120
+    offsets[TP0] = 120
     # Faust's fetch loop drops a record below offsets[tp]: after a seek back to 100 the rest of
     # an older batch raised it to 120, and records 100..119 would be dropped unhandled
-    assert offsets[tp] is None
-    assert offsets.get(tp) == 120  # what was read last, for the idle watch
+    assert offsets[TP0] is None
+    assert offsets.get(TP0) == 120
+
+
+def test_faust_still_reads_the_read_offset_by_indexing() -> None:
+    source = inspect.getsource(FaustConsumer._drain_messages)
+    assert "self._read_offset.__getitem__" in source
+    assert "r_offset is None or offset >= r_offset" in source
+
+
+def test_faust_still_flushes_the_producer_before_it_commits() -> None:
+    source = inspect.getsource(FaustConsumer._commit_offsets)
+    assert source.index("self.app.producer.flush()") < source.index("self._commit(")
+    assert "self._new_offset(tp)" in inspect.getsource(
+        FaustConsumer._filter_committable_offsets)
+
+
+def test_faust_still_seeks_after_the_tables_recovered() -> None:
+    # the journal's positions are known once the table's on_recovery_completed ran; Faust
+    # seeks the streams (seek_to_committed, ours) only after that
+    source = inspect.getsource(Recovery.on_recovery_completed)
+    assert source.index("table.on_recovery_completed") < source.index("perform_seek")
+    seek = inspect.getsource(FaustConsumer.perform_seek)
+    assert "self.seek_to_committed()" in seek
+
+
+def test_faust_still_asks_for_the_changelogs_ends_before_recovering_them() -> None:
+    source = inspect.getsource(Recovery._build_highwaters)
+    assert "consumer.highwaters(*tps)" in source
+    assert faust.__version__ == "0.15.3"  # the version all of the above was read from
