@@ -4,10 +4,13 @@ A confluent-kafka consumer in group `pushcascade.sink` buffers the records per t
 inserts them when a table holds `sink_batch_rows` rows or the oldest row waited
 `sink_flush_interval`. Records are not decoded here: each goes to ClickHouse as an Avro datum
 with its Kafka coordinates in front (connectors/clickhouse/avro.py), and ClickHouse decodes.
-Offsets are committed only after every buffered row is inserted. While
-ClickHouse fails, the sink pauses its partitions (staying in the group), retries with a
-doubling backoff and resumes without loss; the tables' keys make a repeat count once.
-Undecodable records go to push.dlq (a dead letter that is itself undecodable is only counted)."""
+Offsets are committed only after every buffered row is inserted or dead-lettered (and the
+broker acknowledged the letters). While ClickHouse fails, the sink pauses its partitions
+(staying in the group), retries with a doubling backoff and resumes without loss; the tables'
+keys make a repeat count once. Rows ClickHouse refuses are not retried (refusals.py): a batch
+spanning too many day partitions is split by partition, any other refused batch is halved until
+the refused rows are found, and those go to push.dlq with ClickHouse's reason, like records
+that do not decode (a dead letter that is itself refused or undecodable is only counted)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from connectors.clickhouse.avro import SYNC, Container, string, varint, zigzag
+from connectors.clickhouse.refusals import Refusal, by_partition, day, halves, reason, refusal
 from connectors.clickhouse.tables import TABLES, Table
 from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
@@ -36,6 +40,9 @@ GROUP = "pushcascade.sink"
 DLQ = "push.dlq"
 #: A buffered record: its schema id, its container block (coordinates and datum), its message.
 Entry = tuple[int, bytes, Message]
+#: Every insert: a time outside DateTime's range (1970 to 2106; the tables' TTL takes
+#: toDateTime) is refused rather than stored wrapped around.
+INSERT_SETTINGS = {"date_time_overflow_behavior": "throw"}
 
 
 class Sink:
@@ -62,6 +69,7 @@ class Sink:
         self.retry_at = 0.0
         self.inserted = 0
         self.dead_letters = 0
+        self.undelivered: list[str] = []  # why the broker refused dead letters
         self.first_at = 0.0  # when the first record was taken (monotonic; benchmarks)
         self.assigned: set[tuple[str, int]] = set()  # kept by the rebalance callbacks
         #: one insert job at a time runs in this thread while the next batch is read
@@ -187,25 +195,62 @@ class Sink:
         return True
 
     def _insert_all(self, buffers: dict[str, list[Entry]]) -> None:
-        """Insert every table of a job (in the insert thread); a table done leaves `buffers`,
-        so after a failure only the rest is tried again."""
+        """Store every table of a job (in the insert thread); rows stored or dead-lettered
+        leave `buffers`, so after a failure only the rest is tried again."""
         for name in list(buffers):
-            table = self.by_name[name]
-            while True:
-                entries = buffers[name]
-                started = time.monotonic()
-                try:
-                    self._insert(table, entries)
-                    break
-                except Exception:
-                    good = self._decodable(table, entries)
-                    if len(good) == len(entries):
-                        raise  # every record decodes: ClickHouse failed
-                    buffers[name] = good
-            SINK_INSERT.labels(name).observe(time.monotonic() - started)
-            SINK_ROWS.labels(name).inc(len(entries))
-            self.inserted += len(entries)
+            todo = [buffers[name]]
+            try:
+                self._store(self.by_name[name], todo)
+            finally:
+                buffers[name] = [entry for chunk in reversed(todo) for entry in chunk]
             del buffers[name]
+
+    def _store(self, table: Table, todo: list[list[Entry]]) -> None:
+        """Insert the chunks of `todo` (a stack, the next on top) until none is left. On the
+        first failure the records that do not decode go to push.dlq; a chunk ClickHouse
+        refuses is replaced by its parts; any other failure leaves it on top and raises."""
+        decoded = False
+        while todo:
+            chunk = todo[-1]
+            started = time.monotonic()
+            try:
+                self._insert(table, chunk)
+            except Exception as exc:
+                if not decoded:  # todo is still the whole batch
+                    decoded = True
+                    todo[-1] = self._decodable(table, chunk)
+                    if len(todo[-1]) < len(chunk):
+                        continue  # try the rest
+                todo[-1:] = reversed(self._parts(table, chunk, exc))
+                continue
+            todo.pop()
+            SINK_INSERT.labels(table.name).observe(time.monotonic() - started)
+            SINK_ROWS.labels(table.name).inc(len(chunk))
+            self.inserted += len(chunk)
+
+    def _parts(self, table: Table, chunk: list[Entry], exc: Exception) -> list[list[Entry]]:
+        """The parts to insert instead of a chunk ClickHouse refused: its day partitions in
+        groups, or its halves; none for a single refused row, which goes to push.dlq.
+        Re-raises `exc` when ClickHouse failed rather than the rows."""
+        refused = refusal(getattr(exc, "code", None), str(exc))
+        if refused is None:
+            raise exc
+        if refused is Refusal.PARTITIONS and table.day is not None:
+            groups = by_partition((self._day(table, entry), entry) for entry in chunk)
+            if len(groups) > 1:
+                log.info("sink: %d %s rows span too many day partitions for one insert; "
+                         "inserting them in %d groups", len(chunk), table.name, len(groups))
+                return groups
+        if len(chunk) > 1:
+            return halves(chunk)
+        self._dead_letter(chunk[0][2], table, f"ClickHouse refused the row: {reason(str(exc))}")
+        return []
+
+    def _day(self, table: Table, entry: Entry) -> int:
+        """The day partition of a buffered record (decoded in Python)."""
+        msg = entry[2]
+        record = self.codec.decode(msg.value(), topic=msg.topic() or "", expected=table.record)
+        return day(record[table.day or ""])
 
     def _insert(self, table: Table, entries: list[Entry]) -> None:
         """One Avro container per writer schema, decoded by ClickHouse into the table."""
@@ -217,7 +262,7 @@ class Sink:
             if container is None:
                 container = Container(self.codec.writer_json(schema_id), table.rename)
                 self.containers[(table.name, schema_id)] = container
-            self.ch.raw_insert(table.name, table.insert_columns,
+            self.ch.raw_insert(table.name, table.insert_columns, settings=INSERT_SETTINGS,
                                insert_block=container.file(blocks), fmt="Avro")
 
     def _decodable(self, table: Table, entries: list[Entry]) -> list[Entry]:
@@ -253,15 +298,19 @@ class Sink:
             return
         if self.dead_letters and self.producer.flush(30) > 0:
             raise RuntimeError("dead letters not acknowledged by the broker within 30s")
+        if self.undelivered:
+            raise RuntimeError(f"the broker refused {len(self.undelivered)} dead letters "
+                               f"({self.undelivered[0]}); offsets not committed")
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.consumer.commit(offsets=tps, asynchronous=False)
 
     def _dead_letter(self, msg: Message, table: Table, error: str) -> None:
-        """An undecodable record: to push.dlq with the reason (never a dead letter's own)."""
+        """A record that does not decode or that ClickHouse refused: to push.dlq with the
+        reason (never a dead letter's own)."""
         self.dead_letters += 1
         topic = msg.topic() or ""
-        log.warning("sink: undecodable record %s[%s]@%s: %s", msg.topic(), msg.partition(),
-                    msg.offset(), error)
+        log.warning("sink: record %s[%s]@%s to %s: %s", msg.topic(), msg.partition(),
+                    msg.offset(), DLQ, error)
         if table.record == "DeadLetter":
             return
         value = masked(self.codec, msg.value(), topic[len(self.prefix):])
@@ -269,8 +318,14 @@ class Sink:
                              error, time.time())
         self.flow.sent(self.settings.topic(DLQ))
         self.producer.produce(self.settings.topic(DLQ), key=msg.key() or b"",
-                              value=self.codec.encode("DeadLetter", letter))
+                              value=self.codec.encode("DeadLetter", letter),
+                              on_delivery=self._delivered)
         self.producer.poll(0)
+
+    def _delivered(self, err: KafkaError | None, _: Message) -> None:
+        """A dead letter's delivery report: a refusal keeps the offsets from being committed."""
+        if err is not None:
+            self.undelivered.append(str(err))
 
     # -- rebalances and lag ------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ Row = tuple[Any, ...]
 class Table:
     """One table: its name, the record it holds, its stored columns, the record fields the
     sink inserts (EPHEMERAL columns included; ClickHouse derives the rest), record fields
-    renamed to their column, and the same row built in Python (benchmarks, checks)."""
+    renamed to their column, the same row built in Python (benchmarks, checks), and the time
+    field whose day is its partition (`PARTITION BY toDate(day)`; None: not partitioned)."""
 
     name: str
     record: str
@@ -30,6 +31,7 @@ class Table:
     row: Callable[[dict[str, Any]], Row]
     fields: tuple[str, ...] = ()
     rename: dict[str, str] = field(default_factory=dict)
+    day: str | None = None
 
     @property
     def all_columns(self) -> tuple[str, ...]:
@@ -97,20 +99,22 @@ TABLES: dict[str, Table] = {
         "message_id", "account_id", "importance", "read_action", "has_link", "campaign_id",
         "device_count", "created_at"), _request, fields=(
         "message_id", "account_id", "importance", "read_action", "link", "campaign_id",
-        "device_ids", "created_at")),
-    "push.sends": Table("sends", "ChannelSend", SENDS, _fields(*SENDS)),
-    "push.acks": Table("acks", "Ack", ACKS, _fields(*ACKS)),
-    "push.results": Table("results", "DeliveryResult", RESULTS, _fields(*RESULTS)),
-    "push.escalations": Table("escalations", "Escalation", ESCALATIONS, _fields(*ESCALATIONS)),
+        "device_ids", "created_at"), day="created_at"),
+    "push.sends": Table("sends", "ChannelSend", SENDS, _fields(*SENDS), day="sent_at"),
+    "push.acks": Table("acks", "Ack", ACKS, _fields(*ACKS), day="acked_at"),
+    "push.results": Table("results", "DeliveryResult", RESULTS, _fields(*RESULTS), day="at"),
+    "push.escalations": Table("escalations", "Escalation", ESCALATIONS, _fields(*ESCALATIONS),
+                              day="deadline_at"),
     "device.route-changes": Table("route_changes", "RouteChange", ROUTE_CHANGES,
-                                  _fields(*ROUTE_CHANGES)),
+                                  _fields(*ROUTE_CHANGES), day="changed_at"),
     "campaign.decisions": Table("campaign_decisions", "CampaignDecision", DECISIONS,
-                                _fields(*DECISIONS)),
-    "account.lifecycle": Table("lifecycle", "AccountLifecycle", LIFECYCLE, _fields(*LIFECYCLE)),
+                                _fields(*DECISIONS), day="decided_at"),
+    "account.lifecycle": Table("lifecycle", "AccountLifecycle", LIFECYCLE,
+                               _fields(*LIFECYCLE), day="changed_at"),
     "push.outcomes": Table("outcomes", "ProviderOutcome", (
         "send_id", "message_id", "account_id", "channel", "device_id", "route", "provider",
         "status", "provider_message_id", "error_code", "attempts", "latency_ms", "at"),
-        _outcome),
+        _outcome, day="at"),
     "device.registry": Table("devices", "DeviceRegistration", (
         "device_id", "account_id", "manufacturer", "model", "routes", "active",
         "registered_at"), _device),
@@ -119,7 +123,7 @@ TABLES: dict[str, Table] = {
     "push.dlq": Table("dead_letters", "DeadLetter", (
         "source_topic", "source_partition", "source_offset", "error", "failed_at"),
         _dead_letter, rename={"topic": "source_topic", "partition": "source_partition",
-                              "offset": "source_offset"}),
+                              "offset": "source_offset"}, day="failed_at"),
 }
 
 #: The views the migrations create, for the schema test and the README.

@@ -101,6 +101,9 @@ def test_migrations_from_empty_to_latest_then_nothing_and_the_schema_is_the_decl
         "ORDER BY table, position").result_rows
     engines = dict(migrator.client.query(
         "SELECT name, engine FROM system.tables WHERE database = 'pushcascade'").result_rows)
+    partition_keys = dict(migrator.client.query(
+        "SELECT name, partition_key FROM system.tables WHERE database = 'pushcascade'")
+        .result_rows)
     for table in TABLES.values():
         stored = [n for t, n, kind in rows if t == table.name and kind not in DERIVED]
         assert stored == list(table.all_columns), table.name
@@ -108,6 +111,8 @@ def test_migrations_from_empty_to_latest_then_nothing_and_the_schema_is_the_decl
         assert set(table.insert_columns) <= inserted, table.name
         assert [n for t, n, k in rows if t == table.name and k == "ALIAS"] == ["event_time"]
         assert engines[table.name] == "ReplacingMergeTree", table.name
+        day = table.day and table.rename.get(table.day, table.day)
+        assert partition_keys[table.name] == (f"toDate({day})" if day else ""), table.name
     assert {n for n, e in engines.items() if e == "View"} == set(VIEWS)
     personal = {"phone", "wechat_openid", "email", "push_tokens", "title", "body"}
     assert not personal & {name for _, name, _ in rows}
@@ -205,6 +210,67 @@ def test_undecodable_records_go_to_the_dead_letter_topic_and_the_sink_goes_on(
     assert set(reasons) == {"push.sends", "push.acks"}
     assert "truncated or corrupt" in reasons["push.sends"]
     assert "bad magic byte" in reasons["push.acks"]
+
+
+def test_a_row_clickhouse_refuses_goes_to_the_dead_letter_topic_and_its_batch_is_stored(
+        settings, warehouse):
+    from connectors.metrics import SINK_FAILURES
+    from tests.helpers import request
+
+    codec = Codec()
+    records, by_topic = mixed_events(codec, 50)
+    # Avro-valid, but outside ClickHouse's DateTime range (the tables' TTL takes toDateTime):
+    # a request stamped in microseconds, one from before 1970; amid the batch, not at its ends
+    now_us = int(time.time() * 1_000_000)
+    refused = [("push.requests", b"r-1", codec.encode("PushRequest", dict(
+                   request("refused-us", "r-1"), created_at=now_us))),
+               ("push.requests", b"r-2", codec.encode("PushRequest", dict(
+                   request("refused-1969", "r-2"), created_at=-86_400_000)))]
+    produce(settings, records[:200] + refused[:1] + records[200:400] + refused[1:]
+            + records[400:])
+    expected = expected_rows(by_topic)
+    expected["dead_letters"] += len(refused)  # the sink stores the letters it wrote, too
+    failures_before = SINK_FAILURES._value.get()
+    with Tap(settings, "push.dlq") as dlq, running_sink(settings, warehouse.ch) as sink:
+        got = wait_rows(warehouse.ch, expected)
+        letters = [r for r in dlq.wait_for(lambda rs: len(rs) >= 7, timeout=30)
+                   if r["error"] != "test"]
+        assert sink.failures == 0
+    assert got == expected
+    assert SINK_FAILURES._value.get() == failures_before  # never paused for them
+    ids = {codec.decode(r["value"], "push.requests")["message_id"]: r for r in letters}
+    assert set(ids) == {"refused-us", "refused-1969"}
+    for letter in ids.values():
+        assert letter["topic"] == settings.topic("push.requests")
+        assert letter["error"].startswith("ClickHouse refused the row: Code: 321.")
+        assert "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE" in letter["error"]
+    stored = {m for (m,) in warehouse.ch.query("SELECT message_id FROM requests").result_rows}
+    assert not stored & set(ids)
+
+
+def test_a_backfill_spanning_150_days_is_stored_whole(settings, warehouse):
+    from connectors.metrics import SINK_FAILURES
+    from tests.helpers import request
+
+    codec = Codec()
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    records = [("push.requests", f"b-{i % 7}".encode(), codec.encode("PushRequest", dict(
+        request(f"backfill-{i}", f"b-{i % 7}"), created_at=now - i * day)))
+        for i in range(1, 151)]
+    records.append(("push.requests", b"fresh", codec.encode("PushRequest",
+                                                            request("fresh", "fresh"))))
+    produce(settings, records)
+    failures_before = SINK_FAILURES._value.get()
+    # one batch holds all 151 (151 day partitions; ClickHouse takes 100 per INSERT)
+    with running_sink(settings, warehouse.ch, sink_flush_interval=2.0) as sink:
+        got = wait_rows(warehouse.ch, {"requests": 151})
+        assert sink.failures == 0 and sink.dead_letters == 0
+    assert got["requests"] == 151
+    assert SINK_FAILURES._value.get() == failures_before
+    partitions = warehouse.ch.query("SELECT uniqExact(partition) FROM system.parts WHERE "
+                                    "database = 'pushcascade' AND table = 'requests' AND active")
+    assert partitions.result_rows[0][0] == 151
 
 
 # -- views and the priors loop, with the router and simulated devices -----------------------------
