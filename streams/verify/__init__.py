@@ -31,7 +31,7 @@ from streams.verify.stored import (
     stored_once,
 )
 
-__all__ = ["PROMISES", "Check", "Timing", "run", "timing", "violations"]
+__all__ = ["PROMISES", "Check", "Timing", "run", "run_settled", "timing", "violations"]
 
 #: What promise 4 cannot see from outside the stream processors (see README "Guarantees").
 NOT_CHECKED_4 = ("route success rates and learned primaries live in the workers' tables and "
@@ -134,3 +134,15 @@ def _agree(stored: list[Check], rec: Mapping[str, list[dict[str, Any]]], warehou
             messages_agree(rec.get("push.results", []), rec.get("push.escalations", []),
                            warehouse.rows(MESSAGES_SQL), now_ms, when.ms(when.settle)),
             skipped(4, "route success rates, learned primaries", NOT_CHECKED_4)]
+
+
+def run_settled(settings: Settings, timeout: float = 60.0, **options: Any) -> list[Check]:
+    """`run` again every 2 s until nothing is pending (deadlines due, the sink caught up) or
+    `timeout` passed; the last checks."""
+    end = time.monotonic() + timeout
+    while True:
+        checks = run(settings, **options)
+        waiting = [c for c in checks if c.pending or "still to store" in c.skipped]
+        if not waiting or time.monotonic() > end:
+            return checks
+        time.sleep(2)

@@ -83,7 +83,7 @@ def stored_once(table: str, kafka: Iterable[tuple[Key, int, int]],
 
 
 def _name(key: Key) -> str:
-    return "/".join(short(k, 10) for k in key if k)
+    return "/".join(short(k, 24) for k in key if k)
 
 
 # -- promise 4 -------------------------------------------------------------------------------

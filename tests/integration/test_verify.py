@@ -21,21 +21,10 @@ from streams.harness import wait_accounts
 from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
 from streams.kafka import producer
-from streams.verify import Check, run, violations
+from streams.verify import Check, run, run_settled, violations
 from tests.helpers import read_topic
 
 ACCOUNTS, ROUNDS = 6, 3
-
-
-def settled(settings: Any, sim_url: str, timeout: float = 90.0) -> list[Check]:
-    """verify's checks once nothing is pending any more (the sink caught up, deadlines due)."""
-    end = time.monotonic() + timeout
-    while True:
-        checks = run(settings, settle=2.0, simulator_url=sim_url)
-        pending = [c for c in checks if c.pending or "still to store" in c.skipped]
-        if not pending or time.monotonic() > end:
-            return checks
-        time.sleep(2)
 
 
 def found(checks: list[Check], name: str, text: str) -> list[str]:
@@ -75,7 +64,7 @@ def test_verify_finds_nothing_in_a_real_run_then_each_planted_violation(settings
                 out.push(request(crowd.members[i].account_id, n, round_, round_ > 0 and i == 0))
                 time.sleep(0.2)
         time.sleep(LAST_TIMER)
-        clean = settled(settings, sim_url)
+        clean = run_settled(settings, 90, settle=2.0, simulator_url=sim_url)
         print(shown(clean))
         assert violations(clean) == 0
         p1 = next(c for c in clean if c.promise == 1)
