@@ -4,6 +4,7 @@ gateway, sink into chDB): 0 violations; then planted violations, each reported."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
 from streams.kafka import producer
 from streams.verify import Check, run, run_settled, violations
-from tests.helpers import read_topic
+from tests.helpers import read_topic, run_cli
 
 ACCOUNTS, ROUNDS = 6, 3
 
@@ -74,6 +75,11 @@ def test_verify_finds_nothing_in_a_real_run_then_each_planted_violation(settings
                    and "account_settings" not in c.name and "route_changes" not in c.name
                    and "campaign_decisions" not in c.name)
 
+        command = run_cli("verify", "--json", "--settle", "2", env={**loop.env(),
+                          "PUSHCASCADE_VERIFY_SIMULATOR_URL": sim_url}, timeout=120)
+        assert command.returncode == 0, command.stdout[-3000:] + command.stderr[-3000:]
+        assert json.loads(command.stdout)["violations"] == 0
+
         # plant: the dispatcher stops, so what follows gets no outcome of its own
         next(p for p in loop.procs if p.name.endswith("-dispatch")).stop(8)
         sends = read_topic(settings, "push.sends")
@@ -90,6 +96,10 @@ def test_verify_finds_nothing_in_a_real_run_then_each_planted_violation(settings
         resend(sim_url, sms, phone)  # the provider called (and accepting) a second time
 
         time.sleep(3)  # the sink stores what was planted (flush interval 0.5 s)
+        command = run_cli("verify", "--settle", "2", env={**loop.env(),
+                          "PUSHCASCADE_VERIFY_SIMULATOR_URL": sim_url}, timeout=120)
+        assert command.returncode == 1, command.stdout[-3000:] + command.stderr[-3000:]
+        assert "pushcascade verify: 3 violation(s)" in command.stdout
         for proc in reversed(loop.procs):  # the sink lets go of the chDB store
             proc.stop(8)
         ch = client(dsn, database(dsn))
