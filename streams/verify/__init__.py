@@ -44,7 +44,7 @@ def timing(settings: Settings, settle: float) -> Timing:
 
     tuning = settings.tuning
     return Timing({i: tuning.read_deadline(i) for i in ("LOW", "NORMAL", "HIGH", "URGENT")},
-                  tuning.reach_grace, ConnectorSettings().dispatch_hold, settle)
+                  tuning.reach_grace, ConnectorSettings(**{}).dispatch_hold, settle)
 
 
 def run(settings: Settings, *, settle: float = 10.0, simulator_url: str = "",

@@ -82,8 +82,11 @@ def read_topics(settings: Settings, names: Iterable[str], timeout: float = 120.0
                     left.pop(tp, None)
                     continue
                 name = full[topic]
-                out[name].append(Raw(partition, offset, msg.key(), msg.value(),
-                                     tuple(msg.headers() or ()),
+                got = msg.headers() or []
+                pairs = list(got.items()) if isinstance(got, dict) else list(got)
+                headers = tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode())
+                                for k, v in pairs)
+                out[name].append(Raw(partition, offset, msg.key(), msg.value(), headers,
                                      _decode(codec, msg.value(), name)))
                 if offset + 1 >= ends[tp]:
                     left.pop(tp, None)
