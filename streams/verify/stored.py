@@ -177,3 +177,49 @@ def messages_agree(results: Iterable[Rec], escalations: Iterable[Rec], rows: Ite
 
 def _bool(value: Any) -> bool:
     return value in (True, 1, "1", "true", "True")
+
+
+#: Every probe ClickHouse holds, with its first RECEIPT (epoch ms; NULL when none came).
+PROBES_SQL = """
+SELECT s.device_id AS device_id, s.route AS route, s.send_id AS send_id,
+       toUnixTimestamp64Milli(s.sent_at) AS sent_ms,
+       if(r.send_id = '', NULL, toUnixTimestamp64Milli(r.receipt_at)) AS receipt_ms
+FROM (SELECT * FROM sends FINAL WHERE reason = 'PROBE') AS s
+LEFT JOIN
+(
+    SELECT send_id, min(acked_at) AS receipt_at
+    FROM acks FINAL WHERE kind = 'RECEIPT' AND send_id != '' GROUP BY send_id
+) AS r ON r.send_id = s.send_id
+"""
+
+
+def routes_agree(changes: Iterable[Rec], probes: Iterable[Rec], settle_ms: int) -> Check:
+    """A first target route (RouteChange INITIAL) reports k / n for its route: n must be the
+    probes ClickHouse holds on that device and route up to the change, and k no more than the
+    receipts it holds for them by then (+ settle for clocks). Re-probe rounds are counted in
+    the note, not compared (their window is the router's own)."""
+    check = Check(4, "route success rates (first probe window)")
+    by_route: dict[tuple[str, str], list[Rec]] = defaultdict(list)
+    for p in probes:
+        by_route[(p["device_id"], p["route"])].append(p)
+    reprobes = 0
+    for c in changes:
+        if c["reason"] != "INITIAL":
+            reprobes += 1
+            continue
+        check.checked += 1
+        at, rate = int(c["changed_at"]), float(c["success_rate"])
+        window = {p["send_id"]: p for p in by_route.get((c["device_id"], c["to_route"]), [])
+                  if int(p["sent_ms"]) <= at}
+        n = len(window)
+        seen = sum(1 for p in window.values() if p["receipt_ms"] is not None
+                   and int(p["receipt_ms"]) <= at + settle_ms)
+        k = rate * n
+        name = f"device {short(c['device_id'], 16)} {c['to_route']}"
+        if n == 0 or abs(k - round(k)) > 1e-6:
+            check.fail(f"{name}: rate {rate:.3f} is no count of the {n} probes ClickHouse holds")
+        elif round(k) > seen:
+            check.fail(f"{name}: rate {rate:.3f} of {n} probes counts {round(k)} receipts, "
+                       f"ClickHouse holds {seen}")
+    check.note = f"{reprobes} re-probe changes not compared" if reprobes else ""
+    return check

@@ -4,6 +4,7 @@ gateway, sink into chDB): 0 violations; then planted violations, each reported."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 import uuid
@@ -38,9 +39,9 @@ def shown(checks: list[Check]) -> str:
 
     from streams.cli.verify import table
 
-    console = Console(width=200, record=True)
+    console = Console(width=200, file=io.StringIO())
     console.print(table(checks))
-    return console.export_text()
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_verify_finds_nothing_in_a_real_run_then_each_planted_violation(settings_factory,

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from connectors.clickhouse.tables import TABLES
 from streams.verify.outcomes import Timing, one_outcome, provider_calls, terminal_outcomes
 from streams.verify.privacy import acks_unforged, addresses, personal_data
-from streams.verify.stored import KEYS, campaigns_agree, messages_agree, record_key, stored_once
+from streams.verify.stored import (
+    KEYS,
+    campaigns_agree,
+    messages_agree,
+    record_key,
+    routes_agree,
+    stored_once,
+)
 
 T = Timing({"LOW": 3, "NORMAL": 3, "HIGH": 3, "URGENT": 3}, reach_grace=5, dispatch_hold=4,
            settle=1)
@@ -247,6 +254,33 @@ def test_messages_agree_with_the_reads_and_escalations_reported():
     assert len(bad.violations) == 2
     recent = [{**rows[0], "first_read_ms": NOW - 10}]
     assert messages_agree([], [], recent, NOW, 1000).pending == 1
+
+
+def change(rate: float, at: int = 100, reason: str = "INITIAL", route: str = "JPUSH") -> dict:
+    return {"device_id": "d", "to_route": route, "success_rate": rate, "changed_at": at,
+            "reason": reason}
+
+
+def probe(i: int, receipt: int | None, route: str = "JPUSH", sent: int = 10) -> dict:
+    return {"device_id": "d", "route": route, "send_id": f"p{i}", "sent_ms": sent,
+            "receipt_ms": receipt}
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 200)), min_size=1, max_size=10))
+def test_a_first_route_rate_is_a_count_of_the_probes_and_receipts_clickhouse_holds(receipts):
+    probes = [probe(i, r) for i, r in enumerate(receipts)]
+    probes.append(probe(99, 50, sent=500))  # sent after the change: not in its window
+    probes.append(probe(98, 50, route="GETUI"))  # another route
+    by_then = sum(1 for r in receipts if r is not None and r <= 100)
+    n = len(receipts)
+    for k in range(by_then + 1):  # late receipts the router may not have counted yet
+        assert routes_agree([change(k / n)], probes, 0).violations == []
+    too_many = routes_agree([change(min(by_then + 1, n + 1) / n)], probes, 0)
+    assert len(too_many.violations) == 1
+    off = routes_agree([change((by_then - 0.5) / n)], probes, 0) if by_then else None
+    assert off is None or "is no count" in off.violations[0]
+    again = routes_agree([change(0.0, reason="REPROBE_BELOW_MIN")], probes, 0)
+    assert again.violations == [] and again.checked == 0 and "1 re-probe" in again.note
 
 
 # -- promise 5 ---------------------------------------------------------------------------------
