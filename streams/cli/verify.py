@@ -13,12 +13,13 @@ from rich.table import Table
 from streams.cli import cli
 from streams.settings import get_settings
 from streams.verify import PROMISES, Check, violations
-from streams.verify.model import EXAMPLES
+from streams.verify.model import EXAMPLES, LABELS
 
 
 def table(checks: list[Check], title: str = "pushcascade verify") -> Table:
     """One row per check: promise, check, checked, pending, violations, first examples."""
-    out = Table(title=f"{title}: {violations(checks)} violation(s)", show_lines=True)
+    out = Table(title=f"{title}: {violations(checks)} violation(s)", show_lines=True,
+                caption="  ".join(f"{n}: {text}." for n, text in PROMISES.items()))
     for name, justify in (("promise", "left"), ("check", "left"), ("checked", "right"),
                           ("pending", "right"), ("violations", "right"),
                           ("examples / note", "left")):
@@ -32,7 +33,8 @@ def table(checks: list[Check], title: str = "pushcascade verify") -> Table:
             detail = "\n".join(c.violations[:EXAMPLES]) or c.note
             if c.violations and c.note:
                 detail += f"\n({c.note})"
-        out.add_row(f"{c.promise}. {PROMISES[c.promise]}", c.name, *counts, detail)
+        first = c is next(x for x in checks if x.promise == c.promise)
+        out.add_row(LABELS[c.promise] if first else "", c.name, *counts, detail)
     return out
 
 

@@ -118,9 +118,15 @@ def _stored(settings: Settings, topics: Mapping[str, list[Raw]], warehouse: Any)
                  for r in topics.get(topic, []) if r.record is not None]
         rows = warehouse.rows(f"SELECT {key_sql(table)}, partition, offset FROM {table} FINAL "
                               f"WHERE topic = '{settings.topic(topic)}'")
+        # a record verify cannot decode is the consumers' dead letter; ClickHouse may still
+        # store its valid prefix (README, Known limitations): its row is not judged here
+        odd = {(r.partition, r.offset) for r in topics.get(topic, []) if r.record is None}
         keys = [(tuple(str(v) for k, v in row.items() if k.startswith("k")),
                  int(row["partition"]), int(row["offset"])) for row in rows]
-        out.append(stored_once(table, kafka, keys, sunk.get(topic, {}), dead.get(topic, set())))
+        check = stored_once(table, kafka, [k for k in keys if k[1:] not in odd],
+                            sunk.get(topic, {}), dead.get(topic, set()))
+        check.note = f"{len(odd)} undecodable records not judged" if odd else ""
+        out.append(check)
     return out
 
 

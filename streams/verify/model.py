@@ -13,6 +13,9 @@ PROMISES = {
     4: "ClickHouse agrees with the stream processors' records",
     5: "nobody forges an ack; personal data stays where it lives",
 }
+#: The promises in a table's first column.
+LABELS = {1: "1 terminal outcome", 2: "2 one call, one outcome", 3: "3 in ClickHouse once",
+          4: "4 ClickHouse agrees", 5: "5 acks, personal data"}
 #: Examples kept per check (the count of violations is always complete).
 EXAMPLES = 5
 
