@@ -45,6 +45,7 @@ def commands() -> click.Group:
         tail,
         topics,
         up,
+        verify,
         worker,
     )
 

@@ -282,6 +282,7 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
             warehouse = stored(settings, progress, loop)
             figures = {"strategy": strategy, "requests": sent, **score(warehouse, crowd,
                                                                         duration)}
+            figures["verify_violations"] = check_promises(settings, strategy, loop)
             if keep is not None:
                 from connectors.clickhouse.report import collect
 
@@ -290,6 +291,21 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
         finally:
             progress.close()
     return figures
+
+
+def check_promises(settings: Settings, strategy: str, loop: Loop) -> int:
+    """`pushcascade verify` on the run (services still up), its table; the violations."""
+    from streams.cli.verify import table
+    from streams.verify import run_settled, violations
+
+    assert loop.simulator is not None
+    tuned = Settings(topic_prefix=settings.tuning.topic_prefix, strategy=strategy,
+                     kafka_bootstrap_servers=settings.connections.kafka_bootstrap_servers,
+                     clickhouse_dsn=settings.connections.clickhouse_dsn, **DEMO_TUNING)
+    with console.status(f"{strategy}: pushcascade verify"):
+        checks = run_settled(tuned, timeout=60, settle=2.0, simulator_url=loop.simulator.url)
+    console.print(table(checks, f"{strategy}: pushcascade verify"))
+    return violations(checks)
 
 
 def store_for(dsn: str, var_dir: Path, strategy: str) -> str:
@@ -358,6 +374,9 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
                     f"{seed['sends_per_message']:.2f}) without losing on the other",
                     (reach_up or cheaper) and no_worse))
     for r in runs:
+        if "verify_violations" in r:
+            out.append((f"{r['strategy']}: pushcascade verify found {r['verify_violations']} "
+                        "violations of the promises", r["verify_violations"] == 0))
         if r["strategy"] in ("seed", "adaptive") and r.get("primary_accuracy_stable") is not None:
             out.append((f"{r['strategy']}: primary-channel accuracy of stable established "
                         f"accounts {r['primary_accuracy_stable']:.1%} > 90%",
@@ -439,4 +458,8 @@ def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var
     console.print(f"report:  {page.resolve()}")
     console.print(f"query:   CLICKHOUSE_DSN={shown(kept['dsn'])} pushcascade sql \"SELECT * FROM "
                   "message_summary LIMIT 10\"")
+    broken = sum(r.get("verify_violations", 0) for r in runs)
+    if broken:
+        raise click.ClickException(f"pushcascade verify found {broken} violations of the "
+                                   "promises (tables above)")
     console.print("[bold green]demo finished")

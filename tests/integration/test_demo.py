@@ -89,4 +89,8 @@ def test_the_demo_runs_the_loop_under_load_and_scores_it_from_clickhouse(broker,
         len({s["send_id"] for s in sends if s["channel"] == "SMS"}) / run["messages"], 3)
     assert counted["PRIMARY"] or counted["FANOUT"]
     assert "summary" in result.stderr and "from ClickHouse" in result.stderr
+    # the run kept its promises: verify's table, 0 violations, among the demo's checks
+    assert run["verify_violations"] == 0 and "adaptive: pushcascade verify" in result.stderr
+    assert {"check": "adaptive: pushcascade verify found 0 violations of the promises",
+            "holds": True} in figures["checks"]
     assert 'class="plotly-graph-div"' in (tmp_path / "var" / "report.html").read_text()
