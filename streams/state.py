@@ -45,6 +45,12 @@ NULL = b"null"
 Write = tuple[int, dict[str, Any] | None]  # (partition, value or None for a delete)
 
 
+def changelog_bytes(value: dict[str, Any]) -> bytes:
+    """A table value as written to its changelog and store: JSON in UTF-8, text unescaped (a
+    CJK character is 3 bytes, not a 6-byte \\uXXXX escape)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class _Changelog(NamedTuple):
     """The parts of a changelog message a Faust store's apply_changelog_batch reads."""
 
@@ -165,7 +171,7 @@ class StateTables:
         for name, writes in self.flushing.items():
             for key, (partition, value) in writes.items():
                 data = (NULL if self.embedded else None) if value is None else \
-                    json.dumps(value).encode()
+                    changelog_bytes(value)
                 batch.append((name, key, partition, value, data))
                 if data is not None and len(data) > self.largest[name]:
                     self.largest[name] = len(data)
