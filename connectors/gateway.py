@@ -25,8 +25,8 @@ from connectors.adapters import UnknownTarget
 from connectors.adapters.registry import Registry
 from connectors.metrics import ACKS, REFUSED
 from connectors.settings import ConnectorSettings
-from connectors.tokens import Signer, TokenError
-from schemas import Codec
+from connectors.tokens import MAX_LENGTH, Signer, TokenError
+from schemas import Codec, RecordError, check_caps
 from streams.kafka import producer
 from streams.metrics import Flow
 from streams.settings import Settings
@@ -93,6 +93,15 @@ def refuse(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse({"error": reason, "message": message}, status_code=status)
 
 
+def over_cap(ack: dict[str, Any], now: float) -> str | None:
+    """Why an Ack breaks a cap of schemas/validation.py (the field and the limit), or None."""
+    try:
+        check_caps("Ack", ack, now)
+    except RecordError as exc:
+        return str(exc)
+    return None
+
+
 def create_app(settings: Settings, config: ConnectorSettings, registry: Registry,
                codec: Codec | None = None) -> Starlette:
     """The gateway's ASGI app."""
@@ -129,6 +138,7 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
           403: {description: no valid receipt token in it}
           404: {description: unknown provider}
           413: {description: body too large}
+          422: {description: every receipt in it breaks a cap (the field and the limit named)}
           503: {description: the broker did not acknowledge; the vendor retries}
         """
         name = request.path_params["provider"]
@@ -143,16 +153,27 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             tokens = adapter.receipts(dict(request.headers), body)
         except ValueError as exc:
             return refuse(400, "malformed", f"{name} callback: {exc}")
-        acks, refused = [], 0
+        acks, refused, over = [], 0, []
+        now = time.time()
         for text in tokens:
             try:
-                acks.append(signer.verify(text, "RECEIPT").ack(time.time()))
+                ack = signer.verify(text, "RECEIPT").ack(now)
             except TokenError:
                 refused += 1
+                continue
+            reason = over_cap(ack, now)
+            if reason:
+                over.append(reason)
+            else:
+                acks.append(ack)
+        if tokens and not acks and over:
+            return refuse(422, "over_cap", over[0])
         if tokens and not acks:
             return refuse(403, "bad_token", f"none of {len(tokens)} receipt tokens is valid")
         if refused:
             REFUSED.labels("bad_token").inc(refused)
+        if over:
+            REFUSED.labels("over_cap").inc(len(over))
         failed = await written(acks)
         return failed or JSONResponse({"recorded": len(acks), "refused": refused})
 
@@ -164,19 +185,28 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
           200: {description: recorded (POST; or GET without a link)}
           302: {description: recorded; redirect to the message's link}
           403: {description: forged, expired or not a read token}
+          414: {description: token too long}
+          422: {description: the ack breaks a cap (the field and the limit named)}
           503: {description: the broker did not acknowledge; try again}
         """
         text = request.path_params["token"]
+        if len(text) > MAX_LENGTH:
+            return refuse(414, "too_large", f"token over {MAX_LENGTH} characters")
         try:
             token = signer.verify(text, "READ")
         except TokenError as exc:
             return refuse(403, "bad_token", str(exc))
+        now = time.time()
+        ack = token.ack(now)
+        reason = over_cap(ack, now)
+        if reason:
+            return refuse(422, "over_cap", reason)
         repeat = text in seen
         if not repeat:
             seen[text] = None  # before the write: a second click meanwhile is a repeat
             if len(seen) > SEEN_READS:
                 seen.popitem(last=False)
-            failed = await written([token.ack(time.time())])
+            failed = await written([ack])
             if failed:
                 seen.pop(text, None)
                 return failed

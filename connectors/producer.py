@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas import PRODUCER_CONFIG, WRITABLE, Codec, RecordError, spec
-
-#: Fields that identify something and so may not be empty strings.
-_IDENTIFIERS = ("message_id", "account_id", "device_id", "campaign_id")
+from schemas import PRODUCER_CONFIG, WRITABLE, Codec, check_caps, spec
 
 
 class DeliveryError(RuntimeError):
@@ -43,17 +41,17 @@ class RecordProducer:
         self.delivered = 0
         self.failures: list[str] = []
 
-    def validate(self, topic: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Check a record for a writable topic; return (key, normalized record) or raise."""
+    def validate(self, topic: str, record: dict[str, Any],
+                 now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """Check a record for a writable topic and its caps (schemas/validation.py) at `now`
+        (epoch seconds, default the clock); return (key, normalized record) or raise
+        RecordError naming the field."""
         if topic not in WRITABLE:
             raise ValueError(f"topic {topic!r} is not written by producers; use one of "
                              f"{', '.join(WRITABLE)}")
         name = spec(topic).record
         normalized = self.codec.validate(name, record)
-        for field in _IDENTIFIERS:
-            value = normalized.get(field)
-            if isinstance(value, str) and not value.strip():
-                raise RecordError(name, field, "must not be empty")
+        check_caps(name, normalized, time.time() if now is None else now)
         return normalized[WRITABLE[topic]], normalized
 
     def send(self, topic: str, record: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
-from schemas.errors import RecordError
+from schemas.errors import RecordError, SchemaError
 from schemas.loader import NAMESPACE, expanded
 
 Check = Callable[[Any, str], Any]
@@ -261,3 +261,162 @@ def compile_validator(record: str) -> Callable[[Mapping[str, Any]], dict[str, An
         return out
 
     return validate
+
+
+# -- caps on what outside producers write ------------------------------------------------------
+#
+# Every record kind the outside writes is held to these caps at every ingress: the producer SDK
+# (and so `pushcascade send`), the ack gateway, and the router (a foreign producer's record that
+# breaks one goes to push.dlq). Sizes are UTF-8 bytes. FCM and APNs refuse payloads over 4 kB:
+# title + body + link (256 + 2048 + 1024) leave room for the envelope (ids, read token, vendor
+# keys); 2048 bytes are also ~680 CJK characters, the length of a 10-part SMS. The table in
+# README.md ("Limits") is checked against CAPS by tests/unit/test_caps.py.
+
+#: Ids (message_id, account_id, device_id, campaign_id, send_id): bytes, and never blank.
+ID_BYTES = 128
+TITLE_BYTES = 256
+BODY_BYTES = 2048
+LINK_BYTES = 1024
+#: Devices one request may name (an account's own devices; FCM multicasts 500 at most).
+DEVICE_IDS = 100
+#: Route names (`huawei`, `apns`, ...), and how many one device may list.
+ROUTE_BYTES = 32
+ROUTES = 16
+#: Manufacturer and model of a device.
+MODEL_BYTES = 64
+#: A vendor push token (FCM's are ~160 bytes, APNs' 64 hex digits).
+TOKEN_BYTES = 1024
+#: Addresses (personal data: a refusal names the field and the cap, never the value or size).
+PHONE_BYTES = 32  # E.164 is 15 digits and '+'; room for separators
+EMAIL_BYTES = 254  # RFC 5321 path limit
+OPENID_BYTES = 64  # WeChat openids are 28 characters
+#: Timestamps: not before 2000-01-01T00:00:00Z, not more than a day after `now`.
+EARLIEST_MS = 946_684_800_000
+FUTURE_MS = 86_400_000
+
+
+class _Cap:
+    """One field's cap: checks a normalized value, and says what it allows (for the README)."""
+
+    def __init__(self, text: str, check: Callable[[Any, float], str | None]) -> None:
+        self.text, self.check = text, check
+
+
+def _size(value: str) -> int:
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def _text(limit: int, personal: bool = False) -> _Cap:
+    def check(value: Any, _now: float) -> str | None:
+        if not isinstance(value, str) or _size(value) <= limit:
+            return None
+        if personal:
+            return f"over the cap of {limit} bytes"
+        return f"{_size(value)} bytes (UTF-8), over the cap of {limit} bytes"
+
+    return _Cap(f"{limit} bytes", check)
+
+
+def _id(limit: int = ID_BYTES) -> _Cap:
+    over = _text(limit).check
+
+    def check(value: Any, now: float) -> str | None:
+        if isinstance(value, str) and not value.strip():
+            return "must not be empty"
+        return over(value, now)
+
+    return _Cap(f"1-{limit} bytes, not blank", check)
+
+
+def _items(count: int, item: _Cap, what: str) -> _Cap:
+    def check(value: Any, now: float) -> str | None:
+        if not isinstance(value, (list, tuple)):
+            return None
+        if len(value) > count:
+            return f"{len(value)} items, over the cap of {count}"
+        for i, one in enumerate(value):
+            reason = item.check(one, now)
+            if reason:
+                return f"item {i}: {reason}"
+        return None
+
+    return _Cap(f"{count} {what}, each {item.text}", check)
+
+
+def _tokens(count: int, key: _Cap, token: _Cap) -> _Cap:
+    def check(value: Any, now: float) -> str | None:
+        if not isinstance(value, Mapping):
+            return None
+        if len(value) > count:
+            return f"{len(value)} entries, over the cap of {count}"
+        for i, (name, one) in enumerate(value.items()):
+            reason = key.check(name, now)
+            if reason:
+                return f"route name {i}: {reason}"
+            if token.check(one, now):
+                return f"token {i}: over the cap of {TOKEN_BYTES} bytes"
+        return None
+
+    return _Cap(f"{count} routes, names {key.text}, tokens {token.text}", check)
+
+
+def _time(value: Any, now: float) -> str | None:
+    if not isinstance(value, int):
+        return None
+    if value < EARLIEST_MS:
+        return f"{value} ms is before 2000-01-01T00:00:00Z ({EARLIEST_MS} ms)"
+    latest = round(now * 1000) + FUTURE_MS
+    if value > latest:
+        return f"{value} ms is more than 1 day after now ({latest - FUTURE_MS} ms)"
+    return None
+
+
+_TIME = _Cap("2000-01-01 to now + 1 day", _time)
+_ROUTE = _text(ROUTE_BYTES)
+
+#: record -> field -> cap, for every record kind outside producers write.
+CAPS: dict[str, dict[str, _Cap]] = {
+    "PushRequest": {
+        "message_id": _id(), "account_id": _id(), "title": _text(TITLE_BYTES),
+        "body": _text(BODY_BYTES), "link": _text(LINK_BYTES), "campaign_id": _id(),
+        "device_ids": _items(DEVICE_IDS, _id(), "ids"), "created_at": _TIME},
+    "Ack": {
+        "message_id": _id(), "account_id": _id(), "device_id": _id(), "route": _ROUTE,
+        "send_id": _id(), "acked_at": _TIME},
+    "AccountSettings": {"account_id": _id(), "updated_at": _TIME},
+    "AccountProfile": {
+        "account_id": _id(), "phone": _text(PHONE_BYTES, personal=True),
+        "wechat_openid": _text(OPENID_BYTES, personal=True),
+        "email": _text(EMAIL_BYTES, personal=True), "updated_at": _TIME},
+    "DeviceRegistration": {
+        "device_id": _id(), "account_id": _id(), "manufacturer": _text(MODEL_BYTES),
+        "model": _text(MODEL_BYTES), "routes": _items(ROUTES, _ROUTE, "names"),
+        "push_tokens": _tokens(ROUTES, _ROUTE, _text(TOKEN_BYTES, personal=True)),
+        "registered_at": _TIME},
+}
+
+
+def caps_table() -> list[tuple[str, str, str]]:
+    """(record, field, cap) for every capped field, as the README's Limits table lists them."""
+    return [(record, name, cap.text) for record, fields in CAPS.items()
+            for name, cap in fields.items()]
+
+
+def check_caps(record: str, value: Mapping[str, Any], now: float) -> None:
+    """Raise RecordError naming the first field of a normalized `record` over its cap.
+
+    `value` is as validated or decoded (timestamps in epoch ms); `now` is epoch seconds.
+    Records outside producers do not write have no caps."""
+    for name, cap in CAPS.get(record, {}).items():
+        reason = cap.check(value.get(name), now)
+        if reason:
+            raise RecordError(record, name, reason)
+
+
+def enforce_caps(topic: str, record: str, value: Mapping[str, Any], now: float) -> None:
+    """check_caps for a consumer: a SchemaError (so the record is dead-lettered) naming the
+    field and its cap."""
+    try:
+        check_caps(record, value, now)
+    except RecordError as exc:
+        raise SchemaError(topic, f"over a cap: {exc}") from None

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.types import TP, EventT
 
-from schemas import CATALOG, Codec, SchemaError, key_partition
+from schemas import CATALOG, Codec, SchemaError, enforce_caps, key_partition
 from streams.app import create_app, store_options
 from streams.campaigns import Campaigns
 from streams.domain import handlers as h
@@ -176,6 +176,7 @@ class Router:
             if record_name != self.expected.get(source):
                 raise SchemaError(source, f"expected {self.expected.get(source)}, "
                                           f"got {record_name}")
+            enforce_caps(source, record_name, record, event_time(msg))
         except SchemaError as exc:
             self.dead_letter(event, str(exc))
             return

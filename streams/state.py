@@ -47,6 +47,12 @@ META = b"\xff"
 READ_BACK_TIMEOUT = 15.0
 
 
+def changelog_bytes(value: dict[str, Any]) -> bytes:
+    """A table value as written to the store: JSON in UTF-8, text unescaped (a CJK character
+    is 3 bytes, not a 6-byte \\uXXXX escape), as in the journal."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class _Changelog(NamedTuple):
     """The parts of a changelog message a Faust store's apply_changelog_batch reads."""
 
@@ -452,7 +458,7 @@ class StateTables:
 
     @staticmethod
     def _event(tp: TP, offset: int, p: int, key: bytes, value: dict[str, Any] | None) -> _Event:
-        data = None if value is None else json.dumps(value).encode()
+        data = None if value is None else changelog_bytes(value)
         return _Event(key, value, _Changelog(tp, offset, p, key, data))
 
     # -- claims and recovery -------------------------------------------------------------------

@@ -23,10 +23,12 @@ KEEPER_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 _TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\s*(\(.*\))\s*ENGINE = (\w+)"
                     r"(?:\(([^()]*)\))?(.*)$", re.S)
 _VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.S)
+_ALTER = re.compile(r"^ALTER TABLE (\w+) (MODIFY COLUMN .*)$", re.S)
 
 
 class ClusterError(ValueError):
-    """A migration statement has no cluster form (only CREATE TABLE and CREATE VIEW have)."""
+    """A migration statement has no cluster form (only CREATE TABLE, CREATE VIEW and ALTER
+    TABLE ... MODIFY COLUMN have)."""
 
 
 def on_cluster(statement: str, cluster: str) -> list[str]:
@@ -48,6 +50,11 @@ def on_cluster(statement: str, cluster: str) -> list[str]:
     if view is not None:
         view_name, body = view.groups()
         return [f"CREATE VIEW IF NOT EXISTS {view_name} ON CLUSTER {name} AS{body}"]
+    alter = _ALTER.match(statement.strip())
+    if alter is not None:  # the replicated tables, then the Distributed one (its defaults)
+        table_name, change = alter.groups()
+        return [f"ALTER TABLE {table_name}_local ON CLUSTER {name} {change}",
+                f"ALTER TABLE {table_name} ON CLUSTER {name} {change}"]
     raise ClusterError(f"no cluster form for: {statement.strip()[:80]}")
 
 

@@ -59,9 +59,14 @@ def _fields(*names: str) -> Callable[[dict[str, Any]], Row]:
     return build
 
 
+#: The largest UInt16: a counter stored in such a column saturates there (migration 0003).
+UINT16_MAX = 65535
+
+
 def _request(r: dict[str, Any]) -> Row:
     return (r["message_id"], r["account_id"], r["importance"], r["read_action"],
-            bool(r.get("link")), r["campaign_id"], len(r["device_ids"]), r["created_at"])
+            bool(r.get("link")), r["campaign_id"], min(len(r["device_ids"]), UINT16_MAX),
+            r["created_at"])
 
 
 def _outcome(r: dict[str, Any]) -> Row:

@@ -41,6 +41,22 @@ def test_send_invalid_request_names_the_field_and_sends_nothing(settings, env):
     assert read_topic(settings, "push.requests") == []
 
 
+def test_send_refuses_a_record_over_a_cap_with_one_line_naming_field_and_cap(settings, env):
+    big = dict(REQUEST, message_id="m-2", body="中" * 170_000)  # 510 kB, issue 17
+    result = run_cli("send", env=env, stdin=json.dumps(REQUEST) + "\n" + json.dumps(big) + "\n")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: line 2: PushRequest.body: 510000 bytes (UTF-8), over the cap of 2048 bytes"]
+    email = "x" * 250 + "@example.com"
+    profile = {"account_id": "acct-1", "email": email, "updated_at": 1700000000000}
+    result = run_cli("send", "--topic", "account.profiles", env=env, stdin=json.dumps(profile))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: line 1: AccountProfile.email: over the cap of 254 bytes"]
+    assert read_topic(settings, "push.requests") == []
+    assert read_topic(settings, "account.profiles") == []
+
+
 def test_send_then_tail_gives_the_same_json(settings, env):
     result = run_cli("send", env=env, stdin=json.dumps(REQUEST) + "\n")
     assert result.returncode == 0, result.stderr
@@ -118,11 +134,13 @@ def test_dlq_replay_sends_letters_back_to_their_topics_and_a_dry_run_sends_nothi
             "offset": 7, "error": f"{settings.topic(source)}: unknown schema id 1 (test)",
             "failed_at": 1_800_000_000_000}))
 
-    produce(settings, [letter("push.requests", v) for v in originals]
+    big = codec.encode("PushRequest", {**request("r-big", "acct-r"), "body": "x" * 3000})
+    produce(settings, [letter("push.requests", v) for v in [*originals, big]]
             + [letter("account.profiles", None), letter("push.acks", b"\x00junk")])
     dry = run_cli("dlq", "replay", "--dry-run", env=env, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert "would replay 3 records" in dry.stdout and "value dropped" in dry.stdout
+    assert "not replayable: 1 (over a cap" in dry.stdout  # the router would refuse it again
     assert read_topic(settings, "push.requests") == []
     done = run_cli("dlq", "replay", "--topic", "push.requests", env=env, timeout=60)
     assert done.returncode == 0 and "replayed 2 records" in done.stdout, done.stderr

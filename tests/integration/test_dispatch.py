@@ -368,3 +368,34 @@ def owned(dispatcher: Process) -> set[int]:
         return set()
     listed = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
     return {int(p) for p in listed.split(",") if p.strip()}
+
+
+def test_the_gateway_records_a_send_at_every_cap_and_refuses_oversized_input_with_4xx(
+        settings, gateway):
+    from connectors.tokens import MAX_LENGTH
+    from schemas import validation as v
+
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    emoji = "😀"
+    at_caps = {**send(emoji * (v.ID_BYTES // 4), emoji * (v.ID_BYTES // 4), "APP",
+                      emoji * (v.ID_BYTES // 4), "HUAWEI"),
+               "send_id": emoji * (v.ID_BYTES // 4),
+               "link": "https://air.example/" + "l" * (v.LINK_BYTES - 20)}
+    assert len(at_caps["link"]) == v.LINK_BYTES
+    token = signer.sign(AckToken.for_send("READ", at_caps))
+    answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+    assert answer.status_code == 302 and answer.headers["location"] == at_caps["link"]
+    over = send("acct-o", "m" * (v.ID_BYTES + 1), "APP", "acct-o-d0", "HUAWEI")
+    answer = httpx.post(f"{gateway}/read/{signer.sign(AckToken.for_send('READ', over))}",
+                        timeout=15)
+    assert answer.status_code == 422 and answer.json()["error"] == "over_cap"
+    assert answer.json()["message"] == (
+        f"Ack.message_id: {v.ID_BYTES + 1} bytes (UTF-8), over the cap of {v.ID_BYTES} bytes")
+    answer = httpx.get(f"{gateway}/r/{'a' * (MAX_LENGTH + 1)}", timeout=15)
+    assert answer.status_code == 414 and answer.json()["error"] == "too_large"
+    assert f"over {MAX_LENGTH} characters" in answer.json()["message"]
+    acks = Tap(settings, "push.acks")
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    acks.poll(2.0)
+    assert [a["message_id"] for a in acks.records] == [at_caps["message_id"]]

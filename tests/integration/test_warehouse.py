@@ -118,6 +118,24 @@ def test_migrations_from_empty_to_latest_then_nothing_and_the_schema_is_the_decl
     assert not personal & {name for _, name, _ in rows}
 
 
+def test_a_request_naming_more_devices_than_a_uint16_holds_saturates_and_does_not_wrap(
+        warehouse):
+    from connectors.clickhouse.tables import row
+
+    n = 70_000  # a producer that skipped the caps; 70000 wrapped to 4464 before migration 0003
+    warehouse.ch.command(
+        "INSERT INTO requests (message_id, account_id, importance, read_action, link, "
+        "campaign_id, device_ids, created_at, topic, partition, offset) SELECT 'm-many', "
+        f"'a-many', 'HIGH', 'BUTTON', NULL, NULL, arrayMap(x -> toString(x), range({n})), "
+        "now64(3), 'push.requests', 0, 0")
+    stored = warehouse.ch.query("SELECT device_count FROM requests FINAL").result_rows
+    assert stored == [(65535,)]
+    record = {"message_id": "m-many", "account_id": "a-many", "importance": "HIGH",
+              "read_action": "BUTTON", "link": None, "campaign_id": None,
+              "device_ids": [str(i) for i in range(n)], "created_at": 0}
+    assert row(TABLES["push.requests"], record, "push.requests", 0, 0)[6] == 65535
+
+
 def test_an_applied_migration_that_changed_is_refused(tmp_path):
     dsn = f"chdb://{tmp_path / 'chdb'}"
     Migrator(dsn).up()

@@ -48,3 +48,17 @@ def test_validate_returns_the_contract_key_and_names_a_bad_field() -> None:
         producer.validate("push.requests", dict(REQUEST, account_id=" "))
     with pytest.raises(ValueError, match="push.requests"):
         producer.validate("push.sends", REQUEST)
+
+
+def test_the_sdk_refuses_a_record_over_a_cap_naming_the_field_and_the_cap() -> None:
+    producer = PushProducer(NOWHERE, topic_prefix="")
+    big = dict(REQUEST, body="中" * 170_000)  # 510 kB: what got a worker stuck (issue 17)
+    with pytest.raises(RecordError, match=r"PushRequest\.body: 510000 bytes .*cap of 2048"):
+        producer.push(big)
+    with pytest.raises(RecordError, match=r"PushRequest\.created_at: .*1 day"):
+        producer.validate("push.requests", dict(REQUEST, created_at=1_800_000_000_000),
+                          now=1_700_000_000.0)
+    profile = {"account_id": "acct-1", "phone": "+86" + "1" * 40, "updated_at": 1700000000000}
+    with pytest.raises(RecordError, match=r"AccountProfile\.phone: over the cap") as info:
+        producer.validate("account.profiles", profile)
+    assert "111" not in str(info.value)

@@ -75,9 +75,22 @@ def cluster_statements() -> dict[str, list[str]]:
     out = {}
     for m in packaged():
         for statement in m.statements:
-            name = re.search(r"IF NOT EXISTS (\w+)", statement).group(1)  # type: ignore[union-attr]
-            out[name] = on_cluster(statement, "prod")
+            created = re.search(r"IF NOT EXISTS (\w+)", statement)
+            if created is not None:  # an ALTER changes one of these (alter_statements)
+                out[created.group(1)] = on_cluster(statement, "prod")
     return out
+
+
+def alter_statements() -> list[str]:
+    """The cluster form of every shipped ALTER."""
+    return [s for m in packaged() for statement in m.statements
+            if statement.startswith("ALTER") for s in on_cluster(statement, "prod")]
+
+
+def test_an_alter_changes_the_replicated_tables_then_the_distributed_one():
+    assert alter_statements() == [
+        f"ALTER TABLE {name} ON CLUSTER `prod` MODIFY COLUMN device_count UInt16 "
+        "DEFAULT least(length(device_ids), 65535)" for name in ("requests_local", "requests")]
 
 
 def test_every_table_becomes_a_replicated_local_table_and_a_distributed_one_by_its_entity():
@@ -103,7 +116,7 @@ def test_every_table_becomes_a_replicated_local_table_and_a_distributed_one_by_i
 
 def test_clickhouse_parses_every_cluster_statement(chdb):
     statements = [s for found in cluster_statements().values() for s in found]
-    statements.append(state_table("schema_migrations", "prod"))
+    statements += [*alter_statements(), state_table("schema_migrations", "prod")]
     for statement in statements:
         formatted = chdb.query("SELECT formatQuery({q:String})",
                                parameters={"q": statement}).result_rows[0][0]

@@ -90,3 +90,19 @@ def test_settings_refuse_short_or_malformed_keys(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PUSHCASCADE_ACK_KEYS", keys)
     assert ConnectorSettings().signing_key_id == "b"
     assert "secret-one" not in repr(ConnectorSettings())
+
+
+def test_the_read_token_of_a_send_at_every_cap_is_accepted() -> None:
+    """4-byte characters in every field at its cap: the longest token a capped send signs to."""
+    from schemas import validation as v
+
+    def full(limit: int) -> str:
+        return "😀" * (limit // 4)
+
+    send = {"send_id": full(v.ID_BYTES), "message_id": full(v.ID_BYTES),
+            "account_id": full(v.ID_BYTES), "channel": "APP", "device_id": full(v.ID_BYTES),
+            "route": full(v.ROUTE_BYTES), "link": "https://x.example/" + full(v.LINK_BYTES - 20)}
+    signer = Signer(KEYS, "k1", ttl=60)
+    text = signer.sign(AckToken.for_send("READ", send), T0)
+    assert 4096 < len(text) <= MAX_LENGTH
+    assert signer.verify(text, "READ", now=T0).link == send["link"]
