@@ -35,6 +35,14 @@ class ConnectorSettings(BaseSettings):
     dispatch_backoff: float = Field(0.2, gt=0, description="first retry wait, seconds "
                                     "(doubling, with jitter)")
     dispatch_backoff_max: float = Field(5.0, gt=0, description="longest retry wait, seconds")
+    dispatch_dedupe_window: float = Field(
+        86400.0, gt=0, description="seconds a send_id with an outcome is remembered: a repeat "
+        "of it on push.sends within this is skipped; a new owner of a partition reads its "
+        "intents and outcomes of this long ago only")
+    dispatch_group_instance_id: str = Field(
+        "", description="static group membership (group.instance.id) of this dispatcher; "
+        "empty: dynamic membership (the default: the embedded Tansu 0.6 gains nothing from it, "
+        "README)")
     breaker_failures: int = Field(20, gt=0, description="consecutive failures that open a "
                                   "provider's circuit")
     breaker_reset: float = Field(10.0, gt=0, description="seconds an open circuit waits before "
