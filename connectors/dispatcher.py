@@ -174,10 +174,12 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 running = sum(len(t) for t in self.tasks.values())
-                if running >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure
-                    await asyncio.wait({t for ts in self.tasks.values() for t in ts},
+                batch = BATCH
+                if running >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure, but
+                    await asyncio.wait({t for ts in self.tasks.values() for t in ts},  # polled
                                        timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                msgs = await loop.run_in_executor(self.pool, self._consume)
+                    batch = 1  # (the lease and the group's liveness need it)
+                msgs = await loop.run_in_executor(self.pool, self._consume, batch)
                 taken += len(msgs)
                 if msgs:
                     self.flow.received(self.topic(SENDS), len(msgs))
@@ -212,9 +214,9 @@ class Dispatcher:
             self.reader.close()
             self.addresses.stop()
 
-    def _consume(self) -> list[Message]:
+    def _consume(self, batch: int) -> list[Message]:
         """One poll of push.sends (rebalance callbacks run here); renews the lease."""
-        msgs = self.consumer.consume(BATCH, 0.1)
+        msgs = self.consumer.consume(batch, 0.1)
         self.lease.polled(time.monotonic())
         return msgs
 
@@ -469,28 +471,31 @@ class Dispatcher:
             for p in mine:
                 self.owned[p] = self._epoch
                 self.revoking.discard(p)
-            if mine:
-                self.loading.update({p: self.rebuilder.submit(self._rebuild, mine, self._epoch)
-                                     for p in mine})
+            if mine:  # one rebuild for the partitions of this assignment
+                fut = self.rebuilder.submit(self._rebuild, mine, self._epoch)
+                self.loading.update(dict.fromkeys(mine, fut))
         log.info("partitions [%s] assigned: rebuilding their state",
                  ", ".join(str(p) for p in mine))
 
     def _loaded(self) -> None:
         """Resume the partitions whose rebuild finished (run on the loop)."""
         with self._lock:
-            finished = {p: f for p, f in self.loading.items() if f.done()}
-        for p, fut in finished.items():
-            exc = fut.exception()
-            with self._lock:
-                if self.loading.get(p) is not fut:
-                    continue
+            finished: dict[Future[Any], list[int]] = {}
+            for p, fut in self.loading.items():
+                if fut.done():
+                    finished.setdefault(fut, []).append(p)
+            for fut, parts in finished.items():
+                exc = None if fut.cancelled() else fut.exception()
                 if exc is not None:
-                    log.warning("rebuilding partition %d failed (%s): again", p, exc)
-                    self.loading[p] = self.rebuilder.submit(self._rebuild, [p], self.owned[p])
+                    log.warning("rebuilding partitions %s failed (%s): again", parts, exc)
+                    again = self.rebuilder.submit(self._rebuild, parts, self.owned[parts[0]])
+                    self.loading.update(dict.fromkeys(parts, again))
                     continue
-                del self.loading[p]
-            self.consumer.resume([TopicPartition(self.topic(SENDS), p)])
-        if finished and not self.loading:
+                for p in parts:
+                    del self.loading[p]
+                self.consumer.resume([TopicPartition(self.topic(SENDS), p) for p in parts])
+            resumed = finished and not self.loading
+        if resumed:
             log.info("partitions [%s]: sends done, resumed",
                      ", ".join(str(p) for p in sorted(self.owned)))
 
@@ -526,8 +531,8 @@ class Dispatcher:
                 again.append(intent["send_id"])
                 continue
             with self._lock:
-                if self.owned.get(p) != epoch:
-                    continue
+                if self.owned.get(p) != epoch or p not in self.loading:
+                    continue  # no longer this rebuild's to settle
             unknown.append(intent["send_id"])
             result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
                              error_code=INTERRUPTED)
