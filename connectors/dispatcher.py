@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,8 +122,8 @@ class Dispatcher:
         self.addresses = AddressBook(settings, self.codec)
         bootstrap = settings.connections.kafka_bootstrap_servers
         prefix = settings.tuning.topic_prefix
-        static = ({"group.instance.id": config.dispatch_group_instance_id}
-                  if config.dispatch_group_instance_id else {})
+        instance = config.dispatch_group_instance_id or f"dispatch-{socket.gethostname()}"
+        static = {"group.instance.id": instance} if config.dispatch_static_membership else {}
         self.consumer = consumer(bootstrap, f"{prefix}pushcascade-dispatch", **static)
         self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log")
         session = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
@@ -259,6 +260,8 @@ class Dispatcher:
     def _take(self, msg: Message) -> tuple[dict[str, Any], str, int, int] | None:
         """Track a record; the send, its provider, partition and epoch when it is new."""
         if msg.error() is not None:
+            if msg.error().fatal():  # e.g. another dispatcher joined with our group.instance.id
+                raise RuntimeError(f"dispatch consumer failed: {msg.error().str()}")
             return None
         p, o = msg.partition() or 0, msg.offset() or 0
         with self._lock:
@@ -520,7 +523,8 @@ class Dispatcher:
             if topic == OUTCOMES:
                 outcomes[record["send_id"]] = record["at"] / 1000
             else:
-                intents[record["send_id"]] = (msg.partition() or 0, record)
+                # the first intent: a vendor's key is remembered from the first call on
+                intents.setdefault(record["send_id"], (msg.partition() or 0, record))
 
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
