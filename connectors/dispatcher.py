@@ -211,7 +211,7 @@ class Dispatcher:
             poller.cancel()
             await http.aclose()
             self.consumer.close()
-            self.rebuilder.shutdown(wait=False, cancel_futures=True)
+            self.rebuilder.shutdown(wait=True, cancel_futures=True)  # it reads with `reader`
             self.reader.close()
             self.addresses.stop()
 
@@ -535,7 +535,8 @@ class Dispatcher:
                 again.append(intent["send_id"])
                 continue
             with self._lock:
-                if self.owned.get(p) != epoch or p not in self.loading:
+                if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
+                        time.monotonic()):
                     continue  # no longer this rebuild's to settle
             unknown.append(intent["send_id"])
             result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
@@ -579,6 +580,13 @@ class Dispatcher:
         gone = {tp.partition for tp in partitions}
         with self._lock:
             self.revoking |= gone
+            rebuilding = {self.loading[p] for p in gone if p in self.loading}
+        for fut in rebuilding:  # what it records is flushed before the partition moves on
+            if not fut.cancel():
+                try:
+                    fut.result(timeout=130)
+                except Exception as exc:  # noqa: BLE001 (the next owner rebuilds anyway)
+                    log.info("rebuild of revoked partitions ended: %s", exc)
         deadline = time.monotonic() + REVOKE_GRACE
         while any(self.tasks.get(p) for p in gone) and time.monotonic() < deadline:
             time.sleep(0.05)
