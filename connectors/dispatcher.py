@@ -125,7 +125,10 @@ class Dispatcher:
         instance = config.dispatch_group_instance_id or f"dispatch-{socket.gethostname()}"
         static = {"group.instance.id": instance} if config.dispatch_static_membership else {}
         self.consumer = consumer(bootstrap, f"{prefix}pushcascade-dispatch", **static)
-        self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log")
+        # used only to rebuild: answers at once (a window search probes ~20 offsets: 0.3 s
+        # against 7.7 s with the default 500 ms fetch wait, measured on Tansu)
+        self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log",
+                               **{"fetch.wait.max.ms": 10})
         session = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
         heartbeat = CONSUMER_DEFAULTS["heartbeat.interval.ms"] / 1000
         # a record queued before a freeze longer than the lease is expired, not sent late
