@@ -1,12 +1,20 @@
-"""The dispatcher: every send on push.sends handed to its provider at most once, with one
-recorded outcome on push.outcomes.
+"""The dispatcher: every send on push.sends handed to its provider at most once, with exactly
+one recorded outcome on push.outcomes.
 
-Per batch of sends: repeats of a send_id already done (or in flight) are skipped; an intent
-record for each new send is acknowledged by the broker *before* its provider is called; the
-outcome follows. A send whose intent is in the log without an outcome was interrupted by a
-crash: the next owner of its partition records it FAILED (`interrupted`) instead of handing it
-over a second time (the router's deadlines escalate it). Offsets are committed only past
-sends whose outcome the broker acknowledged (connectors/offsets.py).
+Per send: repeats of a send_id done within the dedupe window (or in flight) are skipped; an
+intent record is acknowledged by the broker *before* its provider is called; the outcome
+follows, whatever the call raised. Intents and outcomes go to the same partition number as the
+send, so a new owner of a partition rebuilds its state from those partitions alone, from the
+start of the window, in a background thread while the partition is paused (never inside the
+rebalance callback). A send whose intent has no outcome was interrupted: it is re-sent with the
+same idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
+FAILED/`interrupted` (the provider may have it; a RECEIPT for the send_id makes it delivered).
+
+Ownership is checked before the intent, before every retry and before the outcome: the partition
+must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past its
+session does not act for partitions someone else took. A revoked partition's sends get a short
+grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
+committed only past sends whose outcome the broker acknowledged (connectors/offsets.py).
 """
 
 from __future__ import annotations
@@ -14,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from aiobreaker import CircuitBreaker, CircuitBreakerError
+from aiobreaker import CircuitBreaker
 from aiolimiter import AsyncLimiter
 from confluent_kafka import KafkaError, Message, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
@@ -30,6 +39,15 @@ from tenacity.wait import wait_base
 from connectors.adapters import Delivery, ProviderError, UnknownTarget
 from connectors.adapters.registry import Registry
 from connectors.addresses import AddressBook
+from connectors.dispatch_policy import (
+    INTERRUPTED,
+    DedupeWindow,
+    Lease,
+    failure,
+    first_at_or_after,
+    reconcile,
+    retryable,
+)
 from connectors.metrics import (
     BREAKER,
     DEAD_LETTERS,
@@ -45,7 +63,7 @@ from connectors.tokens import AckToken, Signer
 from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.follow import read_to_end
-from streams.kafka import consumer, producer
+from streams.kafka import CONSUMER_DEFAULTS, consumer, producer
 from streams.metrics import Flow, confluent_lag
 from streams.settings import Settings
 
@@ -55,14 +73,16 @@ SENDS, OUTCOMES, INTENTS = "push.sends", "push.outcomes", "pushcascade.dispatch-
 BATCH = 500
 #: Sends taken per in-flight slot before the dispatcher stops reading (bounded memory).
 BACKLOG = 4
+#: Seconds a revoked partition's sends may take to finish before they are cancelled.
+REVOKE_GRACE = 2.0
+#: Offsets of intents/outcomes a rebuild reads whole before searching for the window's start.
+SEARCH_ABOVE = 5000
+
+__all__ = ["Backoff", "Dispatcher", "outcome", "retryable"]
 
 
-def retryable(exc: BaseException) -> bool:
-    """Whether a provider call is worth repeating: a retryable vendor error, a transport error,
-    or the provider's circuit being open (it is tried again when the circuit half-opens)."""
-    if isinstance(exc, ProviderError):
-        return exc.retryable
-    return isinstance(exc, httpx.TransportError | CircuitBreakerError)
+class Lost(Exception):
+    """The partition of a send is no longer this process's: stop without an outcome."""
 
 
 class Backoff(wait_base):
@@ -102,24 +122,45 @@ class Dispatcher:
         self.addresses = AddressBook(settings, self.codec)
         bootstrap = settings.connections.kafka_bootstrap_servers
         prefix = settings.tuning.topic_prefix
-        self.consumer = consumer(bootstrap, f"{prefix}pushcascade-dispatch")
-        self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log")
-        self.producer = producer(bootstrap)
+        instance = config.dispatch_group_instance_id or f"dispatch-{socket.gethostname()}"
+        static = {"group.instance.id": instance} if config.dispatch_static_membership else {}
+        self.consumer = consumer(bootstrap, f"{prefix}pushcascade-dispatch", **static)
+        # used only to rebuild: answers at once (a window search probes ~20 offsets: 0.3 s
+        # against 7.7 s with the default 500 ms fetch wait, measured on Tansu)
+        self.reader = consumer(bootstrap, f"{prefix}pushcascade-dispatch-log",
+                               **{"fetch.wait.max.ms": 10})
+        session = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
+        heartbeat = CONSUMER_DEFAULTS["heartbeat.interval.ms"] / 1000
+        # a record queued before a freeze longer than the lease is expired, not sent late
+        self.producer = producer(bootstrap, **{"message.timeout.ms": int(
+            (session - 2 * heartbeat) * 1000)})
+        self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat,
+                           confirm=3 * heartbeat)
         self.flow = Flow("dispatch")
         self.tracker = OffsetTracker()
-        self.done: set[str] = set()  # send_ids with a recorded outcome
+        self.done = DedupeWindow(config.dispatch_dedupe_window)
         self.in_flight: dict[str, list[tuple[int, int]]] = {}  # send_id -> its records
         self.sem = asyncio.Semaphore(config.dispatch_in_flight)
         self.limiters: dict[str, AsyncLimiter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self.pool = ThreadPoolExecutor(2, thread_name_prefix="dispatch-kafka")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dispatch-kafka")
+        self.rebuilder = ThreadPoolExecutor(1, thread_name_prefix="dispatch-rebuild")
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()  # done / in_flight between the loop and rebalance calls
-        self.assigned: set[int] = set()  # partitions, kept by the rebalance callbacks
+        self._lock = threading.RLock()  # the state below, between the loop and the callbacks
+        self._epoch = 0
+        self.owned: dict[int, int] = {}  # partition -> the assignment epoch it came with
+        self.loading: dict[int, Future[Any]] = {}  # partitions paused while state is rebuilt
+        self.revoking: set[int] = set()
+        self.tasks: dict[int, set[asyncio.Task[None]]] = {}
+
+    @property
+    def assigned(self) -> set[int]:
+        """The partitions this process owns now."""
+        return set(self.owned)
 
     def ready(self) -> bool:
         """Addresses read to their end and partitions assigned: sends can be handled."""
-        return self.addresses.ready.is_set() and bool(self.assigned)
+        return self.addresses.ready.is_set() and bool(self.owned)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -129,45 +170,59 @@ class Dispatcher:
         self.addresses.start()
         await loop.run_in_executor(self.pool, self.addresses.ready.wait)
         self.consumer.subscribe([self.topic(SENDS)], on_assign=self._assigned,
-                                on_revoke=self._revoked, on_lost=self._revoked)
+                                on_revoke=self._revoked, on_lost=self._lost)
         poller = asyncio.create_task(self._poll_producer(stop))
         http = self.registry.client(self.config.dispatch_in_flight)
-        tasks: set[asyncio.Task[None]] = set()
-        last_commit = last_log = time.monotonic()
+        last_commit = last_log = last_expiry = time.monotonic()
         taken = 0
         try:
             while not stop.is_set():
-                if len(tasks) >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure
-                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                msgs = await loop.run_in_executor(self.pool, self.consumer.consume, BATCH, 0.1)
+                running = sum(len(t) for t in self.tasks.values())
+                batch = BATCH
+                if running >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure, but
+                    await asyncio.wait({t for ts in self.tasks.values() for t in ts},  # polled
+                                       timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    batch = 1  # (the lease and the group's liveness need it)
+                msgs = await loop.run_in_executor(self.pool, self._consume, batch)
                 taken += len(msgs)
                 if msgs:
                     self.flow.received(self.topic(SENDS), len(msgs))
-                if time.monotonic() - last_log > 10:
-                    log.info("sends taken %d, in flight %d, waiting for an outcome %d",
-                             taken, len(tasks), self.tracker.pending())
+                now = time.monotonic()
+                if now - last_log > 10:
+                    log.info("sends taken %d, in flight %d, waiting for an outcome %d, "
+                             "done in the window %d", taken, running, self.tracker.pending(),
+                             len(self.done))
                     confluent_lag(self.flow, self.consumer)
-                    last_log = time.monotonic()
-                new = [s for s in (self._take(m) for m in msgs) if s is not None]
-                if new:
-                    for send, provider in new:
-                        task = asyncio.create_task(self._deliver(http, send, provider))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                    last_log = now
+                if now - last_expiry > 10:
+                    self.done.expire(time.time())
+                    last_expiry = now
+                for msg in msgs:
+                    taken_send = self._take(msg)
+                    if taken_send is not None:
+                        self._start(http, *taken_send)
+                self._loaded()
                 if time.monotonic() - last_commit > 0.5:
                     await loop.run_in_executor(self.pool, self._commit)
                     last_commit = time.monotonic()
-            if tasks:
-                await asyncio.wait(tasks, timeout=30)
+            pending = {t for ts in self.tasks.values() for t in ts}
+            if pending:
+                await asyncio.wait(pending, timeout=30)
             await loop.run_in_executor(self.pool, self.producer.flush, 30)
             await loop.run_in_executor(self.pool, self._commit)
         finally:
             poller.cancel()
             await http.aclose()
             self.consumer.close()
+            self.rebuilder.shutdown(wait=True, cancel_futures=True)  # it reads with `reader`
             self.reader.close()
             self.addresses.stop()
+
+    def _consume(self, batch: int) -> list[Message]:
+        """One poll of push.sends (rebalance callbacks run here); renews the lease."""
+        msgs = self.consumer.consume(batch, 0.1)
+        self.lease.polled(time.monotonic())
+        return msgs
 
     async def _poll_producer(self, stop: asyncio.Event) -> None:
         """Serve delivery reports on the loop (they mark sends done)."""
@@ -179,20 +234,50 @@ class Dispatcher:
         """The prefixed topic name."""
         return self.settings.topic(name)
 
+    # -- ownership ---------------------------------------------------------------------------
+
+    def owns(self, partition: int, epoch: int, finishing: bool = False) -> bool:
+        """Whether this process may act for the partition it took a send from in `epoch`: still
+        assigned (revoking allowed only when `finishing` a call) and the lease valid."""
+        with self._lock:
+            if self.owned.get(partition) != epoch or partition in self.loading:
+                return False
+            if partition in self.revoking and not finishing:
+                return False
+        return self.lease.valid(time.monotonic())
+
+    async def _confirm(self, partition: int, epoch: int, finishing: bool = False) -> None:
+        """Wait while the lease is suspended; Lost when the partition is gone."""
+        while True:
+            if self.owns(partition, epoch, finishing):
+                return
+            with self._lock:
+                gone = self.owned.get(partition) != epoch or (
+                    partition in self.revoking and not finishing)
+            if gone:
+                raise Lost(partition)
+            await asyncio.sleep(0.05)
+
     # -- one send ----------------------------------------------------------------------------
 
-    def _take(self, msg: Message) -> tuple[dict[str, Any], str] | None:
-        """Track a record; the send and its provider when it is new, else None."""
+    def _take(self, msg: Message) -> tuple[dict[str, Any], str, int, int] | None:
+        """Track a record; the send, its provider, partition and epoch when it is new."""
         if msg.error() is not None:
+            if msg.error().fatal():  # e.g. another dispatcher joined with our group.instance.id
+                raise RuntimeError(f"dispatch consumer failed: {msg.error().str()}")
             return None
         p, o = msg.partition() or 0, msg.offset() or 0
-        self.tracker.take(p, o)
+        with self._lock:
+            epoch = self.owned.get(p)
+            if epoch is None or p in self.loading:
+                return None  # fetched before a revoke: the partition's owner reads it again
+            self.tracker.take(p, o)
         try:
             send = self.codec.decode(msg.value(), topic=SENDS)
-        except SchemaError as exc:
-            self._dead_letter(msg, str(exc))
+            sid = send["send_id"]
+        except (SchemaError, KeyError, TypeError, ValueError) as exc:
+            self._dead_letter(msg, str(exc) or type(exc).__name__)
             return None
-        sid = send["send_id"]
         if send["channel"] == "APP" and not send.get("device_id"):
             self.tracker.done(p, o)  # Method A's message-level APP record: the per-device
             return None              # sends beside it are what providers carry
@@ -210,79 +295,104 @@ class Dispatcher:
             provider = self.registry.name_for(send["channel"], send.get("route"))
         except UnknownTarget:
             provider = "none"
-        return send, provider
+        except Exception as exc:  # a broken registry entry: the send still gets its outcome
+            log.warning("no provider for %s: %s", sid, type(exc).__name__)
+            provider = "none"
+        return send, provider, p, epoch
 
-    async def _intend(self, send: dict[str, Any], provider: str) -> None:
+    def _start(self, http: httpx.AsyncClient, send: dict[str, Any], provider: str,
+               partition: int, epoch: int) -> None:
+        """Run the send's task, filed under its partition (cancelled when it is lost)."""
+        task = asyncio.create_task(self._deliver(http, send, provider, partition, epoch))
+        mine = self.tasks.setdefault(partition, set())
+        mine.add(task)
+        task.add_done_callback(mine.discard)
+
+    async def _intend(self, send: dict[str, Any], provider: str, partition: int) -> None:
         """Write the send's intent and wait until the broker has it (just before the first
         provider call, so a crash interrupts only what was in flight)."""
         assert self.loop is not None
         acked: asyncio.Future[None] = self.loop.create_future()
 
-        def delivered(err: KafkaError | None, _: Message) -> None:
+        def settle() -> None:
             if not acked.done():
-                acked.set_exception(RuntimeError(err.str())) if err else acked.set_result(None)
+                acked.set_exception(RuntimeError(error)) if error else acked.set_result(None)
+
+        error = ""
+
+        def delivered(err: KafkaError | None, _: Message) -> None:  # any thread that polls
+            nonlocal error
+            error = err.str() if err else ""
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(settle)
 
         intent = {k: send.get(k) for k in ("send_id", "message_id", "account_id", "channel",
                                            "device_id", "route")}
         self.flow.sent(self.topic(INTENTS))
-        self.producer.produce(self.topic(INTENTS), key=send["account_id"].encode(),
+        self.producer.produce(self.topic(INTENTS), partition=partition,
+                              key=send["account_id"].encode(),
                               value=self.codec.encode("DispatchIntent", {
                                   **intent, "provider": provider,
                                   "at": round(time.time() * 1000)}), on_delivery=delivered)
         await acked
 
-    async def _deliver(self, http: httpx.AsyncClient, send: dict[str, Any],
-                       provider: str) -> None:
-        """Call the provider (retries, rate limit, circuit breaker) and record the outcome.
+    async def _deliver(self, http: httpx.AsyncClient, send: dict[str, Any], provider: str,
+                       partition: int, epoch: int) -> None:
+        """Call the provider (retries, rate limit, circuit breaker) and record the outcome,
+        whatever happens; nothing only when the partition was lost (its new owner reconciles).
 
         A send waiting between attempts holds no in-flight slot, so a provider that is down
         does not stop the others."""
         started, attempts = time.monotonic(), 0
         try:
-            if provider == "none":
-                raise ProviderError("unknown_target", retryable=False)
-            address = self.addresses.address(send)
-            if address is None:
-                raise ProviderError("unknown_address", retryable=False)
-            adapter = self.registry.adapter(provider)
-            delivery = self._delivery(send, address)
-            limiter, breaker = self._guards(provider)
-            async for attempt in AsyncRetrying(
-                    stop=stop_after_delay(self.config.dispatch_hold),
-                    wait=Backoff(self.config.dispatch_backoff, self.config.dispatch_backoff_max),
-                    retry=retry_if_exception(retryable), reraise=True):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        RETRIES.labels(provider).inc()
-                    async with self.sem, limiter:
-                        IN_FLIGHT.inc()
-                        try:
-                            if attempts == 1:
-                                await self._intend(send, provider)
-                            accepted = await breaker.call_async(adapter.send, http, delivery)
-                        finally:
-                            IN_FLIGHT.dec()
-            result = outcome(send, provider, "ACCEPTED", attempts,
-                             time.monotonic() - started, accepted.provider_message_id)
-        except ProviderError as exc:
-            status = "FAILED" if exc.retryable else "REJECTED"
-            result = outcome(send, provider, status, attempts, time.monotonic() - started,
-                             error_code=exc.code)
-        except CircuitBreakerError:
-            result = outcome(send, provider, "FAILED", attempts, time.monotonic() - started,
-                             error_code="circuit_open")
-        except httpx.TimeoutException:
-            result = outcome(send, provider, "FAILED", attempts, time.monotonic() - started,
-                             error_code="timeout")
-        except httpx.HTTPError as exc:
-            result = outcome(send, provider, "FAILED", attempts, time.monotonic() - started,
-                             error_code=f"transport:{type(exc).__name__}")
-        if provider in self.breakers:
-            state = self.breakers[provider].current_state.name.upper()
-            BREAKER.labels(provider).set(2 if state == "OPEN" else 1 if "HALF" in state else 0)
-        LATENCY.labels(provider).observe(time.monotonic() - started)
-        self._record(result)
+            try:
+                if provider == "none":
+                    raise ProviderError("unknown_target", retryable=False)
+                address = self.addresses.address(send)
+                if address is None:
+                    raise ProviderError("unknown_address", retryable=False)
+                adapter = self.registry.adapter(provider)
+                delivery = self._delivery(send, address)
+                limiter, breaker = self._guards(provider)
+                async for attempt in AsyncRetrying(
+                        stop=stop_after_delay(self.config.dispatch_hold),
+                        wait=Backoff(self.config.dispatch_backoff,
+                                     self.config.dispatch_backoff_max),
+                        retry=retry_if_exception(retryable), reraise=True):
+                    with attempt:
+                        async with self.sem, limiter:
+                            await self._confirm(partition, epoch)  # before intent and retries
+                            attempts += 1
+                            if attempts > 1:
+                                RETRIES.labels(provider).inc()
+                            IN_FLIGHT.inc()
+                            try:
+                                if attempts == 1:
+                                    await self._intend(send, provider, partition)
+                                    await self._confirm(partition, epoch)
+                                accepted = await breaker.call_async(adapter.send, http, delivery)
+                            finally:
+                                IN_FLIGHT.dec()
+                result = outcome(send, provider, "ACCEPTED", attempts,
+                                 time.monotonic() - started, accepted.provider_message_id)
+            except (Lost, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # every other ending is an outcome, with its reason
+                status, code = failure(exc)
+                if status == "FAILED" and code.startswith("error:"):
+                    log.warning("send %s ended by %s", send["send_id"], code)
+                result = outcome(send, provider, status, attempts, time.monotonic() - started,
+                                 error_code=code)
+            if provider in self.breakers:
+                state = self.breakers[provider].current_state.name.upper()
+                BREAKER.labels(provider).set(2 if state == "OPEN" else 1 if "HALF" in state
+                                             else 0)
+            LATENCY.labels(provider).observe(time.monotonic() - started)
+            await self._confirm(partition, epoch, finishing=True)
+            self._record(result, partition, epoch)
+        except Lost:
+            log.info("send %s: partition %d lost, left to its new owner", send["send_id"],
+                     partition)
 
     def _delivery(self, send: dict[str, Any], address: str) -> Delivery:
         """The send with its address and signed read link and receipt token."""
@@ -301,23 +411,25 @@ class Dispatcher:
                 name=provider)
         return self.limiters[provider], self.breakers[provider]
 
-    def _record(self, result: dict[str, Any]) -> None:
+    def _record(self, result: dict[str, Any], partition: int, epoch: int) -> None:
         """Produce the outcome; its delivery report marks the send's records done."""
         sid = result["send_id"]
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                log.warning("outcome of %s not written (%s): again", sid, err.str())
-                self._record(result)
+                if self.owns(partition, epoch, finishing=True):
+                    log.warning("outcome of %s not written (%s): again", sid, err.str())
+                    self._record(result, partition, epoch)
                 return
             DISPATCHED.labels(result["provider"], result["status"]).inc()
             with self._lock:
-                self.done.add(sid)
+                self.done.add(sid, time.time())
                 for p, o in self.in_flight.pop(sid, []):
                     self.tracker.done(p, o)
 
         self.flow.sent(self.topic(OUTCOMES))
-        self.producer.produce(self.topic(OUTCOMES), key=result["account_id"].encode(),
+        self.producer.produce(self.topic(OUTCOMES), partition=partition,
+                              key=result["account_id"].encode(),
                               value=self.codec.encode("ProviderOutcome", result),
                               on_delivery=delivered)
 
@@ -328,7 +440,8 @@ class Dispatcher:
 
         def delivered(err: KafkaError | None, _: Message) -> None:
             if err is None:
-                self.tracker.done(p, o)
+                with self._lock:
+                    self.tracker.done(p, o)
 
         self.flow.sent(self.topic("push.dlq"))
         self.producer.produce(self.topic("push.dlq"), key=msg.key() or b"",
@@ -340,9 +453,11 @@ class Dispatcher:
     # -- offsets and rebalances (called on the Kafka thread) ----------------------------------
 
     def _commit(self) -> None:
-        """Commit every partition up to its first send without a recorded outcome."""
-        points = self.tracker.committable()
-        if points:
+        """Commit every owned partition up to its first send without a recorded outcome."""
+        with self._lock:
+            points = {p: o for p, o in self.tracker.committable().items()
+                      if p in self.owned and p not in self.loading}
+        if points and self.lease.valid(time.monotonic()):
             topic = self.topic(SENDS)
             try:
                 self.consumer.commit(offsets=[TopicPartition(topic, p, o)
@@ -351,12 +466,54 @@ class Dispatcher:
                 log.info("commit skipped: %s", exc)
 
     def _assigned(self, _: Any, partitions: list[TopicPartition]) -> None:
-        """New partitions: learn their done and interrupted sends before reading them."""
+        """New partitions: paused until their done and interrupted sends are known (read in
+        the background, never here)."""
         mine = sorted(tp.partition for tp in partitions)
-        self.assigned = set(mine)
-        logs = [TopicPartition(self.topic(t), p, -2) for t in (OUTCOMES, INTENTS) for p in mine]
-        intents: dict[str, dict[str, Any]] = {}
-        outcomes: set[str] = set()
+        self.consumer.assign(partitions)
+        if partitions:
+            self.consumer.pause(partitions)
+        with self._lock:
+            self._epoch += 1
+            for p in mine:
+                self.owned[p] = self._epoch
+                self.revoking.discard(p)
+            if mine:  # one rebuild for the partitions of this assignment
+                fut = self.rebuilder.submit(self._rebuild, mine, self._epoch)
+                self.loading.update(dict.fromkeys(mine, fut))
+        log.info("partitions [%s] assigned: rebuilding their state",
+                 ", ".join(str(p) for p in mine))
+
+    def _loaded(self) -> None:
+        """Resume the partitions whose rebuild finished (run on the loop)."""
+        with self._lock:
+            finished: dict[Future[Any], list[int]] = {}
+            for p, fut in self.loading.items():
+                if fut.done():
+                    finished.setdefault(fut, []).append(p)
+            for fut, parts in finished.items():
+                exc = None if fut.cancelled() else fut.exception()
+                if exc is not None:
+                    log.warning("rebuilding partitions %s failed (%s): again", parts, exc)
+                    again = self.rebuilder.submit(self._rebuild, parts, self.owned[parts[0]])
+                    self.loading.update(dict.fromkeys(parts, again))
+                    continue
+                for p in parts:
+                    del self.loading[p]
+                self.consumer.resume([TopicPartition(self.topic(SENDS), p) for p in parts])
+            resumed = finished and not self.loading
+        if resumed:
+            log.info("partitions [%s]: sends done, resumed",
+                     ", ".join(str(p) for p in sorted(self.owned)))
+
+    def _rebuild(self, partitions: list[int], epoch: int) -> None:
+        """Read the window of intents and outcomes of these partitions; record the interrupted
+        sends (or let them be re-sent under their key); runs on the rebuild thread."""
+        now = time.time()
+        since = round((now - self.config.dispatch_dedupe_window) * 1000)
+        logs = [TopicPartition(self.topic(t), p, self._window_start(t, p, since))
+                for t in (OUTCOMES, INTENTS) for p in partitions]
+        intents: dict[str, tuple[int, dict[str, Any]]] = {}
+        outcomes: dict[str, float] = {}
 
         def read(msg: Message) -> None:
             topic = (msg.topic() or "")[len(self.settings.tuning.topic_prefix):]
@@ -364,32 +521,106 @@ class Dispatcher:
                 record = self.codec.decode(msg.value(), topic=topic)
             except SchemaError:
                 return
-            (outcomes.add(record["send_id"]) if topic == OUTCOMES
-             else intents.setdefault(record["send_id"], record))
+            if record["at"] < since:
+                return
+            if topic == OUTCOMES:
+                outcomes[record["send_id"]] = record["at"] / 1000
+            else:
+                # the first intent: a vendor's key is remembered from the first call on
+                intents.setdefault(record["send_id"], (msg.partition() or 0, record))
 
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
-        interrupted = [i for sid, i in intents.items() if sid not in outcomes]
-        for intent in interrupted:
+        orphans = [(p, i) for sid, (p, i) in intents.items() if sid not in outcomes]
+        unknown, again = [], []
+        for p, intent in orphans:
+            if reconcile(intent["provider"], intent["at"] / 1000, now) == "resend":
+                again.append(intent["send_id"])
+                continue
+            with self._lock:
+                if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
+                        time.monotonic()):
+                    continue  # no longer this rebuild's to settle
+            unknown.append(intent["send_id"])
             result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
-                             error_code="interrupted")
+                             error_code=INTERRUPTED)
             self.flow.sent(self.topic(OUTCOMES))
-            self.producer.produce(self.topic(OUTCOMES), key=intent["account_id"].encode(),
+            self.producer.produce(self.topic(OUTCOMES), partition=p,
+                                  key=intent["account_id"].encode(),
                                   value=self.codec.encode("ProviderOutcome", result))
             DISPATCHED.labels(intent["provider"], "FAILED").inc()
-        if interrupted and self.producer.flush(30):
+        if unknown and self.producer.flush(30):
             raise RuntimeError("outcomes of interrupted sends not acknowledged")
         with self._lock:
-            self.done |= outcomes | set(intents)
-        log.info("partitions %s: %d sends done, %d interrupted by a crash recorded FAILED",
-                 mine, len(outcomes), len(interrupted))
+            for sid, at in outcomes.items():
+                self.done.add(sid, at)
+            for sid in unknown:
+                self.done.add(sid, now)
+        log.info("partitions %s: %d sends done in the window, %d interrupted recorded "
+                 "(outcome unknown), %d interrupted to re-send under their idempotency key",
+                 partitions, len(outcomes), len(unknown), len(again))
+
+    def _window_start(self, name: str, partition: int, since: int) -> int:
+        """The first offset of a partition of intents or outcomes written at `since` or later
+        (searched: this broker's offsets_for_times ignores the timestamp)."""
+        tp = TopicPartition(self.topic(name), partition)
+        low, high = self.reader.get_watermark_offsets(tp, timeout=10)
+        if high - low <= SEARCH_ABOVE:
+            return low
+
+        def timestamp_at(offset: int) -> int | None:
+            self.reader.assign([TopicPartition(tp.topic, partition, offset)])
+            for msg in self.reader.consume(1, 5.0):
+                if msg.error() is None:
+                    return msg.timestamp()[1]
+            return None
+
+        return first_at_or_after(timestamp_at, low, high, since)
 
     def _revoked(self, _: Any, partitions: list[TopicPartition]) -> None:
-        """Partitions leaving: let their sends in flight finish, commit, forget them."""
+        """Partitions leaving: their sends may finish a call already made for a short grace,
+        then are cancelled; outcomes are flushed and offsets committed before they go."""
         gone = {tp.partition for tp in partitions}
-        self.assigned -= gone
-        deadline = time.monotonic() + 30
-        while any(self.tracker.pending(p) for p in gone) and time.monotonic() < deadline:
+        with self._lock:
+            self.revoking |= gone
+            rebuilding = {self.loading[p] for p in gone if p in self.loading}
+        for fut in rebuilding:  # what it records is flushed before the partition moves on
+            if not fut.cancel():
+                try:
+                    fut.result(timeout=130)
+                except Exception as exc:  # noqa: BLE001 (the next owner rebuilds anyway)
+                    log.info("rebuild of revoked partitions ended: %s", exc)
+        deadline = time.monotonic() + REVOKE_GRACE
+        while any(self.tasks.get(p) for p in gone) and time.monotonic() < deadline:
             time.sleep(0.05)
+        self._cancel(gone)
+        self.producer.flush(REVOKE_GRACE)
         self._commit()
-        self.tracker.forget(gone)
+        self._forget(gone)
+
+    def _lost(self, _: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away (session expired): stop acting for them at once."""
+        gone = {tp.partition for tp in partitions}
+        log.warning("partitions %s lost: their sends are cancelled", sorted(gone))
+        self._forget(gone)
+        self._cancel(gone)
+
+    def _cancel(self, gone: set[int]) -> None:
+        """Cancel the tasks of these partitions (on the loop)."""
+        assert self.loop is not None
+        for p in gone:
+            for task in list(self.tasks.get(p, ())):
+                self.loop.call_soon_threadsafe(task.cancel)
+
+    def _forget(self, gone: set[int]) -> None:
+        """Drop every trace of these partitions' work."""
+        with self._lock:
+            for p in gone:
+                self.owned.pop(p, None)
+                self.revoking.discard(p)
+                fut = self.loading.pop(p, None)
+                if fut is not None:
+                    fut.cancel()
+            self.tracker.forget(gone)
+            for sid in [s for s, recs in self.in_flight.items() if recs[0][0] in gone]:
+                del self.in_flight[sid]

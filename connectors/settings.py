@@ -35,6 +35,17 @@ class ConnectorSettings(BaseSettings):
     dispatch_backoff: float = Field(0.2, gt=0, description="first retry wait, seconds "
                                     "(doubling, with jitter)")
     dispatch_backoff_max: float = Field(5.0, gt=0, description="longest retry wait, seconds")
+    dispatch_dedupe_window: float = Field(
+        86400.0, gt=0, description="seconds a send_id with an outcome is remembered: a repeat "
+        "of it on push.sends within this is skipped; a new owner of a partition reads its "
+        "intents and outcomes of this long ago only")
+    dispatch_static_membership: bool = Field(
+        False, description="join the dispatch group as a static member (group.instance.id): a "
+        "restarted dispatcher gets its partitions back without a rebalance. Off by default: "
+        "Tansu 0.6 never evicts a static member that died (README); on for Apache Kafka")
+    dispatch_group_instance_id: str = Field(
+        "", description="the static member's id, unique per dispatcher and stable across its "
+        "restarts (empty: dispatch-<hostname>; set it when several dispatchers share a host)")
     breaker_failures: int = Field(20, gt=0, description="consecutive failures that open a "
                                   "provider's circuit")
     breaker_reset: float = Field(10.0, gt=0, description="seconds an open circuit waits before "

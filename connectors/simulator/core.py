@@ -90,6 +90,8 @@ class Simulator:
         self._revoked: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._counter = 0
+        # idempotency key -> (expiry, verdict, message id): vendors that de-duplicate on a key
+        self._keyed: dict[str, tuple[float, Verdict, str]] = {}
         self.http: httpx.AsyncClient | None = None
         self.journal: deque[Recorded] = deque(maxlen=1000)  # last vendor requests (tests)
         if self.settings.population:
@@ -151,10 +153,20 @@ class Simulator:
 
     # ---- sends --------------------------------------------------------------------------
 
-    async def admit(self, arrival: Arrival,
-                    receipt_body: ReceiptBody | None) -> tuple[Verdict, str]:
-        """Count the send, wait its latency, decide; on accept, schedule receipt and read."""
+    async def admit(self, arrival: Arrival, receipt_body: ReceiptBody | None,
+                    key: str | None = None, window: float = 600.0) -> tuple[Verdict, str]:
+        """Count the send, wait its latency, decide; on accept, schedule receipt and read.
+
+        With an idempotency key (WeChat's client_msg_id, GeTui's request_id), a repeat of an
+        accepted key within `window` seconds gets the first answer again and is not delivered
+        a second time, as those vendors do."""
         self.seen[arrival.send_id] += 1
+        now = time.time()
+        if key is not None:
+            known = self._keyed.get(key)
+            if known is not None and now < known[0]:
+                self.stats[f"deduplicated.{arrival.target}"] += 1
+                return known[1], known[2]
         behaviour = self.behaviour(arrival.target)
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000.0)
@@ -166,6 +178,8 @@ class Simulator:
         self.accepted[arrival.send_id] += 1
         self._counter += 1
         message_id = f"{arrival.vendor}-{self._counter:08d}"
+        if key is not None:
+            self._keyed[key] = (now + window, verdict, message_id)
         reaction = self.population.react(self.seed, arrival.send_id, arrival.target,
                                          arrival.channel, arrival.account_id, arrival.device_id,
                                          arrival.address)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import TopicPartition
 
 from connectors.serving import free_port
 from connectors.settings import ConnectorSettings
@@ -18,7 +21,7 @@ from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
 from connectors.tokens import AckToken, Signer
 from schemas import Codec
 from streams.harness import Process, Tap, producer_for, start_python, worker_env
-from streams.kafka import producer
+from streams.kafka import consumer, producer
 from streams.settings import Settings
 from tests.helpers import now_ms
 
@@ -80,11 +83,47 @@ def start_dispatcher(env: dict[str, str], workdir: Path, name: str) -> Process:
     return start_python("streams.cli", "dispatch", env=env, workdir=workdir, name=name)
 
 
+#: Channels whose vendor drops a repeat of the same idempotency key (WeChat's client_msg_id):
+#: an interrupted send to them is re-sent under its key instead of being given up.
+KEYED_CHANNELS = {"WECHAT"}
+
+
+def exactly_once(outcomes: Tap, sim: Simulator, sends: list[dict[str, Any]],
+                 wanted: set[str]) -> dict[str, int]:
+    """Check every wanted send has exactly one outcome and reached a provider at most once
+    (for a keyed vendor: was accepted at most once); the figures of the run."""
+    per_send = Counter(r["send_id"] for r in outcomes.records)
+    assert set(per_send) == wanted, (wanted - set(per_send), set(per_send) - wanted)
+    assert max(per_send.values()) == 1, [
+        (r["send_id"], r["status"], r["error_code"], r["attempts"], r["at"])
+        for r in outcomes.records if per_send[r["send_id"]] > 1][:12]
+    channel = {s["send_id"]: s["channel"] for s in sends}
+    keyed = {sid for sid in wanted if channel.get(sid) in KEYED_CHANNELS}
+    seen, accepted_by_sim = sim.seen, sim.accepted
+    assert all(seen[sid] <= 1 for sid in wanted - keyed), {
+        s: n for s, n in seen.items() if n > 1 and s not in keyed}
+    assert all(accepted_by_sim[sid] <= 1 for sid in keyed), {
+        s: n for s, n in accepted_by_sim.items() if n > 1}
+    accepted = [r for r in outcomes.records if r["status"] == "ACCEPTED"]
+    assert all(accepted_by_sim[r["send_id"]] == 1 for r in accepted)
+    interrupted = [r for r in outcomes.records if r["error_code"] == "interrupted"]
+    # a keyed vendor's interrupted send is re-sent under its key, never left unknown
+    assert not [r for r in interrupted if r["send_id"] in keyed], interrupted
+    return {"sends": len(wanted), "outcomes": len(outcomes.records),
+            "duplicate outcomes": sum(n - 1 for n in per_send.values()),
+            "provider saw twice": sum(1 for sid in wanted - keyed if seen[sid] > 1),
+            "accepted": len(accepted), "interrupted": len(interrupted),
+            "interrupted that reached the provider": sum(
+                1 for r in interrupted if seen[r["send_id"]] >= 1),
+            "keyed re-sends (vendor dropped the repeat)": sum(
+                1 for sid in keyed if seen[sid] > 1)}
+
+
 def test_each_send_reaches_its_provider_at_most_once_with_one_outcome_across_sigkills(
         settings, simulator, tmp_path):
     accounts = [f"acct-{i}" for i in range(40)]
     addresses(settings, accounts)
-    sends = [s for a in accounts for m in ("m1", "m2") for s in (
+    sends = [s for a in accounts for m in ("m1", "m2", "m3") for s in (
         send(a, m, "SMS"), send(a, m, "WECHAT"), send(a, m, "EMAIL"),
         send(a, m, "APP", f"{a}-d0", "HUAWEI"), send(a, m, "APP", f"{a}-d1", "APNS"))]
     unknown_route = [send(a, "m9", "APP", f"{a}-d0", "NOKIA") for a in accounts[:3]]
@@ -92,21 +131,20 @@ def test_each_send_reaches_its_provider_at_most_once_with_one_outcome_across_sig
     repeats = random.Random(5).sample(sends, 60)  # the router emitted these twice
     write_sends(settings, sends + unknown_route + unknown_account + repeats,
                 raw=[b"\x00\x00\x00\x00\x06garbage"])
-    simulator.sim.set_behaviour("SMS", {"latency_ms": 30})  # keep work in flight for the kills
-    for route in ("HUAWEI", "APNS"):
-        simulator.sim.set_behaviour(route, {"latency_ms": 30})
+    for target in ("SMS", "WECHAT", "HUAWEI", "APNS"):  # keep work in flight for the kills
+        simulator.sim.set_behaviour(target, {"latency_ms": 60})
     outcomes = Tap(settings, "push.outcomes")
     env = env_for(settings, simulator, dispatch_in_flight=20)
     wanted = {s["send_id"] for s in sends + unknown_route + unknown_account}
-    kills = 0
-    for round_ in range(4):
+    chooser, kills = random.Random(), 0
+    for round_ in range(6):
         dispatcher = start_dispatcher(env, tmp_path, f"dispatch-{round_}")
         try:
-            if round_ < 3:  # kill mid-stream, once some more outcomes were recorded
+            if round_ < 5:  # kill mid-stream, at a random moment once it dispatches again
                 seen = len(outcomes.records)
-                outcomes.wait_for(lambda rs, n=seen: len(rs) >= n + 40, timeout=90,
+                outcomes.wait_for(lambda rs, n=seen: len(rs) >= n + 10, timeout=90,
                                   workers=[dispatcher])
-                time.sleep(random.uniform(0, 0.5))
+                time.sleep(chooser.uniform(0, 0.6))
                 dispatcher.kill()
                 kills += 1
             else:
@@ -115,16 +153,9 @@ def test_each_send_reaches_its_provider_at_most_once_with_one_outcome_across_sig
         finally:
             dispatcher.stop()
     outcomes.poll(1.0)
-    per_send = Counter(r["send_id"] for r in outcomes.records)
-    assert set(per_send) == wanted
-    assert max(per_send.values()) == 1, [s for s, n in per_send.items() if n > 1]
+    figures = exactly_once(outcomes, simulator.sim, sends, wanted)
     by_id = {r["send_id"]: r for r in outcomes.records}
-    seen = simulator.sim.seen
-    assert all(seen[sid] <= 1 for sid in wanted), {s: n for s, n in seen.items() if n > 1}
-    accepted = [r for r in outcomes.records if r["status"] == "ACCEPTED"]
-    assert all(seen[r["send_id"]] == 1 for r in accepted)
-    interrupted = [r for r in outcomes.records if r["error_code"] == "interrupted"]
-    assert len(accepted) + len(interrupted) == len(sends)
+    assert figures["accepted"] + figures["interrupted"] == len(sends)
     assert {by_id[s["send_id"]]["error_code"] for s in unknown_route} == {"unknown_target"}
     assert by_id[unknown_account[0]["send_id"]]["error_code"] == "unknown_address"
     assert {by_id[s["send_id"]]["status"] for s in unknown_route + unknown_account} == {
@@ -132,8 +163,83 @@ def test_each_send_reaches_its_provider_at_most_once_with_one_outcome_across_sig
     dlq = Tap(settings, "push.dlq")
     dlq.wait_for(lambda rs: len(rs) >= 1, timeout=30)
     assert dlq.records[0]["topic"] == settings.topic("push.sends")
-    print(f"{kills} SIGKILLs: {len(accepted)} accepted, {len(interrupted)} interrupted "
-          f"(recorded FAILED, never re-sent), 0 duplicates to a provider")
+    print(f"{kills} SIGKILLs: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+
+
+def test_a_dispatcher_frozen_past_its_session_acts_for_nothing_its_successor_took(
+        settings, simulator, tmp_path):
+    accounts = [f"frz-{i}" for i in range(30)]
+    addresses(settings, accounts)
+    sends = [send(a, m, ch) for a in accounts for m in ("m1", "m2", "m3", "m4")
+             for ch in ("SMS", "WECHAT", "EMAIL")]
+    for target in ("SMS", "WECHAT", "EMAIL"):  # calls in flight when it freezes
+        simulator.sim.set_behaviour(target, {"latency_ms": 400})
+    env = env_for(settings, simulator, dispatch_in_flight=30)
+    outcomes = Tap(settings, "push.outcomes")
+    first = start_dispatcher(env, tmp_path, "dispatch-1")
+    second = None
+    try:
+        write_sends(settings, sends)
+        outcomes.wait_for(lambda rs: len(rs) >= 30, timeout=90, workers=[first])
+        time.sleep(random.uniform(0, 0.4))
+        os.kill(first.pid, signal.SIGSTOP)
+        frozen_at = len(outcomes.records)
+        second = start_dispatcher(env, tmp_path, "dispatch-2")
+        wanted = {s["send_id"] for s in sends}
+        outcomes.wait_for(lambda rs: {r["send_id"] for r in rs} >= wanted, timeout=120,
+                          workers=[second])
+        assert owned(second) == {0, 1, 2, 3}
+        os.kill(first.pid, signal.SIGCONT)  # it wakes with answers to calls made long ago
+        time.sleep(10)  # time to act on them, rejoin, and be given partitions again
+        outcomes.poll(1.0)
+        first.check()
+        second.check()
+    finally:
+        if first.running():
+            os.kill(first.pid, signal.SIGCONT)
+        first.stop()
+        if second is not None:
+            second.stop()
+    figures = exactly_once(outcomes, simulator.sim, sends, wanted)
+    assert figures["interrupted"] > 0  # it did freeze with calls in flight
+    print(f"frozen after {frozen_at} outcomes: " + ", ".join(
+        f"{k} {v}" for k, v in figures.items()))
+
+
+def test_a_send_whose_call_raises_gets_an_outcome_and_its_partition_keeps_committing(
+        settings, simulator, tmp_path):
+    with producer_for(settings) as p:  # a push token no URL can carry (httpx.InvalidURL)
+        p.send("device.registry", {
+            "device_id": "raise-bad", "account_id": "raise", "manufacturer": "APPLE",
+            "model": "iPhone", "routes": ["APNS"], "push_tokens": {"APNS": "tok\x01en"},
+            "registered_at": now_ms()})
+    addresses(settings, ["raise"])
+    bad = send("raise", "m0", "APP", "raise-bad", "APNS")
+    good = [send("raise", f"m{i}", "SMS") for i in range(1, 21)]
+    write_sends(settings, [bad, *good])
+    dispatcher = start_dispatcher(env_for(settings, simulator), tmp_path, "dispatch")
+    try:
+        outcomes = Tap(settings, "push.outcomes")
+        outcomes.wait_for(lambda rs: len(rs) >= 21, timeout=60, workers=[dispatcher])
+        group = consumer(settings.connections.kafka_bootstrap_servers,
+                         f"{settings.tuning.topic_prefix}pushcascade-dispatch")
+        topic = settings.topic("push.sends")
+        end = time.monotonic() + 30
+        while True:  # the partition's commit passes every send, the one that raised included
+            committed = group.committed([TopicPartition(topic, p) for p in range(4)],
+                                        timeout=10)
+            if sum(max(tp.offset, 0) for tp in committed) >= 21:
+                break
+            assert time.monotonic() < end, committed
+            time.sleep(0.5)
+        group.close()
+    finally:
+        dispatcher.stop()
+    by_id = {r["send_id"]: r for r in outcomes.records}
+    assert len(outcomes.records) == 21
+    assert (by_id[bad["send_id"]]["status"], by_id[bad["send_id"]]["error_code"]) == (
+        "FAILED", "error:InvalidURL")
+    assert {by_id[s["send_id"]]["status"] for s in good} == {"ACCEPTED"}
 
 
 def test_a_provider_down_for_30_s_holds_its_sends_and_the_others_keep_flowing(

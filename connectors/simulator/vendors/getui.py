@@ -51,7 +51,8 @@ def routes(sim: Simulator) -> list[Route]:
                            body["audience"]["cid"][0])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             return reply({"code": 20001, "msg": f"param error: {exc}"})
-        verdict, message_id = await sim.admit(item, app_receipt_body)
+        # GeTui drops a push whose request_id it has already taken
+        verdict, message_id = await sim.admit(item, app_receipt_body, key=request_id)
         if verdict.outcome == "outage":
             return reply({"code": 20003, "msg": "server busy"}, 503, verdict.retry_after)
         if verdict.outcome == "reject":

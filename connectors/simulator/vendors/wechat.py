@@ -52,7 +52,9 @@ def routes(sim: Simulator) -> list[Route]:
                            required=("send_id",))
         except (ValueError, KeyError, TypeError) as exc:
             return reply({"errcode": 47001, "errmsg": f"data format error: {exc}"})
-        verdict, message_id = await sim.admit(item, receipt_body)
+        # WeChat sends one message per openid + client_msg_id within 10 minutes
+        verdict, message_id = await sim.admit(item, receipt_body,
+                                              key=f"{item.address}/{item.send_id}", window=600)
         if verdict.outcome == "outage":
             return reply({"errcode": -1, "errmsg": "system error"})
         if verdict.outcome == "reject":

@@ -1,0 +1,133 @@
+"""The dispatcher's pure policy: outcomes of failures, reconciling interrupted sends, the
+bounded dedupe window and the ownership lease (no Kafka here; connectors/dispatcher.py is the
+plumbing)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from aiobreaker import CircuitBreakerError
+
+from connectors.adapters import ProviderError
+
+#: Providers whose vendor drops a repeat of a send carrying the same idempotency key, and for
+#: how long (seconds) it remembers the key. The adapters derive the key from send_id:
+#: WeChat's `client_msg_id` (one message per openid + client_msg_id within 10 minutes),
+#: GeTui's `request_id` (a repeated request_id is dropped; we assume the same 10 minutes).
+#: APNs' apns-id, FCM, Huawei, Xiaomi, OPPO, vivo, JPush, SMS and e-mail do not de-duplicate.
+IDEMPOTENT: dict[str, float] = {"wechat": 600.0, "getui": 600.0}
+
+#: error_code of an outcome whose provider call was interrupted by a crash or a lost partition:
+#: the provider may have the send; not a failure (a RECEIPT for the send_id makes it delivered).
+INTERRUPTED = "interrupted"
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a provider call is worth repeating: a retryable vendor error, a transport error,
+    or the provider's circuit being open (it is tried again when the circuit half-opens)."""
+    if isinstance(exc, ProviderError):
+        return exc.retryable
+    return isinstance(exc, httpx.TransportError | CircuitBreakerError)
+
+
+def failure(exc: BaseException) -> tuple[str, str]:
+    """The (status, error_code) an exception ends a send with; anything unexpected is FAILED
+    with `error:<type>` so that every send gets its outcome."""
+    if isinstance(exc, ProviderError):
+        return ("FAILED" if exc.retryable else "REJECTED"), exc.code
+    if isinstance(exc, CircuitBreakerError):
+        return "FAILED", "circuit_open"
+    if isinstance(exc, httpx.TimeoutException):
+        return "FAILED", "timeout"
+    if isinstance(exc, httpx.HTTPError):
+        return "FAILED", f"transport:{type(exc).__name__}"
+    return "FAILED", f"error:{type(exc).__name__}"
+
+
+def reconcile(provider: str, intent_at: float, now: float, margin: float = 60.0,
+              idempotent: dict[str, float] | None = None) -> str:
+    """What to do with a send whose intent was recorded without an outcome: 'resend' (its
+    vendor drops a repeat of the same key, still remembered at `now` with `margin` to spare) or
+    'unknown' (record it interrupted: the provider may have it)."""
+    window = (IDEMPOTENT if idempotent is None else idempotent).get(provider)
+    if window is not None and now - intent_at < window - margin:
+        return "resend"
+    return "unknown"
+
+
+class DedupeWindow:
+    """send_ids with a recorded outcome, each kept `window` seconds after it was recorded."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._at: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def add(self, send_id: str, at: float) -> None:
+        """Remember send_id as done at `at` (epoch seconds; the latest time counts)."""
+        if at > self._at.get(send_id, float("-inf")):
+            self._at[send_id] = at
+            heapq.heappush(self._heap, (at, send_id))
+
+    def __contains__(self, send_id: object) -> bool:
+        return send_id in self._at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def expire(self, now: float) -> int:
+        """Forget send_ids recorded more than `window` seconds before now; how many."""
+        gone, cutoff = 0, now - self.window
+        while self._heap and self._heap[0][0] < cutoff:
+            at, sid = heapq.heappop(self._heap)
+            if self._at.get(sid) == at:
+                del self._at[sid]
+                gone += 1
+        return gone
+
+
+@dataclass
+class Lease:
+    """Whether this process may still act for its partitions, from how recently its consumer
+    was polled (a process frozen past `length` may have been replaced in the group).
+
+    After a gap longer than `gap` between polls, the lease is suspended until the consumer has
+    been polled for `confirm` seconds without losing the partitions (long enough for a
+    heartbeat to tell librdkafka that the group moved on)."""
+
+    length: float
+    gap: float
+    confirm: float
+    last_poll: float | None = None
+    suspended_since: float | None = None
+
+    def polled(self, now: float) -> None:
+        """The consumer was polled (rebalance callbacks ran) at `now`."""
+        if self.last_poll is not None and now - self.last_poll > self.gap:
+            self.suspended_since = now
+        elif self.suspended_since is not None and now - self.suspended_since >= self.confirm:
+            self.suspended_since = None
+        self.last_poll = now
+
+    def valid(self, now: float) -> bool:
+        """True while the partitions may be acted for."""
+        return (self.last_poll is not None and now - self.last_poll < self.length
+                and self.suspended_since is None)
+
+
+def first_at_or_after(timestamp_at: Callable[[int], int | None], low: int, high: int,
+                      ts: int) -> int:
+    """The first offset in [low, high) whose record's timestamp is >= ts (high when none),
+    by binary search; `timestamp_at(o)` is the timestamp of the first record at or after o
+    (None when there is none). Log append times are assumed to grow with the offset."""
+    while low < high:
+        mid = (low + high) // 2
+        at = timestamp_at(mid)
+        if at is None or at >= ts:
+            high = mid
+        else:
+            low = mid + 1
+    return low
