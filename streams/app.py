@@ -166,7 +166,8 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
 
         async def seek_to_committed(self) -> Mapping[TP, int]:
             """Seek every assigned partition to its journal position (else its committed
-            offset): the records handled there are in the state already."""
+            offset): the records handled there are in the state already. Answers the group's
+            committed offsets (what Faust believes committed)."""
             offsets = dict(await super().seek_to_committed())
             state = self._journal
             if state is None:
@@ -175,7 +176,10 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
                 position = state.position(tp)
                 if position is not None and position != offsets.get(tp):
                     await self.seek(tp, position)
-                    offsets[tp] = position
+                    # answered as still committed where the group had it, so the position is
+                    # committed even if nothing more is read there (Faust commits only the
+                    # partitions in its acknowledgement lists)
+                    self._acked[tp]
             return offsets
 
     return Consumer

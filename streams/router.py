@@ -93,7 +93,8 @@ class Router:
                                  settings.tuning.broker_profile == "tansu",
                                  store_options(settings), reader=lambda: consumer(
                                      bootstrap, f"{app.conf.id}-journal-reader",
-                                     **{"fetch.wait.max.ms": 5}))
+                                     **{"fetch.wait.max.ms": 5}),
+                                 chunk_bytes=settings.tuning.journal_chunk_bytes)
         self.state.attach()
         self.budget = ProbeBudget.from_config(self.config.probe)
         self.priors = PriorBook()

@@ -101,6 +101,9 @@ class Tuning(BaseSettings):
     campaign_fallback_ratio: float = Field(
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )
+    journal_chunk_bytes: int = Field(
+        512 * 1024, ge=1024, description="largest state-journal record; a larger batch is "
+        "split into chunks that recovery applies only together")
     channel_order: str = Field(DEFAULT_CHANNEL_ORDER, description="tie-break order of channels")
     strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
         "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "

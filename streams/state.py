@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,18 @@ JOURNAL = "journal"
 META = b"\xff"
 #: Seconds the read-back of a batch may take before the flush fails (and is tried again).
 READ_BACK_TIMEOUT = 15.0
+#: Fault injection for the crash tests: "journal:N" ends the process right after the N-th
+#: flush's journal records are acknowledged (before the store and the outputs); "chunk:N" after
+#: the first chunk of the N-th batch written in several chunks.
+CRASH_AT = os.environ.get("PUSHCASCADE_CRASH_AT", "")
+
+
+def _crash_point(kind: str, count: int) -> None:
+    """End the process here if the crash tests asked for it (see CRASH_AT)."""
+    if f"{kind}:{count}" == CRASH_AT:
+        log.critical("crash point %s reached: exiting", CRASH_AT)
+        logging.shutdown()
+        os._exit(86)
 
 
 def changelog_bytes(value: dict[str, Any]) -> bytes:
@@ -137,7 +150,8 @@ class StateTables:
 
     def __init__(self, app: faust.App, names: tuple[str, ...], partitions: int, outbox: Outbox,
                  embedded: bool, options: dict[str, Any] | None = None,
-                 reader: Callable[[], Any] | None = None) -> None:
+                 reader: Callable[[], Any] | None = None,
+                 chunk_bytes: int = journal.CHUNK_BYTES) -> None:
         self.app, self.outbox, self.names = app, outbox, names
         self.prefix = {name: bytes([i]) for i, name in enumerate(names)}
         self.table = JournalTable(app, name=JOURNAL, beacon=app.tables.beacon,
@@ -170,6 +184,8 @@ class StateTables:
         self.sent_through: dict[int, int] = {}
         self.unsent: list[Output] = []
         self.largest = 0
+        self.chunk_bytes = chunk_bytes
+        self.flushes = self.chunked = 0
         self._reader_factory = reader
         self._reader: Any = None
         self._lock = asyncio.Lock()
@@ -304,6 +320,8 @@ class StateTables:
                 if not batches:
                     return
                 offsets = await loop.run_in_executor(None, self._write, batches)
+                self.flushes += 1
+                _crash_point("journal", self.flushes)
                 fenced = await loop.run_in_executor(None, self._read_back, offsets)
             except BaseException:
                 for p, pending in self.flushing.items():  # keep them for the next attempt
@@ -365,12 +383,18 @@ class StateTables:
             offsets[p] = (min(first, o), max(last, o))
 
         for p, batch in batches.items():
-            for record in journal.encode(batch):
+            records = journal.encode(batch, self.chunk_bytes)
+            for i, record in enumerate(records):
                 if len(record) > self.largest:
                     self.largest = len(record)
                     LARGEST.labels(JOURNAL).set(len(record))
                 self.outbox.produce(topic, b"%d" % p, record, partition=p,
                                     on_delivery=delivered)
+                if i == 0 and len(records) > 1:
+                    self.chunked += 1
+                    if f"chunk:{self.chunked}" == CRASH_AT:
+                        self._wait(failures)
+                        _crash_point("chunk", self.chunked)
         self._wait(failures)
         return offsets
 
