@@ -159,7 +159,8 @@ def campaign(accounts: int, devices: int, receipt_deadline: float, json_out: Pat
             ("fallback sends/s", f"{result['fallback_sends_per_s'] or 0:,.0f}"),
             ("last fallback after the decision",
              f"{result['last_fallback_after_decision_ms'] or 0:,} ms")]
-    rows += [(f"largest {name} changelog record", f"{size:,} bytes")
+    rows += [(f"largest {name}" if " " in name else f"largest {name} state value",
+              f"{size:,} bytes")
              for name, size in result["largest_changelog_record_bytes"].items()]
     finish(result, json_out, "pushcascade bench campaign", rows)
 

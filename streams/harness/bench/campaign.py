@@ -35,8 +35,9 @@ from streams.harness.bench.common import (
     quiet,
 )
 from streams.harness.processes import start_worker
-from streams.harness.taps import Tap, wait_idle
+from streams.harness.taps import Tap, changelog_tap, journal_topic, wait_idle
 from streams.settings import Settings
+from streams.state import changelog_bytes
 
 CAMPAIGN = "spring-sale"
 
@@ -60,14 +61,17 @@ def campaign_requests(codec: Codec, accounts: int) -> list[Record]:
 
 
 def largest_changelog_records(settings: Settings, timeout: float = 300.0) -> dict[str, int]:
-    """The size in bytes of the largest record of each table's changelog."""
-    prefix = settings.tuning.topic_prefix
+    """The size in bytes of the largest state value of each table, and of the largest record
+    of the state journal that carried them."""
     sizes: dict[str, int] = {}
     for table in ROUTER_TABLES:
-        with Tap(settings, table, decode=lambda value: len(value or b""),
-                 full=f"{prefix}pushcascade-{table}-changelog") as tap:
+        with changelog_tap(settings, table, timeout) as tap:
             tap.drain(timeout)
-            sizes[table] = max(tap.records, default=0)
+            sizes[table] = max((len(changelog_bytes(v)) for v in tap.records if v), default=0)
+    with Tap(settings, "journal", decode=lambda value: len(value or b""),
+             full=journal_topic(settings)) as tap:
+        tap.drain(timeout)
+        sizes["journal record"] = max(tap.records, default=0)
     return sizes
 
 
