@@ -262,9 +262,10 @@ class Dispatcher:
 
     def _take(self, msg: Message) -> tuple[dict[str, Any], str, int, int] | None:
         """Track a record; the send, its provider, partition and epoch when it is new."""
-        if msg.error() is not None:
-            if msg.error().fatal():  # e.g. another dispatcher joined with our group.instance.id
-                raise RuntimeError(f"dispatch consumer failed: {msg.error().str()}")
+        error = msg.error()
+        if error is not None:
+            if error.fatal():  # e.g. another dispatcher joined with our group.instance.id
+                raise RuntimeError(f"dispatch consumer failed: {error.str()}")
             return None
         p, o = msg.partition() or 0, msg.offset() or 0
         with self._lock:
