@@ -141,6 +141,9 @@ def test_a_worker_frozen_past_its_session_is_fenced_and_reverts_nothing(settings
         rounds.append(push_round(producer, 3))  # handled by b once it holds every partition
         sends.wait_for(lambda rs: {r["message_id"] for r in rs} >= set(rounds[-1]),
                        timeout=120, workers=[b_worker])
+        for m in rounds[-1]:  # read too: any escalation would be a stale worker's
+            producer.send("push.acks", read_ack(m, m.rsplit("-", 1)[0], "WECHAT"))
+        producer.flush()
         time.sleep(max(0.0, deadline + 3 - (time.monotonic() - frozen_at)))
         a_worker.popen.send_signal(signal.SIGCONT)  # wakes with deadlines due in its memory
         time.sleep(8)  # its timer fires; its batch lands after b's claim and is discarded
