@@ -8,9 +8,9 @@ from functools import cached_property
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The development signing key: fine for the embedded stack, refused nowhere, logged nowhere;
-#: set PUSHCASCADE_ACK_KEYS in production.
-DEV_KEYS = '{"dev": "pushcascade-development-ack-key-change-me-0001"}'
+#: Secrets that were once published (the old built-in development key, the placeholder of the
+#: example Secret): a key containing one of them is refused, whoever set it.
+PUBLISHED = ("pushcascade-development-ack-key", "change-me")
 
 
 class ConnectorSettings(BaseSettings):
@@ -22,8 +22,8 @@ class ConnectorSettings(BaseSettings):
                              description="public base URL of the ack gateway (read links)")
     gateway_host: str = Field("127.0.0.1", description="ack gateway listen address")
     gateway_port: int = Field(8791, ge=0, description="ack gateway listen port")
-    ack_keys: SecretStr = Field(SecretStr(DEV_KEYS),
-                                description='signing keys as JSON {"key id": "secret", ...}')
+    ack_keys: SecretStr = Field(SecretStr(""), description='signing keys as JSON {"key id": '
+                                '"secret", ...}; no default: the embedded stack makes one per run')
     ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")
     ack_token_ttl: float = Field(7 * 86400.0, gt=0, description="lifetime of a read/receipt "
                                  "token, seconds")
@@ -64,6 +64,8 @@ class ConnectorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_parse(self) -> ConnectorSettings:
+        if not self.ack_keys.get_secret_value():
+            return self  # checked by `keys`, where a command signs or verifies
         keys = self.keys
         if self.ack_key_id and self.ack_key_id not in keys:
             raise ValueError(f"PUSHCASCADE_ACK_KEY_ID={self.ack_key_id!r} is not among the "
@@ -73,6 +75,9 @@ class ConnectorSettings(BaseSettings):
     @cached_property
     def keys(self) -> dict[str, str]:
         """The signing keys by id (the secrets themselves: never log this)."""
+        if not self.ack_keys.get_secret_value():
+            raise ValueError('PUSHCASCADE_ACK_KEYS is not set: give it {"key id": "secret of 32+ '
+                             'characters"} (e.g. from `openssl rand -base64 33`)')
         try:
             keys = json.loads(self.ack_keys.get_secret_value())
         except json.JSONDecodeError as exc:
@@ -81,6 +86,10 @@ class ConnectorSettings(BaseSettings):
                 isinstance(k, str) and isinstance(v, str) and len(v) >= 32
                 for k, v in keys.items()):
             raise ValueError('PUSHCASCADE_ACK_KEYS must be {"key id": "secret of 32+ characters"}')
+        published = [k for k, v in keys.items() if any(p in v.lower() for p in PUBLISHED)]
+        if published:
+            raise ValueError(f"PUSHCASCADE_ACK_KEYS: key {published[0]!r} is a published "
+                             "placeholder or development key; generate a secret of your own")
         return keys
 
     @property

@@ -165,6 +165,24 @@ class ProviderConfig(BaseSettings):
         """The configuration read from the environment."""
         return cls(**{})
 
+    def credentials_problem(self, name: str) -> str | None:
+        """Why provider `name` may not be called (a real vendor's base URL with a development
+        credential, a bundled key or none), or None: only the simulator takes the dev ones."""
+        vendor = self.vendors[name]
+        if not getattr(vendor, "base_url", ""):
+            return None  # the simulator
+        prefix = f"PUSHCASCADE_PROVIDER_{name.upper()}_"
+        fields = {f: (getattr(vendor, f), i.default) for f, i in type(vendor).model_fields.items()}
+        for field, (value, default) in fields.items():
+            if isinstance(value, SecretStr) and (not value.get_secret_value() or value == default):
+                return (f"{prefix}BASE_URL points at the vendor but {prefix}{field.upper()} "
+                        "is not set (development credentials go to the simulator only)")
+        for field, (value, default) in fields.items():
+            if isinstance(default, str) and "dev" in default.lower() and value == default:
+                return (f"{prefix}BASE_URL points at the vendor but {prefix}{field.upper()} is "
+                        f"still the development value {default!r}")
+        return None
+
     def base_url(self, name: str) -> str:
         """The provider's base URL: its own setting, else the simulator's path for it."""
         own = str(getattr(self.vendors[name], "base_url", "") or "")

@@ -12,16 +12,27 @@ from streams.cli import cli
 from streams.settings import get_settings
 
 
-def _config():  # type: ignore[no-untyped-def]
-    """Connector and provider settings, configuration errors as one clear line."""
+def _config(credentials: bool = False):  # type: ignore[no-untyped-def]
+    """Connector and provider settings with the signing keys (and, for the dispatcher, every
+    provider's credentials) checked; a configuration error as one line naming the setting."""
+    from pydantic import ValidationError
+
     from connectors.adapters.config import ProviderConfig
     from connectors.adapters.registry import Registry
     from connectors.settings import ConnectorSettings
 
     try:
-        return ConnectorSettings.from_env(), Registry(ProviderConfig.from_env())
+        config, registry = ConnectorSettings.from_env(), Registry(ProviderConfig.from_env())
+        config.signing_key_id  # noqa: B018  (no built-in key: refuse to start without one)
+        if credentials:
+            registry.check_credentials()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.ClickException("invalid configuration: "
+                                   + first["msg"].removeprefix("Value error, ")) from None
     except ValueError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
+    return config, registry
 
 
 @cli.command()
@@ -32,7 +43,7 @@ def dispatch() -> None:
     from streams.metrics import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config, registry = _config()
+    config, registry = _config(credentials=True)
     check_kafka(get_settings().connections.kafka_bootstrap_servers)
     dispatcher = Dispatcher(get_settings(), config, registry)
     serve(config.dispatch_metrics_port, ready=dispatcher.ready)

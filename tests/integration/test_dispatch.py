@@ -203,6 +203,11 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
         AckToken.for_send("READ", the_send))
     answer = httpx.get(f"{gateway}/r/{forged}", timeout=15)
     assert answer.status_code == 403 and answer.json()["error"] == "bad_token"
+    for kid in ("dev", config.signing_key_id):  # the once built-in development key
+        dev = Signer({kid: "pushcascade-development-ack-key-change-me-0001"}, kid, 60)
+        answer = httpx.get(f"{gateway}/r/{dev.sign(AckToken.for_send('READ', the_send))}",
+                           follow_redirects=False, timeout=15)
+        assert answer.status_code == 403 and answer.json()["error"] == "bad_token"
     receipt = signer.sign(AckToken.for_send("RECEIPT", the_send))
     assert httpx.post(f"{gateway}/read/{receipt}", timeout=15).status_code == 403
     assert httpx.post(f"{gateway}/callbacks/nokia", content=b"{}", timeout=15).status_code == 404

@@ -35,6 +35,11 @@ def manifests() -> list[dict[str, Any]]:
             for doc in yaml.safe_load_all(f.read_text()) if doc]
 
 
+def example_secrets() -> list[dict[str, Any]]:
+    """The example Secrets (deploy/secrets.example.yaml), kept out of the applied folder."""
+    return [d for d in yaml.safe_load_all((DEPLOY / "secrets.example.yaml").read_text()) if d]
+
+
 def known_variable(name: str) -> bool:
     """Whether an environment variable is a pushcascade setting."""
     if name.upper() in {f.upper() for f in Connections.model_fields}:
@@ -86,7 +91,7 @@ def test_each_manifest_follows_the_kubernetes_schema(doc):
 def test_the_manifests_fit_together():
     docs = manifests()
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    secret = {k: v for d in example_secrets() for k, v in d["stringData"].items()}
     assert all(known_variable(v) for v in [*config, *secret])
     partitions = int(config["PUSHCASCADE_PARTITIONS"])
     workloads = {d["metadata"]["name"]: d for d in docs
@@ -115,6 +120,15 @@ def test_the_manifests_fit_together():
             assert ref["name"] == "pushcascade" and ref["key"] in secret
     claims = workloads["pushcascade-workers"]["spec"]["volumeClaimTemplates"]
     assert claims and config["PUSHCASCADE_STORE"] == "rocksdb://"
+
+
+def test_no_secret_value_is_in_the_folder_that_is_applied():
+    """`kubectl apply -f deploy/k8s/` must never overwrite the real Secrets with placeholders."""
+    for doc in manifests():
+        assert doc["kind"] != "Secret", doc["metadata"]["name"]
+        assert "CHANGE-ME" not in yaml.safe_dump(doc), doc["metadata"]["name"]
+    for doc in example_secrets():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 def test_a_broken_manifest_is_refused():
