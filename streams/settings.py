@@ -33,6 +33,10 @@ class Connections(BaseSettings):
         "chdb://./var/chdb",
         description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db",
     )
+    clickhouse_analyst_dsn: str = Field(
+        "", description="what `pushcascade sql` and `report` use on a ClickHouse server: a user "
+        "with the read-only profile of deploy/clickhouse/analyst.sql; empty = CLICKHOUSE_DSN "
+        "(every analyst query runs with readonly=1 either way)")
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
     )
@@ -58,6 +62,11 @@ class Connections(BaseSettings):
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                              "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return self
+
+    @property
+    def analyst_dsn(self) -> str:
+        """The DSN analysts query with: CLICKHOUSE_ANALYST_DSN on a server, else CLICKHOUSE_DSN."""
+        return self.clickhouse_analyst_dsn or self.clickhouse_dsn
 
     def kafka_security(self) -> dict[str, str]:
         """The librdkafka settings of the configured protocol (empty for PLAINTEXT)."""

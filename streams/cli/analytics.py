@@ -103,7 +103,7 @@ def sink() -> None:
     from connectors.clickhouse.migrate import Migrator
     from connectors.clickhouse.priors import TOPIC, refresh
     from connectors.clickhouse.sink import Sink
-    from connectors.clickhouse.warehouse import Direct, announced, is_server, sql_app
+    from connectors.clickhouse.warehouse import Direct, announced, sql_app, sql_token
     from connectors.serving import ServerThread
     from streams.kafka import check_kafka
     from streams.metrics import serve
@@ -125,7 +125,7 @@ def sink() -> None:
 
     ch = open_store()
     the_sink = Sink(settings, config, ch)
-    warehouse = Direct(ch, dsn, is_server(dsn))
+    warehouse = Direct(ch, shown(dsn))
     serve(config.sink_metrics_port, ready=the_sink.ready)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -145,8 +145,9 @@ def sink() -> None:
     if chdb_dir(dsn) is None:
         the_sink.run(stop, tick)
         return
-    with ServerThread(sql_app(warehouse), config.sql_host, config.sql_port, "sql") as server, \
-            announced(dsn, server.url):
+    token = sql_token()
+    with ServerThread(sql_app(warehouse, token), config.sql_host, config.sql_port, "sql") as \
+            server, announced(dsn, server.url, token):
         click.echo(f"read-only SQL: pushcascade sql \"SELECT ...\" (served on {server.url})",
                    err=True)
         the_sink.run(stop, tick)
@@ -162,7 +163,7 @@ def sql(query: str, fmt: str) -> None:
     from connectors.clickhouse.warehouse import FORMATS, QueryError, open_warehouse
 
     try:
-        click.echo(open_warehouse(get_settings().connections.clickhouse_dsn)
+        click.echo(open_warehouse(get_settings().connections.analyst_dsn)
                    .text(query, FORMATS[fmt]), nl=False)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
@@ -210,7 +211,7 @@ def report(out: Path, png: Path | None) -> None:
     from connectors.clickhouse.warehouse import QueryError, open_warehouse
 
     try:
-        warehouse = open_warehouse(get_settings().connections.clickhouse_dsn)
+        warehouse = open_warehouse(get_settings().connections.analyst_dsn)
         data = collect(warehouse)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None

@@ -79,3 +79,103 @@ def test_the_dispatcher_checks_every_providers_credentials_at_start(
     result = CliRunner().invoke(commands(), ["dispatch"])
     assert result.exit_code == 1
     assert "PUSHCASCADE_PROVIDER_EMAIL_API_KEY" in result.output
+
+
+# -- 2. analyst SQL that cannot write -----------------------------------------------------------
+
+#: Each reads or changes what an analyst must not: a write behind a comment, table functions that
+#: read the process environment (the signing keys), the network or a shell, a file written,
+#: a setting lifted.
+ATTACKS = [
+    "SELECT 'x --';\nDROP TABLE pushcascade.sends",
+    "SELECT 1 /* ; */; DROP TABLE pushcascade.sends",
+    "DROP TABLE pushcascade.sends",
+    "INSERT INTO pushcascade.sends SELECT * FROM pushcascade.sends",
+    "SELECT * FROM file('/proc/self/environ', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+    "SELECT * FROM executable('id', 'TSV', 'x String')",
+    "SELECT * FROM remote('127.0.0.1', system.one)",
+    "WITH (SELECT 1) AS x SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT 1 INTO OUTFILE '{outfile}'",
+    "SELECT 1 SETTINGS readonly = 0",
+    "CREATE TEMPORARY TABLE t (x UInt8)",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A chDB store with the delivery tables, its (writable) client as the sink holds it."""
+    from connectors.clickhouse.client import client
+    from connectors.clickhouse.migrate import Migrator
+
+    dsn = f"chdb://{tmp_path_factory.mktemp('store')}"
+    Migrator(dsn).up()
+    ch = client(dsn, "pushcascade")
+    yield ch
+    ch.close()  # chDB: one path per process, free for the next test
+
+
+class ServerPath:
+    """Direct as it runs against a server: READ_ONLY sent with each query on a client that is
+    not read-only itself (here a session of its own on the same engine, 26.9 like the server)."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        import clickhouse_connect
+
+        from connectors.clickhouse.warehouse import READ_ONLY, reading
+
+        self.session = clickhouse_connect.get_client(interface="chdb", path=store.path,
+                                                     database="pushcascade")
+        self.reading, self.settings = reading, READ_ONLY
+
+    def text(self, sql: str, fmt: str) -> str:
+        """What Direct.text does with a server's client."""
+        from connectors.clickhouse.warehouse import QueryError
+
+        statement = self.reading(self.session, sql)
+        try:
+            return bytes(self.session.raw_query(statement, fmt=fmt,
+                                                settings=self.settings)).decode()
+        except Exception as exc:
+            raise QueryError(str(exc)) from None
+
+
+@pytest.mark.parametrize("path", ["chdb", "server"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_analyst_sql_refuses_disguised_writes_and_table_functions(
+        store, tmp_path: Path, attack: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    from connectors.clickhouse.warehouse import Direct, QueryError
+
+    outfile = tmp_path / "written.txt"
+    analyst = Direct(store, "chdb") if path == "chdb" else ServerPath(store)
+    with pytest.raises(QueryError):
+        analyst.text(attack.format(outfile=outfile), "TSV")
+    assert not outfile.exists()
+    assert "sends" in analyst.text("SHOW TABLES", "TSV")
+    assert analyst.text("SELECT count() FROM sends", "TSV") == "0\n"
+    store.command("INSERT INTO pushcascade.dead_letters (source_topic) VALUES ('t')")  # writable
+    if path == "server":
+        analyst.session.close()
+
+
+def test_the_analyst_profile_for_a_server_is_readonly_1_and_parses_on_clickhouse(
+        store) -> None:  # type: ignore[no-untyped-def]
+    """deploy/clickhouse/analyst.sql, each statement through ClickHouse's own parser (26.9, the
+    server's engine); its profile holds what Direct sends (readonly=2 would allow file())."""
+    import clickhouse_connect
+
+    from connectors.clickhouse.warehouse import READ_ONLY
+
+    text = (ROOT / "deploy" / "clickhouse" / "analyst.sql").read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+    statements = [s.strip() for s in body.split(";") if s.strip()]
+    ch = clickhouse_connect.get_client(interface="chdb", path=store.path, settings=READ_ONLY)
+    parsed = [ch.query("SELECT formatQuerySingleLine({q:String})", parameters={"q": s})
+              .result_rows[0][0] for s in statements]
+    profile = next(p for p in parsed if p.startswith("CREATE SETTINGS PROFILE"))
+    assert READ_ONLY == {"readonly": 1}
+    assert "readonly = 1," in profile and "allow_ddl = 0" in profile
+    assert "GRANT SELECT ON pushcascade.* TO pushcascade_reader" in parsed
+    assert not any(p.startswith("GRANT") and ("ALL" in p or "INSERT" in p) for p in parsed)
+    assert any("HOST NONE" in p for p in parsed)  # no login before the operator sets one
+    ch.close()
