@@ -36,6 +36,11 @@ SEEN_READS = 100_000
 #: How long a request waits for the broker before the gateway answers 503.
 BROKER_WAIT = 10.0
 
+#: The link page: nothing loaded from elsewhere, not framed, not indexed, no referrer.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store"}
+
 SCHEMAS = SchemaGenerator({"openapi": "3.0.0",
                            "info": {"title": "pushcascade ack gateway", "version": "1"}})
 
@@ -177,25 +182,52 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         failed = await written(acks)
         return failed or JSONResponse({"recorded": len(acks), "refused": refused})
 
-    async def read(request: Request) -> Response:
-        """A read action (tracked link GET, button or reply POST): one READ ack.
+    def read_token(request: Request) -> Any:
+        text = request.path_params["token"]
+        if len(text) > MAX_LENGTH:
+            return refuse(414, "too_large", f"token over {MAX_LENGTH} characters")
+        try:
+            return signer.verify(text, "READ")
+        except TokenError as exc:
+            return refuse(403, "bad_token", str(exc))
+
+    async def link(request: Request) -> Response:
+        """A tracked link opened (GET or HEAD): a page whose button records the read; nothing
+        is recorded here, so mail scanners and link previews that fetch it read nothing.
         ---
-        summary: A read action (tracked link GET, button or reply POST), recorded as one READ
+        summary: The tracked link's page (records nothing; its button POSTs the read)
         responses:
-          200: {description: recorded (POST; or GET without a link)}
-          302: {description: recorded; redirect to the message's link}
+          200: {description: the page}
+          403: {description: forged, expired or not a read token}
+          414: {description: token too long}
+        """
+        token = read_token(request)
+        if isinstance(token, Response):
+            return token
+        action = html.escape(request.url.path, quote=True)
+        page = (f"<!doctype html><html><head><meta charset=utf-8><meta name=viewport "
+                f"content='width=device-width'><meta name=robots content=noindex>"
+                f"<title>Open message</title></head><body><form method=post action='{action}'>"
+                f"<p>{html.escape(token.channel)} message</p>"
+                f"<button type=submit>Open</button></form></body></html>")
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    async def read(request: Request) -> Response:
+        """A person's read action (the link page's button, the app's button or reply): one READ.
+        ---
+        summary: A read action (the link page's button, the app's button or reply), one READ
+        responses:
+          200: {description: recorded (the app's POST /read)}
+          303: {description: recorded; on to the message's link (the link page's button)}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
           422: {description: the ack breaks a cap (the field and the limit named)}
           503: {description: the broker did not acknowledge; try again}
         """
+        token = read_token(request)
+        if isinstance(token, Response):
+            return token
         text = request.path_params["token"]
-        if len(text) > MAX_LENGTH:
-            return refuse(414, "too_large", f"token over {MAX_LENGTH} characters")
-        try:
-            token = signer.verify(text, "READ")
-        except TokenError as exc:
-            return refuse(403, "bad_token", str(exc))
         now = time.time()
         ack = token.ack(now)
         reason = over_cap(ack, now)
@@ -210,10 +242,11 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             if failed:
                 seen.pop(text, None)
                 return failed
-        if request.method == "GET" and token.link:
-            return RedirectResponse(token.link, status_code=302)
-        if request.method == "GET":
-            return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>")
+        if request.url.path.startswith("/r/") and token.link:
+            return RedirectResponse(token.link, status_code=303)
+        if request.url.path.startswith("/r/"):
+            return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>",
+                                headers=PAGE_HEADERS)
         return JSONResponse({"recorded": not repeat})
 
     async def healthz(_: Request) -> Response:
@@ -251,7 +284,8 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
 
     routes = [
         Route("/callbacks/{provider}", callback, methods=["POST"]),
-        Route("/r/{token}", read, methods=["GET"]),
+        Route("/r/{token}", link, methods=["GET"]),  # and HEAD
+        Route("/r/{token}", read, methods=["POST"]),
         Route("/read/{token}", read, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -191,8 +191,8 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
     the_send = send("acct-r", "m1", "APP", "acct-r-d0", "HUAWEI")
     token = signer.sign(AckToken.for_send("READ", the_send))
     for _ in range(2):
-        answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
-        assert answer.status_code == 302
+        answer = httpx.post(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+        assert answer.status_code == 303
         assert answer.headers["location"] == "https://air.example/b"
     acks = Tap(settings, "push.acks")
     acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
@@ -219,6 +219,28 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
     assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
     acks.poll(1.0)
     assert len(acks.records) == 1
+
+
+def test_link_scanners_and_previews_record_no_read(settings, gateway):
+    """HEAD and GET on a tracked link (what mail scanners and SMS previews do) record nothing;
+    the page's button, a POST, records the one READ."""
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    the_send = send("acct-s", "m1", "EMAIL")
+    token = signer.sign(AckToken.for_send("READ", the_send))
+    url = f"{gateway}/r/{token}"
+    for _ in range(3):
+        assert httpx.head(url, timeout=15).status_code == 200
+        page = httpx.get(url, follow_redirects=True, timeout=15)
+        assert page.status_code == 200 and "method=post" in page.text
+        assert "https://air.example/b" not in page.text  # a scanner learns no destination
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+    acks = Tap(settings, "push.acks")
+    acks.poll(3.0)
+    assert acks.records == []
+    assert httpx.post(url, follow_redirects=False, timeout=15).status_code == 303
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    assert [(a["kind"], a["send_id"]) for a in acks.records] == [("READ", the_send["send_id"])]
 
 
 def test_the_closed_loop_through_http_learns_the_read_channel_and_escalates(
@@ -389,8 +411,8 @@ def test_the_gateway_records_a_send_at_every_cap_and_refuses_oversized_input_wit
                "link": "https://air.example/" + "l" * (v.LINK_BYTES - 20)}
     assert len(at_caps["link"]) == v.LINK_BYTES
     token = signer.sign(AckToken.for_send("READ", at_caps))
-    answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
-    assert answer.status_code == 302 and answer.headers["location"] == at_caps["link"]
+    answer = httpx.post(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+    assert answer.status_code == 303 and answer.headers["location"] == at_caps["link"]
     over = send("acct-o", "m" * (v.ID_BYTES + 1), "APP", "acct-o-d0", "HUAWEI")
     answer = httpx.post(f"{gateway}/read/{signer.sign(AckToken.for_send('READ', over))}",
                         timeout=15)
