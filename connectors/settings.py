@@ -22,6 +22,17 @@ class ConnectorSettings(BaseSettings):
                              description="public base URL of the ack gateway (read links)")
     gateway_host: str = Field("127.0.0.1", description="ack gateway listen address")
     gateway_port: int = Field(8791, ge=0, description="ack gateway listen port")
+    gateway_admin_host: str = Field("127.0.0.1", description="listen address of the gateway's "
+                                    "private port (/metrics, /openapi.json)")
+    gateway_admin_port: int = Field(0, ge=0, description="the gateway's private port (0: none)")
+    gateway_client_rate: float = Field(100.0, gt=0, description="requests per second one client "
+                                       "address may make to the gateway (429 beyond)")
+    gateway_token_rate: float = Field(10.0, gt=0, description="requests per minute on one read "
+                                      "token (429 beyond)")
+    gateway_read_timeout: float = Field(10.0, gt=0, description="seconds a client may take to "
+                                        "send a request before the gateway closes it")
+    gateway_keep_alive: float = Field(5.0, gt=0, description="seconds an idle keep-alive "
+                                      "connection stays open")
     ack_keys: SecretStr = Field(SecretStr(""), description='signing keys as JSON {"key id": '
                                 '"secret", ...}; no default: the embedded stack makes one per run')
     ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -164,11 +166,12 @@ def test_a_provider_down_for_30_s_holds_its_sends_and_the_others_keep_flowing(
 
 
 @pytest.fixture
-def gateway(settings, simulator, tmp_path) -> Iterator[str]:
-    """`pushcascade acks-gateway` on a free port; yields its base URL."""
-    port = free_port()
+def gateway_urls(settings, simulator, tmp_path) -> Iterator[tuple[str, str]]:
+    """`pushcascade acks-gateway` on free ports; yields its public and private base URLs."""
+    port, admin = free_port(), free_port()
     proc = start_python("streams.cli", "acks-gateway",
-                        env=env_for(settings, simulator, gateway_port=port),
+                        env=env_for(settings, simulator, gateway_port=port,
+                                    gateway_admin_port=admin, gateway_read_timeout=2),
                         workdir=tmp_path, name="gateway")
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 60
@@ -181,8 +184,14 @@ def gateway(settings, simulator, tmp_path) -> Iterator[str]:
         proc.check()
         assert time.monotonic() < end, "the gateway did not become ready"
         time.sleep(0.2)
-    yield url
+    yield url, f"http://127.0.0.1:{admin}"
     proc.stop()
+
+
+@pytest.fixture
+def gateway(gateway_urls) -> str:
+    """The gateway's public base URL."""
+    return gateway_urls[0]
 
 
 def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(settings, gateway):
@@ -215,8 +224,6 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
                       timeout=15).status_code == 400
     assert httpx.post(f"{gateway}/callbacks/huawei", content=b"x" * 70000,
                       timeout=15).status_code == 413
-    paths = httpx.get(f"{gateway}/openapi.json", timeout=15).json()["paths"]
-    assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
     acks.poll(1.0)
     assert len(acks.records) == 1
 
@@ -241,6 +248,53 @@ def test_link_scanners_and_previews_record_no_read(settings, gateway):
     assert httpx.post(url, follow_redirects=False, timeout=15).status_code == 303
     acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
     assert [(a["kind"], a["send_id"]) for a in acks.records] == [("READ", the_send["send_id"])]
+
+
+def test_the_public_port_serves_no_metrics_openapi_or_broker_details(gateway_urls):
+    public, private = gateway_urls
+    for path in ("/metrics", "/openapi.json"):
+        assert httpx.get(f"{public}{path}", timeout=15).status_code == 404, path
+    assert httpx.get(f"{public}/readyz", timeout=15).json() == {"status": "ready"}
+    assert "pushcascade_gateway_refused_total" in httpx.get(f"{private}/metrics", timeout=15).text
+    paths = httpx.get(f"{private}/openapi.json", timeout=15).json()["paths"]
+    assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
+
+
+def test_a_receipt_repeated_replayed_or_posted_on_another_provider_is_recorded_once(
+        settings, gateway):
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    the_send = send("acct-p", "m1", "APP", "acct-p-d0", "HUAWEI")
+    token = signer.sign(AckToken.for_send("RECEIPT", the_send))
+    body = json.dumps({"statuses": [{"biTag": token, "status": 0}] * 28}).encode()
+    first = httpx.post(f"{gateway}/callbacks/huawei", content=body, timeout=15)
+    assert first.status_code == 200 and first.json()["recorded"] == 1
+    again = httpx.post(f"{gateway}/callbacks/huawei", content=body, timeout=15)
+    assert again.status_code == 200 and again.json()["recorded"] == 0
+    fcm = json.dumps({"receipts": [{"receipt_token": token}]}).encode()
+    elsewhere = httpx.post(f"{gateway}/callbacks/fcm", content=fcm, timeout=15)
+    assert elsewhere.status_code == 403  # a HUAWEI receipt is not FCM's to report
+    acks = Tap(settings, "push.acks")
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    acks.poll(2.0)
+    assert [(a["kind"], a["send_id"]) for a in acks.records] == [
+        ("RECEIPT", the_send["send_id"])]
+
+
+def test_a_slow_client_is_cut_off_and_a_token_opened_too_often_is_refused(gateway):
+    """Read timeout (here 2 s): a request that never finishes does not hold its connection."""
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        while slow.recv(4096):
+            pass
+        assert time.monotonic() - started < 10
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    url = f"{gateway}/r/{signer.sign(AckToken.for_send('READ', send('acct-t', 'm1', 'SMS')))}"
+    codes = [httpx.get(url, timeout=15).status_code for _ in range(12)]
+    assert codes[:10] == [200] * 10 and codes[10:] == [429, 429]
 
 
 def test_the_closed_loop_through_http_learns_the_read_channel_and_escalates(
@@ -348,7 +402,7 @@ def test_the_gateway_answers_503_while_the_broker_is_unreachable(settings, simul
                 proc.check()
                 assert time.monotonic() < end
                 time.sleep(0.2)
-        assert ready.status_code == 503
+        assert ready.status_code == 503 and ready.json() == {"status": "not ready"}
         config = ConnectorSettings()
         token = Signer(config.keys, config.signing_key_id, 60).sign(
             AckToken.for_send("READ", send("acct-x", "m1", "SMS")))

@@ -179,3 +179,79 @@ def test_the_analyst_profile_for_a_server_is_readonly_1_and_parses_on_clickhouse
     assert not any(p.startswith("GRANT") and ("ALL" in p or "INSERT" in p) for p in parsed)
     assert any("HOST NONE" in p for p in parsed)  # no login before the operator sets one
     ch.close()
+
+
+# -- 4. gateway hardening -----------------------------------------------------------------------
+
+
+#: TestClient runs each request on a loop of its own; hypercorn serves the app on one.
+pytestmark = pytest.mark.filterwarnings("ignore:This AsyncLimiter instance is being re-used")
+
+
+def gateway_client(**options: object):  # type: ignore[no-untyped-def]
+    """The gateway's ASGI app in Starlette's TestClient (no lifespan: nothing is produced)."""
+    from starlette.testclient import TestClient
+
+    from connectors.gateway import create_app
+    from streams.settings import Settings
+
+    config = ConnectorSettings(**options)  # type: ignore[arg-type]
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"), config,
+                     Registry(ProviderConfig()))
+    return TestClient(app, client=("203.0.113.7", 5000))
+
+
+def test_a_client_over_its_rate_gets_429() -> None:
+    client = gateway_client(gateway_client_rate=5)
+    codes = [client.get("/healthz").status_code for _ in range(8)]
+    assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}
+
+
+def test_wechat_callbacks_must_carry_the_official_accounts_signature(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from connectors.adapters.signatures import wechat_signature
+
+    monkeypatch.setenv("PUSHCASCADE_PROVIDER_WECHAT_CALLBACK_TOKEN", "wechat-server-token")
+    client = gateway_client()
+    event = (b"<xml><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event>"
+             b"<MsgID>1</MsgID><Status>success</Status></xml>")
+    assert client.post("/callbacks/wechat", content=event).status_code == 401
+    now = str(int(time.time()))
+    forged = {"timestamp": now, "nonce": "n1", "signature": "0" * 40}
+    assert client.post("/callbacks/wechat", params=forged, content=event).status_code == 401
+    stale = str(int(time.time()) - 3600)
+    old = {"timestamp": stale, "nonce": "n1",
+           "signature": wechat_signature("wechat-server-token", stale, "n1")}
+    assert client.post("/callbacks/wechat", params=old, content=event).status_code == 401
+    signed = {"timestamp": now, "nonce": "n1",
+              "signature": wechat_signature("wechat-server-token", now, "n1")}
+    answer = client.post("/callbacks/wechat", params=signed, content=event)
+    assert answer.status_code == 200 and answer.json()["recorded"] == 0  # no receipt token
+
+
+def test_sendgrid_event_webhook_signatures_are_verified() -> None:
+    import base64
+    import time
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from connectors.adapters.signatures import SignatureError, verify_sendgrid
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = base64.b64encode(key.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
+    body, now = b'[{"event": "delivered", "receipt_token": "t"}]', time.time()
+    stamp = str(int(now))
+    signature = base64.b64encode(key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256())))
+    headers = {"X-Twilio-Email-Event-Webhook-Signature": signature.decode(),
+               "X-Twilio-Email-Event-Webhook-Timestamp": stamp}
+    verify_sendgrid(public, headers, body, now)
+    for bad_body, bad_now in ((body + b" ", now), (body, now + 3600)):
+        with pytest.raises(SignatureError):
+            verify_sendgrid(public, headers, bad_body, bad_now)
+    with pytest.raises(SignatureError):
+        verify_sendgrid(public, {}, body, now)
