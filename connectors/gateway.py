@@ -307,8 +307,8 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             if failed:
                 forget(fresh)
                 return failed
-        if request.url.path.startswith("/r/") and token.link:
-            return RedirectResponse(token.link, status_code=303)
+        if request.url.path.startswith("/r/") and config.allows_link(token.link):
+            return RedirectResponse(str(token.link), status_code=303)
         if request.url.path.startswith("/r/"):
             return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>",
                                 headers=PAGE_HEADERS)

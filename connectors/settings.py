@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,8 @@ class ConnectorSettings(BaseSettings):
                                         "send a request before the gateway closes it")
     gateway_keep_alive: float = Field(5.0, gt=0, description="seconds an idle keep-alive "
                                       "connection stays open")
+    link_hosts: str = Field("", description="hosts a read link may lead to, comma-separated "
+                            "('.example.com' takes its subdomains too); empty: any https host")
     ack_keys: SecretStr = Field(SecretStr(""), description='signing keys as JSON {"key id": '
                                 '"secret", ...}; no default: the embedded stack makes one per run')
     ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")
@@ -102,6 +105,19 @@ class ConnectorSettings(BaseSettings):
             raise ValueError(f"PUSHCASCADE_ACK_KEYS: key {published[0]!r} is a published "
                              "placeholder or development key; generate a secret of your own")
         return keys
+
+    def allows_link(self, link: str | None) -> bool:
+        """Whether a read link may be redirected to: https with a host, in PUSHCASCADE_LINK_HOSTS
+        when that is set (never javascript:, data: or plain http)."""
+        if not link:
+            return False
+        url = urlsplit(link)
+        host = (url.hostname or "").lower()
+        if url.scheme != "https" or not host:
+            return False
+        hosts = [h.strip().lower() for h in self.link_hosts.split(",") if h.strip()]
+        return not hosts or any(host == h or (h.startswith(".") and host.endswith(h))
+                                for h in hosts)
 
     @property
     def signing_key_id(self) -> str:

@@ -120,10 +120,11 @@ class Codec:
         buf.seek(5)
         try:
             value = cast(dict[str, Any], schemaless_reader(buf, writer, reader))
-        except Exception as exc:
+        except Exception as exc:  # its text may quote the datum's bytes (addresses): type only
             raise SchemaError(
-                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: {exc!r}"
-            ) from exc
+                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: "
+                f"{type(exc).__name__} at byte {buf.tell()}"
+            ) from None
         extra = len(data) - buf.tell()
         if extra:
             raise SchemaError(

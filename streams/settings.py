@@ -29,14 +29,15 @@ class Connections(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "", description="Kafka bootstrap servers; empty = start the embedded broker"
     )
-    clickhouse_dsn: str = Field(
-        "chdb://./var/chdb",
-        description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db",
+    clickhouse_dsn: SecretStr = Field(
+        SecretStr("chdb://./var/chdb"),
+        description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db "
+        "(it may hold a password: never printed or logged)",
     )
-    clickhouse_analyst_dsn: str = Field(
-        "", description="what `pushcascade sql` and `report` use on a ClickHouse server: a user "
-        "with the read-only profile of deploy/clickhouse/analyst.sql; empty = CLICKHOUSE_DSN "
-        "(every analyst query runs with readonly=1 either way)")
+    clickhouse_analyst_dsn: SecretStr = Field(
+        SecretStr(""), description="what `pushcascade sql` and `report` use on a ClickHouse "
+        "server: a user with the read-only profile of deploy/clickhouse/analyst.sql; empty = "
+        "CLICKHOUSE_DSN (every analyst query runs with readonly=1 either way)")
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
     )
@@ -64,9 +65,14 @@ class Connections(BaseSettings):
         return self
 
     @property
+    def dsn(self) -> str:
+        """CLICKHOUSE_DSN itself (it may hold a password: print it only through `shown`)."""
+        return self.clickhouse_dsn.get_secret_value()
+
+    @property
     def analyst_dsn(self) -> str:
         """The DSN analysts query with: CLICKHOUSE_ANALYST_DSN on a server, else CLICKHOUSE_DSN."""
-        return self.clickhouse_analyst_dsn or self.clickhouse_dsn
+        return self.clickhouse_analyst_dsn.get_secret_value() or self.dsn
 
     def kafka_security(self) -> dict[str, str]:
         """The librdkafka settings of the configured protocol (empty for PLAINTEXT)."""

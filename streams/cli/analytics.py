@@ -48,7 +48,7 @@ def migrate() -> None:
 def _migrator() -> Any:
     from connectors.clickhouse.migrate import Migrator
 
-    dsn = get_settings().connections.clickhouse_dsn
+    dsn = get_settings().connections.dsn
     _owned_elsewhere(dsn)
     return Migrator(dsn)
 
@@ -110,7 +110,7 @@ def sink() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, config = get_settings(), _connector_settings()
-    dsn = settings.connections.clickhouse_dsn
+    dsn = settings.connections.dsn
     check_kafka(settings.connections.kafka_bootstrap_servers)
     _owned_elsewhere(dsn)
 
@@ -183,7 +183,7 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
 
     settings, config = get_settings(), _connector_settings()
     try:
-        rates = fleet_rates(open_warehouse(settings.connections.clickhouse_dsn))
+        rates = fleet_rates(open_warehouse(settings.connections.dsn))
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     found = compute(rates, min_samples or config.priors_min_samples)

@@ -95,7 +95,7 @@ def _warehouse(settings: Settings, checks: list[Check]) -> Any:
     from connectors.clickhouse.warehouse import open_warehouse
 
     try:
-        return open_warehouse(settings.connections.clickhouse_dsn)
+        return open_warehouse(settings.connections.dsn)
     except Exception as exc:  # reported as skipped checks, not as a crash
         why = f"ClickHouse not readable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         checks += [skipped(3, "every record stored once", why), skipped(4, "agreement", why)]

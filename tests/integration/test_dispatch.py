@@ -248,6 +248,10 @@ def test_link_scanners_and_previews_record_no_read(settings, gateway):
     assert httpx.post(url, follow_redirects=False, timeout=15).status_code == 303
     acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
     assert [(a["kind"], a["send_id"]) for a in acks.records] == [("READ", the_send["send_id"])]
+    script = {**send("acct-s", "m2", "EMAIL"), "link": "javascript:alert(document.cookie)"}
+    answer = httpx.post(f"{gateway}/r/{signer.sign(AckToken.for_send('READ', script))}",
+                        follow_redirects=False, timeout=15)
+    assert answer.status_code == 200 and "location" not in answer.headers  # no open redirect
 
 
 def test_the_public_port_serves_no_metrics_openapi_or_broker_details(gateway_urls):

@@ -255,3 +255,99 @@ def test_sendgrid_event_webhook_signatures_are_verified() -> None:
             verify_sendgrid(public, headers, bad_body, bad_now)
     with pytest.raises(SignatureError):
         verify_sendgrid(public, {}, body, now)
+
+
+# -- 5. personal data and secrets in error text -------------------------------------------------
+
+ADDRESSES = {"phone": "+8613812345678", "wechat_openid": "oWx-openid-4471",
+             "email": "alice.liddell@example.com"}
+
+
+def fragments(values: list[str], size: int = 5) -> set[str]:
+    """Every run of `size` characters of each value (what a partial leak would show)."""
+    return {v[i:i + size] for v in values for i in range(len(v) - size + 1)}
+
+
+def test_no_dead_letter_of_a_personal_topic_carries_personal_data_in_its_text() -> None:
+    """Every one-byte corruption of a profile and a device registration, as every consumer
+    dead-letters it (streams.domain.records.dead_letter): no address nor push token in the
+    error text, which goes to push.dlq, ClickHouse's dead_letters and the sink's log."""
+    from schemas import Codec, SchemaError
+    from streams.domain.records import dead_letter
+
+    codec = Codec()
+    profile = codec.encode("AccountProfile", {"account_id": "a1", **ADDRESSES,
+                                              "updated_at": 1_800_000_000_000})
+    device = codec.encode("DeviceRegistration", {
+        "device_id": "d1", "account_id": "a1", "manufacturer": "HUAWEI", "model": "P60",
+        "routes": ["HUAWEI"], "push_tokens": {"HUAWEI": "push-token-secret-9912"},
+        "registered_at": 1_800_000_000_000})
+    leaks = fragments([*ADDRESSES.values(), "push-token-secret-9912"])
+    letters = 0
+    for topic, value in (("t.account.profiles", profile), ("t.device.registry", device)):
+        for i in range(5, len(value)):
+            for byte in (0x00, 0x02, 0x7F, 0x80, 0xC3, 0xFF):
+                broken = bytearray(value)
+                broken[i] = byte
+                try:
+                    codec.decode(bytes(broken), topic=topic)
+                except SchemaError as exc:
+                    error = dead_letter(b"a1", None, topic, 0, i, str(exc), 0.0)["error"]
+                    assert not {f for f in leaks if f in error}, error
+                    letters += 1
+    assert letters > 100
+    quoted = dead_letter(None, None, "t.account.profiles", 0, 0,
+                         "t.account.profiles: bad email 'alice.liddell@example.com'", 0.0)
+    assert "alice" not in quoted["error"] and "withheld" in quoted["error"]
+
+
+def test_no_secret_in_any_traceback_or_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import traceback
+
+    from connectors.clickhouse.client import client
+    from streams.settings import Settings
+
+    secret = "s3cr3t-pa55"
+    for dsn in (f"htp://pushcascade:{secret}@ch:8123/db", f"pushcascade:{secret}@ch:8123",
+                f"http://pushcascade:{secret}@[ch:8123/db"):
+        try:
+            client(dsn)
+        except Exception as exc:  # noqa: BLE001  (every kind: none may print the password)
+            text = "".join(traceback.format_exception(exc))
+            assert secret not in text, text
+        else:
+            pytest.fail(f"{dsn} was accepted")
+    monkeypatch.setenv("CLICKHOUSE_DSN", f"htp://pushcascade:{secret}@ch:8123/db")
+    monkeypatch.setenv("PUSHCASCADE_PROVIDER_SMS_ACCESS_KEY_SECRET", secret)
+    settings = Settings()
+    assert secret not in repr(settings.connections) and secret not in str(vars(settings))
+    assert secret not in repr(ProviderConfig().vendors)
+    result = CliRunner().invoke(commands(), ["sql", "SELECT 1"])
+    assert result.exit_code != 0
+    text = result.output + "".join(traceback.format_exception(result.exception)
+                                   if result.exception else [])
+    assert secret not in text, text
+
+
+@pytest.mark.parametrize("link,hosts,allowed", [
+    ("https://shop.example/m1", "", True),
+    ("javascript:alert(document.cookie)", "", False),
+    ("http://shop.example/m1", "", False),
+    ("data:text/html,<script>alert(1)</script>", "", False),
+    ("https:///nohost", "", False),
+    ("https://evil.example/", "shop.example,.cdn.example", False),
+    ("https://img.cdn.example/x", "shop.example,.cdn.example", True),
+    ("https://shop.example.evil.example/", "shop.example", False),
+])
+def test_read_links_lead_only_to_https_hosts_allowed(link: str, hosts: str,
+                                                     allowed: bool) -> None:
+    from schemas import RecordError, check_caps
+
+    assert ConnectorSettings(link_hosts=hosts).allows_link(link) is allowed
+    request = {"message_id": "m", "account_id": "a", "title": "t", "body": "b", "link": link,
+               "created_at": 1_800_000_000_000}
+    if link.startswith("https://") and "nohost" not in link:
+        check_caps("PushRequest", request, 1_800_000_000.0)
+    else:
+        with pytest.raises(RecordError, match="https"):
+            check_caps("PushRequest", request, 1_800_000_000.0)
