@@ -38,7 +38,8 @@ class ConnectorSettings(BaseSettings):
                             "('.example.com' takes its subdomains too); empty: any https host")
     ack_keys: SecretStr = Field(SecretStr(""), description='signing keys as JSON {"key id": '
                                 '"secret", ...}; no default: the embedded stack makes one per run')
-    ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")
+    ack_key_id: str = Field("", description="key id that signs new tokens; required with "
+                            "several keys (rotation: verify first, then sign)")
     ack_token_ttl: float = Field(7 * 86400.0, gt=0, description="lifetime of a read/receipt "
                                  "token, seconds")
     ack_max_body: int = Field(65536, gt=0, description="largest callback body accepted, bytes")
@@ -81,6 +82,10 @@ class ConnectorSettings(BaseSettings):
         if not self.ack_keys.get_secret_value():
             return self  # checked by `keys`, where a command signs or verifies
         keys = self.keys
+        if len(keys) > 1 and not self.ack_key_id:
+            raise ValueError(f"PUSHCASCADE_ACK_KEYS holds {len(keys)} keys: name the one that "
+                             "signs in PUSHCASCADE_ACK_KEY_ID (a new key is added everywhere "
+                             "first, to verify, and signs only once named: deploy/RUNBOOK.md)")
         if self.ack_key_id and self.ack_key_id not in keys:
             raise ValueError(f"PUSHCASCADE_ACK_KEY_ID={self.ack_key_id!r} is not among the "
                              f"PUSHCASCADE_ACK_KEYS ids {sorted(keys)}")
@@ -121,5 +126,5 @@ class ConnectorSettings(BaseSettings):
 
     @property
     def signing_key_id(self) -> str:
-        """The id of the key new tokens are signed with."""
-        return self.ack_key_id or list(self.keys)[-1]
+        """The id of the key new tokens are signed with: the named one, or the only one."""
+        return self.ack_key_id or next(iter(self.keys))

@@ -351,3 +351,20 @@ def test_read_links_lead_only_to_https_hosts_allowed(link: str, hosts: str,
     else:
         with pytest.raises(RecordError, match="https"):
             check_caps("PushRequest", request, 1_800_000_000.0)
+
+
+# -- 6. rotation --------------------------------------------------------------------------------
+
+
+def test_with_several_keys_the_signing_key_must_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a key must not make it sign before every gateway verifies it (RUNBOOK's order)."""
+    old, new = "old-secret-of-thirty-two-characters!", "new-secret-of-thirty-two-characters!"
+    monkeypatch.setenv("PUSHCASCADE_ACK_KEYS", f'{{"k1": "{old}"}}')
+    assert ConnectorSettings().signing_key_id == "k1"
+    monkeypatch.setenv("PUSHCASCADE_ACK_KEYS", f'{{"k1": "{old}", "k2": "{new}"}}')
+    with pytest.raises(ValueError, match="name the one that signs in PUSHCASCADE_ACK_KEY_ID"):
+        ConnectorSettings()
+    monkeypatch.setenv("PUSHCASCADE_ACK_KEY_ID", "k1")  # step 1: k2 verifies, k1 still signs
+    assert ConnectorSettings().signing_key_id == "k1"
+    monkeypatch.setenv("PUSHCASCADE_ACK_KEY_ID", "k2")  # step 2: once every gateway has k2
+    assert ConnectorSettings().signing_key_id == "k2"
