@@ -41,6 +41,13 @@ class Connections(BaseSettings):
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
     )
+    schema_registry_basic_auth: SecretStr = Field(
+        SecretStr(""), description="Schema Registry basic auth as user:password (never printed)")
+    schema_registry_ca_location: str = Field(
+        "", description="CA bundle (PEM) that signed the Schema Registry's certificate (https)")
+    schema_registry_subject_naming: Literal["record", "topic"] = Field(
+        "record", description="record: subject = the record's full name; topic: Confluent's "
+        "default `<topic>-value` for a record that is its topic's only one")
     clickhouse_cluster: str = Field(
         "", description="ClickHouse cluster name: migrations create Replicated tables on every "
         "node and Distributed tables over them; empty = one server (or chDB)")
@@ -73,6 +80,15 @@ class Connections(BaseSettings):
     def analyst_dsn(self) -> str:
         """The DSN analysts query with: CLICKHOUSE_ANALYST_DSN on a server, else CLICKHOUSE_DSN."""
         return self.clickhouse_analyst_dsn.get_secret_value() or self.dsn
+
+    def registry_config(self) -> dict[str, str]:
+        """The confluent SchemaRegistryClient configuration: URL, basic auth, CA bundle."""
+        config = {"url": self.schema_registry_url}
+        if self.schema_registry_basic_auth.get_secret_value():
+            config["basic.auth.user.info"] = self.schema_registry_basic_auth.get_secret_value()
+        if self.schema_registry_ca_location:
+            config["ssl.ca.location"] = self.schema_registry_ca_location
+        return config
 
     def kafka_security(self) -> dict[str, str]:
         """The librdkafka settings of the configured protocol (empty for PLAINTEXT)."""

@@ -41,8 +41,8 @@ def test_the_gateway_and_dispatcher_refuse_to_start_without_signing_keys(
 
 @pytest.mark.parametrize("keys", [
     f'{{"dev": "{OLD_DEV_KEY}"}}',
-    yaml.safe_load((ROOT / "deploy" / "secrets.example.yaml").read_text())["stringData"][
-        "PUSHCASCADE_ACK_KEYS"],
+    next(d for d in yaml.safe_load_all((ROOT / "deploy" / "secrets.example.yaml").read_text())
+         if d["metadata"]["name"] == "pushcascade-gateway")["stringData"]["PUSHCASCADE_ACK_KEYS"],
 ])
 def test_published_keys_are_refused(monkeypatch: pytest.MonkeyPatch, keys: str) -> None:
     monkeypatch.setenv("PUSHCASCADE_ACK_KEYS", keys)
@@ -368,3 +368,29 @@ def test_with_several_keys_the_signing_key_must_be_named(monkeypatch: pytest.Mon
     assert ConnectorSettings().signing_key_id == "k1"
     monkeypatch.setenv("PUSHCASCADE_ACK_KEY_ID", "k2")  # step 2: once every gateway has k2
     assert ConnectorSettings().signing_key_id == "k2"
+
+
+# -- 7. deployment: the Schema Registry's auth, TLS and subject naming (manifests: test_deploy) --
+
+
+def test_the_schema_registry_takes_basic_auth_tls_and_topic_subjects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas import Codec
+    from streams.settings import Connections
+
+    monkeypatch.setenv("SCHEMA_REGISTRY_BASIC_AUTH", "pushcascade-sink:r3g-s3cret")
+    monkeypatch.setenv("SCHEMA_REGISTRY_CA_LOCATION", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://registry:8081")
+    connections = Connections()
+    assert connections.registry_config() == {
+        "url": "https://registry:8081", "basic.auth.user.info": "pushcascade-sink:r3g-s3cret",
+        "ssl.ca.location": "/etc/ssl/certs/ca-certificates.crt"}
+    assert "r3g-s3cret" not in repr(connections)
+    monkeypatch.setenv("SCHEMA_REGISTRY_SUBJECT_NAMING", "topic")
+    monkeypatch.setenv("PUSHCASCADE_TOPIC_PREFIX", "prod.")
+    codec = Codec("mock://security-test")
+    codec.encode("Ack", {"message_id": "m", "account_id": "a", "channel": "SMS",
+                         "kind": "READ", "acked_at": 1_800_000_000_000})
+    assert codec.subject("Ack") == "prod.push.acks-value"
+    assert "prod.push.acks-value" in codec.registry.get_subjects()
+    assert codec.subject("CampaignEvent").endswith(".CampaignEvent")  # shares its topic
