@@ -51,11 +51,11 @@ class Codec:
 
             from streams.settings import Connections, Tuning
 
-            connections = Connections()  # auth, CA bundle, subject naming: SCHEMA_REGISTRY_*
+            connections = Connections(**{})  # auth, CA bundle, subject naming: SCHEMA_REGISTRY_*
             self._registry = SchemaRegistryClient.new_client(
                 {**connections.registry_config(), "url": registry_url})
             self._subject_naming = connections.schema_registry_subject_naming
-            self._topic_prefix = Tuning().topic_prefix
+            self._topic_prefix = Tuning(**{}).topic_prefix
 
     @property
     def names(self) -> tuple[str, ...]:

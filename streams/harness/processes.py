@@ -61,7 +61,7 @@ class Process:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(log_path, "ab")  # noqa: SIM115  (the child owns it)
         try:
-            self.popen = subprocess.Popen(
+            self.popen = subprocess.Popen(  # noqa: S603  (the harness's own children)
                 self.argv, env=dict(env) if env is not None else None, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_die_with(os.getpid()), cwd=cwd)

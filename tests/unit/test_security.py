@@ -394,3 +394,16 @@ def test_the_schema_registry_takes_basic_auth_tls_and_topic_subjects(
     assert codec.subject("Ack") == "prod.push.acks-value"
     assert "prod.push.acks-value" in codec.registry.get_subjects()
     assert codec.subject("CampaignEvent").endswith(".CampaignEvent")  # shares its topic
+
+
+def test_a_wechat_callback_with_entities_is_refused_before_parsing() -> None:
+    """An XML bomb (entity expansion) from the internet: refused as malformed, nothing expanded."""
+    from connectors.adapters.wechat import WechatAdapter
+
+    adapter = Registry(ProviderConfig()).adapter("wechat")
+    assert isinstance(adapter, WechatAdapter)
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+            b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b"<xml><MsgType>event</MsgType><MsgID>&b;</MsgID></xml>")
+    with pytest.raises(ValueError, match="DTD"):
+        adapter.receipts({}, bomb)
