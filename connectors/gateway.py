@@ -8,21 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiolimiter import AsyncLimiter
 from confluent_kafka import KafkaError, Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.adapters import UnknownTarget
 from connectors.adapters.registry import Registry
+from connectors.adapters.signatures import SignatureError, verify_callback
 from connectors.metrics import ACKS, REFUSED
 from connectors.settings import ConnectorSettings
 from connectors.tokens import MAX_LENGTH, Signer, TokenError
@@ -31,10 +36,19 @@ from streams.kafka import producer
 from streams.metrics import Flow
 from streams.settings import Settings
 
-#: READ tokens already recorded (per gateway): a link opened twice is one READ.
-SEEN_READS = 100_000
+#: (send_id, kind) pairs already recorded (per gateway): a link opened twice, a receipt repeated
+#: in a body or replayed later is recorded once.
+SEEN_ACKS = 200_000
+#: Rate limiters kept (client addresses and tokens, the least recently seen dropped first).
+LIMITERS = 100_000
+log = logging.getLogger("pushcascade.gateway")
 #: How long a request waits for the broker before the gateway answers 503.
 BROKER_WAIT = 10.0
+
+#: The link page: nothing loaded from elsewhere, not framed, not indexed, no referrer.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store"}
 
 SCHEMAS = SchemaGenerator({"openapi": "3.0.0",
                            "info": {"title": "pushcascade ack gateway", "version": "1"}})
@@ -93,6 +107,25 @@ def refuse(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse({"error": reason, "message": message}, status_code=status)
 
 
+class Limits:
+    """One token bucket (aiolimiter) per key, the least recently used dropped beyond LIMITERS."""
+
+    def __init__(self, rate: float, period: float) -> None:
+        self.rate, self.period = rate, period
+        self._buckets: OrderedDict[str, AsyncLimiter] = OrderedDict()
+
+    async def allows(self, key: str) -> bool:
+        """True (and one unit taken) while key is within its rate; never waits."""
+        bucket = self._buckets.pop(key, None) or AsyncLimiter(self.rate, self.period)
+        self._buckets[key] = bucket
+        if len(self._buckets) > LIMITERS:
+            self._buckets.popitem(last=False)
+        if not bucket.has_capacity():
+            return False
+        await bucket.acquire()  # immediate: there is capacity
+        return True
+
+
 def over_cap(ack: dict[str, Any], now: float) -> str | None:
     """Why an Ack breaks a cap of schemas/validation.py (the field and the limit), or None."""
     try:
@@ -108,7 +141,31 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
     codec = codec or Codec(settings.connections.schema_registry_url or None)
     signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
     writer = AckWriter(settings, codec)
-    seen: OrderedDict[str, None] = OrderedDict()
+    seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+    clients = Limits(config.gateway_client_rate, 1.0)
+    tokens_used = Limits(config.gateway_token_rate, 60.0)
+
+    def first_time(acks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The acks whose (send_id, kind) this gateway has not recorded, each once, marked."""
+        fresh = []
+        for ack in acks:
+            key = (ack["send_id"], ack["kind"])
+            if key not in seen:
+                seen[key] = None  # before the write: a repeat meanwhile is a repeat
+                fresh.append(ack)
+        while len(seen) > SEEN_ACKS:
+            seen.popitem(last=False)
+        return fresh
+
+    def forget(acks: list[dict[str, Any]]) -> None:
+        for ack in acks:
+            seen.pop((ack["send_id"], ack["kind"]), None)
+
+    def provider_of(ack: dict[str, Any]) -> str | None:
+        try:
+            return registry.name_for(ack["channel"], ack["route"])
+        except UnknownTarget:
+            return None
 
     async def body_of(request: Request) -> bytes | Response:
         length = request.headers.get("content-length")
@@ -125,7 +182,8 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         try:
             await writer.write(acks)
         except (RuntimeError, TimeoutError) as exc:
-            return refuse(503, "broker_unavailable", f"ack not written, try again: {exc}")
+            log.warning("acks not written: %s", exc)
+            return refuse(503, "broker_unavailable", "ack not written, try again")
         return None
 
     async def callback(request: Request) -> Response:
@@ -150,6 +208,11 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         if isinstance(body, Response):
             return body
         try:
+            verify_callback(name, registry.config.vendors.get(name), request.headers,
+                            request.query_params, body, time.time())
+        except SignatureError as exc:
+            return refuse(401, "bad_signature", f"{name} callback: {exc}")
+        try:
             tokens = adapter.receipts(dict(request.headers), body)
         except ValueError as exc:
             return refuse(400, "malformed", f"{name} callback: {exc}")
@@ -159,6 +222,9 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             try:
                 ack = signer.verify(text, "RECEIPT").ack(now)
             except TokenError:
+                refused += 1
+                continue
+            if provider_of(ack) != name:  # a receipt counts only from the provider it went to
                 refused += 1
                 continue
             reason = over_cap(ack, now)
@@ -174,46 +240,78 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             REFUSED.labels("bad_token").inc(refused)
         if over:
             REFUSED.labels("over_cap").inc(len(over))
-        failed = await written(acks)
-        return failed or JSONResponse({"recorded": len(acks), "refused": refused})
+        fresh = first_time(acks)
+        failed = await written(fresh) if fresh else None
+        if failed:
+            forget(fresh)
+            return failed
+        return JSONResponse({"recorded": len(fresh), "repeated": len(acks) - len(fresh),
+                             "refused": refused})
+
+    async def read_token(request: Request) -> Any:
+        text = request.path_params["token"]
+        if len(text) > MAX_LENGTH:
+            return refuse(414, "too_large", f"token over {MAX_LENGTH} characters")
+        if not await tokens_used.allows(text):
+            return refuse(429, "rate_limited", "this link is being opened too often")
+        try:
+            return signer.verify(text, "READ")
+        except TokenError as exc:
+            return refuse(403, "bad_token", str(exc))
+
+    async def link(request: Request) -> Response:
+        """A tracked link opened (GET or HEAD): a page whose button records the read; nothing
+        is recorded here, so mail scanners and link previews that fetch it read nothing.
+        ---
+        summary: The tracked link's page (records nothing; its button POSTs the read)
+        responses:
+          200: {description: the page}
+          403: {description: forged, expired or not a read token}
+          414: {description: token too long}
+        """
+        token = await read_token(request)
+        if isinstance(token, Response):
+            return token
+        action = html.escape(request.url.path, quote=True)
+        page = (f"<!doctype html><html><head><meta charset=utf-8><meta name=viewport "
+                f"content='width=device-width'><meta name=robots content=noindex>"
+                f"<title>Open message</title></head><body><form method=post action='{action}'>"
+                f"<p>{html.escape(token.channel)} message</p>"
+                f"<button type=submit>Open</button></form></body></html>")
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     async def read(request: Request) -> Response:
-        """A read action (tracked link GET, button or reply POST): one READ ack.
+        """A person's read action (the link page's button, the app's button or reply): one READ.
         ---
-        summary: A read action (tracked link GET, button or reply POST), recorded as one READ
+        summary: A read action (the link page's button, the app's button or reply), one READ
         responses:
-          200: {description: recorded (POST; or GET without a link)}
-          302: {description: recorded; redirect to the message's link}
+          200: {description: recorded (the app's POST /read)}
+          303: {description: recorded; on to the message's link (the link page's button)}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
           422: {description: the ack breaks a cap (the field and the limit named)}
           503: {description: the broker did not acknowledge; try again}
         """
-        text = request.path_params["token"]
-        if len(text) > MAX_LENGTH:
-            return refuse(414, "too_large", f"token over {MAX_LENGTH} characters")
-        try:
-            token = signer.verify(text, "READ")
-        except TokenError as exc:
-            return refuse(403, "bad_token", str(exc))
+        token = await read_token(request)
+        if isinstance(token, Response):
+            return token
         now = time.time()
         ack = token.ack(now)
         reason = over_cap(ack, now)
         if reason:
             return refuse(422, "over_cap", reason)
-        repeat = text in seen
-        if not repeat:
-            seen[text] = None  # before the write: a second click meanwhile is a repeat
-            if len(seen) > SEEN_READS:
-                seen.popitem(last=False)
-            failed = await written([ack])
+        fresh = first_time([ack])
+        repeat = not fresh
+        if fresh:
+            failed = await written(fresh)
             if failed:
-                seen.pop(text, None)
+                forget(fresh)
                 return failed
-        if request.method == "GET" and token.link:
-            return RedirectResponse(token.link, status_code=302)
-        if request.method == "GET":
-            return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>")
+        if request.url.path.startswith("/r/") and config.allows_link(token.link):
+            return RedirectResponse(str(token.link), status_code=303)
+        if request.url.path.startswith("/r/"):
+            return HTMLResponse(f"<p>Thank you: {html.escape(token.channel)} message read.</p>",
+                                headers=PAGE_HEADERS)
         return JSONResponse({"recorded": not repeat})
 
     async def healthz(_: Request) -> Response:
@@ -234,30 +332,11 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, lambda: writer.producer.list_topics(timeout=2))
-        except Exception as exc:
-            return refuse(503, "broker_unavailable", str(exc))
+        except Exception as exc:  # its text names the brokers: logged, never answered
+            log.warning("not ready: the broker did not answer: %s", exc)
+            return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    async def metrics(_: Request) -> Response:
-        """Prometheus metrics.
-        ---
-        summary: Prometheus metrics
-        """
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    async def openapi(request: Request) -> Response:
-        """This description (OpenAPI 3)."""
-        return JSONResponse(SCHEMAS.get_schema(routes=request.app.routes))
-
-    routes = [
-        Route("/callbacks/{provider}", callback, methods=["POST"]),
-        Route("/r/{token}", read, methods=["GET"]),
-        Route("/read/{token}", read, methods=["POST"]),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/openapi.json", openapi, include_in_schema=False),
-    ]
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await writer.start()
@@ -266,4 +345,42 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         finally:
             await writer.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes = [
+        Route("/callbacks/{provider}", callback, methods=["POST"]),
+        Route("/r/{token}", link, methods=["GET"]),  # and HEAD
+        Route("/r/{token}", read, methods=["POST"]),
+        Route("/read/{token}", read, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     middleware=[Middleware(ClientRate, limits=clients)])
+
+
+class ClientRate:
+    """ASGI middleware: 429 for a client address over its rate (PUSHCASCADE_GATEWAY_CLIENT_RATE)."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            address = (scope.get("client") or ("?", 0))[0]
+            if not await self.limits.allows(address):
+                response = refuse(429, "rate_limited", "too many requests from this address")
+                response.headers["Retry-After"] = "1"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def admin_app(public: Starlette) -> Starlette:
+    """The gateway's private port: Prometheus metrics and the public app's OpenAPI description."""
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(SCHEMAS.get_schema(routes=public.routes))
+
+    return Starlette(routes=[Route("/metrics", metrics), Route("/openapi.json", openapi)])

@@ -20,6 +20,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def public_config(host: str, port: int, read_timeout: float, keep_alive: float) -> Config:
+    """Hypercorn settings for a port the internet reaches: slow clients are cut off (a request
+    must arrive within read_timeout, an idle connection closes after keep_alive), small headers."""
+    config = hypercorn_config(host, port, log_errors=True)
+    config.read_timeout = max(1, round(read_timeout))  # hypercorn takes whole seconds
+    config.keep_alive_timeout = keep_alive
+    config.keep_alive_max_requests = 1000
+    config.h11_max_incomplete_size = 16 * 1024
+    config.backlog = 1024
+    return config
+
+
 def hypercorn_config(host: str, port: int, log_errors: bool = False) -> Config:
     """Hypercorn settings: one listener, no access log, errors to stderr when asked."""
     config = Config()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The development signing key: fine for the embedded stack, refused nowhere, logged nowhere;
-#: set PUSHCASCADE_ACK_KEYS in production.
-DEV_KEYS = '{"dev": "pushcascade-development-ack-key-change-me-0001"}'
+#: Secrets that were once published (the old built-in development key, the placeholder of the
+#: example Secret): a key containing one of them is refused, whoever set it.
+PUBLISHED = ("pushcascade-development-ack-key", "change-me")
 
 
 class ConnectorSettings(BaseSettings):
@@ -22,9 +23,23 @@ class ConnectorSettings(BaseSettings):
                              description="public base URL of the ack gateway (read links)")
     gateway_host: str = Field("127.0.0.1", description="ack gateway listen address")
     gateway_port: int = Field(8791, ge=0, description="ack gateway listen port")
-    ack_keys: SecretStr = Field(SecretStr(DEV_KEYS),
-                                description='signing keys as JSON {"key id": "secret", ...}')
-    ack_key_id: str = Field("", description="key id that signs new tokens (default: the last)")
+    gateway_admin_host: str = Field("127.0.0.1", description="listen address of the gateway's "
+                                    "private port (/metrics, /openapi.json)")
+    gateway_admin_port: int = Field(0, ge=0, description="the gateway's private port (0: none)")
+    gateway_client_rate: float = Field(100.0, gt=0, description="requests per second one client "
+                                       "address may make to the gateway (429 beyond)")
+    gateway_token_rate: float = Field(10.0, gt=0, description="requests per minute on one read "
+                                      "token (429 beyond)")
+    gateway_read_timeout: float = Field(10.0, gt=0, description="seconds a client may take to "
+                                        "send a request before the gateway closes it")
+    gateway_keep_alive: float = Field(5.0, gt=0, description="seconds an idle keep-alive "
+                                      "connection stays open")
+    link_hosts: str = Field("", description="hosts a read link may lead to, comma-separated "
+                            "('.example.com' takes its subdomains too); empty: any https host")
+    ack_keys: SecretStr = Field(SecretStr(""), description='signing keys as JSON {"key id": '
+                                '"secret", ...}; no default: the embedded stack makes one per run')
+    ack_key_id: str = Field("", description="key id that signs new tokens; required with "
+                            "several keys (rotation: verify first, then sign)")
     ack_token_ttl: float = Field(7 * 86400.0, gt=0, description="lifetime of a read/receipt "
                                  "token, seconds")
     ack_max_body: int = Field(65536, gt=0, description="largest callback body accepted, bytes")
@@ -75,7 +90,13 @@ class ConnectorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_parse(self) -> ConnectorSettings:
+        if not self.ack_keys.get_secret_value():
+            return self  # checked by `keys`, where a command signs or verifies
         keys = self.keys
+        if len(keys) > 1 and not self.ack_key_id:
+            raise ValueError(f"PUSHCASCADE_ACK_KEYS holds {len(keys)} keys: name the one that "
+                             "signs in PUSHCASCADE_ACK_KEY_ID (a new key is added everywhere "
+                             "first, to verify, and signs only once named: deploy/RUNBOOK.md)")
         if self.ack_key_id and self.ack_key_id not in keys:
             raise ValueError(f"PUSHCASCADE_ACK_KEY_ID={self.ack_key_id!r} is not among the "
                              f"PUSHCASCADE_ACK_KEYS ids {sorted(keys)}")
@@ -84,6 +105,9 @@ class ConnectorSettings(BaseSettings):
     @cached_property
     def keys(self) -> dict[str, str]:
         """The signing keys by id (the secrets themselves: never log this)."""
+        if not self.ack_keys.get_secret_value():
+            raise ValueError('PUSHCASCADE_ACK_KEYS is not set: give it {"key id": "secret of 32+ '
+                             'characters"} (e.g. from `openssl rand -base64 33`)')
         try:
             keys = json.loads(self.ack_keys.get_secret_value())
         except json.JSONDecodeError as exc:
@@ -92,9 +116,26 @@ class ConnectorSettings(BaseSettings):
                 isinstance(k, str) and isinstance(v, str) and len(v) >= 32
                 for k, v in keys.items()):
             raise ValueError('PUSHCASCADE_ACK_KEYS must be {"key id": "secret of 32+ characters"}')
+        published = [k for k, v in keys.items() if any(p in v.lower() for p in PUBLISHED)]
+        if published:
+            raise ValueError(f"PUSHCASCADE_ACK_KEYS: key {published[0]!r} is a published "
+                             "placeholder or development key; generate a secret of your own")
         return keys
+
+    def allows_link(self, link: str | None) -> bool:
+        """Whether a read link may be redirected to: https with a host, in PUSHCASCADE_LINK_HOSTS
+        when that is set (never javascript:, data: or plain http)."""
+        if not link:
+            return False
+        url = urlsplit(link)
+        host = (url.hostname or "").lower()
+        if url.scheme != "https" or not host:
+            return False
+        hosts = [h.strip().lower() for h in self.link_hosts.split(",") if h.strip()]
+        return not hosts or any(host == h or (h.startswith(".") and host.endswith(h))
+                                for h in hosts)
 
     @property
     def signing_key_id(self) -> str:
-        """The id of the key new tokens are signed with."""
-        return self.ack_key_id or list(self.keys)[-1]
+        """The id of the key new tokens are signed with: the named one, or the only one."""
+        return self.ack_key_id or next(iter(self.keys))

@@ -49,7 +49,13 @@ class Codec:
         else:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._registry = SchemaRegistryClient.new_client({"url": registry_url})
+            from streams.settings import Connections, Tuning
+
+            connections = Connections(**{})  # auth, CA bundle, subject naming: SCHEMA_REGISTRY_*
+            self._registry = SchemaRegistryClient.new_client(
+                {**connections.registry_config(), "url": registry_url})
+            self._subject_naming = connections.schema_registry_subject_naming
+            self._topic_prefix = Tuning(**{}).topic_prefix
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -60,6 +66,16 @@ class Codec:
     def registry(self) -> Any:
         """The confluent SchemaRegistryClient in registry mode, else None."""
         return self._registry
+
+    def subject(self, record_name: str) -> str:
+        """The registry subject of a record: its full name, or with topic naming `<topic>-value`
+        when it is the only record of one topic (records sharing a topic keep their name)."""
+        from schemas.topics import CATALOG
+
+        topics = [t.name for t in CATALOG if t.record == record_name]
+        if getattr(self, "_subject_naming", "record") == "topic" and len(topics) == 1:
+            return f"{self._topic_prefix}{topics[0]}-value"
+        return f"{NAMESPACE}.{record_name}"
 
     def schema_id(self, record_name: str) -> int:
         """The schema id written for `record_name` (registers it in registry mode)."""
@@ -120,10 +136,11 @@ class Codec:
         buf.seek(5)
         try:
             value = cast(dict[str, Any], schemaless_reader(buf, writer, reader))
-        except Exception as exc:
+        except Exception as exc:  # its text may quote the datum's bytes (addresses): type only
             raise SchemaError(
-                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: {exc!r}"
-            ) from exc
+                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: "
+                f"{type(exc).__name__} at byte {buf.tell()}"
+            ) from None
         extra = len(data) - buf.tell()
         if extra:
             raise SchemaError(
@@ -148,7 +165,7 @@ class Codec:
         self._check_name(record_name)
         from confluent_kafka.schema_registry import Schema
 
-        subject = f"{NAMESPACE}.{record_name}"
+        subject = self.subject(record_name)
         schema = Schema(schema_json(record_name), "AVRO")
         schema_id = self._registry.register_schema(subject, schema)
         return self._remember(record_name, schema_id)

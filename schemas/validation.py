@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from schemas.errors import RecordError, SchemaError
 from schemas.loader import NAMESPACE, expanded
@@ -317,6 +318,20 @@ def _text(limit: int, personal: bool = False) -> _Cap:
     return _Cap(f"{limit} bytes", check)
 
 
+def _link(limit: int = LINK_BYTES) -> _Cap:
+    over = _text(limit).check
+
+    def check(value: Any, now: float) -> str | None:
+        if not isinstance(value, str):
+            return None
+        url = urlsplit(value)
+        if url.scheme != "https" or not url.hostname:
+            return "must be an https:// URL with a host"
+        return over(value, now)
+
+    return _Cap(f"{limit} bytes, https:// only", check)
+
+
 def _id(limit: int = ID_BYTES) -> _Cap:
     over = _text(limit).check
 
@@ -378,7 +393,7 @@ _ROUTE = _text(ROUTE_BYTES)
 CAPS: dict[str, dict[str, _Cap]] = {
     "PushRequest": {
         "message_id": _id(), "account_id": _id(), "title": _text(TITLE_BYTES),
-        "body": _text(BODY_BYTES), "link": _text(LINK_BYTES), "campaign_id": _id(),
+        "body": _text(BODY_BYTES), "link": _link(), "campaign_id": _id(),
         "device_ids": _items(DEVICE_IDS, _id(), "ids"), "created_at": _TIME},
     "Ack": {
         "message_id": _id(), "account_id": _id(), "device_id": _id(), "route": _ROUTE,

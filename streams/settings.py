@@ -29,13 +29,25 @@ class Connections(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "", description="Kafka bootstrap servers; empty = start the embedded broker"
     )
-    clickhouse_dsn: str = Field(
-        "chdb://./var/chdb",
-        description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db",
+    clickhouse_dsn: SecretStr = Field(
+        SecretStr("chdb://./var/chdb"),
+        description="chdb:///abs/dir, chdb://./rel/dir, chdb://memory or http://u:p@host:8123/db "
+        "(it may hold a password: never printed or logged)",
     )
+    clickhouse_analyst_dsn: SecretStr = Field(
+        SecretStr(""), description="what `pushcascade sql` and `report` use on a ClickHouse "
+        "server: a user with the read-only profile of deploy/clickhouse/analyst.sql; empty = "
+        "CLICKHOUSE_DSN (every analyst query runs with readonly=1 either way)")
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = ids pinned in schemas/ids.json"
     )
+    schema_registry_basic_auth: SecretStr = Field(
+        SecretStr(""), description="Schema Registry basic auth as user:password (never printed)")
+    schema_registry_ca_location: str = Field(
+        "", description="CA bundle (PEM) that signed the Schema Registry's certificate (https)")
+    schema_registry_subject_naming: Literal["record", "topic"] = Field(
+        "record", description="record: subject = the record's full name; topic: Confluent's "
+        "default `<topic>-value` for a record that is its topic's only one")
     clickhouse_cluster: str = Field(
         "", description="ClickHouse cluster name: migrations create Replicated tables on every "
         "node and Distributed tables over them; empty = one server (or chDB)")
@@ -58,6 +70,25 @@ class Connections(BaseSettings):
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                              "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return self
+
+    @property
+    def dsn(self) -> str:
+        """CLICKHOUSE_DSN itself (it may hold a password: print it only through `shown`)."""
+        return self.clickhouse_dsn.get_secret_value()
+
+    @property
+    def analyst_dsn(self) -> str:
+        """The DSN analysts query with: CLICKHOUSE_ANALYST_DSN on a server, else CLICKHOUSE_DSN."""
+        return self.clickhouse_analyst_dsn.get_secret_value() or self.dsn
+
+    def registry_config(self) -> dict[str, str]:
+        """The confluent SchemaRegistryClient configuration: URL, basic auth, CA bundle."""
+        config = {"url": self.schema_registry_url}
+        if self.schema_registry_basic_auth.get_secret_value():
+            config["basic.auth.user.info"] = self.schema_registry_basic_auth.get_secret_value()
+        if self.schema_registry_ca_location:
+            config["ssl.ca.location"] = self.schema_registry_ca_location
+        return config
 
     def kafka_security(self) -> dict[str, str]:
         """The librdkafka settings of the configured protocol (empty for PLAINTEXT)."""

@@ -15,12 +15,19 @@ from streams.harness import (
     DeviceSimulator,
     Process,
     Tap,
+    embedded_ack_keys,
     start_broker,
     start_worker,
     worker_env,
 )
 from streams.settings import Settings
 from streams.topics import create_topics
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ack_keys() -> str:
+    """This test run's random signing key (no key is built in), shared with every child."""
+    return embedded_ack_keys()
 
 
 @pytest.fixture(scope="session")

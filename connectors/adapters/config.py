@@ -116,6 +116,9 @@ class WechatSettings(BaseSettings):
     app_id: str = "wxdev0000000001"
     app_secret: SecretStr = SecretStr("wechat-dev-secret")
     template_id: str = Field("pushcascade-notice", description="the approved template's id")
+    callback_token: SecretStr = Field(SecretStr(""), description="the Token of the official "
+                                      "account's server configuration: callbacks must carry "
+                                      "its signature (gateway; empty: not checked)")
 
 
 class SmsSettings(BaseSettings):
@@ -136,6 +139,9 @@ class EmailSettings(BaseSettings):
     base_url: str = Field("", description="https://api.sendgrid.com; empty = simulator")
     api_key: SecretStr = SecretStr("SG.dev-key")
     sender: str = "noreply@pushcascade.example"
+    webhook_public_key: str = Field("", description="the Signed Event Webhook's verification "
+                                    "key: callbacks must carry its signature (gateway; empty: "
+                                    "not checked)")
 
 
 VENDOR_SETTINGS: dict[str, type[BaseSettings]] = {
@@ -164,6 +170,25 @@ class ProviderConfig(BaseSettings):
     def from_env(cls) -> ProviderConfig:
         """The configuration read from the environment."""
         return cls(**{})
+
+    def credentials_problem(self, name: str) -> str | None:
+        """Why provider `name` may not be called (a real vendor's base URL with a development
+        credential, a bundled key or none), or None: only the simulator takes the dev ones."""
+        vendor = self.vendors[name]
+        if not getattr(vendor, "base_url", ""):
+            return None  # the simulator
+        prefix = f"PUSHCASCADE_PROVIDER_{name.upper()}_"
+        fields = {f: (getattr(vendor, f), i.default) for f, i in type(vendor).model_fields.items()
+                  if not f.startswith(("callback_", "webhook_"))}  # the gateway's, not ours
+        for field, (value, default) in fields.items():
+            if isinstance(value, SecretStr) and (not value.get_secret_value() or value == default):
+                return (f"{prefix}BASE_URL points at the vendor but {prefix}{field.upper()} "
+                        "is not set (development credentials go to the simulator only)")
+        for field, (value, default) in fields.items():
+            if isinstance(default, str) and "dev" in default.lower() and value == default:
+                return (f"{prefix}BASE_URL points at the vendor but {prefix}{field.upper()} is "
+                        f"still the development value {default!r}")
+        return None
 
     def base_url(self, name: str) -> str:
         """The provider's base URL: its own setting, else the simulator's path for it."""

@@ -30,6 +30,9 @@ def build(name: str, config: ProviderConfig) -> Adapter:
     """Construct the adapter called name from its settings and base URL."""
     if name not in ADAPTERS:
         raise UnknownTarget(f"no adapter called {name!r}; known: {', '.join(sorted(ADAPTERS))}")
+    problem = config.credentials_problem(name)
+    if problem:
+        raise ValueError(problem)
     module, _, cls = ADAPTERS[name].partition(":")
     factory: Any = getattr(importlib.import_module(module), cls)
     adapter: Adapter = factory(config.vendors[name], config.base_url(name))
@@ -56,6 +59,14 @@ class Registry:
     def names(self) -> list[str]:
         """Every adapter name some route or channel is served by."""
         return sorted(set(self.routes.values()) | set(self.channels.values()))
+
+    def check_credentials(self) -> None:
+        """ValueError naming the setting when a configured provider would be called with a
+        development credential (fail closed: only the simulator accepts those)."""
+        for name in self.names:
+            problem = self.config.credentials_problem(name)
+            if problem:
+                raise ValueError(problem)
 
     def adapter(self, name: str) -> Adapter:
         """The adapter called name (built once); UnknownTarget when there is none."""

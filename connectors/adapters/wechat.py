@@ -81,8 +81,10 @@ class WechatAdapter:
 
         The WECHAT channel is account-level; its READ comes through the tracked url.
         """
-        try:
-            root = ElementTree.fromstring(body)
+        if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+            raise ValueError("callback body declares a DTD or entities (refused: XML bombs)")
+        try:  # no DTD, so no entity to expand; expat (>= 2.4) also caps amplification
+            root = ElementTree.fromstring(body)  # noqa: S314
         except ElementTree.ParseError as exc:
             raise ValueError(f"callback body is not XML: {exc}") from None
         if root.tag != "xml" or root.findtext("MsgType") != "event" or not root.findtext("MsgID"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +27,19 @@ def database(dsn: str) -> str:
 
 def shown(dsn: str) -> str:
     """The DSN as it may be printed or logged: its password replaced by ***."""
-    url = urlsplit(dsn)
-    if url.password is None:
-        return dsn
-    return url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@", 1)).geturl()
+    try:
+        url = urlsplit(dsn)
+        password = url.password
+    except ValueError:  # not a URL urllib can split
+        password = None
+    if password is not None:
+        return url._replace(netloc=url.netloc.replace(f":{password}@", ":***@", 1)).geturl()
+    # whatever sits between the user's ':' and an '@' may be a password
+    return _USERINFO.sub(r"\1:***@", dsn, count=1)
+
+
+#: An optional scheme, a user name, ':', then anything up to '@'.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):[^@]*@")
 
 
 def chdb_dir(dsn: str) -> Path | None:
@@ -76,4 +86,5 @@ def client(dsn: str, db: str | None = None, timeout: float = 5.0) -> Any:
         finally:
             for log, level in zip(quiet, levels, strict=True):
                 log.setLevel(level)
-    raise ValueError(f"CLICKHOUSE_DSN={dsn!r}: expected chdb:///dir, chdb://memory or http://...")
+    raise ValueError(f"CLICKHOUSE_DSN={shown(dsn)!r}: expected chdb:///dir, chdb://memory or "
+                     "http://...")

@@ -117,8 +117,8 @@ class Migrator:
 
     def status(self) -> list[Status]:
         """Every migration with its applied time; MigrationError when the state disagrees."""
-        rows = self.client.query(
-            f"SELECT version, name, checksum, toString(applied_at) FROM {STATE_TABLE} "
+        rows = self.client.query(  # STATE_TABLE: a constant of this module
+            f"SELECT version, name, checksum, toString(applied_at) FROM {STATE_TABLE} "  # noqa: S608
             "ORDER BY version").result_rows
         applied = {int(v): (n, c, at) for v, n, c, at in rows}
         known = {m.version: m for m in self.migrations}

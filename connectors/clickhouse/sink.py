@@ -28,7 +28,7 @@ from connectors.clickhouse.tables import TABLES, Table
 from connectors.metrics import SINK_FAILURES, SINK_INSERT, SINK_PAUSED, SINK_ROWS
 from connectors.settings import ConnectorSettings
 from schemas import Codec, SchemaError
-from streams.domain.records import dead_letter
+from streams.domain.records import dead_letter, personal_error
 from streams.kafka import consumer, producer
 from streams.metrics import Flow, confluent_lag
 from streams.privacy import masked
@@ -309,6 +309,7 @@ class Sink:
         reason (never a dead letter's own)."""
         self.dead_letters += 1
         topic = msg.topic() or ""
+        error = personal_error(topic, error)  # the log line too
         log.warning("sink: record %s[%s]@%s to %s: %s", msg.topic(), msg.partition(),
                     msg.offset(), DLQ, error)
         if table.record == "DeadLetter":

@@ -225,8 +225,11 @@ class Simulator:
         if not arrival.read_url:
             return
         try:
-            response = await self._client().get(arrival.read_url, follow_redirects=False)
-            ok = response.status_code < 400
+            page = await self._client().get(arrival.read_url, follow_redirects=False)
+            ok = page.status_code < 400
+            if ok:  # the person taps the page's button: a POST to the same address
+                response = await self._client().post(arrival.read_url, follow_redirects=False)
+                ok = response.status_code < 400
         except httpx.HTTPError as exc:
             log.warning("opening a read link failed: %s", type(exc).__name__)
             ok = False

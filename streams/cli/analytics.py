@@ -48,7 +48,7 @@ def migrate() -> None:
 def _migrator() -> Any:
     from connectors.clickhouse.migrate import Migrator
 
-    dsn = get_settings().connections.clickhouse_dsn
+    dsn = get_settings().connections.dsn
     _owned_elsewhere(dsn)
     return Migrator(dsn)
 
@@ -103,14 +103,14 @@ def sink() -> None:
     from connectors.clickhouse.migrate import Migrator
     from connectors.clickhouse.priors import TOPIC, refresh
     from connectors.clickhouse.sink import Sink
-    from connectors.clickhouse.warehouse import Direct, announced, is_server, sql_app
+    from connectors.clickhouse.warehouse import Direct, announced, sql_app, sql_token
     from connectors.serving import ServerThread
     from streams.kafka import check_kafka
     from streams.metrics import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, config = get_settings(), _connector_settings()
-    dsn = settings.connections.clickhouse_dsn
+    dsn = settings.connections.dsn
     check_kafka(settings.connections.kafka_bootstrap_servers)
     _owned_elsewhere(dsn)
 
@@ -125,7 +125,7 @@ def sink() -> None:
 
     ch = open_store()
     the_sink = Sink(settings, config, ch)
-    warehouse = Direct(ch, dsn, is_server(dsn))
+    warehouse = Direct(ch, shown(dsn))
     serve(config.sink_metrics_port, ready=the_sink.ready)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -145,8 +145,9 @@ def sink() -> None:
     if chdb_dir(dsn) is None:
         the_sink.run(stop, tick)
         return
-    with ServerThread(sql_app(warehouse), config.sql_host, config.sql_port, "sql") as server, \
-            announced(dsn, server.url):
+    token = sql_token()
+    with ServerThread(sql_app(warehouse, token), config.sql_host, config.sql_port, "sql") as \
+            server, announced(dsn, server.url, token):
         click.echo(f"read-only SQL: pushcascade sql \"SELECT ...\" (served on {server.url})",
                    err=True)
         the_sink.run(stop, tick)
@@ -162,7 +163,7 @@ def sql(query: str, fmt: str) -> None:
     from connectors.clickhouse.warehouse import FORMATS, QueryError, open_warehouse
 
     try:
-        click.echo(open_warehouse(get_settings().connections.clickhouse_dsn)
+        click.echo(open_warehouse(get_settings().connections.analyst_dsn)
                    .text(query, FORMATS[fmt]), nl=False)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
@@ -182,7 +183,7 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
 
     settings, config = get_settings(), _connector_settings()
     try:
-        rates = fleet_rates(open_warehouse(settings.connections.clickhouse_dsn))
+        rates = fleet_rates(open_warehouse(settings.connections.dsn))
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     found = compute(rates, min_samples or config.priors_min_samples)
@@ -210,7 +211,7 @@ def report(out: Path, png: Path | None) -> None:
     from connectors.clickhouse.warehouse import QueryError, open_warehouse
 
     try:
-        warehouse = open_warehouse(get_settings().connections.clickhouse_dsn)
+        warehouse = open_warehouse(get_settings().connections.analyst_dsn)
         data = collect(warehouse)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None

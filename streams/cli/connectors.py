@@ -12,16 +12,27 @@ from streams.cli import cli
 from streams.settings import get_settings
 
 
-def _config():  # type: ignore[no-untyped-def]
-    """Connector and provider settings, configuration errors as one clear line."""
+def _config(credentials: bool = False):  # type: ignore[no-untyped-def]
+    """Connector and provider settings with the signing keys (and, for the dispatcher, every
+    provider's credentials) checked; a configuration error as one line naming the setting."""
+    from pydantic import ValidationError
+
     from connectors.adapters.config import ProviderConfig
     from connectors.adapters.registry import Registry
     from connectors.settings import ConnectorSettings
 
     try:
-        return ConnectorSettings.from_env(), Registry(ProviderConfig.from_env())
+        config, registry = ConnectorSettings.from_env(), Registry(ProviderConfig.from_env())
+        config.signing_key_id  # noqa: B018  (no built-in key: refuse to start without one)
+        if credentials:
+            registry.check_credentials()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.ClickException("invalid configuration: "
+                                   + first["msg"].removeprefix("Value error, ")) from None
     except ValueError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
+    return config, registry
 
 
 @cli.command()
@@ -32,7 +43,7 @@ def dispatch() -> None:
     from streams.metrics import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config, registry = _config()
+    config, registry = _config(credentials=True)
     check_kafka(get_settings().connections.kafka_bootstrap_servers)
     dispatcher = Dispatcher(get_settings(), config, registry)
     serve(config.dispatch_metrics_port, ready=dispatcher.ready)
@@ -51,18 +62,27 @@ def acks_gateway() -> None:
     """Serve receipt callbacks and read links; write their acks to push.acks."""
     from hypercorn.asyncio import serve
 
-    from connectors.gateway import create_app
-    from connectors.serving import hypercorn_config
+    from connectors.gateway import admin_app, create_app
+    from connectors.serving import hypercorn_config, public_config
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config, registry = _config()
     app = create_app(get_settings(), config, registry)
-    hc = hypercorn_config(config.gateway_host, config.gateway_port, log_errors=True)
+    public = public_config(config.gateway_host, config.gateway_port, config.gateway_read_timeout,
+                           config.gateway_keep_alive)
     click.echo(f"ack gateway on http://{config.gateway_host}:{config.gateway_port}", err=True)
 
     async def main() -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        await serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        servers = [serve(app, public, shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
+        if config.gateway_admin_port:
+            private = hypercorn_config(config.gateway_admin_host, config.gateway_admin_port)
+            servers.append(serve(admin_app(app), private,  # type: ignore[arg-type]
+                                 shutdown_trigger=stop.wait))
+            click.echo(f"metrics and OpenAPI on http://{config.gateway_admin_host}:"
+                       f"{config.gateway_admin_port}", err=True)
+        await asyncio.gather(*servers)
 
     asyncio.run(main())

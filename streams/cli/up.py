@@ -26,7 +26,7 @@ def up() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     var_dir = Path("var")
-    dsn = settings.connections.clickhouse_dsn
+    dsn = settings.connections.dsn
     with stack(settings, var_dir) as bootstrap:
         running = Settings(kafka_bootstrap_servers=bootstrap, clickhouse_dsn=dsn,
                            topic_prefix=settings.tuning.topic_prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 
@@ -102,6 +103,22 @@ def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float 
 
 def dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
                 error: str, now: float) -> dict[str, Any]:
-    """A DeadLetter value: the original key and bytes, where they were read, and why."""
+    """A DeadLetter value: the original key and bytes, where they were read, and why (for a
+    topic with personal data, only the kind of error: see personal_error)."""
     return {"key": key, "value": value, "topic": topic, "partition": partition,
-            "offset": offset, "error": error, "failed_at": ms(now)}
+            "offset": offset, "error": personal_error(topic, error), "failed_at": ms(now)}
+
+
+#: Topics whose records hold personal data (streams/privacy.py), matched by suffix (prefixes).
+PERSONAL_TOPICS = ("account.profiles", "device.registry")
+#: What follows any of these in an error text may quote a record's values.
+_QUOTED = re.compile(r"""['"`=]|b'|\\x""")
+
+
+def personal_error(topic: str, error: str) -> str:
+    """The error text kept for a record of a personal topic: the text before anything quoted
+    (the exception type and position), never a value; other topics' errors as they are."""
+    if not topic.endswith(PERSONAL_TOPICS):
+        return error
+    kept = _QUOTED.split(error, maxsplit=1)[0].rstrip(" :(")
+    return kept[:200] + (" (detail withheld: personal data)" if kept != error else "")

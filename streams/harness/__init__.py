@@ -16,6 +16,7 @@ from streams.harness.devices import DeviceSimulator, Population, User, populatio
 from streams.harness.processes import (
     Process,
     ProcessExited,
+    embedded_ack_keys,
     start_python,
     start_worker,
     worker_env,
@@ -42,8 +43,8 @@ from streams.harness.taps import (
 __all__ = [
     "WORKER_INPUTS", "Broker", "DeviceSimulator", "Ends", "Population", "Process",
     "ProcessExited", "Tap", "User", "answers_api_versions", "changelog_tap", "committed",
-    "drain", "end_offsets", "free_port", "group_id", "kafka", "latest", "population",
-    "producer_for", "stack",
+    "drain", "embedded_ack_keys", "end_offsets", "free_port", "group_id", "kafka", "latest",
+    "population", "producer_for", "stack",
     "start_broker", "start_python", "start_worker", "table_state", "wait_accounts",
     "wait_committed", "wait_devices", "wait_idle", "worker_env", "worker_events",
 ]

@@ -67,7 +67,7 @@ class Loop:
                              dispatch_metrics_port=self.ports["dispatch"],
                              sink_metrics_port=self.ports["sink"], sql_port=self.ports["sql"],
                              sink_flush_interval=0.5, priors_interval=30),
-                "CLICKHOUSE_DSN": self.settings.connections.clickhouse_dsn,
+                "CLICKHOUSE_DSN": self.settings.connections.dsn,
                 "PUSHCASCADE_GATEWAY_URL": self.gateway_url,
                 "PUSHCASCADE_PROVIDER_SIMULATOR_URL": self.simulator.url}
 

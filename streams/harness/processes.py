@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -59,7 +61,7 @@ class Process:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(log_path, "ab")  # noqa: SIM115  (the child owns it)
         try:
-            self.popen = subprocess.Popen(
+            self.popen = subprocess.Popen(  # noqa: S603  (the harness's own children)
                 self.argv, env=dict(env) if env is not None else None, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_die_with(os.getpid()), cwd=cwd)
@@ -140,11 +142,23 @@ def start_worker(env: Mapping[str, str], workdir: Path, name: str = "worker",
                         workdir=workdir, name=name)
 
 
+def embedded_ack_keys() -> str:
+    """PUSHCASCADE_ACK_KEYS of this run: the environment's, else a random key made once per run
+    and put in os.environ, so this process and every child it starts sign and verify alike."""
+    keys = os.environ.get("PUSHCASCADE_ACK_KEYS", "")
+    if not keys:
+        keys = json.dumps({f"run-{secrets.token_hex(4)}": secrets.token_urlsafe(32)})
+        os.environ["PUSHCASCADE_ACK_KEYS"] = keys
+    return keys
+
+
 def worker_env(settings: Settings, **tuning: Any) -> dict[str, str]:
     """The environment of a worker on these settings' broker and topic prefix.
 
-    It starts from os.environ (so PYTHONPATH reaches the child); each keyword becomes
-    PUSHCASCADE_<NAME>, e.g. read_deadline_high=3 -> PUSHCASCADE_READ_DEADLINE_HIGH=3."""
+    It starts from os.environ (so PYTHONPATH reaches the child) with this run's signing key
+    (embedded_ack_keys); each keyword becomes PUSHCASCADE_<NAME>, e.g. read_deadline_high=3 ->
+    PUSHCASCADE_READ_DEADLINE_HIGH=3."""
+    embedded_ack_keys()
     env = dict(os.environ)
     env.update({"KAFKA_BOOTSTRAP_SERVERS": settings.connections.kafka_bootstrap_servers,
                 "PUSHCASCADE_TOPIC_PREFIX": settings.tuning.topic_prefix})

@@ -85,7 +85,7 @@ def run(settings: Settings, *, settle: float = 10.0, simulator_url: str = "",
               for n, raws in topics.items() if n != "account.profiles"]
     if warehouse is not None:
         places += [(f"table {t.name}", warehouse.text(
-            f"SELECT * FROM {t.name} WHERE topic = '{settings.topic(topic)}'",
+            f"SELECT * FROM {t.name} WHERE topic = '{settings.topic(topic)}'",  # noqa: S608
             "TabSeparated").encode()) for topic, t in TABLES.items()]
     checks.append(personal_data(found, places))
     return sorted(checks, key=lambda c: c.promise)
@@ -95,7 +95,7 @@ def _warehouse(settings: Settings, checks: list[Check]) -> Any:
     from connectors.clickhouse.warehouse import open_warehouse
 
     try:
-        return open_warehouse(settings.connections.clickhouse_dsn)
+        return open_warehouse(settings.connections.dsn)
     except Exception as exc:  # reported as skipped checks, not as a crash
         why = f"ClickHouse not readable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         checks += [skipped(3, "every record stored once", why), skipped(4, "agreement", why)]
@@ -116,7 +116,7 @@ def _stored(settings: Settings, topics: Mapping[str, list[Raw]], warehouse: Any)
         table = TABLES[topic].name
         kafka = [(record_key(topic, r.record), r.partition, r.offset)
                  for r in topics.get(topic, []) if r.record is not None]
-        rows = warehouse.rows(f"SELECT {key_sql(table)}, partition, offset FROM {table} FINAL "
+        rows = warehouse.rows(f"SELECT {key_sql(table)}, partition, offset FROM {table} FINAL "  # noqa: S608
                               f"WHERE topic = '{settings.topic(topic)}'")
         # a record verify cannot decode is the consumers' dead letter; ClickHouse may still
         # store its valid prefix (README, Known limitations): its row is not judged here

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -270,11 +272,12 @@ def test_a_provider_down_for_30_s_holds_its_sends_and_the_others_keep_flowing(
 
 
 @pytest.fixture
-def gateway(settings, simulator, tmp_path) -> Iterator[str]:
-    """`pushcascade acks-gateway` on a free port; yields its base URL."""
-    port = free_port()
+def gateway_urls(settings, simulator, tmp_path) -> Iterator[tuple[str, str]]:
+    """`pushcascade acks-gateway` on free ports; yields its public and private base URLs."""
+    port, admin = free_port(), free_port()
     proc = start_python("streams.cli", "acks-gateway",
-                        env=env_for(settings, simulator, gateway_port=port),
+                        env=env_for(settings, simulator, gateway_port=port,
+                                    gateway_admin_port=admin, gateway_read_timeout=2),
                         workdir=tmp_path, name="gateway")
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 60
@@ -287,8 +290,14 @@ def gateway(settings, simulator, tmp_path) -> Iterator[str]:
         proc.check()
         assert time.monotonic() < end, "the gateway did not become ready"
         time.sleep(0.2)
-    yield url
+    yield url, f"http://127.0.0.1:{admin}"
     proc.stop()
+
+
+@pytest.fixture
+def gateway(gateway_urls) -> str:
+    """The gateway's public base URL."""
+    return gateway_urls[0]
 
 
 def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(settings, gateway):
@@ -297,8 +306,8 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
     the_send = send("acct-r", "m1", "APP", "acct-r-d0", "HUAWEI")
     token = signer.sign(AckToken.for_send("READ", the_send))
     for _ in range(2):
-        answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
-        assert answer.status_code == 302
+        answer = httpx.post(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+        assert answer.status_code == 303
         assert answer.headers["location"] == "https://air.example/b"
     acks = Tap(settings, "push.acks")
     acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
@@ -309,6 +318,11 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
         AckToken.for_send("READ", the_send))
     answer = httpx.get(f"{gateway}/r/{forged}", timeout=15)
     assert answer.status_code == 403 and answer.json()["error"] == "bad_token"
+    for kid in ("dev", config.signing_key_id):  # the once built-in development key
+        dev = Signer({kid: "pushcascade-development-ack-key-change-me-0001"}, kid, 60)
+        answer = httpx.get(f"{gateway}/r/{dev.sign(AckToken.for_send('READ', the_send))}",
+                           follow_redirects=False, timeout=15)
+        assert answer.status_code == 403 and answer.json()["error"] == "bad_token"
     receipt = signer.sign(AckToken.for_send("RECEIPT", the_send))
     assert httpx.post(f"{gateway}/read/{receipt}", timeout=15).status_code == 403
     assert httpx.post(f"{gateway}/callbacks/nokia", content=b"{}", timeout=15).status_code == 404
@@ -316,10 +330,81 @@ def test_a_read_link_clicked_twice_is_one_read_and_forged_tokens_are_refused(set
                       timeout=15).status_code == 400
     assert httpx.post(f"{gateway}/callbacks/huawei", content=b"x" * 70000,
                       timeout=15).status_code == 413
-    paths = httpx.get(f"{gateway}/openapi.json", timeout=15).json()["paths"]
-    assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
     acks.poll(1.0)
     assert len(acks.records) == 1
+
+
+def test_link_scanners_and_previews_record_no_read(settings, gateway):
+    """HEAD and GET on a tracked link (what mail scanners and SMS previews do) record nothing;
+    the page's button, a POST, records the one READ."""
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    the_send = send("acct-s", "m1", "EMAIL")
+    token = signer.sign(AckToken.for_send("READ", the_send))
+    url = f"{gateway}/r/{token}"
+    for _ in range(3):
+        assert httpx.head(url, timeout=15).status_code == 200
+        page = httpx.get(url, follow_redirects=True, timeout=15)
+        assert page.status_code == 200 and "method=post" in page.text
+        assert "https://air.example/b" not in page.text  # a scanner learns no destination
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+    acks = Tap(settings, "push.acks")
+    acks.poll(3.0)
+    assert acks.records == []
+    assert httpx.post(url, follow_redirects=False, timeout=15).status_code == 303
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    assert [(a["kind"], a["send_id"]) for a in acks.records] == [("READ", the_send["send_id"])]
+    script = {**send("acct-s", "m2", "EMAIL"), "link": "javascript:alert(document.cookie)"}
+    answer = httpx.post(f"{gateway}/r/{signer.sign(AckToken.for_send('READ', script))}",
+                        follow_redirects=False, timeout=15)
+    assert answer.status_code == 200 and "location" not in answer.headers  # no open redirect
+
+
+def test_the_public_port_serves_no_metrics_openapi_or_broker_details(gateway_urls):
+    public, private = gateway_urls
+    for path in ("/metrics", "/openapi.json"):
+        assert httpx.get(f"{public}{path}", timeout=15).status_code == 404, path
+    assert httpx.get(f"{public}/readyz", timeout=15).json() == {"status": "ready"}
+    assert "pushcascade_gateway_refused_total" in httpx.get(f"{private}/metrics", timeout=15).text
+    paths = httpx.get(f"{private}/openapi.json", timeout=15).json()["paths"]
+    assert {"/callbacks/{provider}", "/r/{token}", "/read/{token}"} <= set(paths)
+
+
+def test_a_receipt_repeated_replayed_or_posted_on_another_provider_is_recorded_once(
+        settings, gateway):
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    the_send = send("acct-p", "m1", "APP", "acct-p-d0", "HUAWEI")
+    token = signer.sign(AckToken.for_send("RECEIPT", the_send))
+    body = json.dumps({"statuses": [{"biTag": token, "status": 0}] * 28}).encode()
+    first = httpx.post(f"{gateway}/callbacks/huawei", content=body, timeout=15)
+    assert first.status_code == 200 and first.json()["recorded"] == 1
+    again = httpx.post(f"{gateway}/callbacks/huawei", content=body, timeout=15)
+    assert again.status_code == 200 and again.json()["recorded"] == 0
+    fcm = json.dumps({"receipts": [{"receipt_token": token}]}).encode()
+    elsewhere = httpx.post(f"{gateway}/callbacks/fcm", content=fcm, timeout=15)
+    assert elsewhere.status_code == 403  # a HUAWEI receipt is not FCM's to report
+    acks = Tap(settings, "push.acks")
+    acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
+    acks.poll(2.0)
+    assert [(a["kind"], a["send_id"]) for a in acks.records] == [
+        ("RECEIPT", the_send["send_id"])]
+
+
+def test_a_slow_client_is_cut_off_and_a_token_opened_too_often_is_refused(gateway):
+    """Read timeout (here 2 s): a request that never finishes does not hold its connection."""
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        while slow.recv(4096):
+            pass
+        assert time.monotonic() - started < 10
+    config = ConnectorSettings()
+    signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
+    url = f"{gateway}/r/{signer.sign(AckToken.for_send('READ', send('acct-t', 'm1', 'SMS')))}"
+    codes = [httpx.get(url, timeout=15).status_code for _ in range(12)]
+    assert codes[:10] == [200] * 10 and codes[10:] == [429, 429]
 
 
 def test_the_closed_loop_through_http_learns_the_read_channel_and_escalates(
@@ -427,7 +512,7 @@ def test_the_gateway_answers_503_while_the_broker_is_unreachable(settings, simul
                 proc.check()
                 assert time.monotonic() < end
                 time.sleep(0.2)
-        assert ready.status_code == 503
+        assert ready.status_code == 503 and ready.json() == {"status": "not ready"}
         config = ConnectorSettings()
         token = Signer(config.keys, config.signing_key_id, 60).sign(
             AckToken.for_send("READ", send("acct-x", "m1", "SMS")))
@@ -490,8 +575,8 @@ def test_the_gateway_records_a_send_at_every_cap_and_refuses_oversized_input_wit
                "link": "https://air.example/" + "l" * (v.LINK_BYTES - 20)}
     assert len(at_caps["link"]) == v.LINK_BYTES
     token = signer.sign(AckToken.for_send("READ", at_caps))
-    answer = httpx.get(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
-    assert answer.status_code == 302 and answer.headers["location"] == at_caps["link"]
+    answer = httpx.post(f"{gateway}/r/{token}", follow_redirects=False, timeout=15)
+    assert answer.status_code == 303 and answer.headers["location"] == at_caps["link"]
     over = send("acct-o", "m" * (v.ID_BYTES + 1), "APP", "acct-o-d0", "HUAWEI")
     answer = httpx.post(f"{gateway}/read/{signer.sign(AckToken.for_send('READ', over))}",
                         timeout=15)

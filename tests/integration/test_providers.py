@@ -434,6 +434,7 @@ def test_the_population_posts_the_vendors_receipt_and_opens_the_read_link(
     expected = [] if name == "wechat" else [item.receipt_token]  # WeChat echoes only its MsgID
     assert adapter.receipts(lowered, body) == expected
     wait_for(lambda: any(path.startswith(f"/r/{item.send_id}") for path in gateway.gets))
+    wait_for(lambda: any(path.startswith(f"/r/{item.send_id}") for path, _, _ in gateway.posts))
 
 
 def test_a_configured_callback_url_in_the_request_is_where_the_receipt_goes(

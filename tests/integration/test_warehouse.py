@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.clickhouse.migrate import Migrator
@@ -422,6 +424,16 @@ def test_analysts_query_report_and_compute_priors_while_the_sink_owns_chdb(
         refused = cli("sql", "DROP TABLE sends")
         assert refused.returncode != 0 and "read-only" in refused.stderr
         assert cli("sql", "SELECT 1; DROP TABLE sends").returncode != 0
+        for attack in ("SELECT 'x --';\nDROP TABLE sends",
+                       "SELECT * FROM file('/proc/self/environ', 'LineAsString')"):
+            refused = cli("sql", attack)
+            assert refused.returncode != 0 and "PUSHCASCADE_ACK_KEYS" not in refused.stdout
+        owner = json.loads((tmp_path / "store" / "pushcascade-sql.json").read_text())
+        assert (tmp_path / "store" / "pushcascade-sql.json").stat().st_mode & 0o077 == 0
+        bare = httpx.post(f"{owner['url']}/query", content="SELECT count() FROM sends")
+        assert bare.status_code == 401  # the endpoint needs the owner file's token
+        assert cli("sql", "SELECT count() FROM sends FINAL", "--format", "csv").stdout.endswith(
+            f"{by_topic['push.sends']}\n")  # the table is still there
         assert cli("migrate", "list").returncode != 0  # the store is the sink's while it runs
 
         priors = cli("priors", "--dry-run", "--min-samples", "10")

@@ -35,6 +35,11 @@ def manifests() -> list[dict[str, Any]]:
             for doc in yaml.safe_load_all(f.read_text()) if doc]
 
 
+def example_secrets() -> list[dict[str, Any]]:
+    """The example Secrets (deploy/secrets.example.yaml), kept out of the applied folder."""
+    return [d for d in yaml.safe_load_all((DEPLOY / "secrets.example.yaml").read_text()) if d]
+
+
 def known_variable(name: str) -> bool:
     """Whether an environment variable is a pushcascade setting."""
     if name.upper() in {f.upper() for f in Connections.model_fields}:
@@ -86,7 +91,7 @@ def test_each_manifest_follows_the_kubernetes_schema(doc):
 def test_the_manifests_fit_together():
     docs = manifests()
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    secret = {k: v for d in example_secrets() for k, v in d["stringData"].items()}
     assert all(known_variable(v) for v in [*config, *secret])
     partitions = int(config["PUSHCASCADE_PARTITIONS"])
     workloads = {d["metadata"]["name"]: d for d in docs
@@ -112,9 +117,108 @@ def test_the_manifests_fit_together():
         auth = next(d for d in docs if d["kind"] == "TriggerAuthentication"
                     and d["metadata"]["name"] == trigger["authenticationRef"]["name"])
         for ref in auth["spec"]["secretTargetRef"]:
-            assert ref["name"] == "pushcascade" and ref["key"] in secret
+            assert ref["name"] == "pushcascade-keda" and ref["key"] in secret
     claims = workloads["pushcascade-workers"]["spec"]["volumeClaimTemplates"]
     assert claims and config["PUSHCASCADE_STORE"] == "rocksdb://"
+
+
+def test_no_secret_value_is_in_the_folder_that_is_applied():
+    """`kubectl apply -f deploy/k8s/` must never overwrite the real Secrets with placeholders."""
+    for doc in manifests():
+        assert doc["kind"] != "Secret", doc["metadata"]["name"]
+        assert "CHANGE-ME" not in yaml.safe_dump(doc), doc["metadata"]["name"]
+    for doc in example_secrets():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def workloads() -> dict[str, dict[str, Any]]:
+    """Every Deployment, StatefulSet and Job by name."""
+    return {d["metadata"]["name"]: d for d in manifests()
+            if d["kind"] in ("StatefulSet", "Deployment", "Job")}
+
+
+def test_every_pod_and_container_runs_locked_down():
+    """Non-root, no privilege escalation, read-only root filesystem (a /tmp emptyDir), all
+    capabilities dropped, seccomp RuntimeDefault, no service-account token."""
+    assert set(workloads()) == {"pushcascade-workers", "pushcascade-dispatcher",
+                                "pushcascade-gateway", "pushcascade-sink", "pushcascade-setup"}
+    for name, w in workloads().items():
+        pod = w["spec"]["template"]["spec"]
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] != 0, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"], name
+        for container in pod["containers"]:
+            own = container["securityContext"]
+            assert own["allowPrivilegeEscalation"] is False, name
+            assert own["readOnlyRootFilesystem"] is True, name
+            assert own["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name
+
+
+def test_each_component_reads_only_its_own_secret():
+    needs = {"pushcascade-workers": set(), "pushcascade-gateway": {"PUSHCASCADE_ACK_KEYS"},
+             "pushcascade-dispatcher": {"PUSHCASCADE_ACK_KEYS"},
+             "pushcascade-sink": {"CLICKHOUSE_DSN"}, "pushcascade-setup": {"CLICKHOUSE_DSN"}}
+    secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in example_secrets()}
+    used = []
+    for name, w in workloads().items():
+        (container,) = w["spec"]["template"]["spec"]["containers"]
+        refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+        assert len(refs) == 1, name
+        keys = secrets[refs[0]]
+        assert needs[name] <= keys, name
+        for key in {"PUSHCASCADE_ACK_KEYS", "CLICKHOUSE_DSN"} - needs[name]:
+            assert key not in keys, (name, key)
+        providers = {k for k in keys if k.startswith("PUSHCASCADE_PROVIDER_")}
+        assert name == "pushcascade-dispatcher" or providers <= {
+            "PUSHCASCADE_PROVIDER_WECHAT_CALLBACK_TOKEN",
+            "PUSHCASCADE_PROVIDER_EMAIL_WEBHOOK_PUBLIC_KEY"}, name
+        used.append(refs[0])
+    assert len(set(used)) == len(used)  # one Secret per component
+
+
+def test_network_policies_admit_the_public_only_to_the_gateway():
+    policies = [d for d in manifests() if d["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert deny and all(not p["spec"].get("ingress") for p in deny)  # default: nothing in
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            if not rule.get("from"):  # from anywhere
+                assert policy["spec"]["podSelector"] == {
+                    "matchLabels": {"app.kubernetes.io/name": "pushcascade-gateway"}}
+                assert rule["ports"] == [{"protocol": "TCP", "port": 8791}]
+    by_target = {p["spec"]["podSelector"].get("matchLabels", {}).get(
+        "app.kubernetes.io/name"): p for p in policies}
+    clickhouse = by_target["clickhouse"]["spec"]["ingress"][0]["from"]
+    assert {tuple(f["podSelector"]["matchLabels"].values())[0] for f in clickhouse} == {
+        "pushcascade-sink", "pushcascade-setup", "true"}  # and analysts' pods
+    kafka = by_target["kafka"]["spec"]["ingress"][0]["from"]
+    assert all("ipBlock" not in f for f in kafka)
+    labels = {k: v for w in workloads().values()
+              for k, v in w["spec"]["template"]["metadata"]["labels"].items()
+              if k == "app.kubernetes.io/part-of"}
+    assert labels == {"app.kubernetes.io/part-of": "pushcascade"}  # what the Kafka rule admits
+
+
+def test_the_simulator_is_never_deployed_and_images_are_pinned():
+    import re
+
+    config = next(d for d in manifests() if d["kind"] == "ConfigMap")["data"]
+    assert not any(k.startswith("PUSHCASCADE_PROVIDER_SIMULATOR") for k in config)
+    for w in workloads().values():
+        for container in w["spec"]["template"]["spec"]["containers"]:
+            assert "simulate-providers" not in [*container.get("args", []),
+                                                *container.get("command", [])]
+            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", container["image"]), container
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+    assert config["SCHEMA_REGISTRY_URL"].startswith("https://")  # TLS, with basic auth:
+    assert all("SCHEMA_REGISTRY_BASIC_AUTH" in d["stringData"] for d in example_secrets()
+               if d["metadata"]["name"] in ("pushcascade-gateway", "pushcascade-sink"))
 
 
 def test_a_broken_manifest_is_refused():

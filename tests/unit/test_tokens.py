@@ -88,6 +88,7 @@ def test_settings_refuse_short_or_malformed_keys(monkeypatch: pytest.MonkeyPatch
         ConnectorSettings()
     keys = '{"a": "thirty-two-characters-secret-one", "b": "thirty-two-characters-secret-two"}'
     monkeypatch.setenv("PUSHCASCADE_ACK_KEYS", keys)
+    monkeypatch.setenv("PUSHCASCADE_ACK_KEY_ID", "b")
     assert ConnectorSettings().signing_key_id == "b"
     assert "secret-one" not in repr(ConnectorSettings())
 
