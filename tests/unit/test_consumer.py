@@ -53,6 +53,12 @@ def test_nothing_is_committed_for_a_partition_the_journal_has_no_position_for(ap
     assert consumer._new_offset(TP0) is None
 
 
+def test_an_app_without_the_journal_commits_as_faust_does(app) -> None:
+    consumer = app.consumer
+    consumer._acked[TP0].extend([0, 1, 2, 4])
+    assert consumer._new_offset(TP0) == 3
+
+
 def test_a_read_offset_never_makes_faust_drop_a_record_read_again() -> None:
     offsets = ReadOffsets(lambda: None)
     offsets[TP0] = 120
