@@ -279,7 +279,7 @@ class StateTables:
 
         async def flush() -> None:
             await flush_faust()
-            await self.flush()
+            await self.try_flush()
 
         producer.flush = flush  # type: ignore[method-assign]
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -290,17 +290,24 @@ class StateTables:
     async def _flush_due(self) -> None:
         """Flush the batches handled since the last flush, if any."""
         if any(not pending.empty() for pending in self.dirty.values()) or self.unsent:
+            await self.try_flush()
+
+    async def try_flush(self) -> bool:
+        """Flush; a failure (the broker away, say) is logged and the batches are kept for the
+        next attempt. Offsets only ever follow what landed, so nothing needs to stop."""
+        try:
             await self.flush()
+        except Exception as exc:
+            log.warning("flush failed, batches kept for the next attempt: %s", exc)
+            return False
+        return True
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Flush what was handled, then forget the revoked partitions' claims and batches."""
         gone = {tp.partition for tp in revoked if tp.topic == self.topic}
         if not gone:
             return
-        try:
-            await self.flush()
-        except Exception as exc:  # read again by the next owner from the journal's positions
-            log.warning("flush on revocation failed: %s", exc)
+        await self.try_flush()  # what fails is read again by the next owner
         for p in gone:
             self.epoch.pop(p, None)
             self.dirty.pop(p, None)

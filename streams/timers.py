@@ -86,7 +86,7 @@ class DeadlineTimer:
             await asyncio.sleep(0)
         if fired:
             self.fired += fired
-            await self.state.flush()  # outputs, then state: also while no input arrives
+            await self.state.try_flush()  # also while no input arrives
         next_due = self.index.next_due()
         PENDING.labels(self.table).set(len(self.index))
         OVERDUE.labels(self.table).set(max(0.0, time.time() - next_due) if next_due else 0.0)
