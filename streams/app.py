@@ -174,14 +174,23 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
             state = self._journal
             if state is None:
                 return offsets
-            for tp in self.assignment():
+            inputs = [tp for tp in self.assignment() if tp.topic != state.topic]
+            sought: dict[TP, int] = {}
+            for tp in inputs:  # (the journal itself is read by recovery)
                 position = state.position(tp)
-                if position is not None and position != offsets.get(tp):
-                    await self.seek(tp, position)
-                    # answered as still committed where the group had it, so the position is
-                    # committed even if nothing more is read there (Faust commits only the
-                    # partitions in its acknowledgement lists)
-                    self._acked[tp]
+                if position is None:
+                    # nothing of it in the journal: from the group's commit, else from the
+                    # start, even if records were fetched (and handled against a state not
+                    # yet recovered, then dropped by the claim) since the assignment
+                    committed = offsets.get(tp)
+                    position = committed if committed is not None and committed >= 0 else 0
+                await self.seek(tp, position)
+                sought[tp] = position
+                # answered as still committed where the group had it, so the position is
+                # committed even if nothing more is read there (Faust commits only the
+                # partitions in its acknowledgement lists)
+                self._acked[tp]
+            state.resume(sought)
             return offsets
 
     return Consumer

@@ -181,6 +181,9 @@ class StateTables:
         self.clock: dict[int, float] = {}
         self.times: dict[tuple[str, int], float] = {}
         self.last_outputs: dict[int, tuple[int, list[Output]]] = {}
+        #: partitions whose inputs are read from the journal's positions: events of any other
+        #: are read again later, never handled (before recovery the state is not there)
+        self.ready: set[int] = set()
         self.sent_through: dict[int, int] = {}
         self.unsent: list[Output] = []
         self.largest = 0
@@ -232,6 +235,15 @@ class StateTables:
     def discard(self) -> None:
         """The open event failed: nothing it wrote or emitted remains."""
         self.event = None
+
+    def resume(self, positions: dict[TP, int]) -> None:
+        """These inputs were sought to these offsets (the journal's positions, else the
+        group's): handle their partitions from there."""
+        for p in {tp.partition for tp in positions}:
+            self.handled[p] = {}
+            self.ready.add(p)
+        for tp, offset in positions.items():
+            self.handled[tp.partition][tp.topic] = offset
 
     def seen(self, tp: TP, offset: int) -> bool:
         """Whether this record was handled already (read again after a seek or a takeover)."""
@@ -303,14 +315,14 @@ class StateTables:
         return True
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
-        """Flush what was handled, then forget the revoked partitions' claims and batches."""
+        """Forget the revoked partitions' claims and unflushed batches: whoever owns them next
+        reads their inputs again from the journal's positions. (Nothing is awaited here: the
+        signal may come from the consumer's own thread.)"""
         gone = {tp.partition for tp in revoked if tp.topic == self.topic}
-        if not gone:
-            return
-        await self.try_flush()  # what fails is read again by the next owner
         for p in gone:
             self.epoch.pop(p, None)
             self.dirty.pop(p, None)
+            self.ready.discard(p)
 
     async def flush(self) -> None:
         """Journal, read-back, store, outputs (see the module docstring)."""
@@ -518,13 +530,15 @@ class StateTables:
         for tp in actives:
             self.epoch[tp.partition] = self.last_own[tp.partition] = ends[tp] - 1
             self.dirty.pop(tp.partition, None)
+            self.ready.discard(tp.partition)
         return ends
 
     def _fold(self, tp: TP) -> Fold:
-        """Where recovery of a partition starts: from the store's recovery point when the
-        store resumes after its persisted offset (RocksDB), else from nothing."""
+        """Where recovery of a partition starts: from the store's recovery point when it holds
+        the partition (RocksDB after its persisted offset; a memory store that kept it, which
+        Faust then reads only from where its last recovery ended), else from nothing."""
         meta = self.table.get(META + b"%d" % tp.partition)
-        if self.table.persisted_offset(tp) is not None and isinstance(meta, dict):
+        if isinstance(meta, dict):
             self.durable[tp.partition] = dict(meta["positions"])
             self.clock[tp.partition] = meta["clock"]
             return Fold(epoch=meta["epoch"], seq=meta["seq"])
@@ -548,11 +562,10 @@ class StateTables:
                 self.last_outputs[p] = (batch.seq, batch.outputs)
 
     async def recovered(self, actives: set[int]) -> None:
-        """Active partitions recovered: handle from their positions, and send the outputs of
-        each one's last batch again (its writer may have died before sending them)."""
+        """Active partitions recovered: send the outputs of each one's last batch again (its
+        writer may have died before sending them)."""
         again: list[Output] = []
         for p in actives:
-            self.handled[p] = dict(self.durable.get(p, {}))
             seq, outputs = self.last_outputs.pop(p, (-1, []))
             fold = self.folds.get(p)
             if seq > max(self.sent_through.get(p, -1), fold.sent if fold else -1):
@@ -581,6 +594,9 @@ async def handle_events(stream: faust.StreamT, state: StateTables, flow: Flow | 
     clock = time.perf_counter
     async for event in stream.events():
         msg = event.message
+        if msg.partition not in state.ready:
+            counts.add("before_recovery")  # read again once the partition is sought
+            continue
         if state.seen(msg.tp, msg.offset):
             counts.add("read_again")
             continue
