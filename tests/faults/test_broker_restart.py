@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from connectors.serving import free_port
-from streams.harness import Process, committed, start_broker
+from streams.harness import Process, ProcessExited, committed, start_broker
 from streams.harness.broker import Broker
 from streams.lag import end_offsets
 from tests.faults.stack import started
@@ -77,6 +77,11 @@ def s3_env(url: str) -> dict[str, str]:
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
 
 
+@pytest.mark.xfail(strict=True, raises=ProcessExited, reason=(
+    "after a SIGKILL and restart of Tansu on s3:// storage (moto_server), a stream worker "
+    "crashes ~25 s later: OutboxError('journal partitions [0] not read back within 15s') "
+    "three times, then exit 1 (streams/state.py's read-back of its own journal batch; whether "
+    "Tansu's s3 storage or the journal is at fault is not isolated)"))
 def test_a_broker_restart(s3: str, tmp_path: Path) -> None:
     storage, env, port = f"s3://{BUCKET}/", s3_env(s3), free_port()
     log = tmp_path / "broker.log"

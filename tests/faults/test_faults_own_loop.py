@@ -29,14 +29,15 @@ LOST_DEADLINES = ("worker core: after {fault}, verify reports promise 1 broken o
                    reason=LOST_DEADLINES.format(
     fault="SIGKILL and restart of a stream worker",
     more="; also 'acct-00024/acct-00024-m1: no send and no UNREACHABLE 37 s after the request' "
-         "(a request lost), and once the restarted worker exited at start (faust "
-         "ConsumerNotStarted from Consumer.assignment)"))
+         "(a request never handled: the workers' group left 1 record uncommitted for 180 s), "
+         "and once the restarted worker exited at start (faust ConsumerNotStarted from "
+         "Consumer.assignment)"))
 def test_sigkill_of_a_worker_at_random_moments(own_stack: Stack) -> None:
     stack = own_stack
     with stack.scenario(f"SIGKILL of a stream worker, {KILLS} times at random moments"
                         ) as injected:
         kill_at_random_moments(stack, "worker", KILLS, f"{SEED}-worker", injected)
-        time.sleep(6)  # load flows on: the next round's read deadlines come due after the kills
+        time.sleep(4)  # load flows on: the next round's read deadlines come due after the kills
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_DEADLINES.format(
@@ -61,7 +62,7 @@ def test_sigstop_of_a_worker_past_the_session_timeout(own_stack: Stack) -> None:
                         f"its partitions over (requests written after the stop handled and "
                         f"committed {grown + took:.1f} s after it); SIGCONT after {frozen:.1f} s "
                         f"(session timeout 6 s); it rejoined, ready in {back:.1f} s")
-        time.sleep(6)  # load flows on: the next round's read deadlines come due after it
+        time.sleep(4)  # load flows on: the next round's read deadlines come due after it
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_DEADLINES.format(
@@ -78,7 +79,7 @@ def test_two_workers_one_joining_one_leaving_while_deadlines_come_due(own_stack:
         leaving = stack.of("worker")[0]
         stack.remove(leaving)
         injected.append(f"{leaving.name} left (SIGTERM, a rebalance) while deadlines came due")
-        time.sleep(6)  # load flows on: the next round's read deadlines come due after it
+        time.sleep(4)  # load flows on: the next round's read deadlines come due after it
 
 
 @pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
@@ -110,6 +111,6 @@ def test_sigstop_of_the_dispatcher_past_the_session_timeout(own_stack: Stack) ->
         time.sleep(3)  # load flows while the thawed dispatcher finds its place again
         stack.remove(second)
         stack.wait_grown("push.sends")
-        took = stack.wait_group_past("pushcascade-dispatch", "push.sends", timeout=60)
+        took = stack.wait_group_past("pushcascade-dispatch", "push.sends", timeout=45)
         injected.append(f"the second dispatcher left (SIGTERM); the first handles every "
                         f"partition again (new sends committed in {took:.1f} s)")
