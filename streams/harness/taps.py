@@ -24,8 +24,10 @@ from streams.settings import Settings
 from streams.state import JOURNAL
 
 #: The topics a pushcascade worker's consumer group reads: what outside users write, and the
-#: internal topics the workers write to themselves.
-WORKER_INPUTS = tuple(s.name for s in CATALOG if s.internal or s.name in WRITABLE)
+#: internal topics the workers write to themselves (not the dispatcher's intents, which only
+#: the dispatcher reads).
+WORKER_INPUTS = tuple(s.name for s in CATALOG
+                      if (s.internal or s.name in WRITABLE) and s.writers != "dispatcher")
 
 
 def group_id(settings: Settings) -> str:
