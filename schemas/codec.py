@@ -27,6 +27,14 @@ __all__ = ["Codec", "RecordError", "SchemaError", "load_schema", "schema_json"]
 
 MAGIC = 0
 _HEADER = struct.Struct(">BI")
+#: Characters of a reader's error kept in a SchemaError: a UnicodeDecodeError's repr holds the
+#: whole undecodable string, which made a dead letter larger than the broker takes.
+REASON_CHARS = 200
+
+
+def _brief(exc: Exception) -> str:
+    """A reader's error in a bounded number of characters: its type and message."""
+    return f"{type(exc).__name__}({str(exc)[:REASON_CHARS]!r})"
 
 # (record name, writer schema, reader schema or None when the writer schema is ours)
 _Decoder = tuple[str, dict[str, Any], dict[str, Any] | None]
@@ -121,9 +129,8 @@ class Codec:
         try:
             value = cast(dict[str, Any], schemaless_reader(buf, writer, reader))
         except Exception as exc:
-            raise SchemaError(
-                topic, f"{name} datum (schema id {schema_id}) is truncated or corrupt: {exc!r}"
-            ) from exc
+            raise SchemaError(topic, f"{name} datum (schema id {schema_id}) is truncated or "
+                                     f"corrupt: {_brief(exc)}") from exc
         extra = len(data) - buf.tell()
         if extra:
             raise SchemaError(
@@ -170,7 +177,8 @@ class Codec:
         try:
             writer = cast(dict[str, Any], parse_schema(strip_logical(json.loads(found.schema_str))))
         except Exception as exc:
-            raise SchemaError(topic, f"schema id {schema_id} does not parse: {exc!r}") from exc
+            raise SchemaError(topic,
+                              f"schema id {schema_id} does not parse: {_brief(exc)}") from exc
         fullname = str(writer.get("name", ""))
         name = fullname.removeprefix(f"{NAMESPACE}.")
         if writer.get("type") != "record" or name not in self._known:

@@ -230,6 +230,19 @@ def test_garbage_body_raises_schema_error() -> None:
             CODEC.decode(b"\x00\x00\x00\x00\x01" + body, TOPIC)
 
 
+def test_the_reason_for_a_corrupt_datum_is_short_whatever_the_datum_holds() -> None:
+    """A string that is not UTF-8 deep in a 256 KiB datum: the reason names the error in a few
+    hundred characters (it used to repeat the whole string, making a dead letter of ~1 MB)."""
+    body = "\U0001f600" * 65_536
+    data = CODEC.encode("Escalation", {**EXAMPLES["Escalation"], "message_id": body})
+    end = data.index(b"\xf0\x9f\x98\x80") + len(body.encode()) - 1
+    broken = data[:end] + b"\xff" + data[end + 1:]  # the string's last byte is not UTF-8
+    with pytest.raises(SchemaError) as info:
+        CODEC.decode(broken, "push.escalations")
+    assert "UnicodeDecodeError" in info.value.reason
+    assert len(info.value.reason) < 400
+
+
 def test_wrong_expected_type_raises_schema_error() -> None:
     with pytest.raises(SchemaError) as info:
         CODEC.decode(GOOD, "push.acks", expected="Ack")
