@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from functools import cache
 from io import BytesIO
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ from fastavro.schema import to_parsing_canonical_form
 from schemas.errors import RecordError, SchemaError
 from schemas.loader import (
     NAMESPACE,
+    expanded,
     load_schema,
     pinned_ids,
     record_names,
@@ -30,6 +32,24 @@ _HEADER = struct.Struct(">BI")
 #: Characters of a reader's error kept in a SchemaError: a UnicodeDecodeError's repr holds the
 #: whole undecodable string, which made a dead letter larger than the broker takes.
 REASON_CHARS = 200
+
+
+_RANGES = {"int": (-(1 << 31), (1 << 31) - 1), "long": (-(1 << 63), (1 << 63) - 1)}
+
+
+@cache
+def _ranged(name: str) -> tuple[tuple[str, int, int], ...]:
+    """The int and long fields of a record with their ranges: fastavro reads a varint of any
+    length into either without a check (an int field of 2**63 decoded)."""
+    out = []
+    for field in expanded(name)["fields"]:
+        kind = field["type"]
+        branches = kind if isinstance(kind, list) else [kind]
+        for branch in branches:
+            base = branch["type"] if isinstance(branch, dict) else branch
+            if base in _RANGES:
+                out.append((field["name"], *_RANGES[base]))
+    return tuple(out)
 
 
 def _brief(exc: Exception) -> str:
@@ -136,6 +156,11 @@ class Codec:
             raise SchemaError(
                 topic, f"{extra} trailing bytes after the {name} datum (schema id {schema_id})"
             )
+        for field, low, high in _ranged(name):
+            number = value.get(field)
+            if number is not None and not low <= number <= high:
+                raise SchemaError(topic, f"{name}.{field} (schema id {schema_id}): {number} is "
+                                         f"out of range for its type")
         return name, value
 
     def _check_name(self, record_name: str) -> None:

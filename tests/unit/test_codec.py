@@ -243,6 +243,17 @@ def test_the_reason_for_a_corrupt_datum_is_short_whatever_the_datum_holds() -> N
     assert len(info.value.reason) < 400
 
 
+def test_an_int_or_long_out_of_its_range_is_a_schema_error() -> None:
+    """Avro varints have no length limit and fastavro reads any of them into an int field:
+    found by the fuzzer (tests/fuzz), a CampaignEvent decoded with partition 2**63 - 4."""
+    good = CODEC.encode("CampaignEvent", EXAMPLES["CampaignEvent"])
+    start = 5 + 1 + len(b"spring")  # the partition's varint (3 -> zigzag 6)
+    assert good[start] == 6
+    huge = bytes([0xF8] + [0xFF] * 8 + [0x01])  # zigzag of 2**63 - 4
+    with pytest.raises(SchemaError, match=r"CampaignEvent.partition .*out of range"):
+        CODEC.decode(good[:start] + huge + good[start + 1:], "pushcascade.campaign-events")
+
+
 def test_wrong_expected_type_raises_schema_error() -> None:
     with pytest.raises(SchemaError) as info:
         CODEC.decode(GOOD, "push.acks", expected="Ack")
