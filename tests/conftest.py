@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The fuzz targets' counts (inputs tried, crashes), when any ran."""
     counts = sys.modules.get("tests.fuzz.counts")
-    if counts is not None:
+    if counts is not None and counts.table():
         terminalreporter.section("fuzz counts")
         counts.report(terminalreporter.write_line)
 
