@@ -282,3 +282,15 @@ def test_a_deeply_nested_callback_body_is_a_400(gateway: tuple[Gateway, Settings
     gw, _ = gateway
     answer = gw.request("POST", "/callbacks/apns", content=b"[" * 30_000)
     assert answer.status_code == 400 and answer.json()["error"] == "malformed"
+
+
+@pytest.mark.xfail(strict=True, reason="a validly signed token whose ack is not a valid Ack "
+                   "(a channel this gateway does not know, e.g. signed by a newer dispatcher) "
+                   "is answered 500: Codec.encode raises RecordError inside AckWriter.write "
+                   "(connectors/gateway.py)")
+def test_a_signed_token_for_an_unknown_channel_is_a_4xx(
+        gateway: tuple[Gateway, Settings]) -> None:
+    gw, _ = gateway
+    text = SIGNER.sign(AckToken("READ", "s-1", "m-1", "a-1", "FAX"))
+    answer = gw.request("POST", f"/read/{text}")
+    assert 400 <= answer.status_code < 500 and answer.json()["message"]
