@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -223,9 +223,11 @@ def test_every_answer_is_declared_never_5xx_and_every_recorded_ack_is_on_the_top
     def run(data: st.DataObject) -> None:
         path, method, declared = data.draw(st.sampled_from(operations), label="operation")
         other = data.draw(st.integers(0, 9)) == 0
-        if other:  # a method the operation does not have
+        if other:  # another method: HEAD is served as GET (and records a READ, too)
             method = data.draw(st.sampled_from([m for m in METHODS if m != method]))
-            declared = frozenset({405}) if method != "HEAD" else frozenset({200, 405})
+            other = not (method == "HEAD" and "GET" in {m for p, m, _ in operations
+                                                          if p == path})
+            declared = frozenset({405}) if other else declared
         valid: list[AckToken] = []
         body = b""
         token_text = ""
@@ -246,6 +248,10 @@ def test_every_answer_is_declared_never_5xx_and_every_recorded_ack_is_on_the_top
                                  "application/x-www-form-urlencoded"]))})
         status = answer.status_code
         assert status < 500, (status, answer.text[:300])
+        if status == 307 and unquote(url).endswith("/"):  # Starlette's redirect_slashes
+            assert answer.headers["location"]
+            outcome("gateway.http", f"{method} {path.split('/')[1]} 307 (trailing /)")
+            return
         assert status in declared | {404} if "{" in path else status in declared, \
             (path, method, status, answer.text[:200])
         if status >= 400 and method != "HEAD":
@@ -257,7 +263,7 @@ def test_every_answer_is_declared_never_5xx_and_every_recorded_ack_is_on_the_top
             count = answer.json()["recorded"]
             assert count == len(within), (count, len(within), body[:200])
             recorded.extend(t.send_id for t in within)
-        elif "{token}" in path and status in (200, 302) and method in ("GET", "POST"):
+        elif "{token}" in path and status in (200, 302):
             assert len(within) == 1, "a read recorded without a valid token within the caps"
             if token_text not in reads:
                 reads.add(token_text)
