@@ -153,9 +153,16 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
+#: Largest value drawn: a record on a topic is under the producer's 1 MB, and its dead letter
+#: (the value, its reason and where it was read) must be too (the limit itself: an xfail in
+#: test_fuzz_sink.py).
+MAX_VALUE = 512 * 1024
+
+
 def wire_valid(names: tuple[str, ...] = NAMES) -> st.SearchStrategy[bytes]:
     """A valid wire-format value of one of `names`."""
-    return named_records(names).map(lambda nr: CODEC.encode(*nr))
+    return named_records(names).map(lambda nr: CODEC.encode(*nr)).filter(
+        lambda data: len(data) <= MAX_VALUE)
 
 
 def wire(names: tuple[str, ...] = NAMES) -> st.SearchStrategy[bytes]:
@@ -168,4 +175,4 @@ def wire(names: tuple[str, ...] = NAMES) -> st.SearchStrategy[bytes]:
         st.binary(max_size=8).map(lambda b: b"\x00" + b),
         st.tuples(st.sampled_from(sorted(IDS.values()) + [0, 10, 99]),
                   st.binary(max_size=120)).map(lambda t: b"\x00" + struct.pack(">I", t[0]) + t[1]),
-    )
+    ).filter(lambda data: len(data) <= MAX_VALUE)
