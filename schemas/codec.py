@@ -52,6 +52,79 @@ def _ranged(name: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+@cache
+def _has_boolean(name: str) -> bool:
+    """Whether a record holds a boolean anywhere (fastavro reads any byte as one)."""
+    return '"boolean"' in schema_json(name)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at pos: its value and the position after it."""
+    shift = u = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        u |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (u >> 1) ^ -(u & 1), pos
+        shift += 7
+
+
+def _bad_boolean(schema: Any, data: bytes, pos: int) -> int | None:
+    """The first boolean byte that is not 0 or 1 in a datum that decoded, else None.
+
+    fastavro reads any byte as a boolean; ClickHouse refuses one that is not 0 or 1 with an
+    error the sink cannot tell from its own failure (it retried such a record forever)."""
+    found: list[int] = []
+    named: dict[str, Any] = {}
+
+    def walk(node: Any, pos: int) -> int:
+        if found:
+            return pos
+        if isinstance(node, str) and node in named:
+            node = named[node]
+        if isinstance(node, dict) and "name" in node:
+            named[node["name"]] = node
+        if isinstance(node, list):
+            index, pos = _varint(data, pos)
+            return walk(node[index], pos)
+        kind = node["type"] if isinstance(node, dict) else node
+        if kind == "boolean":
+            if data[pos] > 1:
+                found.append(data[pos])
+            return pos + 1
+        if kind in ("int", "long", "enum"):
+            return _varint(data, pos)[1]
+        if kind in ("float", "double"):
+            return pos + (4 if kind == "float" else 8)
+        if kind in ("string", "bytes"):
+            size, pos = _varint(data, pos)
+            return pos + size
+        if kind == "fixed":
+            return pos + int(node["size"])
+        if kind in ("array", "map"):
+            while True:
+                count, pos = _varint(data, pos)
+                if count == 0:
+                    return pos
+                if count < 0:
+                    count, pos = -count, _varint(data, pos)[1]
+                for _ in range(count):
+                    if kind == "map":
+                        pos = walk("string", pos)
+                    pos = walk(node["items" if kind == "array" else "values"], pos)
+        if kind == "record":
+            for field in node["fields"]:
+                pos = walk(field["type"], pos)
+            return pos
+        if isinstance(kind, (dict, list)):
+            return walk(kind, pos)
+        return pos  # null
+
+    walk(schema, pos)
+    return found[0] if found else None
+
+
 def _brief(exc: Exception) -> str:
     """A reader's error in a bounded number of characters: its type and message."""
     return f"{type(exc).__name__}({str(exc)[:REASON_CHARS]!r})"
@@ -156,6 +229,11 @@ class Codec:
             raise SchemaError(
                 topic, f"{extra} trailing bytes after the {name} datum (schema id {schema_id})"
             )
+        if reader is None and _has_boolean(name):
+            bad = _bad_boolean(writer, data, 5)
+            if bad is not None:
+                raise SchemaError(topic, f"{name} datum (schema id {schema_id}): boolean byte "
+                                         f"0x{bad:02x}, not 0x00 or 0x01")
         for field, low, high in _ranged(name):
             number = value.get(field)
             if number is not None and not low <= number <= high:

@@ -254,6 +254,30 @@ def test_an_int_or_long_out_of_its_range_is_a_schema_error() -> None:
         CODEC.decode(good[:start] + huge + good[start + 1:], "pushcascade.campaign-events")
 
 
+@pytest.mark.parametrize("byte", [2, 0x7F, 0xFF])
+def test_a_boolean_byte_other_than_0_or_1_is_a_schema_error(byte: int) -> None:
+    """fastavro reads any byte as a boolean, ClickHouse refuses it with an error the sink took
+    for its own and retried forever (found by tests/fuzz); the codec refuses it, so the sink
+    dead-letters the record."""
+    good = CODEC.encode("CampaignDecision", EXAMPLES["CampaignDecision"])
+    at = 5 + 1 + len(b"camp-7") + 2 + 2 + 16  # campaign_id, targeted, acked, the two doubles
+    assert good[at] == 1
+    with pytest.raises(SchemaError, match=f"boolean byte 0x{byte:02x}"):
+        CODEC.decode(good[:at] + bytes([byte]) + good[at + 1:], "campaign.decisions")
+    device = CODEC.encode("DeviceRegistration", EXAMPLES["DeviceRegistration"])
+    active = len(device) - 1 - len(zigzag_bytes(EXAMPLES["DeviceRegistration"]["registered_at"]))
+    assert device[active] == 0
+    with pytest.raises(SchemaError, match=f"boolean byte 0x{byte:02x}"):
+        CODEC.decode(device[:active] + bytes([byte]) + device[active + 1:], "device.registry")
+
+
+def zigzag_bytes(n: int) -> bytes:
+    """Avro's zigzag varint of n."""
+    from connectors.clickhouse.avro import zigzag
+
+    return zigzag(n)
+
+
 def test_wrong_expected_type_raises_schema_error() -> None:
     with pytest.raises(SchemaError) as info:
         CODEC.decode(GOOD, "push.acks", expected="Ack")
