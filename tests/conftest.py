@@ -30,8 +30,8 @@ from streams.topics import create_topics
 #: `make test`: hypothesis' usual 100 examples a test (the fuzz targets take a few seconds).
 hypothesis_settings.register_profile("default", max_examples=100)
 #: `HYPOTHESIS_PROFILE=fuzz pytest tests/fuzz`: 20,000 examples a target ($FUZZ_EXAMPLES to
-#: change it), no deadline, no
-#: pytest timeout on the targets (tests/fuzz/counts.py still fails an input over 10 s).
+#: change it), no deadline, no pytest timeout on the targets (tests/fuzz/counts.py still
+#: fails an input over 10 s).
 hypothesis_settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
