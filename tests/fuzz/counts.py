@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Seconds one input may take before it counts as a stall (a crash).
+#: CPU seconds one input may take before it counts as a stall (a crash): CPU time, so that a
+#: busy machine does not make one; and wall-clock seconds, for an input that waits forever.
 STALL = float(os.environ.get("FUZZ_STALL_SECONDS", "10"))
+STALL_WALL = float(os.environ.get("FUZZ_STALL_WALL_SECONDS", "120"))
 
 
 @dataclass
@@ -46,7 +48,7 @@ def target(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(body)
         def run(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 result = body(*args, **kwargs)
             except BaseException as exc:
@@ -56,13 +58,14 @@ def target(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     first = " ".join(str(exc).split())[:100]
                     seen.crash_kinds[f"{type(exc).__name__}: {first}"] += 1
                 raise
-            elapsed = time.perf_counter() - started
+            elapsed, used = time.perf_counter() - started, time.process_time() - cpu
             seen.tried += 1
             seen.slowest = max(seen.slowest, elapsed)
-            if elapsed > STALL:
+            if used > STALL or elapsed > STALL_WALL:
                 seen.crashes += 1
-                seen.crash_kinds[f"stall: {elapsed:.1f} s"] += 1
-                raise AssertionError(f"{name}: one input took {elapsed:.1f} s (a stall)")
+                seen.crash_kinds[f"stall: {used:.1f} s CPU, {elapsed:.1f} s"] += 1
+                raise AssertionError(f"{name}: one input took {used:.1f} s of CPU, {elapsed:.1f} "
+                                     f"s in all (a stall)")
             return result
 
         return run
