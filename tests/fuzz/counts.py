@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import settings
+
 #: CPU seconds one input may take before it counts as a stall (a crash): CPU time, so that a
 #: busy machine does not make one; and wall-clock seconds, for an input that waits forever.
 STALL = float(os.environ.get("FUZZ_STALL_SECONDS", "10"))
@@ -34,6 +36,13 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {}
+
+
+def examples(default: int) -> int:
+    """Examples a target runs: `default` in `make test`, the fuzz profile's under it."""
+    if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz":
+        return int(settings.default.max_examples)
+    return default
 
 
 def _skipped(exc: BaseException) -> bool:

@@ -37,11 +37,11 @@ from schemas import validation as v
 from streams.harness import Tap
 from streams.settings import Settings
 from streams.topics import create_topics
-from tests.fuzz.counts import outcome, target
+from tests.fuzz.counts import examples, outcome, target
 from tests.fuzz.strategies import CODEC, EDGE_TEXT
 
 pytestmark = pytest.mark.broker
-FUZZ = settings(deadline=None, suppress_health_check=[
+FUZZ = settings(max_examples=examples(50), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 CONFIG = ConnectorSettings()

@@ -19,12 +19,12 @@ from streams.domain.deadlines import Due
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.routes import KNOWN_ROUTES, MAX_PENDING
 from streams.domain.state import ACCOUNTS, DEVICES, MESSAGES, ROUTER_TABLES, MemoryTables
-from tests.fuzz.counts import outcome, target
+from tests.fuzz.counts import examples, outcome, target
 from tests.fuzz.strategies import CODEC, NOW, TIMES
 from tests.unit.partition import config
 
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                       HealthCheck.data_too_large])
+FUZZ = settings(max_examples=examples(50), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 #: Small pools, so records meet: the same accounts, messages, devices and campaigns again.
 ACCOUNT = st.sampled_from(["a1", "a2", "😀" * 32, "a\x00b", " a"])
 MESSAGE = st.sampled_from(["m1", "m2", "m3", "中" * 42, "\x00"])

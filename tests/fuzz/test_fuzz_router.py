@@ -23,13 +23,13 @@ from schemas import SchemaError, enforce_caps, key_partition
 from streams.privacy import PERSONAL_TOPICS
 from streams.router import FORWARDED, INPUTS, Router
 from streams.settings import Settings
-from tests.fuzz.counts import outcome, target
+from tests.fuzz.counts import examples, outcome, target
 from tests.fuzz.strategies import CODEC, NOW, wire
 from tests.fuzz.test_fuzz_handlers import INPUTS as RECORDS
 from tests.fuzz.test_fuzz_handlers import STAMPED
 
 pytestmark = pytest.mark.broker
-FUZZ = settings(deadline=None, suppress_health_check=[
+FUZZ = settings(max_examples=examples(50), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 OUTSIDE = [t for t in INPUTS if t != FORWARDED]
 SOURCES = [*OUTSIDE, "campaign.decisions", "", "push.sends", "nope"]

@@ -24,11 +24,11 @@ from connectors.settings import ConnectorSettings
 from schemas import SchemaError
 from streams.settings import Settings
 from streams.topics import create_topics
-from tests.fuzz.counts import outcome, target
+from tests.fuzz.counts import examples, outcome, target
 from tests.fuzz.strategies import CODEC, NOW_MS, wire
 
 pytestmark = pytest.mark.broker
-FUZZ = settings(deadline=None, suppress_health_check=[
+FUZZ = settings(max_examples=examples(50), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 TOPICS = sorted(TABLES)
 #: What Python refuses and ClickHouse stores (a reason's words -> what it is): xfail below.
