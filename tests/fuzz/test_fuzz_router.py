@@ -41,7 +41,9 @@ def router(broker: Any) -> Iterator[Router]:
     """A real Router on the test broker, never started: `handle` is called directly."""
     settings_ = Settings(kafka_bootstrap_servers=broker.bootstrap,
                          topic_prefix=f"fz{uuid.uuid4().hex[:8]}.")
-    yield Router(settings_, broker.bootstrap)
+    router_ = Router(settings_, broker.bootstrap)
+    yield router_
+    router_.outbox.producer.close()  # before the broker stops (it would retry to connect)
 
 
 @st.composite
