@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from functools import cache
 from io import BytesIO
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ from fastavro.schema import to_parsing_canonical_form
 from schemas.errors import RecordError, SchemaError
 from schemas.loader import (
     NAMESPACE,
+    expanded,
     load_schema,
     pinned_ids,
     record_names,
@@ -27,6 +29,105 @@ __all__ = ["Codec", "RecordError", "SchemaError", "load_schema", "schema_json"]
 
 MAGIC = 0
 _HEADER = struct.Struct(">BI")
+#: Characters of a reader's error kept in a SchemaError: a UnicodeDecodeError's repr holds the
+#: whole undecodable string, which made a dead letter larger than the broker takes.
+REASON_CHARS = 200
+
+
+_RANGES = {"int": (-(1 << 31), (1 << 31) - 1), "long": (-(1 << 63), (1 << 63) - 1)}
+
+
+@cache
+def _ranged(name: str) -> tuple[tuple[str, int, int], ...]:
+    """The int and long fields of a record with their ranges: fastavro reads a varint of any
+    length into either without a check (an int field of 2**63 decoded)."""
+    out = []
+    for field in expanded(name)["fields"]:
+        kind = field["type"]
+        branches = kind if isinstance(kind, list) else [kind]
+        for branch in branches:
+            base = branch["type"] if isinstance(branch, dict) else branch
+            if base in _RANGES:
+                out.append((field["name"], *_RANGES[base]))
+    return tuple(out)
+
+
+@cache
+def _has_boolean(name: str) -> bool:
+    """Whether a record holds a boolean anywhere (fastavro reads any byte as one)."""
+    return '"boolean"' in schema_json(name)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at pos: its value and the position after it."""
+    shift = u = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        u |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (u >> 1) ^ -(u & 1), pos
+        shift += 7
+
+
+def _bad_boolean(schema: Any, data: bytes, pos: int) -> int | None:
+    """The first boolean byte that is not 0 or 1 in a datum that decoded, else None.
+
+    fastavro reads any byte as a boolean; ClickHouse refuses one that is not 0 or 1 with an
+    error the sink cannot tell from its own failure (it retried such a record forever)."""
+    found: list[int] = []
+    named: dict[str, Any] = {}
+
+    def walk(node: Any, pos: int) -> int:
+        if found:
+            return pos
+        if isinstance(node, str) and node in named:
+            node = named[node]
+        if isinstance(node, dict) and "name" in node:
+            named[node["name"]] = node
+        if isinstance(node, list):
+            index, pos = _varint(data, pos)
+            return walk(node[index], pos)
+        kind = node["type"] if isinstance(node, dict) else node
+        if kind == "boolean":
+            if data[pos] > 1:
+                found.append(data[pos])
+            return pos + 1
+        if kind in ("int", "long", "enum"):
+            return _varint(data, pos)[1]
+        if kind in ("float", "double"):
+            return pos + (4 if kind == "float" else 8)
+        if kind in ("string", "bytes"):
+            size, pos = _varint(data, pos)
+            return pos + size
+        if kind == "fixed":
+            return pos + int(node["size"])
+        if kind in ("array", "map"):
+            while True:
+                count, pos = _varint(data, pos)
+                if count == 0:
+                    return pos
+                if count < 0:
+                    count, pos = -count, _varint(data, pos)[1]
+                for _ in range(count):
+                    if kind == "map":
+                        pos = walk("string", pos)
+                    pos = walk(node["items" if kind == "array" else "values"], pos)
+        if kind == "record":
+            for field in node["fields"]:
+                pos = walk(field["type"], pos)
+            return pos
+        if isinstance(kind, (dict, list)):
+            return walk(kind, pos)
+        return pos  # null
+
+    walk(schema, pos)
+    return found[0] if found else None
+
+
+def _brief(exc: Exception) -> str:
+    """A reader's error in a bounded number of characters: its type and message."""
+    return f"{type(exc).__name__}({str(exc)[:REASON_CHARS]!r})"
 
 # (record name, writer schema, reader schema or None when the writer schema is ours)
 _Decoder = tuple[str, dict[str, Any], dict[str, Any] | None]
@@ -146,6 +247,16 @@ class Codec:
             raise SchemaError(
                 topic, f"{extra} trailing bytes after the {name} datum (schema id {schema_id})"
             )
+        if reader is None and _has_boolean(name):
+            bad = _bad_boolean(writer, data, 5)
+            if bad is not None:
+                raise SchemaError(topic, f"{name} datum (schema id {schema_id}): boolean byte "
+                                         f"0x{bad:02x}, not 0x00 or 0x01")
+        for field, low, high in _ranged(name):
+            number = value.get(field)
+            if number is not None and not low <= number <= high:
+                raise SchemaError(topic, f"{name}.{field} (schema id {schema_id}): {number} is "
+                                         f"out of range for its type")
         return name, value
 
     def _check_name(self, record_name: str) -> None:
@@ -187,7 +298,8 @@ class Codec:
         try:
             writer = cast(dict[str, Any], parse_schema(strip_logical(json.loads(found.schema_str))))
         except Exception as exc:
-            raise SchemaError(topic, f"schema id {schema_id} does not parse: {exc!r}") from exc
+            raise SchemaError(topic,
+                              f"schema id {schema_id} does not parse: {_brief(exc)}") from exc
         fullname = str(writer.get("name", ""))
         name = fullname.removeprefix(f"{NAMESPACE}.")
         if writer.get("type") != "record" or name not in self._known:

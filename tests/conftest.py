@@ -1,7 +1,10 @@
-"""Fixtures: a real session-wide broker, unique topic prefixes per test, workers, taps, chDB."""
+"""Fixtures: a real session-wide broker, unique topic prefixes per test, workers, taps, chDB;
+the hypothesis profiles, and the fuzz targets' counts at the end of the session."""
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -9,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from streams.harness import (
     Broker,
@@ -22,6 +27,32 @@ from streams.harness import (
 )
 from streams.settings import Settings
 from streams.topics import create_topics
+
+#: `make test`: hypothesis' usual 100 examples a test (the fuzz targets take a few seconds).
+hypothesis_settings.register_profile("default", max_examples=100)
+#: `HYPOTHESIS_PROFILE=fuzz pytest tests/fuzz`: 20,000 examples a target ($FUZZ_EXAMPLES to
+#: change it), no deadline, no pytest timeout on the targets (tests/fuzz/counts.py still
+#: fails an input over 10 s).
+hypothesis_settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the fuzz profile the fuzz targets run as long as their examples take."""
+    if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz":
+        for item in items:
+            if "tests/fuzz/" in item.nodeid:
+                item.add_marker(pytest.mark.timeout(0))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz targets' counts (inputs tried, crashes), when any ran."""
+    counts = sys.modules.get("tests.fuzz.counts")
+    if counts is not None and counts.table():
+        terminalreporter.section("fuzz counts")
+        counts.report(terminalreporter.write_line)
 
 
 @pytest.fixture(scope="session", autouse=True)

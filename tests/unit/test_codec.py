@@ -230,6 +230,54 @@ def test_garbage_body_raises_schema_error() -> None:
             CODEC.decode(b"\x00\x00\x00\x00\x01" + body, TOPIC)
 
 
+def test_the_reason_for_a_corrupt_datum_is_short_whatever_the_datum_holds() -> None:
+    """A string that is not UTF-8 deep in a 256 KiB datum: the reason names the error in a few
+    hundred characters (it used to repeat the whole string, making a dead letter of ~1 MB)."""
+    body = "\U0001f600" * 65_536
+    data = CODEC.encode("Escalation", {**EXAMPLES["Escalation"], "message_id": body})
+    end = data.index(b"\xf0\x9f\x98\x80") + len(body.encode()) - 1
+    broken = data[:end] + b"\xff" + data[end + 1:]  # the string's last byte is not UTF-8
+    with pytest.raises(SchemaError) as info:
+        CODEC.decode(broken, "push.escalations")
+    assert "UnicodeDecodeError" in info.value.reason
+    assert len(info.value.reason) < 400
+
+
+def test_an_int_or_long_out_of_its_range_is_a_schema_error() -> None:
+    """Avro varints have no length limit and fastavro reads any of them into an int field:
+    found by the fuzzer (tests/fuzz), a CampaignEvent decoded with partition 2**63 - 4."""
+    good = CODEC.encode("CampaignEvent", EXAMPLES["CampaignEvent"])
+    start = 5 + 1 + len(b"spring")  # the partition's varint (3 -> zigzag 6)
+    assert good[start] == 6
+    huge = bytes([0xF8] + [0xFF] * 8 + [0x01])  # zigzag of 2**63 - 4
+    with pytest.raises(SchemaError, match=r"CampaignEvent.partition .*out of range"):
+        CODEC.decode(good[:start] + huge + good[start + 1:], "pushcascade.campaign-events")
+
+
+@pytest.mark.parametrize("byte", [2, 0x7F, 0xFF])
+def test_a_boolean_byte_other_than_0_or_1_is_a_schema_error(byte: int) -> None:
+    """fastavro reads any byte as a boolean, ClickHouse refuses it with an error the sink took
+    for its own and retried forever (found by tests/fuzz); the codec refuses it, so the sink
+    dead-letters the record."""
+    good = CODEC.encode("CampaignDecision", EXAMPLES["CampaignDecision"])
+    at = 5 + 1 + len(b"camp-7") + 2 + 2 + 16  # campaign_id, targeted, acked, the two doubles
+    assert good[at] == 1
+    with pytest.raises(SchemaError, match=f"boolean byte 0x{byte:02x}"):
+        CODEC.decode(good[:at] + bytes([byte]) + good[at + 1:], "campaign.decisions")
+    device = CODEC.encode("DeviceRegistration", EXAMPLES["DeviceRegistration"])
+    active = len(device) - 1 - len(zigzag_bytes(EXAMPLES["DeviceRegistration"]["registered_at"]))
+    assert device[active] == 0
+    with pytest.raises(SchemaError, match=f"boolean byte 0x{byte:02x}"):
+        CODEC.decode(device[:active] + bytes([byte]) + device[active + 1:], "device.registry")
+
+
+def zigzag_bytes(n: int) -> bytes:
+    """Avro's zigzag varint of n."""
+    from connectors.clickhouse.avro import zigzag
+
+    return zigzag(n)
+
+
 def test_wrong_expected_type_raises_schema_error() -> None:
     with pytest.raises(SchemaError) as info:
         CODEC.decode(GOOD, "push.acks", expected="Ack")
