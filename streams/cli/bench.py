@@ -309,14 +309,17 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
 
 @bench.command()
 @click.option("--minutes", default=30.0, show_default=True, help="minutes of steady load")
-@click.option("--rate", default=8.0, show_default=True,
-              help="push requests/s (the simulated people answer with receipts and reads; "
-                   "each request makes ~3 provider calls, the simulator answers ~20-90/s here)")
+@click.option("--rate", default=5.0, show_default=True,
+              help="push requests/s (the simulated people answer with receipts and reads); "
+                   "keep it below what the dispatcher and simulator sustain, or the backlog "
+                   "is what grows")
 @click.option("--warmup", default=5.0, show_default=True,
               help="minutes left out of the slopes (start-up, caches filling)")
-@click.option("--accounts", default=300, show_default=True,
+@click.option("--accounts", default=100, show_default=True,
               help="accounts of the demo's population (with their phones and profiles)")
 @click.option("--interval", default=5.0, show_default=True, help="seconds between samples")
+@click.option("--deadline", default=20.0, show_default=True,
+              help="read deadline (s) of every importance; receipt deadline half of it")
 @click.option("--retention", default=120.0, show_default=True,
               help="seconds message state and the dispatcher's dedupe window are kept (a day "
                    "by default: shorter, so they turn over within the run)")
@@ -326,17 +329,19 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
               default=Path("var/bench/soak.png"), show_default=True,
               help="PNG of RSS and fds over time (an HTML page is written beside it)")
 def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: float,
-         retention: float, json_out: Path, plot_png: Path) -> None:
+         deadline: float, retention: float, json_out: Path, plot_png: Path) -> None:
     """Steady load through the whole loop; RSS and open fds of every process sampled, with
     each one's growth per hour after the warm-up."""
     from streams.harness.bench.soak import plot_html, render_png, run_soak_bench
 
     if (minutes <= 0 or rate <= 0 or accounts < 1 or interval <= 0 or retention <= 0
+            or deadline <= 0
             or not 0 <= warmup < minutes):
-        raise click.BadParameter("--minutes, --rate, --interval, --retention > 0, "
+        raise click.BadParameter("--minutes, --rate, --interval, --deadline, --retention > 0, "
                                  "--accounts >= 1, 0 <= --warmup < --minutes")
     result = run_soak_bench(minutes=minutes, rate=rate, warmup=warmup, accounts=accounts,
-                            interval=interval, retention=retention, var_dir=json_out.parent,
+                            interval=interval, deadline=deadline, retention=retention,
+                            var_dir=json_out.parent,
                             log=lambda line: console.print(f"[dim]{line}"))
     result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
     html = plot_html(result, plot_png.with_suffix(".html"))

@@ -229,18 +229,28 @@ def lag_summary(samples: Sequence[dict[str, Any]], warmup: float) -> dict[str, d
     return out
 
 
-def run_soak_bench(minutes: float = 30.0, rate: float = 8.0, warmup: float = 5.0,
-                   accounts: int = 300, interval: float = 5.0, retention: float = 120.0,
-                   strategy: str = "adaptive", var_dir: Path = Path("var/bench"),
-                   log: Log = quiet) -> dict[str, Any]:
-    """Steady load for `minutes`; per-process samples and slopes after `warmup` minutes.
+def soak_tuning(deadline: float, retention: float) -> dict[str, Any]:
+    """The demo's tuning with read deadlines of `deadline` s (receipts: half of it), and
+    message state and the dispatcher's dedupe window kept `retention` s instead of a day, so
+    that timers fire and state expires many times within a run."""
+    from streams.harness.loop import DEMO_TUNING
 
-    Message state (worker) and the dispatcher's dedupe window expire after `retention`
-    seconds instead of a day, so that they turn over many times within the run."""
+    reads = {f"read_deadline_{i}": deadline for i in ("low", "normal", "high", "urgent")}
+    return {**DEMO_TUNING, **reads, "receipt_deadline": deadline / 2,
+            "probe_timeout": deadline / 2, "message_retention": retention,
+            "dispatch_dedupe_window": retention}
+
+
+def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0,
+                   accounts: int = 100, interval: float = 5.0, deadline: float = 20.0,
+                   retention: float = 120.0, strategy: str = "adaptive",
+                   var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
+    """Steady load for `minutes`; per-process samples and slopes after `warmup` minutes
+    (tuned by soak_tuning(deadline, retention))."""
     from connectors.producer import PushProducer, RecordProducer
     from streams.cli.demo import CAMPAIGN_EVERY, request
     from streams.harness.crowd import Crowd
-    from streams.harness.loop import DEMO_TUNING, Loop
+    from streams.harness.loop import Loop
     from streams.harness.taps import wait_accounts
     from streams.lag import lag
 
@@ -255,8 +265,9 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 8.0, warmup: float = 5.0
                             kafka_bootstrap_servers=bootstrap,
                             clickhouse_dsn=f"chdb://./{workdir}/chdb")
         create_topics(settings, bootstrap)
-        with Loop(settings, workdir, "soak", seed=crowd.spec.seed, strategy=strategy,
-                  message_retention=retention, dispatch_dedupe_window=retention) as loop:
+        tuning = soak_tuning(deadline, retention)
+        with Loop(settings, workdir, "soak", seed=crowd.spec.seed, profile=tuning,
+                  strategy=strategy) as loop:
             with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix) as out:
                 for topic, record in crowd.registrations(int(time.time() * 1000)):
                     out.send(topic, record)
@@ -312,9 +323,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 8.0, warmup: float = 5.0
     return {"minutes": minutes, "load_seconds": round(loaded, 1), "rate": rate,
             "requests": sent, "accounts": len(ids),
             "phones": sum(len(m.phones) for m in crowd.members), "strategy": strategy,
-            "warmup_minutes": warmup, "interval_s": interval, "retention_s": retention,
-            "tuning": {**DEMO_TUNING, "message_retention": retention,
-                       "dispatch_dedupe_window": retention},
+            "warmup_minutes": warmup, "interval_s": interval, "tuning": tuning,
             "pids": pids, "processes": processes,
             "lag": lag_summary(samples, warmup * 60), "last_extras": samples[-1].get("extras", {}),
             "first_extras": next((s["extras"] for s in samples if "extras" in s), {}),
@@ -326,31 +335,37 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 8.0, warmup: float = 5.0
 
 def plot_html(result: dict[str, Any], path: Path) -> Path:
     """RSS (and open fds) of every process over time as a self-contained plotly page."""
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     samples = result["samples"]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3],
                         vertical_spacing=0.06,
                         subplot_titles=("RSS (MiB)", "open file descriptors"))
-    for name in result["processes"]:
+    palette = qualitative.Plotly
+    for n, name in enumerate(result["processes"]):
+        color = palette[n % len(palette)]
         series = series_of(samples, name)
         minutes = [t / 60 for t, _, _ in series]
         slope = result["processes"][name].get("rss_slope_mib_per_h")
         label = f"{name} ({slope:+.1f} MiB/h)" if slope is not None else name
         fig.add_scatter(x=minutes, y=[r for _, r, _ in series], name=label, mode="lines",
-                        legendgroup=name, row=1, col=1)
+                        line_color=color, legendgroup=name, row=1, col=1)
         fig.add_scatter(x=minutes, y=[f for _, _, f in series], name=name, mode="lines",
-                        legendgroup=name, showlegend=False, row=2, col=1)
+                        line_color=color, legendgroup=name, showlegend=False, row=2, col=1)
     warm = result["warmup_minutes"]
     fig.add_vline(x=warm, line_dash="dash", line_color="grey")
     fig.update_xaxes(title_text="minutes since the load started", row=2, col=1)
     fig.update_layout(
-        title=(f"pushcascade bench soak: {result['rate']:g} requests/s, {result['accounts']:,} "
-               f"accounts, {result['load_seconds'] / 60:.0f} min (slopes after the "
-               f"{warm:g}-min warm-up, dashed)"),
+        title=(f"pushcascade bench soak: {result['rate']:g} requests/s to {result['accounts']:,} "
+               f"accounts ({result['phones']:,} phones) for {result['load_seconds'] / 60:.0f} "
+               f"min; read deadline {result['tuning']['read_deadline_normal']:g} s, message "
+               f"state kept {result['tuning']['message_retention']:g} s; slopes after the "
+               f"{warm:g}-min warm-up (dashed)"),
         template="plotly_white", width=1400, height=900, legend={"x": 1.01, "y": 1})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True,
+                   config={"displayModeBar": False, "staticPlot": True})
     return path
 
 
