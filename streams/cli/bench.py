@@ -328,12 +328,22 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
 @click.option("--plot", "plot_png", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/bench/soak.png"), show_default=True,
               help="PNG of RSS and fds over time (an HTML page is written beside it)")
+@click.option("--replot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="no run: the table and the plot again from a run's JSON")
 def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: float,
-         deadline: float, retention: float, json_out: Path, plot_png: Path) -> None:
+         deadline: float, retention: float, json_out: Path, plot_png: Path,
+         replot: Path | None) -> None:
     """Steady load through the whole loop; RSS and open fds of every process sampled, with
     each one's growth per hour after the warm-up."""
     from streams.harness.bench.soak import plot_html, render_png, run_soak_bench
 
+    if replot is not None:
+        result = json.loads(replot.read_text())
+        problem = render_png(plot_html(result, plot_png.with_suffix(".html")), plot_png)
+        Console(width=max(Console().width, 140)).print(soak_table(result))
+        console.print(f"plot: {plot_png.with_suffix('.html') if problem else plot_png}"
+                      + (f" ({problem})" if problem else ""))
+        return
     if (minutes <= 0 or rate <= 0 or accounts < 1 or interval <= 0 or retention <= 0
             or deadline <= 0
             or not 0 <= warmup < minutes):

@@ -334,14 +334,17 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0
 
 
 def plot_html(result: dict[str, Any], path: Path) -> Path:
-    """RSS (and open fds) of every process over time as a self-contained plotly page."""
+    """RSS, its change since the warm-up and open fds of every process over time, as a
+    self-contained plotly page."""
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     samples = result["samples"]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3],
-                        vertical_spacing=0.06,
-                        subplot_titles=("RSS (MiB)", "open file descriptors"))
+    warm = result["warmup_minutes"]
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.4, 0.35, 0.25],
+                        vertical_spacing=0.05,
+                        subplot_titles=("RSS (MiB)", "RSS change since the end of the warm-up "
+                                        "(MiB)", "open file descriptors"))
     palette = qualitative.Plotly
     for n, name in enumerate(result["processes"]):
         color = palette[n % len(palette)]
@@ -351,18 +354,23 @@ def plot_html(result: dict[str, Any], path: Path) -> Path:
         label = f"{name} ({slope:+.1f} MiB/h)" if slope is not None else name
         fig.add_scatter(x=minutes, y=[r for _, r, _ in series], name=label, mode="lines",
                         line_color=color, legendgroup=name, row=1, col=1)
+        base = next((r for t, r, _ in series if t >= warm * 60), None)
+        if base is not None:
+            fig.add_scatter(x=minutes, y=[r - base for _, r, _ in series], name=name,
+                            mode="lines", line_color=color, legendgroup=name, showlegend=False,
+                            row=2, col=1)
         fig.add_scatter(x=minutes, y=[f for _, _, f in series], name=name, mode="lines",
-                        line_color=color, legendgroup=name, showlegend=False, row=2, col=1)
-    warm = result["warmup_minutes"]
+                        line_color=color, legendgroup=name, showlegend=False, row=3, col=1)
     fig.add_vline(x=warm, line_dash="dash", line_color="grey")
-    fig.update_xaxes(title_text="minutes since the load started", row=2, col=1)
+    fig.update_xaxes(title_text="minutes since the load started", row=3, col=1)
     fig.update_layout(
         title=(f"pushcascade bench soak: {result['rate']:g} requests/s to {result['accounts']:,} "
                f"accounts ({result['phones']:,} phones) for {result['load_seconds'] / 60:.0f} "
                f"min; read deadline {result['tuning']['read_deadline_normal']:g} s, message "
                f"state kept {result['tuning']['message_retention']:g} s; slopes after the "
                f"{warm:g}-min warm-up (dashed)"),
-        template="plotly_white", width=1400, height=900, legend={"x": 1.01, "y": 1})
+        template="plotly_white", width=1400, height=1000, title_font_size=15,
+        legend={"x": 1.01, "y": 1})
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(path), include_plotlyjs=True, full_html=True,
                    config={"displayModeBar": False, "staticPlot": True})
@@ -380,7 +388,7 @@ def render_png(html: Path, png: Path, timeout: float = 120.0) -> str | None:
     png.unlink(missing_ok=True)
     argv = [browser, "--headless", "--no-sandbox", "--disable-gpu",
             "--disable-background-networking", "--hide-scrollbars",
-            f"--screenshot={png.resolve()}", "--window-size=1400,900",
+            f"--screenshot={png.resolve()}", "--window-size=1400,1000",
             f"file://{html.resolve()}"]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)  # noqa: S603
