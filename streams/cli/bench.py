@@ -361,8 +361,11 @@ def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: fl
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     Console(width=max(Console().width, 140)).print(soak_table(result))
     for group, lag in result["lag"].items():
-        console.print(f"lag of {group}: {lag['warm']:,} records at the end of the warm-up, "
-                      f"{lag['end']:,} at the end, at most {lag['max']:,}")
+        console.print(f"lag of {group}: {lag['warm']:,.0f} records at the end of the warm-up, "
+                      f"{lag['end']:,.0f} at the end, at most {lag['max']:,.0f}")
+    for name, held in result.get("held", {}).items():
+        console.print(f"{name}: {held['warm']:,.0f} at the end of the warm-up, "
+                      f"{held['end']:,.0f} at the end, at most {held['max']:,.0f}")
     console.print(f"figures written to {json_out}; plot: {result['plot']}"
                   + (f" ({problem})" if problem else ""))
 

@@ -13,7 +13,9 @@ import pytest
 from streams.harness.bench.soak import (
     Sampler,
     descendants,
+    extras_summary,
     fit_slope,
+    gauges,
     parse_children,
     parse_status,
     per_hour,
@@ -125,3 +127,34 @@ def test_sampling_a_real_process_tree(tmp_path: Path) -> None:
         child.kill()
         child.wait()
     assert sample_pid(child.pid) is None  # gone: no sample, no error
+
+
+PAGE = """# HELP pushcascade_deadlines_pending Deadlines indexed by this worker
+# TYPE pushcascade_deadlines_pending gauge
+pushcascade_deadlines_pending{table="messages"} 380.0
+pushcascade_deadlines_pending{table="campaigns"} 2.0
+# HELP pushcascade_dispatch_in_flight Provider requests in flight
+# TYPE pushcascade_dispatch_in_flight gauge
+pushcascade_dispatch_in_flight 12.0
+# HELP pushcascade_events_total Events
+# TYPE pushcascade_events_total counter
+pushcascade_events_total{stage="router",event="request"} 5.0
+"""
+
+
+def test_gauges_picks_the_named_metrics_by_their_label() -> None:
+    assert gauges(PAGE, ("pushcascade_deadlines_pending", "pushcascade_dispatch_in_flight")) == {
+        "pushcascade_deadlines_pending.messages": 380.0,
+        "pushcascade_deadlines_pending.campaigns": 2.0,
+        "pushcascade_dispatch_in_flight": 12.0}
+    assert gauges("", ("x",)) == {}
+
+
+def test_extras_summary_splits_lag_from_what_is_held() -> None:
+    rows = [{"t": 0, "extras": {"lag_sink": 900, "sim_keys": 1}},
+            {"t": 60, "extras": {"lag_sink": 5, "sim_keys": 10}},
+            {"t": 120, "extras": {"lag_sink": 40, "sim_keys": 20}},
+            {"t": 180, "extras": {"lag_sink": 2, "sim_keys": 30}}]
+    assert extras_summary(rows, 60, lag=True) == {"sink": {"warm": 5, "end": 2, "max": 40}}
+    assert extras_summary(rows, 60, lag=False) == {"sim_keys": {"warm": 10, "end": 30,
+                                                                "max": 30}}

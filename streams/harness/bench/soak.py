@@ -211,18 +211,49 @@ def broker_for(var_dir: Path, log: Log) -> Iterator[tuple[str, int | None]]:
         broker.stop()
 
 
+def gauges(text: str, names: Collection[str]) -> dict[str, float]:
+    """The samples of these metrics in a Prometheus text page, keyed `name` or `name.label`
+    (the first label's value), e.g. pushcascade_deadlines_pending.messages."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                label = next(iter(sample.labels.values()), None)
+                out[f"{sample.name}.{label}" if label else sample.name] = sample.value
+    return out
+
+
+def scrape(port: int, names: Collection[str]) -> dict[str, float]:
+    """gauges() of a service's /metrics on loopback ({} when it does not answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+            return gauges(page.read().decode(), names)
+    except OSError:
+        return {}
+
+
+#: What the worker and the dispatcher hold, sampled with the memory: deadlines indexed (a
+#: message's EXPIRE deadline lives as long as its state) and provider requests in flight.
+HELD = ("pushcascade_deadlines_pending", "pushcascade_dispatch_in_flight")
+
+
 def simulator_sizes(sim: Any) -> dict[str, int]:
     """How much the provider simulator remembers (send ids, idempotency keys, pending tasks)."""
     return {"sim_send_ids": len(sim.seen), "sim_keys": len(sim._keyed),  # noqa: SLF001
             "sim_pending": len(sim._tasks)}  # noqa: SLF001
 
 
-def lag_summary(samples: Sequence[dict[str, Any]], warmup: float) -> dict[str, dict[str, int]]:
-    """Each consumer group's lag (records) at the end of the warm-up, at the end, and its
-    largest after the warm-up: whether the loop kept up with the load."""
-    out: dict[str, dict[str, int]] = {}
+def extras_summary(samples: Sequence[dict[str, Any]], warmup: float,
+                   lag: bool) -> dict[str, dict[str, float]]:
+    """Each extra recorded with the samples (consumer-group lag when `lag`, else what the
+    services hold) at the end of the warm-up, at the end, and its largest after the warm-up."""
+    out: dict[str, dict[str, float]] = {}
     warm = [s.get("extras", {}) for s in samples if s["t"] >= warmup]
-    for key in sorted({k for e in warm for k in e if k.startswith("lag_")}):
+    for key in sorted({k for e in warm for k in e if k.startswith("lag_") == lag}):
         values = [e[key] for e in warm if key in e]
         out[key.removeprefix("lag_")] = {"warm": values[0], "end": values[-1],
                                          "max": max(values)}
@@ -281,7 +312,10 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0
                     **{p.name.removeprefix("soak-"): p.pid for p in loop.procs},
                     "bench+simulator": os.getpid()}
             lags: dict[str, int] = {}
-            sampler = Sampler(pids, interval, lambda: {**simulator_sizes(sim), **lags})
+            ports = (loop.ports["worker"], loop.ports["dispatch"])
+            sampler = Sampler(pids, interval, lambda: {
+                **simulator_sizes(sim), **lags,
+                **{k: v for port in ports for k, v in scrape(port, HELD).items()}})
             sent, started = 0, time.monotonic()
             total, next_report, next_lag = int(minutes * 60 * rate), started + 60, started
             sampler.start()
@@ -325,7 +359,9 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0
             "phones": sum(len(m.phones) for m in crowd.members), "strategy": strategy,
             "warmup_minutes": warmup, "interval_s": interval, "tuning": tuning,
             "pids": pids, "processes": processes,
-            "lag": lag_summary(samples, warmup * 60), "last_extras": samples[-1].get("extras", {}),
+            "lag": extras_summary(samples, warmup * 60, lag=True),
+            "held": extras_summary(samples, warmup * 60, lag=False),
+            "last_extras": samples[-1].get("extras", {}),
             "first_extras": next((s["extras"] for s in samples if "extras" in s), {}),
             "samples": samples}
 
