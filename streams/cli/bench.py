@@ -309,7 +309,7 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
 
 @bench.command()
 @click.option("--minutes", default=30.0, show_default=True, help="minutes of steady load")
-@click.option("--rate", default=5.0, show_default=True,
+@click.option("--rate", default=3.0, show_default=True,
               help="push requests/s (the simulated people answer with receipts and reads); "
                    "keep it below what the dispatcher and simulator sustain, or the backlog "
                    "is what grows")
@@ -320,6 +320,8 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
 @click.option("--interval", default=5.0, show_default=True, help="seconds between samples")
 @click.option("--deadline", default=20.0, show_default=True,
               help="read deadline (s) of every importance; receipt deadline half of it")
+@click.option("--in-flight", default=50, show_default=True,
+              help="provider requests the dispatcher has in flight at most")
 @click.option("--retention", default=120.0, show_default=True,
               help="seconds message state and the dispatcher's dedupe window are kept (a day "
                    "by default: shorter, so they turn over within the run)")
@@ -331,7 +333,7 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
 @click.option("--replot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="no run: the table and the plot again from a run's JSON")
 def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: float,
-         deadline: float, retention: float, json_out: Path, plot_png: Path,
+         deadline: float, in_flight: int, retention: float, json_out: Path, plot_png: Path,
          replot: Path | None) -> None:
     """Steady load through the whole loop; RSS and open fds of every process sampled, with
     each one's growth per hour after the warm-up."""
@@ -345,13 +347,13 @@ def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: fl
                       + (f" ({problem})" if problem else ""))
         return
     if (minutes <= 0 or rate <= 0 or accounts < 1 or interval <= 0 or retention <= 0
-            or deadline <= 0
+            or deadline <= 0 or in_flight < 1
             or not 0 <= warmup < minutes):
         raise click.BadParameter("--minutes, --rate, --interval, --deadline, --retention > 0, "
                                  "--accounts >= 1, 0 <= --warmup < --minutes")
     result = run_soak_bench(minutes=minutes, rate=rate, warmup=warmup, accounts=accounts,
                             interval=interval, deadline=deadline, retention=retention,
-                            var_dir=json_out.parent,
+                            in_flight=in_flight, var_dir=json_out.parent,
                             log=lambda line: console.print(f"[dim]{line}"))
     result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
     html = plot_html(result, plot_png.with_suffix(".html"))

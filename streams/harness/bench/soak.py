@@ -19,6 +19,7 @@ bounded (or the broker's memory storage, which keeps every record: no retention 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import threading
@@ -153,9 +154,11 @@ class Sampler(threading.Thread):
     """Samples named pids every `interval` seconds until stopped; `extras()` adds context."""
 
     def __init__(self, pids: Mapping[str, int], interval: float = 5.0,
-                 extras: Callable[[], dict[str, Any]] | None = None) -> None:
+                 extras: Callable[[], dict[str, Any]] | None = None,
+                 stream: Path | None = None) -> None:
         super().__init__(name="soak-sampler", daemon=True)
         self.pids, self.interval, self.extras = dict(pids), interval, extras
+        self.stream = stream  # each sample is also appended here as a JSON line
         self.samples: list[dict[str, Any]] = []
         self.stopped = threading.Event()
         self.started_at = time.time()
@@ -174,6 +177,9 @@ class Sampler(threading.Thread):
             with contextlib.suppress(Exception):  # context only: a miss is not a failure
                 row["extras"] = self.extras()
         self.samples.append(row)
+        if self.stream is not None:
+            with contextlib.suppress(OSError), self.stream.open("a") as out:
+                out.write(json.dumps(row) + "\n")
         return row
 
     def run(self) -> None:
@@ -260,24 +266,26 @@ def extras_summary(samples: Sequence[dict[str, Any]], warmup: float,
     return out
 
 
-def soak_tuning(deadline: float, retention: float) -> dict[str, Any]:
+def soak_tuning(deadline: float, retention: float, in_flight: int = 50) -> dict[str, Any]:
     """The demo's tuning with read deadlines of `deadline` s (receipts: half of it), and
     message state and the dispatcher's dedupe window kept `retention` s instead of a day, so
-    that timers fire and state expires many times within a run."""
+    that timers fire and state expires many times within a run; at most `in_flight` provider
+    requests at once (500 swamp the in-process simulator on a loaded machine: its receipts
+    and reads to the gateway time out, and each lost one makes a fallback or escalation)."""
     from streams.harness.loop import DEMO_TUNING
 
     reads = {f"read_deadline_{i}": deadline for i in ("low", "normal", "high", "urgent")}
     return {**DEMO_TUNING, **reads, "receipt_deadline": deadline / 2,
             "probe_timeout": deadline / 2, "message_retention": retention,
-            "dispatch_dedupe_window": retention}
+            "dispatch_dedupe_window": retention, "dispatch_in_flight": in_flight}
 
 
-def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0,
+def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0,
                    accounts: int = 100, interval: float = 5.0, deadline: float = 20.0,
-                   retention: float = 120.0, strategy: str = "adaptive",
+                   retention: float = 120.0, in_flight: int = 50, strategy: str = "adaptive",
                    var_dir: Path = Path("var/bench"), log: Log = quiet) -> dict[str, Any]:
     """Steady load for `minutes`; per-process samples and slopes after `warmup` minutes
-    (tuned by soak_tuning(deadline, retention))."""
+    (tuned by soak_tuning); every sample is also appended to var_dir/soak.samples.jsonl."""
     from connectors.producer import PushProducer, RecordProducer
     from streams.cli.demo import CAMPAIGN_EVERY, request
     from streams.harness.crowd import Crowd
@@ -296,7 +304,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0
                             kafka_bootstrap_servers=bootstrap,
                             clickhouse_dsn=f"chdb://./{workdir}/chdb")
         create_topics(settings, bootstrap)
-        tuning = soak_tuning(deadline, retention)
+        tuning = soak_tuning(deadline, retention, in_flight)
         with Loop(settings, workdir, "soak", seed=crowd.spec.seed, profile=tuning,
                   strategy=strategy) as loop:
             with RecordProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix) as out:
@@ -313,9 +321,11 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 5.0, warmup: float = 5.0
                     "bench+simulator": os.getpid()}
             lags: dict[str, int] = {}
             ports = (loop.ports["worker"], loop.ports["dispatch"])
+            stream = var_dir / "soak.samples.jsonl"
+            stream.unlink(missing_ok=True)
             sampler = Sampler(pids, interval, lambda: {
                 **simulator_sizes(sim), **lags,
-                **{k: v for port in ports for k, v in scrape(port, HELD).items()}})
+                **{k: v for port in ports for k, v in scrape(port, HELD).items()}}, stream)
             sent, started = 0, time.monotonic()
             total, next_report, next_lag = int(minutes * 60 * rate), started + 60, started
             sampler.start()
