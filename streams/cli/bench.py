@@ -373,14 +373,15 @@ def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: fl
 
 
 def soak_table(result: dict[str, Any]) -> Table:
-    """One row per process: RSS start / end / peak and slope, fds start / end and slope."""
+    """One row per process: RSS start / end / peak and slope, fds start / end and slope,
+    threads."""
     table = Table(title=f"pushcascade bench soak — {result['requests']:,} requests at "
                         f"{result['rate']:g}/s over {result['load_seconds'] / 60:.1f} min, "
                         f"slopes after {result['warmup_minutes']:g} min")
     for name, justify in (("process", "left"), ("RSS start", "right"), ("RSS warm", "right"),
                           ("RSS end", "right"), ("RSS peak", "right"), ("MiB/h", "right"),
                           ("MiB/h 2nd half", "right"), ("fds start", "right"),
-                          ("fds end", "right"), ("fds/h", "right")):
+                          ("fds end", "right"), ("fds/h", "right"), ("threads", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
 
     def num(value: float | None, fmt: str = "{:,.1f}") -> str:
@@ -388,12 +389,13 @@ def soak_table(result: dict[str, Any]) -> Table:
 
     for name, p in result["processes"].items():
         if not p.get("samples"):
-            table.add_row(name, *["–"] * 9)
+            table.add_row(name, *["–"] * 10)
             continue
         table.add_row(name, num(p["rss_start_mib"]), num(p["rss_warm_mib"]),
                       num(p["rss_end_mib"]), num(p["rss_peak_mib"]),
                       num(p["rss_slope_mib_per_h"], "{:+,.1f}"),
                       num(p["rss_slope_second_half_mib_per_h"], "{:+,.1f}"),
                       num(p["fds_start"], "{:,}"), num(p["fds_end"], "{:,}"),
-                      num(p["fd_slope_per_h"], "{:+,.1f}"))
+                      num(p["fd_slope_per_h"], "{:+,.1f}"),
+                      f"{p['threads_start']} → {p['threads_end']}" if "threads_end" in p else "–")
     return table

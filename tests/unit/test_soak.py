@@ -23,6 +23,7 @@ from streams.harness.bench.soak import (
     sample_tree,
     series_of,
     summarize,
+    threads_of,
 )
 
 STATUS = """Name:\tpython
@@ -107,7 +108,7 @@ def test_sampling_a_real_process_tree(tmp_path: Path) -> None:
         own, kid = sample_pid(os.getpid()), sample_pid(child.pid)
         tree = sample_tree(os.getpid())
         assert own and kid and tree
-        assert own[0] > 1 and own[1] >= 3
+        assert own[0] > 1 and own[1] >= 3 and own[2] >= 1
         assert tree[0] >= own[0] + kid[0] * 0.5
         # a child sampled on its own is left out of its parent's figures
         assert child.pid not in descendants(os.getpid(), skip={child.pid})
@@ -120,6 +121,7 @@ def test_sampling_a_real_process_tree(tmp_path: Path) -> None:
         sampler.join(5)
         assert len(sampler.samples) >= 3
         assert all(s["fds"]["me"] > 0 and s["fds"]["child"] > 0 for s in sampler.samples)
+        assert all(s["threads"]["me"] >= 2 for s in sampler.samples)  # the sampler's own
         last, now = sampler.samples[-1]["rss_mib"], sample_pid(os.getpid())
         assert now is not None  # the child is not counted twice, in its parent too:
         assert abs(last["me"] - now[0]) < last["child"] * 0.5
@@ -158,3 +160,11 @@ def test_extras_summary_splits_lag_from_what_is_held() -> None:
     assert extras_summary(rows, 60, lag=True) == {"sink": {"warm": 5, "end": 2, "max": 40}}
     assert extras_summary(rows, 60, lag=False) == {"sim_keys": {"warm": 10, "end": 30,
                                                                 "max": 30}}
+
+
+def test_threads_of() -> None:
+    rows = [{"t": 0, "threads": {"a": 4}}, {"t": 60, "threads": {"a": 9}},
+            {"t": 120, "threads": {"a": 7}}, {"t": 180}]
+    assert threads_of(rows, "a", 60) == {"threads_start": 4, "threads_warm": 9,
+                                         "threads_end": 7, "threads_peak": 9}
+    assert threads_of(rows, "b", 60) == {}

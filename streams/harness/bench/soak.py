@@ -125,29 +125,29 @@ def descendants(pid: int, proc: Path = Path("/proc"),
     return found
 
 
-def sample_pid(pid: int, proc: Path = Path("/proc")) -> tuple[float, int] | None:
-    """(RSS MiB, open fds) of one process; None once it is gone."""
+def sample_pid(pid: int, proc: Path = Path("/proc")) -> tuple[float, int, int] | None:
+    """(RSS MiB, open fds, threads) of one process; None once it is gone."""
     try:
         status = parse_status((proc / str(pid) / "status").read_text())
         fds = len(os.listdir(proc / str(pid) / "fd"))
     except OSError:
         return None
-    return status.get("VmRSS", 0.0), fds
+    return status.get("VmRSS", 0.0), fds, int(status.get("Threads", 0))
 
 
 def sample_tree(pid: int, proc: Path = Path("/proc"),
-                skip: Collection[int] = ()) -> tuple[float, int] | None:
-    """(RSS MiB, open fds) of a process and its descendants (but `skip` and theirs) together;
-    None once it is gone."""
+                skip: Collection[int] = ()) -> tuple[float, int, int] | None:
+    """(RSS MiB, open fds, threads) of a process and its descendants (but `skip` and theirs)
+    together; None once it is gone."""
     own = sample_pid(pid, proc)
     if own is None:
         return None
-    rss, fds = own
+    rss, fds, threads = own
     for kid in descendants(pid, proc, skip):
         got = sample_pid(kid, proc)
         if got is not None:
-            rss, fds = rss + got[0], fds + got[1]
-    return rss, fds
+            rss, fds, threads = rss + got[0], fds + got[1], threads + got[2]
+    return rss, fds, threads
 
 
 class Sampler(threading.Thread):
@@ -166,13 +166,14 @@ class Sampler(threading.Thread):
     def take(self) -> dict[str, Any]:
         """One sample of every process (and the extras), appended and returned."""
         row: dict[str, Any] = {"t": round(time.time() - self.started_at, 2), "at": time.time(),
-                               "rss_mib": {}, "fds": {}}
+                               "rss_mib": {}, "fds": {}, "threads": {}}
         others = set(self.pids.values())
         for name, pid in self.pids.items():
             got = sample_tree(pid, skip=others - {pid})
             if got is not None:
                 row["rss_mib"][name] = round(got[0], 2)
                 row["fds"][name] = got[1]
+                row["threads"][name] = got[2]
         if self.extras is not None:
             with contextlib.suppress(Exception):  # context only: a miss is not a failure
                 row["extras"] = self.extras()
@@ -189,6 +190,17 @@ class Sampler(threading.Thread):
             self.take()
             tick += self.interval
             self.stopped.wait(max(0.0, tick - time.monotonic()))
+
+
+def threads_of(samples: Sequence[dict[str, Any]], name: str,
+               warmup: float) -> dict[str, int | None]:
+    """A process's thread count at the start, at the end of the warm-up, at the end, at most."""
+    counts = [(s["t"], s["threads"][name]) for s in samples if name in s.get("threads", {})]
+    if not counts:
+        return {}
+    return {"threads_start": counts[0][1],
+            "threads_warm": next((n for t, n in counts if t >= warmup), None),
+            "threads_end": counts[-1][1], "threads_peak": max(n for _, n in counts)}
 
 
 def series_of(samples: Sequence[dict[str, Any]], name: str) -> list[tuple[float, float, int]]:
@@ -363,7 +375,8 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
             loaded = time.monotonic() - started
             sampler.take()  # the last one, as the load ends
     samples = sampler.samples
-    processes = {name: summarize(series_of(samples, name), warmup * 60) for name in pids}
+    processes = {name: {**summarize(series_of(samples, name), warmup * 60),
+                        **threads_of(samples, name, warmup * 60)} for name in pids}
     return {"minutes": minutes, "load_seconds": round(loaded, 1), "rate": rate,
             "requests": sent, "accounts": len(ids),
             "phones": sum(len(m.phones) for m in crowd.members), "strategy": strategy,
