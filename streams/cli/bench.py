@@ -305,3 +305,97 @@ def finish(result: dict[str, Any], json_out: Path, title: str,
         table.add_row(figure, value)
     Console().print(table)
     console.print(f"figures written to {json_out}")
+
+
+@bench.command()
+@click.option("--minutes", default=30.0, show_default=True, help="minutes of steady load")
+@click.option("--rate", default=3.0, show_default=True,
+              help="push requests/s (the simulated people answer with receipts and reads); "
+                   "keep it below what the dispatcher and simulator sustain, or the backlog "
+                   "is what grows")
+@click.option("--warmup", default=5.0, show_default=True,
+              help="minutes left out of the slopes (start-up, caches filling)")
+@click.option("--accounts", default=100, show_default=True,
+              help="accounts of the demo's population (with their phones and profiles)")
+@click.option("--interval", default=5.0, show_default=True, help="seconds between samples")
+@click.option("--deadline", default=20.0, show_default=True,
+              help="read deadline (s) of every importance; receipt deadline half of it")
+@click.option("--in-flight", default=50, show_default=True,
+              help="provider requests the dispatcher has in flight at most")
+@click.option("--retention", default=120.0, show_default=True,
+              help="seconds message state and the dispatcher's dedupe window are kept (a day "
+                   "by default: shorter, so they turn over within the run)")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/soak.json"), show_default=True)
+@click.option("--plot", "plot_png", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("var/bench/soak.png"), show_default=True,
+              help="PNG of RSS and fds over time (an HTML page is written beside it)")
+@click.option("--replot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="no run: the table and the plot again from a run's JSON")
+def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: float,
+         deadline: float, in_flight: int, retention: float, json_out: Path, plot_png: Path,
+         replot: Path | None) -> None:
+    """Steady load through the whole loop; RSS and open fds of every process sampled, with
+    each one's growth per hour after the warm-up."""
+    from streams.harness.bench.soak import plot_html, render_png, run_soak_bench
+
+    if replot is not None:
+        result = json.loads(replot.read_text())
+        problem = render_png(plot_html(result, plot_png.with_suffix(".html")), plot_png)
+        Console(width=max(Console().width, 140)).print(soak_table(result))
+        console.print(f"plot: {plot_png.with_suffix('.html') if problem else plot_png}"
+                      + (f" ({problem})" if problem else ""))
+        return
+    if (minutes <= 0 or rate <= 0 or accounts < 1 or interval <= 0 or retention <= 0
+            or deadline <= 0 or in_flight < 1
+            or not 0 <= warmup < minutes):
+        raise click.BadParameter("--minutes, --rate, --interval, --deadline, --retention > 0, "
+                                 "--accounts >= 1, 0 <= --warmup < --minutes")
+    result = run_soak_bench(minutes=minutes, rate=rate, warmup=warmup, accounts=accounts,
+                            interval=interval, deadline=deadline, retention=retention,
+                            in_flight=in_flight, var_dir=json_out.parent,
+                            log=lambda line: console.print(f"[dim]{line}"))
+    result["command"] = shlex.join(["pushcascade", *sys.argv[1:]])
+    html = plot_html(result, plot_png.with_suffix(".html"))
+    problem = render_png(html, plot_png)
+    result["plot"] = str(html) if problem else str(plot_png)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    Console(width=max(Console().width, 140)).print(soak_table(result))
+    for group, lag in result["lag"].items():
+        console.print(f"lag of {group}: {lag['warm']:,.0f} records at the end of the warm-up, "
+                      f"{lag['end']:,.0f} at the end, at most {lag['max']:,.0f}")
+    for name, held in result.get("held", {}).items():
+        console.print(f"{name}: {held['warm']:,.0f} at the end of the warm-up, "
+                      f"{held['end']:,.0f} at the end, at most {held['max']:,.0f}")
+    console.print(f"figures written to {json_out}; plot: {result['plot']}"
+                  + (f" ({problem})" if problem else ""))
+
+
+def soak_table(result: dict[str, Any]) -> Table:
+    """One row per process: RSS start / end / peak and slope, fds start / end and slope,
+    threads."""
+    table = Table(title=f"pushcascade bench soak — {result['requests']:,} requests at "
+                        f"{result['rate']:g}/s over {result['load_seconds'] / 60:.1f} min, "
+                        f"slopes after {result['warmup_minutes']:g} min")
+    for name, justify in (("process", "left"), ("RSS start", "right"), ("RSS warm", "right"),
+                          ("RSS end", "right"), ("RSS peak", "right"), ("MiB/h", "right"),
+                          ("MiB/h 2nd half", "right"), ("fds start", "right"),
+                          ("fds end", "right"), ("fds/h", "right"), ("threads", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def num(value: float | None, fmt: str = "{:,.1f}") -> str:
+        return "–" if value is None else fmt.format(value)
+
+    for name, p in result["processes"].items():
+        if not p.get("samples"):
+            table.add_row(name, *["–"] * 10)
+            continue
+        table.add_row(name, num(p["rss_start_mib"]), num(p["rss_warm_mib"]),
+                      num(p["rss_end_mib"]), num(p["rss_peak_mib"]),
+                      num(p["rss_slope_mib_per_h"], "{:+,.1f}"),
+                      num(p["rss_slope_second_half_mib_per_h"], "{:+,.1f}"),
+                      num(p["fds_start"], "{:,}"), num(p["fds_end"], "{:,}"),
+                      num(p["fd_slope_per_h"], "{:+,.1f}"),
+                      f"{p['threads_start']} → {p['threads_end']}" if "threads_end" in p else "–")
+    return table
