@@ -175,7 +175,6 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
             if state is None:
                 return offsets
             inputs = [tp for tp in self.assignment() if tp.topic != state.topic]
-            sought: dict[TP, int] = {}
             for tp in inputs:  # (the journal itself is read by recovery)
                 position = state.position(tp)
                 if position is None:
@@ -185,12 +184,11 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
                     committed = offsets.get(tp)
                     position = committed if committed is not None and committed >= 0 else 0
                 await self.seek(tp, position)
-                sought[tp] = position
+                state.resume(tp, position)  # handled from here on, not before
                 # answered as still committed where the group had it, so the position is
                 # committed even if nothing more is read there (Faust commits only the
                 # partitions in its acknowledgement lists)
                 self._acked[tp]
-            state.resume(sought)
             return offsets
 
     return Consumer

@@ -181,9 +181,8 @@ class StateTables:
         self.clock: dict[int, float] = {}
         self.times: dict[tuple[str, int], float] = {}
         self.last_outputs: dict[int, tuple[int, list[Output]]] = {}
-        #: partitions whose inputs are read from the journal's positions: events of any other
-        #: are read again later, never handled (before recovery the state is not there)
-        self.ready: set[int] = set()
+        #: inputs sought to the journal's positions since their partition was last claimed
+        self.ready: set[TP] = set()
         self.sent_through: dict[int, int] = {}
         self.unsent: list[Output] = []
         self.largest = 0
@@ -236,14 +235,11 @@ class StateTables:
         """The open event failed: nothing it wrote or emitted remains."""
         self.event = None
 
-    def resume(self, positions: dict[TP, int]) -> None:
-        """These inputs were sought to these offsets (the journal's positions, else the
-        group's): handle their partitions from there."""
-        for p in {tp.partition for tp in positions}:
-            self.handled[p] = {}
-            self.ready.add(p)
-        for tp, offset in positions.items():
-            self.handled[tp.partition][tp.topic] = offset
+    def resume(self, tp: TP, offset: int) -> None:
+        """This input was sought to this offset (the journal's position, else the group's):
+        handle it from there."""
+        self.handled.setdefault(tp.partition, {})[tp.topic] = offset
+        self.ready.add(tp)
 
     def seen(self, tp: TP, offset: int) -> bool:
         """Whether this record was handled already (read again after a seek or a takeover)."""
@@ -322,7 +318,7 @@ class StateTables:
         for p in gone:
             self.epoch.pop(p, None)
             self.dirty.pop(p, None)
-            self.ready.discard(p)
+        self.ready = {tp for tp in self.ready if tp.partition not in gone}
 
     async def flush(self) -> None:
         """Journal, read-back, store, outputs (see the module docstring)."""
@@ -527,10 +523,11 @@ class StateTables:
         self._wait(failures)
         for tp in (*actives, *standbys):
             self.folds[tp.partition] = self._fold(tp)
-        for tp in actives:
-            self.epoch[tp.partition] = self.last_own[tp.partition] = ends[tp] - 1
-            self.dirty.pop(tp.partition, None)
-            self.ready.discard(tp.partition)
+        claimed = {tp.partition for tp in actives}
+        for p in claimed:
+            self.epoch[p] = self.last_own[p] = ends[TP(self.topic, p)] - 1
+            self.dirty.pop(p, None)
+        self.ready = {tp for tp in self.ready if tp.partition not in claimed}
         return ends
 
     def _fold(self, tp: TP) -> Fold:
@@ -594,9 +591,6 @@ async def handle_events(stream: faust.StreamT, state: StateTables, flow: Flow | 
     clock = time.perf_counter
     async for event in stream.events():
         msg = event.message
-        if msg.partition not in state.ready:
-            counts.add("before_recovery")  # read again once the partition is sought
-            continue
         if state.seen(msg.tp, msg.offset):
             counts.add("read_again")
             continue
