@@ -55,6 +55,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         counts.report(terminalreporter.write_line)
 
 
+# before any test module is collected: some build their signers at import
+embedded_ack_keys()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ack_keys() -> str:
     """This test run's random signing key (no key is built in), shared with every child."""
