@@ -324,8 +324,12 @@ def _link(limit: int = LINK_BYTES) -> _Cap:
     def check(value: Any, now: float) -> str | None:
         if not isinstance(value, str):
             return None
-        url = urlsplit(value)
-        if url.scheme != "https" or not url.hostname:
+        try:
+            url = urlsplit(value)
+            host = url.hostname
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return "must be an https:// URL with a host"
+        if url.scheme != "https" or not host:
             return "must be an https:// URL with a host"
         return over(value, now)
 

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -211,6 +212,12 @@ def _over(name: str, field: str, value: Any, now: float) -> bool:
             _utf8(k) > v.ROUTE_BYTES or _utf8(t) > v.TOKEN_BYTES for k, t in value.items())
     if field in ids and not value.strip():
         return True
+    if field == "link" and _utf8(value) <= limits[field]:
+        try:
+            url = urlsplit(value)
+            return url.scheme != "https" or not url.hostname
+        except ValueError:
+            return True
     return field in limits and _utf8(value) > limits[field]
 
 
