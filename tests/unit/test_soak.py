@@ -99,12 +99,16 @@ def test_series_of_skips_samples_without_the_process() -> None:
 
 def test_sampling_a_real_process_tree(tmp_path: Path) -> None:
     """This process and a real child: the child is found below us and adds its RSS and fds."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # a child holding 64 MiB, so its share stands out of this process's own wobble
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time; b = bytearray(64 << 20); time.sleep(30)"])
     try:
         end = time.monotonic() + 10
         while child.pid not in descendants(os.getpid()) and time.monotonic() < end:
             time.sleep(0.05)
         assert child.pid in descendants(os.getpid())
+        while (sample_pid(child.pid) or (0,))[0] < 60 and time.monotonic() < end:
+            time.sleep(0.05)  # until its 64 MiB are resident
         own, kid = sample_pid(os.getpid()), sample_pid(child.pid)
         tree = sample_tree(os.getpid())
         assert own and kid and tree
