@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements-dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test test-faults test-unit lint bench clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,7 +22,10 @@ demo: install
 	$(BIN)/pushcascade demo
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+test-faults: install
+	$(BIN)/pytest -q -m faults
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
