@@ -171,6 +171,8 @@ class StateTables:
         #: partition -> epoch this worker claimed it with, and its last journal offset there
         self.epoch: dict[int, int] = {}
         self.last_own: dict[int, int] = {}
+        #: partition -> offsets of this worker's own journal records after last_own
+        self.own: dict[int, set[int]] = {}
         self.seq: dict[int, int] = {}
         self.folds: dict[int, Fold] = {}
         #: partition -> {input topic: next offset}, as durable in the journal
@@ -362,8 +364,8 @@ class StateTables:
                 if p not in fenced:
                     self.sent_through[p] = batch.seq
                     # not waited for: without it, recovery only sends these outputs again
-                    self.outbox.produce(self.topic, b"%d" % p, journal.sent(batch.epoch,
-                                                                           batch.seq), p)
+                    self.outbox.produce(self.topic, b"%d" % p, journal.sent(
+                        batch.epoch, batch.seq), p, on_delivery=self._mine)
 
     def _batches(self) -> dict[int, Batch]:
         """The flushing partitions' batches, for partitions this worker has claimed."""
@@ -396,6 +398,7 @@ class StateTables:
             p, o = msg.partition() or 0, msg.offset() or 0
             first, last = offsets.get(p, (o, o))
             offsets[p] = (min(first, o), max(last, o))
+            self.own.setdefault(p, set()).add(o)
 
         for p, batch in batches.items():
             records = journal.encode(batch, self.chunk_bytes)
@@ -413,11 +416,25 @@ class StateTables:
         self._wait(failures)
         return offsets
 
+    def _mine(self, err: KafkaError | None, msg: Message) -> None:
+        """Delivery report of one of this worker's own journal records: remember its offset."""
+        if err is None:
+            self.own.setdefault(msg.partition() or 0, set()).add(msg.offset() or 0)
+
     def _read_back(self, offsets: dict[int, tuple[int, int]]) -> dict[int, int]:
-        """Read each partition's journal from this worker's previous record to its new last
-        one; partition -> the newer epoch found there (this worker was fenced)."""
+        """Whether another worker wrote to a partition since this worker's previous record:
+        when every offset in between is one of its own records, nobody did (no read); else
+        the journal is read there; partition -> the newer epoch found (this worker was
+        fenced)."""
         ranges = {p: (self.last_own.get(p, first - 1) + 1, last)
                   for p, (first, last) in offsets.items()}
+        for p, (start, end) in list(ranges.items()):
+            mine = self.own.get(p, set())
+            if all(o in mine for o in range(start, end + 1)):
+                del ranges[p]  # only its own records: not fenced
+            self.own[p] = {o for o in mine if o > end}
+        if not ranges:
+            return {}
         records = self.read(ranges)
         fenced = {}
         for p, values in records.items():
@@ -526,6 +543,7 @@ class StateTables:
         claimed = {tp.partition for tp in actives}
         for p in claimed:
             self.epoch[p] = self.last_own[p] = ends[TP(self.topic, p)] - 1
+            self.own[p] = set()
             self.dirty.pop(p, None)
         self.ready = {tp for tp in self.ready if tp.partition not in claimed}
         return ends
