@@ -315,7 +315,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
     with broker_for(workdir, log) as (bootstrap, broker_pid):
         settings = Settings(topic_prefix=f"bench-soak-{uuid.uuid4().hex[:8]}.",
                             kafka_bootstrap_servers=bootstrap,
-                            clickhouse_dsn=f"chdb://./{workdir}/chdb")
+                            clickhouse_dsn=f"chdb://{(workdir / 'chdb').resolve()}")
         create_topics(settings, bootstrap)
         tuning = soak_tuning(deadline, retention, in_flight)
         with Loop(settings, workdir, "soak", seed=crowd.spec.seed, profile=tuning,
