@@ -370,6 +370,9 @@ def soak(minutes: float, rate: float, warmup: float, accounts: int, interval: fl
                       f"{held['end']:,.0f} at the end, at most {held['max']:,.0f}")
     console.print(f"figures written to {json_out}; plot: {result['plot']}"
                   + (f" ({problem})" if problem else ""))
+    if result.get("aborted"):
+        raise click.ClickException(f"the run stopped after {result['load_seconds'] / 60:.1f} "
+                                   f"min (figures above are until then): {result['aborted']}")
 
 
 def soak_table(result: dict[str, Any]) -> Table:

@@ -12,6 +12,7 @@ import pytest
 
 from streams.harness.bench.soak import (
     Sampler,
+    assemble,
     descendants,
     extras_summary,
     fit_slope,
@@ -172,3 +173,16 @@ def test_threads_of() -> None:
     assert threads_of(rows, "a", 60) == {"threads_start": 4, "threads_warm": 9,
                                          "threads_end": 7, "threads_peak": 9}
     assert threads_of(rows, "b", 60) == {}
+
+
+def test_assemble_a_run_from_its_samples() -> None:
+    rows = [{"t": float(t), "rss_mib": {"w": 100 + t / 3600}, "fds": {"w": 30},
+             "threads": {"w": 9}, "extras": {"lag_workers": 1, "held": 5}}
+            for t in range(0, 1200, 5)]
+    r = assemble(rows, {"warmup_minutes": 5, "pids": {"w": 1, "gone": 2}, "aborted": None})
+    assert r["processes"]["w"]["rss_slope_mib_per_h"] == pytest.approx(1.0, abs=0.01)
+    assert r["processes"]["w"]["threads_end"] == 9
+    assert r["processes"]["gone"] == {"samples": 0}
+    assert r["lag"] == {"workers": {"warm": 1, "end": 1, "max": 1}}
+    assert r["held"] == {"held": {"warm": 5, "end": 5, "max": 5}}
+    assert r["aborted"] is None and len(r["samples"]) == len(rows)

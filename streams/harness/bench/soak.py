@@ -31,6 +31,7 @@ from typing import Any
 
 from streams.harness.bench.common import Log, quiet
 from streams.harness.broker import start_broker
+from streams.harness.processes import ProcessExited
 from streams.kafka import check_kafka
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -314,7 +315,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
     with broker_for(workdir, log) as (bootstrap, broker_pid):
         settings = Settings(topic_prefix=f"bench-soak-{uuid.uuid4().hex[:8]}.",
                             kafka_bootstrap_servers=bootstrap,
-                            clickhouse_dsn=f"chdb://./{workdir}/chdb")
+                            clickhouse_dsn=f"chdb://{(workdir / 'chdb').resolve()}")
         create_topics(settings, bootstrap)
         tuning = soak_tuning(deadline, retention, in_flight)
         with Loop(settings, workdir, "soak", seed=crowd.spec.seed, profile=tuning,
@@ -341,6 +342,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
             sent, started = 0, time.monotonic()
             total, next_report, next_lag = int(minutes * 60 * rate), started + 60, started
             sampler.start()
+            aborted = None
             try:
                 with PushProducer(bootstrap, topic_prefix=settings.tuning.topic_prefix) as push:
                     while sent < total:
@@ -369,24 +371,35 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
                                 f"{lags}, RSS MiB: {rss}")
                             next_report = now + 60
                         time.sleep(0.25)
+            except ProcessExited as exc:  # the figures until then are still the run's
+                aborted = str(exc)
+                log(f"soak: stopped after {(time.monotonic() - started) / 60:.1f} min: "
+                    f"{aborted.splitlines()[0]}")
             finally:
                 sampler.stopped.set()
                 sampler.join(interval + 30)
             loaded = time.monotonic() - started
             sampler.take()  # the last one, as the load ends
-    samples = sampler.samples
-    processes = {name: {**summarize(series_of(samples, name), warmup * 60),
-                        **threads_of(samples, name, warmup * 60)} for name in pids}
-    return {"minutes": minutes, "load_seconds": round(loaded, 1), "rate": rate,
+    meta = {"minutes": minutes, "load_seconds": round(loaded, 1), "rate": rate,
             "requests": sent, "accounts": len(ids),
             "phones": sum(len(m.phones) for m in crowd.members), "strategy": strategy,
-            "warmup_minutes": warmup, "interval_s": interval, "tuning": tuning,
-            "pids": pids, "processes": processes,
-            "lag": extras_summary(samples, warmup * 60, lag=True),
-            "held": extras_summary(samples, warmup * 60, lag=False),
-            "last_extras": samples[-1].get("extras", {}),
+            "warmup_minutes": warmup, "interval_s": interval, "tuning": tuning, "pids": pids,
+            "aborted": aborted}
+    return assemble(sampler.samples, meta)
+
+
+def assemble(samples: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """A run's figures from its samples and what it was (`meta`: at least warmup_minutes and
+    pids): per-process summaries, lag and what the services held."""
+    warmup = meta["warmup_minutes"] * 60
+    processes = {name: {**summarize(series_of(samples, name), warmup),
+                        **threads_of(samples, name, warmup)} for name in meta["pids"]}
+    return {**meta, "processes": processes,
+            "lag": extras_summary(samples, warmup, lag=True),
+            "held": extras_summary(samples, warmup, lag=False),
+            "last_extras": samples[-1].get("extras", {}) if samples else {},
             "first_extras": next((s["extras"] for s in samples if "extras" in s), {}),
-            "samples": samples}
+            "samples": list(samples)}
 
 
 # -- the plot -----------------------------------------------------------------------------
