@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ class StateTables:
         self.last_own: dict[int, int] = {}
         #: partition -> offsets of this worker's own journal records after last_own
         self.own: dict[int, set[int]] = {}
+        self._own_lock = threading.Lock()  # delivery reports come on librdkafka's callers
         self.seq: dict[int, int] = {}
         self.folds: dict[int, Fold] = {}
         #: partition -> {input topic: next offset}, as durable in the journal
@@ -398,7 +400,8 @@ class StateTables:
             p, o = msg.partition() or 0, msg.offset() or 0
             first, last = offsets.get(p, (o, o))
             offsets[p] = (min(first, o), max(last, o))
-            self.own.setdefault(p, set()).add(o)
+            with self._own_lock:
+                self.own.setdefault(p, set()).add(o)
 
         for p, batch in batches.items():
             records = journal.encode(batch, self.chunk_bytes)
@@ -419,7 +422,8 @@ class StateTables:
     def _mine(self, err: KafkaError | None, msg: Message) -> None:
         """Delivery report of one of this worker's own journal records: remember its offset."""
         if err is None:
-            self.own.setdefault(msg.partition() or 0, set()).add(msg.offset() or 0)
+            with self._own_lock:
+                self.own.setdefault(msg.partition() or 0, set()).add(msg.offset() or 0)
 
     def _read_back(self, offsets: dict[int, tuple[int, int]]) -> dict[int, int]:
         """Whether another worker wrote to a partition since this worker's previous record:
@@ -428,11 +432,12 @@ class StateTables:
         fenced)."""
         ranges = {p: (self.last_own.get(p, first - 1) + 1, last)
                   for p, (first, last) in offsets.items()}
-        for p, (start, end) in list(ranges.items()):
-            mine = self.own.get(p, set())
-            if all(o in mine for o in range(start, end + 1)):
-                del ranges[p]  # only its own records: not fenced
-            self.own[p] = {o for o in mine if o > end}
+        with self._own_lock:
+            for p, (start, end) in list(ranges.items()):
+                mine = self.own.get(p, set())
+                if all(o in mine for o in range(start, end + 1)):
+                    del ranges[p]  # only its own records: not fenced
+                self.own[p] = {o for o in mine if o > end}
         if not ranges:
             return {}
         records = self.read(ranges)
