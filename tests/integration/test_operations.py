@@ -33,7 +33,10 @@ def total(samples: dict, name: str, where: Callable[[dict], bool] = lambda _: Tr
 
 
 def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path):
-    ports = {name: free_port() for name in ("worker", "dispatch", "gateway", "sink", "sql")}
+    ports = {name: free_port() for name in ("worker", "dispatch", "gateway", "gateway_admin",
+                                            "sink", "sql")}
+    # where each service serves /metrics: the gateway on its private port
+    scraped = {**ports, "gateway": ports["gateway_admin"]}
     sim = Simulator(SimulatorSettings(**{"port": 0, "seed": 3,
                                          "gateway_url": f"http://127.0.0.1:{ports['gateway']}"}))
     people = population(12)
@@ -42,7 +45,9 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
     with SimulatorThread(sim) as simulator:
         env = {**service_env(settings, **DEMO_TUNING, metrics_port=ports["worker"],
                              dispatch_metrics_port=ports["dispatch"],
-                             gateway_port=ports["gateway"], sink_metrics_port=ports["sink"],
+                             gateway_port=ports["gateway"],
+                             gateway_admin_port=ports["gateway_admin"],
+                             sink_metrics_port=ports["sink"],
                              sql_port=ports["sql"], sink_flush_interval=0.3),
                "CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
                "PUSHCASCADE_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
@@ -53,8 +58,8 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
             with producer_for(settings) as producer:
                 crowd.register(producer)
             wait_accounts(settings, crowd.users, workers=procs)
-            before = {name: scrape(ports[name]) for name in ("worker", "dispatch", "gateway",
-                                                             "sink")}
+            before = {name: scrape(scraped[name]) for name in ("worker", "dispatch", "gateway",
+                                                               "sink")}
             with PushProducer(settings.connections.kafka_bootstrap_servers,
                               topic_prefix=settings.tuning.topic_prefix) as pushes:
                 for r in range(3):
@@ -103,7 +108,7 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
                     proc.check()
                 assert time.monotonic() < end, \
                     f"did not move: {set(checks) - moved}; missing: {set(gauges) - shown}"
-                now = {name: scrape(ports[name]) for name in before}
+                now = {name: scrape(scraped[name]) for name in before}
                 moved = {what for what, f in checks.items() if f(now) > f(before)}
                 shown = {(svc, g) for svc, g in gauges if any(n == g for n, _ in now[svc])}
                 time.sleep(0.5)
