@@ -179,7 +179,9 @@ def screenshot(page: Path, png: Path, width: int = 1200, height: int = 3200) -> 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise FileNotFoundError("no chromium on PATH: apt-get install chromium")
-    subprocess.run([browser, "--headless",  # noqa: S603  (chromium found on PATH, fixed args) "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    # chromium found on PATH, fixed arguments
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",  # noqa: S603
+                    "--hide-scrollbars", "--disable-background-networking",
                     f"--window-size={width},{height}", "--virtual-time-budget=5000",
                     f"--screenshot={png.resolve()}", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
