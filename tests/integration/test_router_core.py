@@ -246,15 +246,19 @@ def test_addresses_are_masked_in_forwarded_records_and_dead_letters(settings, tm
     dlq = Tap(settings, "push.dlq")
     worker = start_worker(worker_env(settings), tmp_path)
     try:
-        forwarded.wait_for(lambda rs: len(rs) == 1, timeout=60)
-        dlq.wait_for(lambda rs: len(rs) == 1, timeout=30)
+        # a record may be forwarded or dead-lettered again around a rebalance (the same record,
+        # dropped by its consumer): every copy must be masked
+        forwarded.wait_for(lambda rs: len(rs) >= 1, timeout=60)
+        dlq.wait_for(lambda rs: len(rs) >= 1, timeout=30)
         state = changelog_tap(settings, "accounts")
         state.wait_for(lambda rs: any(r and r["account_id"] == account for r in rs))
     finally:
         worker.stop()
-    (masked,) = forwarded.records
-    assert (masked["phone"], masked["wechat_openid"], masked["email"]) == ("***",) * 3
-    (letter,) = dlq.records
-    assert letter["value"] is None and "account.profiles" in letter["topic"]
+    assert len({str(r) for r in forwarded.records}) == 1  # copies, if any, are one record
+    for masked in forwarded.records:
+        assert (masked["phone"], masked["wechat_openid"], masked["email"]) == ("***",) * 3
+    assert len({(d["topic"], d["partition"], d["offset"]) for d in dlq.records}) == 1
+    for letter in dlq.records:
+        assert letter["value"] is None and "account.profiles" in letter["topic"]
     assert [r["addresses"] for r in state.records if r and r["account_id"] == account] == [
         ["WECHAT", "SMS", "EMAIL"]]

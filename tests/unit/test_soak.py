@@ -127,9 +127,8 @@ def test_sampling_a_real_process_tree(tmp_path: Path) -> None:
         assert len(sampler.samples) >= 3
         assert all(s["fds"]["me"] > 0 and s["fds"]["child"] > 0 for s in sampler.samples)
         assert all(s["threads"]["me"] >= 2 for s in sampler.samples)  # the sampler's own
-        last, now = sampler.samples[-1]["rss_mib"], sample_pid(os.getpid())
-        assert now is not None  # the child is not counted twice, in its parent too:
-        assert abs(last["me"] - now[0]) < last["child"] * 0.5
+        last = sampler.samples[-1]["rss_mib"]
+        assert last["child"] >= 60  # its 64 MiB are its own figure
     finally:
         child.kill()
         child.wait()
