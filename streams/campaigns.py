@@ -32,8 +32,9 @@ class Campaigns:
         self.codec, self.emit, self.state, self.dead_letter = codec, emit, state, dead_letter
         self.threshold = settings.tuning.campaign_fallback_ratio
         self.counts = Counts("campaigns")
-        self.timer = DeadlineTimer(app, settings.topic(TOPIC), state, CAMPAIGNS, self._index,
-                                   self.fire, settings.tuning.deadline_tick)
+        self.timer = DeadlineTimer(app, settings.topic(TOPIC), state, CAMPAIGNS,
+                                   frozenset({"CAMPAIGN"}), self._dues, self.fire,
+                                   settings.tuning.deadline_tick)
         source = app.topic(settings.topic(TOPIC), key_type=bytes, value_type=bytes,
                            partitions=settings.tuning.partitions)
         app.agent(source, name="campaigns")(self.run)
@@ -62,9 +63,8 @@ class Campaigns:
     def on_tally(self, rec: dict[str, Any], partition: int, now: float) -> None:
         """Take one account partition's tally (a partition new after the decision is told it)."""
         campaign = self._load(rec["campaign_id"], partition)
-        if record_tally(campaign, rec["partition"], rec["targeted"], rec["acked"],
-                        rec["due_at"] / 1000):
-            self.timer.add(self._due(campaign))
+        record_tally(campaign, rec["partition"], rec["targeted"], rec["acked"],
+                     rec["due_at"] / 1000)  # a later deadline is in the timers table with it
         if campaign.decided:
             self.counts.add("tally_after_decision")
             self._tell(campaign, now)
@@ -76,10 +76,8 @@ class Campaigns:
         queued there (a busy worker may not have applied them yet)."""
         campaign = self._load(due.message_id, due.partition)
         if not campaign.decided and campaign.due_at == due.due_at:
-            self.state.begin(due.partition)
             self.emit(campaign_due(campaign.campaign_id, due.due_at, due.partition),
                       due.partition)
-            self.state.done(timestamp=due.due_at)
 
     def on_due(self, rec: dict[str, Any], partition: int, now: float) -> None:
         """Decide, once, unless a tally applied since moved the deadline later."""
@@ -105,12 +103,9 @@ class Campaigns:
                       campaign.partition)
 
     @staticmethod
-    def _due(campaign: Campaign) -> Due:
-        assert campaign.due_at is not None
-        return Due(campaign.due_at, campaign.partition, campaign.campaign_id, "", "CAMPAIGN",
-                   None, campaign.campaign_id)
-
-    def _index(self, value: dict[str, Any]) -> None:
-        """Remember a stored campaign's pending decision (when partitions move)."""
-        if not value["decided"] and value["due_at"] is not None:
-            self.timer.add(self._due(Campaign.from_dict(value)))
+    def _dues(value: dict[str, Any]) -> list[Due]:
+        """A stored campaign's pending decision deadline, if any."""
+        if value["decided"] or value["due_at"] is None:
+            return []
+        return [Due(value["due_at"], value["partition"], value["campaign_id"], "", "CAMPAIGN",
+                    None, value["campaign_id"])]

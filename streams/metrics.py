@@ -18,7 +18,9 @@ EVENTS = Counter("pushcascade_events", "Events handled by the stream processors,
                  ["stage", "event"])
 CHANGELOG = Counter("pushcascade_changelog_records", "State records written to table changelogs",
                     ["table"])
-PENDING = Gauge("pushcascade_deadlines_pending", "Deadlines indexed by this worker", ["table"])
+PENDING = Gauge("pushcascade_deadlines_pending",
+                "Deadlines of the loaded window (due within about a minute) in this worker",
+                ["table"])
 OVERDUE = Gauge("pushcascade_deadline_overdue_seconds",
                 "How long the earliest indexed deadline has been due (0 when none is)", ["table"])
 LARGEST = Gauge("pushcascade_changelog_record_bytes_max", "Largest changelog record written",

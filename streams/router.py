@@ -25,7 +25,12 @@ from streams.domain.deadlines import Due
 from streams.domain.priors import PriorBook
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output
-from streams.domain.state import MESSAGES, ROUTER_TABLES, message_key, parse_key
+from streams.domain.state import (
+    MESSAGES,
+    ROUTER_TABLES,
+    WAITS,
+    parse_key,
+)
 from streams.follow import Follower
 from streams.kafka import consumer
 from streams.metrics import Counts, Flow
@@ -109,8 +114,10 @@ class Router:
         self.tallies: set[tuple[str, int]] = set()
         self.state.before_flush.append(self._send_tallies)
         self.timer = DeadlineTimer(app, settings.topic(FORWARDED), self.state, MESSAGES,
-                                   self._index, self.fire, settings.tuning.deadline_tick,
-                                   self.horizon)
+                                   h.MESSAGE_DEADLINES, lambda value: h.pending_work(value)[0],
+                                   self.fire, settings.tuning.deadline_tick, self.horizon,
+                                   self._assigned)
+        self.state.derive(MESSAGES, h.waits_index)
         #: the inputs a deadline waits for: every one that can cancel or settle it (an ack, a
         #: profile or device that makes an account reachable, a setting, a decision)
         self.input_topics = tuple(settings.topic(n) for n in INPUTS)
@@ -209,8 +216,6 @@ class Router:
         """Send a handler's outputs, remember its deadlines and what waits for campaigns."""
         for out in fx.outputs:
             self.emit(out, partition)
-        for due in fx.dues:
-            self.timer.add(due)
         for campaign_id, key in fx.waits:
             self.waits.setdefault(campaign_id, set()).add(key)
         for campaign_id in fx.tallies:
@@ -238,23 +243,23 @@ class Router:
 
     # -- the timer ---------------------------------------------------------------------------
 
-    def _index(self, value: dict[str, Any]) -> None:
-        """Remember a stored message's pending deadlines and campaign (when partitions move)."""
-        dues, waits = h.pending_work(value)
-        for due in dues:
-            self.timer.add(due)
-        partition = value["partition"]
-        for campaign_id in waits:
-            key = message_key(value["account_id"], value["message_id"])
+    async def _assigned(self, partitions: set[int]) -> None:
+        """Partitions taken over: remember their deliveries waiting on a campaign (from the
+        waits table), settling those whose decision came before this worker took them."""
+        for partition in sorted(partitions):
             ctx = self.context(partition, self.state.clock.get(partition, 0.0))
-            self.state.begin(partition)
-            fx = h.settle_campaign(self.state.at(partition), key, campaign_id, ctx)
-            if fx.counts["campaign_settled"]:  # decided before this worker indexed it
-                self.apply(fx, partition)
-                self.state.done()
-            else:
-                self.state.discard()
-                self.waits.setdefault(campaign_id, set()).add(key)
+            for i, (_, wait) in enumerate(self.state.scan(WAITS, partition), 1):
+                campaign_id, key = wait["campaign_id"], wait["key"].encode()
+                self.state.begin(partition)
+                fx = h.settle_campaign(self.state.at(partition), key, campaign_id, ctx)
+                if fx.counts["campaign_settled"]:
+                    self.apply(fx, partition)
+                    self.state.done()
+                else:
+                    self.state.discard()
+                    self.waits.setdefault(campaign_id, set()).add(key)
+                if i % SETTLE_CHUNK == 0:
+                    await asyncio.sleep(0)
 
     def horizon(self, partition: int, now: float) -> float:
         """How far the partition's deadlines may fire: now, once every record read from its
@@ -272,16 +277,10 @@ class Router:
         return cut
 
     def fire(self, due: Due) -> None:
-        """Apply a due deadline of a partition this worker owns; the handler checks the state."""
+        """Apply a due deadline of a partition this worker owns (in the timer's event); the
+        handler checks the state."""
         ctx = self.context(due.partition, due.due_at)
-        self.state.begin(due.partition)
-        try:
-            self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
-        except Exception:
-            self.state.discard()
-            log.exception("deadline %s failed; nothing of it was kept", due)
-            return
-        self.state.done(timestamp=due.due_at)
+        self.apply(h.on_deadline(self.state.at(due.partition), due, ctx), due.partition)
 
     def _send_tallies(self) -> None:
         """Before each flush: the campaign tallies changed in this batch, as absolute counts."""

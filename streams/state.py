@@ -43,6 +43,10 @@ from streams.outbox import Outbox, OutboxError
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal"
+#: A table of the state itself: which version of the derived indexes a partition's state has
+#: (state journaled before they existed is indexed once, on recovery).
+INDEXES = "indexes"
+INDEX_VERSION = 1
 #: Store key of a partition's recovery point: epoch, seq, positions and clock.
 META = b"\xff"
 #: Seconds the read-back of a batch may take before the flush fails (and is tried again).
@@ -85,6 +89,11 @@ class _Event(NamedTuple):
     message: _Changelog
 
 
+#: A derived index: (old value, new value) -> the writes it derives, as (table, key, value).
+Derive = Callable[[dict[str, Any] | None, dict[str, Any] | None],
+                  Iterable[tuple[str, bytes, Any]]]
+
+
 @dataclass
 class Pending:
     """One partition's batch being built: writes, outputs, input positions, stream time."""
@@ -117,12 +126,22 @@ class PartitionTables:
         return self.state.get(table, key, self.partition)
 
     def put(self, table: str, key: bytes, value: dict[str, Any]) -> None:
-        """Write value under key, owned by this partition."""
-        self.state.unit(self.partition).writes[(table, key)] = value
+        """Write value under key, owned by this partition (and what derives from it)."""
+        self._write(table, key, value)
 
     def delete(self, table: str, key: bytes) -> None:
-        """Delete key."""
-        self.state.unit(self.partition).writes[(table, key)] = None
+        """Delete key (and what derives from it)."""
+        self._write(table, key, None)
+
+    def _write(self, table: str, key: bytes, value: dict[str, Any] | None) -> None:
+        writes = self.state.unit(self.partition).writes
+        derive = self.state.derived.get(table)
+        if derive:
+            old = self.get(table, key)
+            for fn in derive:
+                for name, k, v in fn(old, value):
+                    writes[(name, k)] = v
+        writes[(table, key)] = value
 
     def emit(self, output: Output) -> None:
         """Send an output record once this partition's batch is durable."""
@@ -154,7 +173,7 @@ class StateTables:
                  reader: Callable[[], Any] | None = None,
                  chunk_bytes: int = journal.CHUNK_BYTES) -> None:
         self.app, self.outbox, self.names = app, outbox, names
-        self.prefix = {name: bytes([i]) for i, name in enumerate(names)}
+        self.prefix = {name: bytes([i]) for i, name in enumerate((*names, INDEXES))}
         self.table = JournalTable(app, name=JOURNAL, beacon=app.tables.beacon,
                                   partitions=partitions, key_type=bytes,
                                   options=dict(options) if options else None,
@@ -163,6 +182,8 @@ class StateTables:
         app.tables.add(self.table)
         app.journal_state = self  # type: ignore[attr-defined]  # read by streams/app.py
         self.embedded = embedded
+        #: whether the store reads key ranges in order (RocksDB), or filters every key (memory)
+        self.ordered = app.conf.store.scheme == "rocksdb"
         self.partitions = partitions
         self.views = [PartitionTables(self, p) for p in range(partitions)]
         self.dirty: dict[int, Pending] = {}
@@ -195,11 +216,18 @@ class StateTables:
         self._reader_factory = reader
         self._reader: Any = None
         self._lock = asyncio.Lock()
+        #: table -> functions of (old value, new value) giving the writes derived from a write
+        self.derived: dict[str, list[Derive]] = {}
 
     @property
     def topic(self) -> str:
         """The journal topic."""
         return self.table.changelog_topic_name
+
+    def derive(self, table: str, fn: Derive) -> None:
+        """Keep an index of `table` in the same batches: every write to it also writes what
+        `fn(old value, new value)` gives as (table, key, value or None for a delete)."""
+        self.derived.setdefault(table, []).append(fn)
 
     def at(self, partition: int) -> PartitionTables:
         """The tables as seen by a handler of this partition."""
@@ -270,17 +298,36 @@ class StateTables:
         value = self.table.get(self.prefix[table] + key)
         return value if isinstance(value, dict) else None
 
-    def values(self, table: str) -> Iterator[dict[str, Any]]:
-        """Current values of a table: stored, being flushed or written in this batch (a
-        snapshot of the keys is taken first; a value written later is read as it is then)."""
+    def scan(self, table: str, partition: int, start: bytes = b"",
+             stop: bytes | None = None) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """The current keys and values of a partition's table from `start` up to `stop`
+        (excluded): a range read of the partition's store with RocksDB, a filter over the
+        memory store's keys (values carry their `partition`), with this worker's unflushed
+        writes over both. A snapshot of the keys is taken first."""
         prefix = self.prefix[table]
-        keys = {k[1:] for k in self.table if k[:1] == prefix}
-        for pending in (*self.flushing.values(), *self.dirty.values()):
-            keys.update(key for name, key in pending.writes if name == table)
-        for key in keys:
-            value = self.get(table, key)
-            if value is not None:
-                yield value
+        lo = prefix + start
+        hi = prefix + stop if stop is not None else bytes([prefix[0] + 1])
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        keys: set[bytes] = set()
+        if dbs is not None:
+            db = dbs.get(partition)
+            if db is not None:
+                it = db.iter()
+                it.seek(lo)
+                while it.valid() and it.key() < hi:
+                    keys.add(it.key()[1:])
+                    it.next()
+        else:
+            keys.update(k[1:] for k in list(getattr(store, "data", {})) if lo <= k < hi)
+        for pending in (self.flushing.get(partition), self.dirty.get(partition)):
+            if pending is not None:
+                keys.update(k for name, k in pending.writes
+                            if name == table and lo <= prefix + k < hi)
+        for key in sorted(keys):
+            value = self.get(table, key, partition)
+            if value is not None and value.get("partition", partition) == partition:
+                yield key, value
 
     # -- the flush -----------------------------------------------------------------------------
 
@@ -596,6 +643,28 @@ class StateTables:
                      len(again))
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self._send, again)
+        for p in sorted(actives):
+            self._index(p)
+
+    def _index(self, p: int) -> None:
+        """Write the derived indexes of a partition whose state was journaled before them (or
+        by an older version of them), in one batch."""
+        mark = {"version": INDEX_VERSION, "partition": p}
+        if not self.derived or self.get(INDEXES, b"%d" % p, p) == mark:
+            return
+        started, count = time.monotonic(), 0
+        self.begin(p)
+        writes = self.unit(p).writes
+        for table, fns in self.derived.items():
+            for _, value in self.scan(table, p):
+                count += 1
+                for fn in fns:
+                    writes.update(((name, k), v) for name, k, v in fn(None, value))
+        writes[(INDEXES, b"%d" % p)] = mark
+        self.done()
+        if count:
+            log.info("partition %d: derived indexes written for %d values in %.1fs", p, count,
+                     time.monotonic() - started)
 
 
 def event_time(msg: Any) -> float:

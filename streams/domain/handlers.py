@@ -46,11 +46,13 @@ from streams.domain.state import (
     DEVICES,
     MESSAGES,
     TALLIES,
+    WAITS,
     Tables,
     account_key,
     device_key,
     message_key,
     tally_key,
+    wait_key,
 )
 
 PROFILE_CHANNELS = (("WECHAT", "wechat_openid"), ("SMS", "phone"), ("EMAIL", "email"))
@@ -591,6 +593,26 @@ def pending_work(value: dict[str, Any]) -> tuple[list[Due], list[str]]:
             waits.append(value["campaign_id"])
         dues.append(due("RECEIPT", d["due_at"], device_id))
     return dues, waits[:1]
+
+
+#: The kinds of deadline a message has (pending_work).
+MESSAGE_DEADLINES = frozenset({"READ", "GRACE", "EXPIRE", "RECEIPT"})
+
+
+def waits_index(old: dict[str, Any] | None,
+                new: dict[str, Any] | None) -> list[tuple[str, bytes, Any]]:
+    """The waits-table writes of one write of a message: the campaign it now waits on
+    written, one it no longer waits on deleted."""
+    def waits(value: dict[str, Any] | None) -> dict[bytes, dict[str, Any]]:
+        if value is None:
+            return {}
+        key = message_key(value["account_id"], value["message_id"])
+        return {wait_key(c, key): {"campaign_id": c, "key": key.decode(),
+                                   "partition": value["partition"]}
+                for c in pending_work(value)[1]}
+    before, after = waits(old), waits(new)
+    return [(WAITS, k, None) for k in before.keys() - after.keys()] + [
+        (WAITS, k, v) for k, v in after.items() if k not in before]
 
 
 def _due(message: Message, kind: str, at: float, device_id: str | None = None) -> Due:

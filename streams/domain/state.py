@@ -8,7 +8,10 @@ from typing import Any, Protocol
 
 ACCOUNTS, MESSAGES, DEVICES, TALLIES = "accounts", "messages", "devices", "tallies"
 CAMPAIGNS = "campaigns"
-ROUTER_TABLES = (ACCOUNTS, MESSAGES, DEVICES, TALLIES, CAMPAIGNS)
+#: Derived from messages and campaigns in the same batch (never written by a handler): pending
+#: deadlines keyed by due time (streams.domain.deadlines), and deliveries waiting on a campaign.
+TIMERS, WAITS = "timers", "waits"
+ROUTER_TABLES = (ACCOUNTS, MESSAGES, DEVICES, TALLIES, CAMPAIGNS, TIMERS, WAITS)
 
 
 def _key(*parts: object) -> bytes:
@@ -29,6 +32,11 @@ def message_key(account_id: str, message_id: str) -> bytes:
 def device_key(account_id: str, device_id: str) -> bytes:
     """Key of a device's route state, written by the partition of the account it belongs to."""
     return _key(account_id, device_id)
+
+
+def wait_key(campaign_id: str, key: bytes) -> bytes:
+    """Key of a message waiting on a campaign's decision."""
+    return _key(campaign_id, key.decode())
 
 
 def tally_key(campaign_id: str, partition: int) -> bytes:

@@ -8,6 +8,8 @@ import itertools
 import time
 from collections import Counter
 
+import pytest
+
 from connectors.producer import RecordProducer
 from schemas import key_partition
 from streams.harness import (
@@ -56,9 +58,11 @@ def assert_each_escalated_once(settings, escalations: Tap, messages: list[str],
     assert all(r["fired_at"] >= r["deadline_at"] for r in escalations.records)
 
 
-def test_sigkill_with_pending_deadlines_then_restart_fires_each_once(settings, workers, taps):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])  # deployments use RocksDB
+def test_sigkill_with_pending_deadlines_then_restart_fires_each_once(settings, workers, taps,
+                                                                    store):
     deadline = 20.0
-    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
+    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline, store=store)
     producer = prepare(settings)
     first = workers(env, "first")
     wait_accounts(settings, ACCOUNTS, workers=[first])

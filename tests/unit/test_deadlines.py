@@ -1,4 +1,5 @@
-"""Unit tests of streams.domain.deadlines: the per-partition index of pending read deadlines."""
+"""Unit tests of streams.domain.deadlines: timer keys and writes, and the per-partition index
+of the deadlines due within its loaded window."""
 
 from __future__ import annotations
 
@@ -6,7 +7,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.domain.deadlines import DeadlineIndex, Due
+from streams.domain.deadlines import (
+    DeadlineIndex,
+    Due,
+    due_of,
+    due_record,
+    ms,
+    time_bound,
+    timer_key,
+    timer_writes,
+)
+
+#: A window end past every due time of these tests (ms).
+FOREVER = 2**62
 
 
 def due(at: float, partition: int = 0, key: str | None = None) -> Due:
@@ -20,10 +33,12 @@ def rows(dues: list[Due]) -> list[tuple[float, int, str, str]]:
 
 
 def index_of(*dues: Due) -> DeadlineIndex:
-    """An index holding these deadlines."""
+    """An index holding these deadlines, every partition 0-7 loaded forever."""
     index = DeadlineIndex()
+    for p in range(8):
+        index.loaded(p, [], FOREVER)
     for d in dues:
-        index.add(d)
+        assert index.add(d)
     return index
 
 
@@ -171,11 +186,82 @@ def test_forget_unknown_partitions_and_generators() -> None:
     assert index.next_due() is None
 
 
-def test_forget_then_add_to_the_same_partition() -> None:
+def test_forget_then_add_to_the_same_partition_waits_for_its_window() -> None:
     index = index_of(due(1.0, 3))
     index.forget([3])
-    index.add(due(7.0, 3))
+    assert not index.add(due(7.0, 3))  # not loaded: the table holds it for the next window
+    assert index.pop_due(10.0) == []
+    assert index.window(3, 10.0) == (0, 10_000 + index.lookahead_ms)
+    index.loaded(3, [due(7.0, 3)], 70_000)
     assert rows(index.pop_due(10.0)) == rows([due(7.0, 3)])
+
+
+# --- windows -------------------------------------------------------------------------------------
+
+
+def test_a_window_loads_from_the_end_of_the_last_one_once_it_is_half_used() -> None:
+    index = DeadlineIndex(lookahead=60)
+    assert index.window(0, 100.0) == (0, 160_000)
+    index.loaded(0, [], 160_000)
+    assert index.window(0, 100.0) is None
+    assert index.window(0, 129.999) is None
+    assert index.window(0, 130.0) == (160_000, 190_000)
+
+
+def test_without_a_lookahead_one_window_holds_everything() -> None:
+    index = DeadlineIndex(lookahead=None)
+    assert index.window(0, 100.0) == (0, 2**63 - 1)
+    index.loaded(0, [], 2**63 - 1)
+    assert index.window(0, 1e12) is None
+    assert index.add(due(1e12, 0))
+
+
+def test_a_deadline_inside_the_window_is_added_one_after_it_is_not() -> None:
+    index = DeadlineIndex(lookahead=60)
+    index.loaded(0, [], 160_000)
+    assert index.add(due(159.999, 0))
+    assert not index.add(due(160.0, 0))
+    assert not index.add(due(1.0, 1))  # partition 1 not loaded
+    assert len(index) == 1
+
+
+# --- timer keys and writes -----------------------------------------------------------------------
+
+
+def test_timer_keys_sort_by_due_time_then_what_they_are_for() -> None:
+    a = Due(1.5, 0, "m1", "acc", "READ")
+    b = Due(1.5, 0, "m1", "acc", "RECEIPT", "d1")
+    c = Due(2.0, 0, "m0", "acc", "READ")
+    assert timer_key(a) < timer_key(c) and timer_key(b) < timer_key(c)
+    assert len({timer_key(a), timer_key(b), timer_key(c)}) == 3
+    assert time_bound(ms(1.5)) <= timer_key(a) < time_bound(ms(1.5) + 1)
+
+
+def test_a_timer_value_holds_its_deadline() -> None:
+    d = Due(12.25, 3, "m", "acc", "RECEIPT", "dev", "m")
+    assert due_of(due_record(d)) == d and due_of(due_record(d)).device_id == "dev"
+
+
+def test_timer_writes_add_the_new_delete_the_gone_and_keep_the_rest() -> None:
+    kept, gone, new = (Due(1.0, 0, "k", "a"), Due(2.0, 0, "g", "a"), Due(3.0, 0, "n", "a"))
+    writes = timer_writes([kept, gone], [kept, new])
+    assert writes == {timer_key(gone): None, timer_key(new): due_record(new)}
+    assert timer_writes([], []) == {}
+    assert timer_writes([kept], []) == {timer_key(kept): None}
+
+
+@given(before=st.lists(st.builds(Due, st.integers(0, 9).map(float), st.just(0),
+                                 st.sampled_from("xyz"), st.just("a"))),
+       after=st.lists(st.builds(Due, st.integers(0, 9).map(float), st.just(0),
+                                st.sampled_from("xyz"), st.just("a"))))
+def test_timer_writes_turn_the_table_of_before_into_the_table_of_after(before, after) -> None:
+    table = {timer_key(d): due_record(d) for d in before}
+    for key, value in timer_writes(before, after).items():
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
+    assert table == {timer_key(d): due_record(d) for d in after}
 
 
 # --- properties ----------------------------------------------------------------------------------

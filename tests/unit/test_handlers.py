@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from streams.domain import handlers as h
 from streams.domain.channels import send_id
-from streams.domain.deadlines import Due
+from streams.domain.deadlines import Due, due_of, timer_key, timer_writes
 from streams.domain.probing import ProbeConfig
 from streams.domain.records import ms
 from streams.domain.state import message_key
@@ -188,6 +188,22 @@ def test_a_read_before_the_deadline_makes_the_read_deadline_stale() -> None:
     message = p.message("a1", "m1")
     assert message is not None
     assert message["sent"] == ["WECHAT"] and not message["escalated"]
+
+
+def test_a_read_deletes_its_read_deadline_from_the_timers_table_at_once() -> None:
+    # the timers table is derived from each write of a message: the READ's write of the
+    # message deletes the read deadline's timer in the same batch (nothing waits to fire stale)
+    p = established()
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    p.request("a1", "m1", importance="URGENT")
+    sent = p.message("a1", "m1")
+    due = p.due("READ", "a1", "m1")
+    p.read("a1", "m1", "WECHAT")
+    read = p.message("a1", "m1")
+    writes = timer_writes(h.pending_work(sent)[0], h.pending_work(read)[0])
+    assert writes[timer_key(due)] is None
+    assert [due_of(v).kind for v in writes.values() if v is not None] == []
+    assert h.waits_index(sent, read) == []
 
 
 def test_the_read_deadline_escalates_exactly_once_to_the_secondary() -> None:
@@ -809,9 +825,16 @@ def test_a_worker_taking_over_rebuilds_a_campaign_wait_until_the_decision_settle
     dues, waits = h.pending_work(p.message("a1", "promo") or {})
     assert waits == ["c1"]
     assert sorted(d.kind for d in dues) == ["EXPIRE", "RECEIPT"]
+    waiting = p.message("a1", "promo")
+    assert waiting is not None
+    (wait,) = h.waits_index(None, waiting)  # the waits table a new owner reads
+    assert wait[0] == "waits" and wait[2] == {
+        "campaign_id": "c1", "key": message_key("a1", "promo").decode(), "partition": 0}
+    assert h.waits_index(waiting, waiting) == []
     p.decide("c1", fallback=False)
     dues, waits = h.pending_work(p.message("a1", "promo") or {})
     assert waits == [] and [d.kind for d in dues] == ["EXPIRE"]
+    assert h.waits_index(waiting, p.message("a1", "promo")) == [("waits", wait[1], None)]
 
 
 @pytest.mark.parametrize("first", [True, False])

@@ -29,16 +29,73 @@ def _events(state: StateTables, partition: int, records: list[bytes]) -> list[An
             for i, value in enumerate(records)]
 
 
-def test_values_include_writes_not_yet_flushed() -> None:
-    # the deadline timer re-indexes a partition from values(): a message written after the
-    # partition came back, and before the next flush, must be among them (or its due is lost)
+def test_scan_reads_a_partitions_range_stored_and_not_yet_flushed_in_key_order() -> None:
+    # the deadline timer loads a window from scan(): a timer written after the partition came
+    # back, and before the next flush, must be in it (or its deadline is lost)
     state = _state()
     state.recover(_events(state, 2, journal.encode(Batch(1, 0, [
-        ("messages", b"stored", {"id": "stored"})]))))
-    state.at(1).put("messages", b"new", {"id": "new"})
-    state.flushing[3] = Pending(writes={("messages", b"leaving"): {"id": "leaving"}})
-    state.at(3).delete("messages", b"gone")
-    assert sorted(v["id"] for v in state.values("messages")) == ["leaving", "new", "stored"]
+        ("messages", b"b-stored", {"id": "stored", "partition": 2}),
+        ("messages", b"x-other", {"id": "other partition", "partition": 3}),
+        ("messages", b"z-out", {"id": "out of range", "partition": 2})]))))
+    state.at(2).put("messages", b"c-new", {"id": "new", "partition": 2})
+    state.flushing[2] = Pending(writes={("messages", b"a-leaving"): {"id": "leaving"}})
+    state.at(2).delete("messages", b"d-gone")
+    got = [(k, v["id"]) for k, v in state.scan("messages", 2, b"a", b"y")]
+    assert got == [(b"a-leaving", "leaving"), (b"b-stored", "stored"), (b"c-new", "new")]
+    assert [k for k, _ in state.scan("messages", 2)] == [b"a-leaving", b"b-stored", b"c-new",
+                                                         b"z-out"]
+
+
+def _index(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Any]:
+    """A derived index of messages: accounts/<id> holds the ids of each account."""
+    writes: list[Any] = []
+    if old is not None and (new is None or new["account"] != old["account"]):
+        writes.append(("accounts", old["account"].encode(), None))
+    if new is not None:
+        writes.append(("accounts", new["account"].encode(), {"id": new["id"], "partition": 1}))
+    return writes
+
+
+def test_a_derived_index_is_written_in_the_same_event_and_discarded_with_it() -> None:
+    state = _state()
+    state.derive("messages", _index)
+    state.begin(1)
+    state.at(1).put("messages", b"m", {"id": "m", "account": "a1"})
+    state.discard()
+    assert state.at(1).get("accounts", b"a1") is None
+    state.begin(1)
+    state.at(1).put("messages", b"m", {"id": "m", "account": "a1"})
+    state.done(IN, 1, 1.0)
+    state.begin(1)
+    state.at(1).put("messages", b"m", {"id": "m", "account": "a2"})  # moved: old entry deleted
+    state.done(IN, 2, 2.0)
+    assert state.dirty[1].writes == {("messages", b"m"): {"id": "m", "account": "a2"},
+                                     ("accounts", b"a1"): None,
+                                     ("accounts", b"a2"): {"id": "m", "partition": 1}}
+    state.begin(1)
+    state.at(1).delete("messages", b"m")
+    state.done(IN, 3, 3.0)
+    assert state.at(1).get("accounts", b"a2") is None
+
+
+def test_state_journaled_before_an_index_existed_is_indexed_once_on_recovery() -> None:
+    import asyncio
+
+    state = _state()
+    state.recover(_events(state, 1, journal.encode(Batch(1, 0, [
+        ("messages", b"m1", {"id": "m1", "account": "a1", "partition": 1}),
+        ("messages", b"m2", {"id": "m2", "account": "a2", "partition": 1})]))))
+    state.derive("messages", _index)
+    asyncio.run(state.recovered({1}))
+    writes = state.dirty[1].writes
+    assert writes[("accounts", b"a1")] == {"id": "m1", "partition": 1}
+    assert writes[("accounts", b"a2")] == {"id": "m2", "partition": 1}
+    assert writes[("indexes", b"1")] == {"version": 1, "partition": 1}
+    state.dirty.clear()
+    state.recover(_events(state, 1, journal.encode(Batch(1, 1, [
+        (t, k, v) for (t, k), v in writes.items()]))))
+    asyncio.run(state.recovered({1}))
+    assert not state.dirty.get(1)  # indexed already: nothing written again
 
 
 def test_an_event_that_fails_leaves_no_write_and_no_output() -> None:
@@ -81,3 +138,20 @@ def test_recovery_applies_whole_batches_and_ignores_a_fenced_writer() -> None:
     assert state.get("accounts", b"c", 1) is None  # its last chunk never landed
     assert state.durable[1] == {"push.requests": 12}
     assert state.position(IN) == 12
+
+
+def test_scan_reads_a_key_range_of_a_rocksdb_partition_in_order(tmp_path) -> None:
+    app = faust.App("state-test-rocks", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path))
+    state = StateTables(app, ("accounts", "messages"), 4, outbox=None,  # type: ignore[arg-type]
+                        embedded=False)
+    assert state.ordered
+    state.recover(_events(state, 2, journal.encode(Batch(1, 0, [
+        ("messages", b"b", {"id": "b"}), ("messages", b"a", {"id": "a"}),
+        ("messages", b"z", {"id": "z"}), ("accounts", b"c", {"id": "account"})]))))
+    state.recover(_events(state, 3, journal.encode(Batch(1, 0, [
+        ("messages", b"c", {"id": "partition 3"})]))))
+    state.at(2).put("messages", b"c", {"id": "c"})
+    assert [k for k, _ in state.scan("messages", 2, b"a", b"y")] == [b"a", b"b", b"c"]
+    assert [v["id"] for _, v in state.scan("messages", 3)] == ["partition 3"]
+    assert [v["id"] for _, v in state.scan("accounts", 2)] == ["account"]

@@ -80,10 +80,13 @@ def push_requests(codec: Codec, accounts: Sequence[str], count: int, tag: str,
     return records
 
 
-def produce(settings: Settings, records: Sequence[Record], ends: Ends | None = None) -> float:
+def produce(settings: Settings, records: Sequence[Record], ends: Ends | None = None,
+            rate: float | None = None) -> float:
     """Produce records (murmur2 partitioner, keyed), wait for all; seconds taken.
 
-    `ends`, when given, collects the offset after the last record of each partition."""
+    `ends`, when given, collects the offset after the last record of each partition; `rate`,
+    when given, paces them to that many records per second (each record's CreateTime is its
+    arrival time, which the router takes as the event's time)."""
     start = time.monotonic()
     out = producer(settings.connections.kafka_bootstrap_servers, **{"linger.ms": 20})
     failed: list[str] = []
@@ -96,7 +99,10 @@ def produce(settings: Settings, records: Sequence[Record], ends: Ends | None = N
             tp = (msg.topic(), msg.partition())
             ends[tp] = max(ends.get(tp, 0), msg.offset() + 1)
 
-    for name, key, value in records:
+    for i, (name, key, value) in enumerate(records):
+        if rate and i % 100 == 0:
+            while (ahead := start + i / rate - time.monotonic()) > 0:
+                out.poll(ahead)
         while True:
             try:
                 out.produce(settings.topic(name), key=key, value=value, on_delivery=report)

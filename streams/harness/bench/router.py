@@ -9,10 +9,14 @@ one PRIMARY send and one pending read deadline each. No devices are registered: 
 add Method B's per-device deliveries and receipt deadlines to what is measured. The rate is
 N / (CreateTime of the N-th output record - CreateTime of the first).
 
-Lateness run: P more such requests, every read deadline set to D (default: 1.5 x P / the measured
-router rate + 20 s, so all P are pending before the first comes due; `pending_at_first_due`
-checks it). push.escalations is tailed live: lateness = time seen - deadline_at, and also
-fired_at - deadline_at from the record; repeats are counted by message_id.
+Lateness run: P more such requests arriving at A per second (default: half the measured router
+rate), every read deadline set to D (default: P / A + 20 s, so all P are pending before the
+first comes due; `pending_at_first_due` checks it). A request's deadline counts from its
+arrival (its CreateTime), so the deadlines come due at A per second too, as they would in
+production; a burst of P would make them all due in the same second and measure the firing
+rate instead. push.escalations is tailed live: lateness = time seen - deadline_at, and also
+fired_at - deadline_at from the record; repeats are counted by message_id. The worker's RSS is
+sampled every second (its peak is reported).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from streams.harness.bench.common import (
     read_outputs,
     summary_ms,
 )
+from streams.harness.bench.soak import Sampler
 from streams.harness.broker import free_port
 from streams.harness.processes import Process, start_python, start_worker, worker_events
 from streams.harness.taps import Ends, Tap, wait_committed
@@ -234,17 +239,22 @@ def watch_escalations(settings: Settings, worker: Process, pending: int, give_up
 
 
 def measure_lateness(bootstrap: str, pending: int, accounts: int, deadline: float,
-                     workdir: Path, log: Log = quiet) -> dict[str, Any]:
-    """P requests with one read deadline; how late, and how often, each escalates."""
+                     arrival: float, workdir: Path, log: Log = quiet) -> dict[str, Any]:
+    """P requests arriving at `arrival` per second with one read deadline each; how late, and
+    how often, each escalates; the worker's peak RSS."""
     settings = fresh_settings(bootstrap, "deadline")
     ids = account_ids(accounts)
     (worker,) = start_registered_router(settings, ids, workdir, deadline, log)
+    sampler = Sampler({"worker": worker.pid}, interval=1.0)
+    sampler.start()
     try:
         batch = push_requests(Codec(), ids, pending, "late")
         ends: Ends = {}
         produced_at, give_up = time.time(), time.monotonic() + deadline + 300 + pending / 100
-        produce(settings, batch, ends)
-        log(f"deadline: {pending} requests produced; read deadline {deadline:.0f}s")
+        log(f"deadline: producing {pending} requests at {arrival:.0f}/s; read deadline "
+            f"{deadline:.0f}s")
+        produce(settings, batch, ends, rate=arrival)
+        log(f"deadline: {pending} requests produced in {time.time() - produced_at:.0f}s")
         ingest = wait_committed(settings, ends, timeout=deadline + pending / 100,
                                 workers=[worker])
         log(f"deadline: all {pending} requests processed {ingest:.1f}s after producing")
@@ -255,11 +265,15 @@ def measure_lateness(bootstrap: str, pending: int, accounts: int, deadline: floa
             f"{early['lateness_seen_ms']}, fired {early['lateness_fired_ms']} (before the "
             f"sends are read back, which is slow for large runs)")
     finally:
+        sampler.stopped.set()
         worker.stop()
     sends = collect_outputs(settings, "push.sends", pending, "late-",
                             timeout=60 + pending / 500)  # Tansu fetches big partitions slowly
     sent_at = {mid: rec["sent_at"] for mid, (_, rec) in sends.first.items()}
     result = lateness_result(pending, deadline, produced_at, sent_at, escalations)
+    result["arrival_per_s"] = round(arrival, 1)
+    result["worker_peak_rss_mib"] = max(
+        (s["rss_mib"].get("worker", 0.0) for s in sampler.samples), default=None)
     result["worker_warnings"] = worker.warnings()
     return result
 
@@ -292,14 +306,19 @@ def lateness_result(pending: int, deadline: float, produced_at: float, sent_at: 
 # -- the whole benchmark -----------------------------------------------------------------------
 
 
-def auto_deadline(pending: int, router_rate: float) -> float:
+def auto_arrival(router_rate: float) -> float:
+    """The lateness run's arrival rate: half the router's measured rate (1,000/s unmeasured)."""
+    return router_rate / 2 if router_rate == router_rate and router_rate > 0 else 1000.0
+
+
+def auto_deadline(pending: int, arrival: float) -> float:
     """A read deadline long enough that all P requests are pending before the first is due."""
-    rate = router_rate if router_rate == router_rate and router_rate > 0 else 1000.0
-    return float(max(60, round(pending / rate * 1.5 + 20)))
+    return float(max(60, round(pending / arrival + 20)))
 
 
 def run_router_bench(requests: int = 30000, accounts: int = 5000, pending: int = 100000,
-                     deadline: float | None = None, repeat: int = 2,
+                     deadline: float | None = None, arrival: float | None = None,
+                     repeat: int = 2,
                      var_dir: Path = Path("var/bench"), log: Log = quiet,
                      scale: bool = True) -> dict[str, Any]:
     """Baseline and router alternated `repeat` times, then two workers against one, then the
@@ -326,8 +345,10 @@ def run_router_bench(requests: int = 30000, accounts: int = 5000, pending: int =
                 log(f"scale: one worker {one['rate']:.0f}/s, two {two['rate']:.0f}/s")
             late = None
             if pending > 0:
-                chosen = deadline or auto_deadline(pending, router_rate)
-                late = measure_lateness(bootstrap, pending, accounts, chosen, workdir, log)
+                rate = arrival or auto_arrival(router_rate)
+                chosen = deadline or auto_deadline(pending, rate)
+                late = measure_lateness(bootstrap, pending, accounts, chosen, rate, workdir,
+                                        log)
         except BaseException:
             keep_logs(workdir, var_dir)
             raise
