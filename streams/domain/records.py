@@ -115,10 +115,16 @@ PERSONAL_TOPICS = ("account.profiles", "device.registry")
 _QUOTED = re.compile(r"""['"`=]|b'|\\x""")
 
 
+def unquoted(error: str) -> str:
+    """An error text up to anything it quotes (the field, the exception type and position),
+    never a value."""
+    return _QUOTED.split(error, maxsplit=1)[0].rstrip(" :(")
+
+
 def personal_error(topic: str, error: str) -> str:
     """The error text kept for a record of a personal topic: the text before anything quoted
     (the exception type and position), never a value; other topics' errors as they are."""
     if not topic.endswith(PERSONAL_TOPICS):
         return error
-    kept = _QUOTED.split(error, maxsplit=1)[0].rstrip(" :(")
+    kept = unquoted(error)
     return kept[:200] + (" (detail withheld: personal data)" if kept != error else "")
