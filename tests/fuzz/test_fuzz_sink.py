@@ -31,9 +31,6 @@ pytestmark = pytest.mark.broker
 FUZZ = settings(max_examples=examples(50), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 TOPICS = sorted(TABLES)
-#: What Python refuses and ClickHouse stores (a reason's words -> what it is): xfail below.
-KNOWN = {"trailing bytes": "trailing bytes", "UnicodeDecodeError": "a string not UTF-8",
-         "IndexError": "a union branch out of range"}
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +82,7 @@ def test_every_event_record_is_one_row_or_one_dead_letter(sink: Sink) -> None:
             assert found in (0, 1), f"{found} rows for one record"
             try:
                 CODEC.decode(value, topic, expected=table.record)
-            except SchemaError as exc:
-                known = next((k for k in KNOWN if k in exc.reason), None)
-                if found and known:  # the known bugs pinned below
-                    rows += 1
-                    outcome("sink.rows", f"{KNOWN[known]}: stored (xfail below)")
-                    continue
+            except SchemaError:
                 assert not found, f"a row for an undecodable {table.record}: {value!r}"
                 outcome("sink.rows", "undecodable: dead letter")
                 continue
@@ -105,9 +97,6 @@ ACK = {"message_id": "m-1", "account_id": "a-1", "channel": "APP", "kind": "RECE
        "device_id": "d-1", "route": "XIAOMI", "send_id": "s-1", "acked_at": NOW_MS}
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record with trailing bytes, which "
-                   "the router dead-letters: ClickHouse reads one datum per block and ignores "
-                   "the rest of the block (connectors/clickhouse/sink.py)")
 def test_a_record_with_trailing_bytes_is_a_dead_letter_not_a_row(sink: Sink) -> None:
     value = CODEC.encode("Ack", ACK) + b"\x01"
     with pytest.raises(SchemaError, match="1 trailing bytes"):
@@ -120,8 +109,6 @@ def test_a_record_with_trailing_bytes_is_a_dead_letter_not_a_row(sink: Sink) -> 
     assert (rows, sink.dead_letters - letters) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record whose string is not UTF-8, "
-                   "which the router dead-letters: ClickHouse's String takes any bytes")
 def test_a_record_whose_string_is_not_utf8_is_a_dead_letter_not_a_row(sink: Sink) -> None:
     good = CODEC.encode("Ack", {**ACK, "message_id": "m\u00e9"})  # é is c3 a9
     value = good.replace(b"m\xc3\xa9", b"m\xc3\x28")
@@ -135,9 +122,6 @@ def test_a_record_whose_string_is_not_utf8_is_a_dead_letter_not_a_row(sink: Sink
     assert (rows, sink.dead_letters - letters) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record whose nullable field names a "
-                   "union branch that does not exist, which the router dead-letters: ClickHouse "
-                   "reads any branch index but 1 of [null, string] as null")
 def test_a_record_with_a_union_branch_out_of_range_is_a_dead_letter_not_a_row(
         sink: Sink) -> None:
     good = CODEC.encode("Ack", {**ACK, "message_id": "m", "account_id": "a", "device_id": None})
