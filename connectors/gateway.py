@@ -202,11 +202,13 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         responses:
           200: {description: the receipts were recorded}
           400: {description: malformed body}
+          401: {description: the vendor's signature is missing or wrong (when it signs)}
           403: {description: no valid receipt token in it}
           404: {description: unknown provider}
           413: {description: body too large}
           422: {description: every receipt in it is not a valid Ack or breaks a cap (the field
             named)}
+          429: {description: too many requests from this address (Retry-After)}
           503: {description: the broker did not acknowledge; the vendor retries}
         """
         name = request.path_params["provider"]
@@ -278,6 +280,7 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
           200: {description: the page}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
+          429: {description: this link opened too often, or too many requests from this address}
         """
         token = await read_token(request)
         if isinstance(token, Response):
@@ -295,11 +298,13 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         ---
         summary: A read action (the link page's button, the app's button or reply), one READ
         responses:
-          200: {description: recorded (the app's POST /read)}
+          200: {description: recorded (the app's POST /read; the link page's button when the
+            message has no link it may lead to)}
           303: {description: recorded; on to the message's link (the link page's button)}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
           422: {description: the token's ack is not a valid Ack or breaks a cap (the field named)}
+          429: {description: this link used too often, or too many requests from this address}
           503: {description: the broker did not acknowledge; try again}
         """
         token = await read_token(request)
