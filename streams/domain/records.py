@@ -126,9 +126,10 @@ def dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: i
         error = f"{error[:ERROR_CHARS]} ... ({len(error) - ERROR_CHARS} more characters cut)"
     keys = len(key or b"")
     room = MESSAGE_MAX_BYTES - LETTER_FRAMING - len(topic.encode()) - keys  # beside its own key
-    omitted = None
+    omitted: int | None = None
     if value is not None and keys + len(value) + _size(error) > room:
-        value, omitted = None, len(value)
+        omitted = len(value)
+        value = None
     if key is not None and keys + _size(error) > room:
         key, error = None, f"{error} (key of {keys} bytes left out: the letter's own key holds it)"
     if _size(error) > room:
