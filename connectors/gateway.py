@@ -32,6 +32,7 @@ from connectors.metrics import ACKS, REFUSED
 from connectors.settings import ConnectorSettings
 from connectors.tokens import MAX_LENGTH, Signer, TokenError
 from schemas import Codec, RecordError, check_caps
+from streams.domain.records import unquoted
 from streams.kafka import producer
 from streams.metrics import Flow
 from streams.settings import Settings
@@ -126,12 +127,20 @@ class Limits:
         return True
 
 
-def over_cap(ack: dict[str, Any], now: float) -> str | None:
-    """Why an Ack breaks a cap of schemas/validation.py (the field and the limit), or None."""
+def unfit(codec: Codec, ack: dict[str, Any], now: float) -> tuple[str, str] | None:
+    """Why a validly signed token's ack cannot be recorded, as (reason, message), or None:
+    "invalid_ack" when it is not a valid Ack (e.g. a channel this gateway does not know: the
+    field and what is wrong, never the value), "over_cap" when it breaks a cap of
+    schemas/validation.py (the field and the limit)."""
     try:
-        check_caps("Ack", ack, now)
+        record = codec.validate("Ack", ack)
     except RecordError as exc:
-        return str(exc)
+        return "invalid_ack", f"the token's ack is not an Ack this gateway records: " \
+                              f"{unquoted(str(exc))}"
+    try:
+        check_caps("Ack", record, now)
+    except RecordError as exc:
+        return "over_cap", str(exc)
     return None
 
 
@@ -193,10 +202,13 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         responses:
           200: {description: the receipts were recorded}
           400: {description: malformed body}
+          401: {description: the vendor's signature is missing or wrong (when it signs)}
           403: {description: no valid receipt token in it}
           404: {description: unknown provider}
           413: {description: body too large}
-          422: {description: every receipt in it breaks a cap (the field and the limit named)}
+          422: {description: every receipt in it is not a valid Ack or breaks a cap (the field
+            named)}
+          429: {description: too many requests from this address (Retry-After)}
           503: {description: the broker did not acknowledge; the vendor retries}
         """
         name = request.path_params["provider"]
@@ -216,7 +228,7 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             tokens = adapter.receipts(dict(request.headers), body)
         except ValueError as exc:
             return refuse(400, "malformed", f"{name} callback: {exc}")
-        acks, refused, over = [], 0, []
+        acks, refused, unfits = [], 0, []
         now = time.time()
         for text in tokens:
             try:
@@ -224,22 +236,22 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             except TokenError:
                 refused += 1
                 continue
-            if provider_of(ack) != name:  # a receipt counts only from the provider it went to
+            why = unfit(codec, ack, now)
+            # a receipt counts only from the provider it went to (an invalid ack has none)
+            if (why is None or why[0] == "over_cap") and provider_of(ack) != name:
                 refused += 1
-                continue
-            reason = over_cap(ack, now)
-            if reason:
-                over.append(reason)
+            elif why is not None:
+                unfits.append(why)
             else:
                 acks.append(ack)
-        if tokens and not acks and over:
-            return refuse(422, "over_cap", over[0])
+        if tokens and not acks and unfits:
+            return refuse(422, *unfits[0])
         if tokens and not acks:
             return refuse(403, "bad_token", f"none of {len(tokens)} receipt tokens is valid")
         if refused:
             REFUSED.labels("bad_token").inc(refused)
-        if over:
-            REFUSED.labels("over_cap").inc(len(over))
+        for reason, _ in unfits:
+            REFUSED.labels(reason).inc()
         fresh = first_time(acks)
         failed = await written(fresh) if fresh else None
         if failed:
@@ -268,6 +280,7 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
           200: {description: the page}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
+          429: {description: this link opened too often, or too many requests from this address}
         """
         token = await read_token(request)
         if isinstance(token, Response):
@@ -276,7 +289,7 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         page = (f"<!doctype html><html><head><meta charset=utf-8><meta name=viewport "
                 f"content='width=device-width'><meta name=robots content=noindex>"
                 f"<title>Open message</title></head><body><form method=post action='{action}'>"
-                f"<p>{html.escape(token.channel)} message</p>"
+                f"<p>{html.escape(str(token.channel))} message</p>"
                 f"<button type=submit>Open</button></form></body></html>")
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
@@ -285,11 +298,13 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
         ---
         summary: A read action (the link page's button, the app's button or reply), one READ
         responses:
-          200: {description: recorded (the app's POST /read)}
+          200: {description: recorded (the app's POST /read; the link page's button when the
+            message has no link it may lead to)}
           303: {description: recorded; on to the message's link (the link page's button)}
           403: {description: forged, expired or not a read token}
           414: {description: token too long}
-          422: {description: the ack breaks a cap (the field and the limit named)}
+          422: {description: the token's ack is not a valid Ack or breaks a cap (the field named)}
+          429: {description: this link used too often, or too many requests from this address}
           503: {description: the broker did not acknowledge; try again}
         """
         token = await read_token(request)
@@ -297,9 +312,9 @@ def create_app(settings: Settings, config: ConnectorSettings, registry: Registry
             return token
         now = time.time()
         ack = token.ack(now)
-        reason = over_cap(ack, now)
-        if reason:
-            return refuse(422, "over_cap", reason)
+        why = unfit(codec, ack, now)
+        if why is not None:
+            return refuse(422, *why)
         fresh = first_time([ack])
         repeat = not fresh
         if fresh:

@@ -45,6 +45,9 @@ def replay(settings: Settings, topic: str | None = None, since_ms: int = 0,
         name = source[len(prefix):] if source.startswith(prefix) else source
         if (topic is not None and name != topic) or d["failed_at"] < since_ms:
             return
+        if d["omitted_value_bytes"] is not None:
+            result.skipped["value left out (the letter would be over the message size limit)"] += 1
+            return
         if d["value"] is None:
             result.skipped["value dropped (personal data)"] += 1
             return

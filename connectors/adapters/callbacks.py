@@ -8,11 +8,14 @@ from typing import Any
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON callback body; ValueError naming the problem when it is not JSON."""
+    """Decode a JSON callback body; ValueError naming the problem when it is not JSON (or is
+    nested deeper than the parser recurses)."""
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"callback body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("callback body is JSON nested too deeply") from None
 
 
 def require_str(value: Any, field: str) -> str:

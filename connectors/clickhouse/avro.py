@@ -1,10 +1,10 @@
 """Avro object container files built from Confluent wire-format values, for ClickHouse to
-decode (`FORMAT Avro`): the sink never decodes a record in Python.
+decode (`FORMAT Avro`): the sink builds no row in Python (it only checks, with the codec, that
+each record decodes).
 
 Avro's binary encoding of a record is the concatenation of its fields, so prefixing a datum
 with the encoded topic, partition and offset makes it a datum of the writer schema with three
-more leading fields. Each datum is its own block: a datum that cannot be read fails the insert
-(the sink then finds it in Python and dead-letters it) without shifting its neighbours."""
+more leading fields. Each datum is its own block, so a datum never shifts its neighbours."""
 
 from __future__ import annotations
 

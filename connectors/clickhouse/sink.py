@@ -2,15 +2,18 @@
 
 A confluent-kafka consumer in group `pushcascade.sink` buffers the records per table and
 inserts them when a table holds `sink_batch_rows` rows or the oldest row waited
-`sink_flush_interval`. Records are not decoded here: each goes to ClickHouse as an Avro datum
-with its Kafka coordinates in front (connectors/clickhouse/avro.py), and ClickHouse decodes.
-Offsets are committed only after every buffered row is inserted or dead-lettered (and the
-broker acknowledged the letters). While ClickHouse fails, the sink pauses its partitions
-(staying in the group), retries with a doubling backoff and resumes without loss; the tables'
-keys make a repeat count once. Rows ClickHouse refuses are not retried (refusals.py): a batch
-spanning too many day partitions is split by partition, any other refused batch is halved until
-the refused rows are found, and those go to push.dlq with ClickHouse's reason, like records
-that do not decode (a dead letter that is itself refused or undecodable is only counted)."""
+`sink_flush_interval`. Every record is decoded once by the codec (schemas/codec.py, as the
+router does): one that does not decode goes to push.dlq at once with the codec's reason, since
+ClickHouse's Avro input stores some such records (trailing bytes, a string not UTF-8, a union
+branch out of range). The rows go to ClickHouse as the Avro datums, each with its Kafka
+coordinates in front (connectors/clickhouse/avro.py), and ClickHouse decodes them again into
+the table. Offsets are committed only after every buffered row is inserted or dead-lettered
+(and the broker acknowledged the letters). While ClickHouse fails, the sink pauses its
+partitions (staying in the group), retries with a doubling backoff and resumes without loss;
+the tables' keys make a repeat count once. Rows ClickHouse refuses are not retried
+(refusals.py): a batch spanning too many day partitions is split by partition, any other
+refused batch is halved until the refused rows are found, and those go to push.dlq with
+ClickHouse's reason (a dead letter that is itself refused or undecodable is only counted)."""
 
 from __future__ import annotations
 
@@ -60,7 +63,6 @@ class Sink:
         self.flow = Flow("sink")
         self.by_name = {t.name: t for t in TABLES.values()}
         self.coordinates: dict[tuple[str, int], bytes] = {}  # topic and partition, encoded
-        self.known: dict[int, str] = {}  # schema id -> record name
         self.containers: dict[tuple[str, int], Container] = {}
         self.buffers: dict[str, list[Entry]] = {}
         self.offsets: dict[tuple[str, int], int] = {}
@@ -120,9 +122,9 @@ class Sink:
         return err is None
 
     def absorb(self, batch: list[Message]) -> None:
-        """Buffer a batch's records as Avro datums for ClickHouse (a record whose header is
-        bad goes to push.dlq at once); the batch's offsets commit after the insert."""
-        known, buffers, offsets = self.known, self.buffers, self.offsets
+        """Buffer a batch's records as Avro datums for ClickHouse (a record that does not
+        decode goes to push.dlq at once); the batch's offsets commit after the insert."""
+        decode, buffers, offsets = self.codec.decode, self.buffers, self.offsets
         received: dict[str, int] = {}
         for msg in batch:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
@@ -130,16 +132,12 @@ class Sink:
             value = msg.value() or b""
             table = self.tables[topic]
             offsets[(topic, partition)] = offset + 1
-            schema_id = int.from_bytes(value[1:5]) if value[:1] == b"\x00" else -1
-            if known.get(schema_id) != table.record:  # a new id, or a bad header or record
-                try:
-                    name, schema_id = self.codec.identify(value, topic)
-                    if name != table.record:
-                        raise SchemaError(topic, f"expected {table.record}, got {name}")
-                except SchemaError as exc:
-                    self._dead_letter(msg, table, str(exc))
-                    continue
-                known[schema_id] = name
+            try:
+                decode(value, topic, table.record)
+            except SchemaError as exc:
+                self._dead_letter(msg, table, str(exc))
+                continue
+            schema_id = int.from_bytes(value[1:5])
             where = self.coordinates.get((topic, partition))
             if where is None:
                 where = self.coordinates[(topic, partition)] = (
@@ -206,21 +204,15 @@ class Sink:
             del buffers[name]
 
     def _store(self, table: Table, todo: list[list[Entry]]) -> None:
-        """Insert the chunks of `todo` (a stack, the next on top) until none is left. On the
-        first failure the records that do not decode go to push.dlq; a chunk ClickHouse
-        refuses is replaced by its parts; any other failure leaves it on top and raises."""
-        decoded = False
+        """Insert the chunks of `todo` (a stack, the next on top) until none is left (every
+        record in them decodes): a chunk ClickHouse refuses is replaced by its parts; any other
+        failure leaves it on top and raises."""
         while todo:
             chunk = todo[-1]
             started = time.monotonic()
             try:
                 self._insert(table, chunk)
             except Exception as exc:
-                if not decoded:  # todo is still the whole batch
-                    decoded = True
-                    todo[-1] = self._decodable(table, chunk)
-                    if len(todo[-1]) < len(chunk):
-                        continue  # try the rest
                 todo[-1:] = reversed(self._parts(table, chunk, exc))
                 continue
             todo.pop()
@@ -264,20 +256,6 @@ class Sink:
                 self.containers[(table.name, schema_id)] = container
             self.ch.raw_insert(table.name, table.insert_columns, settings=INSERT_SETTINGS,
                                insert_block=container.file(blocks), fmt="Avro")
-
-    def _decodable(self, table: Table, entries: list[Entry]) -> list[Entry]:
-        """After a failed insert: the records that decode (in Python); the others go to
-        push.dlq."""
-        good: list[Entry] = []
-        for entry in entries:
-            msg = entry[2]
-            try:
-                self.codec.decode(msg.value(), topic=msg.topic() or "", expected=table.record)
-            except SchemaError as exc:
-                self._dead_letter(msg, table, str(exc))
-            else:
-                good.append(entry)
-        return good
 
     def _failed(self, exc: BaseException) -> None:
         """An insert failed: pause consuming and retry later, doubling the wait."""

@@ -101,12 +101,47 @@ def campaign_decision(campaign_id: str, targeted: int, acked: int, ratio: float 
                   partition, source="campaign.decisions")
 
 
+#: The largest message the producers send (librdkafka's message.max.bytes, 1,000,000 by
+#: default, which no producer here changes): a dead letter, its own key included, stays under it.
+MESSAGE_MAX_BYTES = 1_000_000
+#: What a dead letter adds around its key, value, topic and reason: Avro's header, union
+#: branches, lengths, partition, offset and times, and Kafka's framing of the message.
+LETTER_FRAMING = 160
+#: Characters of a reason a dead letter keeps (an exception's text may quote a whole record).
+ERROR_CHARS = 4000
+
+
 def dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
                 error: str, now: float) -> dict[str, Any]:
     """A DeadLetter value: the original key and bytes, where they were read, and why (for a
-    topic with personal data, only the kind of error: see personal_error)."""
+    topic with personal data, only the kind of error: see personal_error).
+
+    The letter fits a message (MESSAGE_MAX_BYTES) sent, as every writer sends it, with the
+    original key as its own key: a reason is cut at ERROR_CHARS; the value of a record near the
+    limit is left out (null, its size in omitted_value_bytes); then a key too long to be in the
+    letter twice is left out of its value, and a reason too long for what room is left is cut,
+    each saying so. (Only a key within LETTER_FRAMING bytes of the limit cannot be helped.)"""
+    error = personal_error(topic, error)
+    if len(error) > ERROR_CHARS:
+        error = f"{error[:ERROR_CHARS]} ... ({len(error) - ERROR_CHARS} more characters cut)"
+    keys = len(key or b"")
+    room = MESSAGE_MAX_BYTES - LETTER_FRAMING - len(topic.encode()) - keys  # beside its own key
+    omitted: int | None = None
+    if value is not None and keys + len(value) + _size(error) > room:
+        omitted = len(value)
+        value = None
+    if key is not None and keys + _size(error) > room:
+        key, error = None, f"{error} (key of {keys} bytes left out: the letter's own key holds it)"
+    if _size(error) > room:
+        kept = error.encode(errors="surrogatepass")[:max(room - 16, 0)]
+        error = kept.decode(errors="ignore") + " ... (cut)"
     return {"key": key, "value": value, "topic": topic, "partition": partition,
-            "offset": offset, "error": personal_error(topic, error), "failed_at": ms(now)}
+            "offset": offset, "error": error, "failed_at": ms(now), "omitted_value_bytes": omitted}
+
+
+def _size(text: str) -> int:
+    """Bytes of a text in UTF-8."""
+    return len(text.encode(errors="surrogatepass"))
 
 
 #: Topics whose records hold personal data (streams/privacy.py), matched by suffix (prefixes).
@@ -115,10 +150,16 @@ PERSONAL_TOPICS = ("account.profiles", "device.registry")
 _QUOTED = re.compile(r"""['"`=]|b'|\\x""")
 
 
+def unquoted(error: str) -> str:
+    """An error text up to anything it quotes (the field, the exception type and position),
+    never a value."""
+    return _QUOTED.split(error, maxsplit=1)[0].rstrip(" :(")
+
+
 def personal_error(topic: str, error: str) -> str:
     """The error text kept for a record of a personal topic: the text before anything quoted
     (the exception type and position), never a value; other topics' errors as they are."""
     if not topic.endswith(PERSONAL_TOPICS):
         return error
-    kept = _QUOTED.split(error, maxsplit=1)[0].rstrip(" :(")
+    kept = unquoted(error)
     return kept[:200] + (" (detail withheld: personal data)" if kept != error else "")

@@ -153,9 +153,8 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
-#: Largest value drawn: a record on a topic is under the producer's 1 MB, and its dead letter
-#: (the value, its reason and where it was read) must be too (the limit itself: an xfail in
-#: test_fuzz_sink.py).
+#: Largest value drawn: a record on a topic is under the producer's 1 MB (a dead letter of a
+#: record near the limit leaves its value out: test_fuzz_sink.py, tests/unit/test_dead_letters.py).
 MAX_VALUE = 512 * 1024
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +22,7 @@ from connectors.clickhouse.sink import Sink
 from connectors.clickhouse.tables import TABLES
 from connectors.settings import ConnectorSettings
 from schemas import SchemaError
+from streams.harness import Tap
 from streams.settings import Settings
 from streams.topics import create_topics
 from tests.fuzz.counts import examples, outcome, target
@@ -31,9 +32,6 @@ pytestmark = pytest.mark.broker
 FUZZ = settings(max_examples=examples(50), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 TOPICS = sorted(TABLES)
-#: What Python refuses and ClickHouse stores (a reason's words -> what it is): xfail below.
-KNOWN = {"trailing bytes": "trailing bytes", "UnicodeDecodeError": "a string not UTF-8",
-         "IndexError": "a union branch out of range"}
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +83,7 @@ def test_every_event_record_is_one_row_or_one_dead_letter(sink: Sink) -> None:
             assert found in (0, 1), f"{found} rows for one record"
             try:
                 CODEC.decode(value, topic, expected=table.record)
-            except SchemaError as exc:
-                known = next((k for k in KNOWN if k in exc.reason), None)
-                if found and known:  # the known bugs pinned below
-                    rows += 1
-                    outcome("sink.rows", f"{KNOWN[known]}: stored (xfail below)")
-                    continue
+            except SchemaError:
                 assert not found, f"a row for an undecodable {table.record}: {value!r}"
                 outcome("sink.rows", "undecodable: dead letter")
                 continue
@@ -105,9 +98,6 @@ ACK = {"message_id": "m-1", "account_id": "a-1", "channel": "APP", "kind": "RECE
        "device_id": "d-1", "route": "XIAOMI", "send_id": "s-1", "acked_at": NOW_MS}
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record with trailing bytes, which "
-                   "the router dead-letters: ClickHouse reads one datum per block and ignores "
-                   "the rest of the block (connectors/clickhouse/sink.py)")
 def test_a_record_with_trailing_bytes_is_a_dead_letter_not_a_row(sink: Sink) -> None:
     value = CODEC.encode("Ack", ACK) + b"\x01"
     with pytest.raises(SchemaError, match="1 trailing bytes"):
@@ -120,8 +110,6 @@ def test_a_record_with_trailing_bytes_is_a_dead_letter_not_a_row(sink: Sink) -> 
     assert (rows, sink.dead_letters - letters) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record whose string is not UTF-8, "
-                   "which the router dead-letters: ClickHouse's String takes any bytes")
 def test_a_record_whose_string_is_not_utf8_is_a_dead_letter_not_a_row(sink: Sink) -> None:
     good = CODEC.encode("Ack", {**ACK, "message_id": "m\u00e9"})  # é is c3 a9
     value = good.replace(b"m\xc3\xa9", b"m\xc3\x28")
@@ -135,9 +123,6 @@ def test_a_record_whose_string_is_not_utf8_is_a_dead_letter_not_a_row(sink: Sink
     assert (rows, sink.dead_letters - letters) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the sink stores a record whose nullable field names a "
-                   "union branch that does not exist, which the router dead-letters: ClickHouse "
-                   "reads any branch index but 1 of [null, string] as null")
 def test_a_record_with_a_union_branch_out_of_range_is_a_dead_letter_not_a_row(
         sink: Sink) -> None:
     good = CODEC.encode("Ack", {**ACK, "message_id": "m", "account_id": "a", "device_id": None})
@@ -153,11 +138,16 @@ def test_a_record_with_a_union_branch_out_of_range_is_a_dead_letter_not_a_row(
     assert (rows, sink.dead_letters - letters) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, raises=KafkaException, reason="the dead letter of a record "
-                   "near the producer's 1 MB limit is over it: produce raises in the sink's "
-                   "consume loop, which dies and meets the record again on restart")
 def test_an_undecodable_record_near_the_size_limit_is_dead_lettered(sink: Sink) -> None:
+    """Its letter would be over the producer's 1 MB limit with the value in it: the value is
+    left out, its size kept, and the sink goes on."""
     value = b"\x01" + b"x" * 999_900  # bad magic; this size is produced and read back fine
-    letters = sink.dead_letters
-    sink.absorb([_message(sink.prefix + "push.acks", 2, 0, value)])
+    letters, topic = sink.dead_letters, sink.prefix + "push.acks"
+    sink.absorb([_message(topic, 2, 0, value)])
     assert sink.flush() and sink.dead_letters - letters == 1 and not sink.undelivered
+    with Tap(sink.settings, "push.dlq") as dlq:
+        found = dlq.wait_for(lambda rs: any(
+            (r["topic"], r["partition"], r["offset"]) == (topic, 2, 0) for r in rs), 30)
+    letter = next(r for r in found if (r["topic"], r["partition"], r["offset"]) == (topic, 2, 0))
+    assert (letter["value"], letter["omitted_value_bytes"]) == (None, len(value))
+    assert "bad magic byte 0x01" in letter["error"] and letter["key"] == b"k"

@@ -34,7 +34,8 @@ from connectors.simulator.core import Arrival
 from streams.domain.routes import KNOWN_ROUTES
 
 REGISTRY = Registry(ProviderConfig(simulator_url="http://127.0.0.1:1"))
-MALFORMED = [b"", b"not json", b"\xff\xfe", b"[1, 2]", b'{"x": 1}', b"<xml>", b"null"]
+MALFORMED = [b"", b"not json", b"\xff\xfe", b"[1, 2]", b'{"x": 1}', b"<xml>", b"null",
+             b"[" * 30_000, b"data=" + b"[" * 30_000]  # nested deeper than json recurses
 tokens = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=1, max_size=80)
 
 

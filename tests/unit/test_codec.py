@@ -91,6 +91,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "DeadLetter": {
         "key": b"acc-1", "value": b"\x00\x00\x00\x00\x01\xff", "topic": "push.requests",
         "partition": 3, "offset": 2**40, "error": "truncated", "failed_at": T0,
+        "omitted_value_bytes": None,
     },
 }
 TOPIC = "push.requests"

@@ -35,7 +35,7 @@ FIELDS = {
     "CampaignDue": "campaign_id due_at",
     "CampaignDecision": "campaign_id targeted acked ratio threshold fallback decided_at",
     "RouteChange": "device_id account_id from_route to_route success_rate reason changed_at",
-    "DeadLetter": "key value topic partition offset error failed_at",
+    "DeadLetter": "key value topic partition offset error failed_at omitted_value_bytes",
     "ProviderOutcome": "send_id message_id account_id channel device_id route provider status "
     "provider_message_id error_code attempts latency_ms at",
     "RoutePrior": "manufacturer model route success_rate samples computed_at",
