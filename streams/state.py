@@ -65,6 +65,15 @@ def _crash_point(kind: str, count: int) -> None:
         os._exit(86)
 
 
+def copied(value: Any) -> Any:
+    """A copy of a JSON-compatible value, nested dicts and lists included."""
+    if isinstance(value, dict):
+        return {k: copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copied(v) for v in value]
+    return value
+
+
 def changelog_bytes(value: dict[str, Any]) -> bytes:
     """A table value as written to the store: JSON in UTF-8, text unescaped (a CJK character
     is 3 bytes, not a 6-byte \\uXXXX escape), as in the journal."""
@@ -134,13 +143,18 @@ class PartitionTables:
         self._write(table, key, None)
 
     def _write(self, table: str, key: bytes, value: dict[str, Any] | None) -> None:
-        writes = self.state.unit(self.partition).writes
-        derive = self.state.derived.get(table)
+        state = self.state
+        writes = state.unit(self.partition).writes
+        derive = state.derived.get(table)
         if derive:
-            old = self.get(table, key)
+            # the value as this event last wrote it (a handler may have changed that object in
+            # place since), else as it is outside the event (get gives a copy of it)
+            k = (table, key)
+            old = state.written[k] if k in state.written else self.get(table, key)
             for fn in derive:
-                for name, k, v in fn(old, value):
-                    writes[(name, k)] = v
+                for name, dk, dv in fn(old, value):
+                    writes[(name, dk)] = dv
+            state.written[k] = copied(value)
         writes[(table, key)] = value
 
     def emit(self, output: Output) -> None:
@@ -218,6 +232,8 @@ class StateTables:
         self._lock = asyncio.Lock()
         #: table -> functions of (old value, new value) giving the writes derived from a write
         self.derived: dict[str, list[Derive]] = {}
+        #: (table, key) -> a copy of the value the open event last wrote, as derived from
+        self.written: dict[tuple[str, bytes], Any] = {}
 
     @property
     def topic(self) -> str:
@@ -238,6 +254,7 @@ class StateTables:
     def begin(self, partition: int) -> None:
         """Start an event of a partition: its writes and outputs are held apart until done."""
         self.event = (partition, Pending())
+        self.written.clear()
 
     def unit(self, partition: int) -> Pending:
         """Where a write or output of this partition goes: the open event, else the batch."""
@@ -252,6 +269,7 @@ class StateTables:
             return
         partition, pending = self.event
         self.event = None
+        self.written.clear()
         if tp is not None and offset is not None:
             pending.positions[tp.topic] = offset + 1
             self.handled.setdefault(partition, {})[tp.topic] = offset + 1
@@ -266,6 +284,7 @@ class StateTables:
     def discard(self) -> None:
         """The open event failed: nothing it wrote or emitted remains."""
         self.event = None
+        self.written.clear()
 
     def resume(self, tp: TP, offset: int) -> None:
         """This input was sought to this offset (the journal's position, else the group's):
@@ -284,7 +303,8 @@ class StateTables:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, table: str, key: bytes, partition: int | None = None) -> dict[str, Any] | None:
-        """The current value of key in this worker."""
+        """The current value of key in this worker: the open event's own object, else a copy
+        (a handler changing what it read in place changes nothing outside its event)."""
         k = (table, key)
         parts: Iterable[int] = (partition,) if partition is not None else (
             set(self.dirty) | set(self.flushing))
@@ -294,9 +314,9 @@ class StateTables:
         for p in parts:
             for pending in (self.dirty.get(p), self.flushing.get(p)):
                 if pending is not None and k in pending.writes:
-                    return pending.writes[k]
+                    return copied(pending.writes[k])
         value = self.table.get(self.prefix[table] + key)
-        return value if isinstance(value, dict) else None
+        return copied(value) if isinstance(value, dict) else None
 
     def scan(self, table: str, partition: int, start: bytes = b"",
              stop: bytes | None = None) -> Iterator[tuple[bytes, dict[str, Any]]]:

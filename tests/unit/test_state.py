@@ -155,3 +155,32 @@ def test_scan_reads_a_key_range_of_a_rocksdb_partition_in_order(tmp_path) -> Non
     assert [k for k, _ in state.scan("messages", 2, b"a", b"y")] == [b"a", b"b", b"c"]
     assert [v["id"] for _, v in state.scan("messages", 3)] == ["partition 3"]
     assert [v["id"] for _, v in state.scan("accounts", 2)] == ["account"]
+
+
+def test_a_handler_changing_what_it_read_in_place_then_failing_changes_nothing() -> None:
+    state = _state()
+    state.recover(_events(state, 1, journal.encode(Batch(1, 0, [
+        ("accounts", b"a", {"account_id": "a", "waiting": ["m1"], "counts": {"APP": 1}})]))))
+    state.begin(1)
+    value = state.at(1).get("accounts", b"a")
+    assert value is not None
+    value["waiting"].append("m2")
+    value["counts"]["APP"] += 1
+    state.discard()  # the handler raised before writing
+    assert state.at(1).get("accounts", b"a") == {"account_id": "a", "waiting": ["m1"],
+                                                 "counts": {"APP": 1}}
+
+
+def test_a_derived_index_sees_each_write_as_it_was_even_if_changed_in_place_after() -> None:
+    # a handler writes a message, changes the same object in place, and writes it again: the
+    # index must derive from the first write as written, not from the changed object
+    state = _state()
+    state.derive("messages", _index)
+    state.begin(1)
+    message = {"id": "m", "account": "a1"}
+    state.at(1).put("messages", b"m", message)
+    message["account"] = "a2"  # in place, after the write
+    state.at(1).put("messages", b"m", message)
+    state.done(IN, 1, 1.0)
+    assert state.dirty[1].writes[("accounts", b"a1")] is None
+    assert state.dirty[1].writes[("accounts", b"a2")] == {"id": "m", "partition": 1}
