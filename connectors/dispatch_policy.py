@@ -1,6 +1,6 @@
-"""The dispatcher's pure policy: outcomes of failures, reconciling interrupted sends, the
-bounded dedupe window and the ownership lease (no Kafka here; connectors/dispatcher.py is the
-plumbing)."""
+"""The dispatcher's pure policy: which failures are retried, outcomes of failures, reconciling
+interrupted sends, the bounded dedupe window and the ownership lease (no Kafka here;
+connectors/dispatcher.py is the plumbing)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import httpx
 from aiobreaker import CircuitBreakerError
 
 from connectors.adapters import ProviderError
+from connectors.adapters.http import NOT_SENT
 
 #: Providers whose vendor drops a repeat of a send carrying the same idempotency key, and for
 #: how long (seconds) it remembers the key. The adapters derive the key from send_id:
@@ -20,24 +21,59 @@ from connectors.adapters import ProviderError
 #: APNs' apns-id, FCM, Huawei, Xiaomi, OPPO, vivo, JPush, SMS and e-mail do not de-duplicate.
 IDEMPOTENT: dict[str, float] = {"wechat": 600.0, "getui": 600.0}
 
-#: error_code of an outcome whose provider call was interrupted by a crash or a lost partition:
+#: error_code of an outcome whose provider call was interrupted (a crash, a lost partition) or
+#: cut off without an answer after the request may have reached the provider (a read timeout):
 #: the provider may have the send; not a failure (a RECEIPT for the send_id makes it delivered).
 INTERRUPTED = "interrupted"
 
 
 def retryable(exc: BaseException) -> bool:
     """Whether a provider call is worth repeating: a retryable vendor error, a transport error,
-    or the provider's circuit being open (it is tried again when the circuit half-opens)."""
+    or the provider's circuit being open (it is tried again when the circuit half-opens).
+    Whether it *may* be repeated is `retry`'s question (an ambiguous failure may not be)."""
     if isinstance(exc, ProviderError):
         return exc.retryable
     return isinstance(exc, httpx.TransportError | CircuitBreakerError)
 
 
-def failure(exc: BaseException) -> tuple[str, str]:
-    """The (status, error_code) an exception ends a send with; anything unexpected is FAILED
-    with `error:<type>` so that every send gets its outcome."""
+def ambiguous(exc: BaseException) -> bool:
+    """Whether a failed call may have reached the provider: no answer came after the request
+    was (or may have been) written — a read or write timeout, a connection reset or closed
+    mid-exchange. A connect error, an exhausted pool, an open circuit or any answer of the
+    vendor (429, 503 ...) is not ambiguous: the vendor said what it did, or never saw it."""
     if isinstance(exc, ProviderError):
-        return ("FAILED" if exc.retryable else "REJECTED"), exc.code
+        return exc.ambiguous
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, NOT_SENT)
+
+
+def retry(exc: BaseException, provider: str, first_call_at: float | None, now: float,
+          unsure: bool = False, margin: float = 60.0,
+          idempotent: dict[str, float] | None = None) -> bool:
+    """Whether to call the provider again after `exc`. A retryable failure that certainly did
+    not reach the provider is retried. After an ambiguous one (this attempt's, or `unsure`: an
+    earlier attempt's, or a call interrupted before this process took the send) the provider
+    may already have the send, so it is called again only under an idempotency key its vendor
+    still remembers (`reconcile` from the first call at `first_call_at`), else never."""
+    if not retryable(exc):
+        return False
+    if unsure or ambiguous(exc):
+        return first_call_at is not None and reconcile(
+            provider, first_call_at, now, margin, idempotent) == "resend"
+    return True
+
+
+def failure(exc: BaseException, unsure: bool = False) -> tuple[str, str]:
+    """The (status, error_code) an exception ends a send with; anything unexpected is FAILED
+    with `error:<type>` so that every send gets its outcome. When this call or an earlier one
+    (`unsure`) may have reached the provider, the outcome is unknown: FAILED `interrupted`,
+    unless the vendor rejected the send for good (a repeat under its key would have been
+    answered as the first call was, had that one been accepted)."""
+    if isinstance(exc, ProviderError) and not exc.retryable:
+        return "REJECTED", exc.code
+    if unsure or ambiguous(exc):
+        return "FAILED", INTERRUPTED
+    if isinstance(exc, ProviderError):
+        return "FAILED", exc.code
     if isinstance(exc, CircuitBreakerError):
         return "FAILED", "circuit_open"
     if isinstance(exc, httpx.TimeoutException):

@@ -9,6 +9,8 @@ start of the window, in a background thread while the partition is paused (never
 rebalance callback). A send whose intent has no outcome was interrupted: it is re-sent with the
 same idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
 FAILED/`interrupted` (the provider may have it; a RECEIPT for the send_id makes it delivered).
+A call cut off after it may have reached the provider (a read timeout) is settled the same way
+at once: repeated only under such a key, else FAILED/`interrupted` (dispatch_policy.retry).
 
 Ownership is checked before the intent, before every retry and before the outcome: the partition
 must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past its
@@ -43,10 +45,11 @@ from connectors.dispatch_policy import (
     INTERRUPTED,
     DedupeWindow,
     Lease,
+    ambiguous,
     failure,
     first_at_or_after,
     reconcile,
-    retryable,
+    retry,
 )
 from connectors.metrics import (
     BREAKER,
@@ -56,6 +59,7 @@ from connectors.metrics import (
     LATENCY,
     REPEATS,
     RETRIES,
+    UNKNOWN,
 )
 from connectors.offsets import OffsetTracker
 from connectors.settings import ConnectorSettings
@@ -78,7 +82,7 @@ REVOKE_GRACE = 2.0
 #: Offsets of intents/outcomes a rebuild reads whole before searching for the window's start.
 SEARCH_ABOVE = 5000
 
-__all__ = ["Backoff", "Dispatcher", "outcome", "retryable"]
+__all__ = ["Backoff", "Dispatcher", "outcome"]
 
 
 class Lost(Exception):
@@ -140,6 +144,9 @@ class Dispatcher:
         self.tracker = OffsetTracker()
         self.done = DedupeWindow(config.dispatch_dedupe_window)
         self.in_flight: dict[str, list[tuple[int, int]]] = {}  # send_id -> its records
+        #: interrupted sends to re-send under their key: send_id -> (partition, when the key
+        #: was first used)
+        self.resending: dict[str, tuple[int, float]] = {}
         self.sem = asyncio.Semaphore(config.dispatch_in_flight)
         self.limiters: dict[str, AsyncLimiter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -343,8 +350,18 @@ class Dispatcher:
         whatever happens; nothing only when the partition was lost (its new owner reconciles).
 
         A send waiting between attempts holds no in-flight slot, so a provider that is down
-        does not stop the others."""
+        does not stop the others. A call that may have reached the provider without an answer
+        (a read timeout) is not repeated unless its vendor drops repeats of the send's
+        idempotency key (dispatch_policy.retry); its outcome is then unknown (`interrupted`)."""
         started, attempts = time.monotonic(), 0
+        sid = send["send_id"]
+        with self._lock:  # an interrupted send re-sent under its key: the key's first use
+            first_call_at = self.resending.pop(sid, (partition, None))[1]
+        unsure = first_call_at is not None  # a call may already have reached the provider
+
+        def again(exc: BaseException) -> bool:
+            return retry(exc, provider, first_call_at, time.time(), unsure)
+
         try:
             try:
                 if provider == "none":
@@ -359,7 +376,7 @@ class Dispatcher:
                         stop=stop_after_delay(self.config.dispatch_hold),
                         wait=Backoff(self.config.dispatch_backoff,
                                      self.config.dispatch_backoff_max),
-                        retry=retry_if_exception(retryable), reraise=True):
+                        retry=retry_if_exception(again), reraise=True):
                     with attempt:
                         async with self.sem, limiter:
                             await self._confirm(partition, epoch)  # before intent and retries
@@ -371,7 +388,14 @@ class Dispatcher:
                                 if attempts == 1:
                                     await self._intend(send, provider, partition)
                                     await self._confirm(partition, epoch)
+                                if first_call_at is None:
+                                    first_call_at = time.time()
                                 accepted = await breaker.call_async(adapter.send, http, delivery)
+                            except Exception as exc:
+                                if ambiguous(exc):
+                                    unsure = True
+                                    UNKNOWN.labels(provider).inc()
+                                raise
                             finally:
                                 IN_FLIGHT.dec()
                 result = outcome(send, provider, "ACCEPTED", attempts,
@@ -379,9 +403,12 @@ class Dispatcher:
             except (Lost, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every other ending is an outcome, with its reason
-                status, code = failure(exc)
+                status, code = failure(exc, unsure)
                 if status == "FAILED" and code.startswith("error:"):
-                    log.warning("send %s ended by %s", send["send_id"], code)
+                    log.warning("send %s ended by %s", sid, code)
+                elif code == INTERRUPTED:
+                    log.info("send %s: %s may have it (%s after %d call(s)): outcome unknown",
+                             sid, provider, type(exc).__name__, attempts)
                 result = outcome(send, provider, status, attempts, time.monotonic() - started,
                                  error_code=code)
             if provider in self.breakers:
@@ -533,10 +560,11 @@ class Dispatcher:
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
         orphans = [(p, i) for sid, (p, i) in intents.items() if sid not in outcomes]
-        unknown, again = [], []
+        unknown: list[str] = []
+        again: dict[str, tuple[int, float]] = {}
         for p, intent in orphans:
             if reconcile(intent["provider"], intent["at"] / 1000, now) == "resend":
-                again.append(intent["send_id"])
+                again[intent["send_id"]] = (p, intent["at"] / 1000)
                 continue
             with self._lock:
                 if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
@@ -557,6 +585,7 @@ class Dispatcher:
                 self.done.add(sid, at)
             for sid in unknown:
                 self.done.add(sid, now)
+            self.resending.update(again)
         log.info("partitions %s: %d sends done in the window, %d interrupted recorded "
                  "(outcome unknown), %d interrupted to re-send under their idempotency key",
                  partitions, len(outcomes), len(unknown), len(again))
@@ -625,3 +654,5 @@ class Dispatcher:
             self.tracker.forget(gone)
             for sid in [s for s, recs in self.in_flight.items() if recs[0][0] in gone]:
                 del self.in_flight[sid]
+            for sid in [s for s, (p, *_) in self.resending.items() if p in gone]:
+                del self.resending[sid]
