@@ -5,8 +5,9 @@ connectors/dispatcher.py is the plumbing)."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from aiobreaker import CircuitBreakerError
@@ -92,6 +93,32 @@ def reconcile(provider: str, intent_at: float, now: float, margin: float = 60.0,
     if window is not None and now - intent_at < window - margin:
         return "resend"
     return "unknown"
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A send with intents and no outcome: its partition, its first intent (the vendor's key is
+    remembered from the first call on) and the calls that may have been made (an intent is
+    written before each)."""
+
+    partition: int
+    intent: Mapping[str, Any]
+    calls: int
+
+
+def interrupted(intents: Iterable[tuple[int, Mapping[str, Any]]],
+                done: Container[str]) -> list[Interrupted]:
+    """The sends among these (partition, intent) records, in log order, that have no outcome
+    (their send_id is not in `done`), each once."""
+    found: dict[str, Interrupted] = {}
+    for partition, intent in intents:
+        sid = intent["send_id"]
+        if sid in done:
+            continue
+        first = found.get(sid)
+        found[sid] = Interrupted(partition, intent, 1) if first is None else Interrupted(
+            first.partition, first.intent, first.calls + 1)
+    return list(found.values())
 
 
 class DedupeWindow:

@@ -2,20 +2,20 @@
 one recorded outcome on push.outcomes.
 
 Per send: repeats of a send_id done within the dedupe window (or in flight) are skipped; an
-intent record is acknowledged by the broker *before* its provider is called; the outcome
-follows, whatever the call raised. Intents and outcomes go to the same partition number as the
-send, so a new owner of a partition rebuilds its state from those partitions alone, from the
-start of the window, in a background thread while the partition is paused (never inside the
-rebalance callback). A send whose intent has no outcome was interrupted: it is re-sent with the
-same idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
+intent record is acknowledged by the broker *before* each provider call; the outcome follows,
+whatever the call raised. Intents and outcomes go to the same partition number as the send, so
+a new owner of a partition rebuilds its state from those partitions alone, from the start of
+the window, in a background thread while the partition is paused (never inside the rebalance
+callback). A send whose intent has no outcome was interrupted: it is re-sent with the same
+idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
 FAILED/`interrupted` (the provider may have it; a RECEIPT for the send_id makes it delivered).
 A call cut off after it may have reached the provider (a read timeout) is settled the same way
 at once: repeated only under such a key, else FAILED/`interrupted` (dispatch_policy.retry).
 
-Ownership is checked before the intent, before every retry and before the outcome: the partition
-must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past its
-session does not act for partitions someone else took. A revoked partition's sends get a short
-grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
+Ownership is checked before each intent, before every retry and before the outcome: the
+partition must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past
+its session does not act for partitions someone else took. A revoked partition's sends get a
+short grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
 committed only past sends whose outcome the broker acknowledged (connectors/offsets.py).
 """
 
@@ -48,6 +48,7 @@ from connectors.dispatch_policy import (
     ambiguous,
     failure,
     first_at_or_after,
+    interrupted,
     reconcile,
     retry,
 )
@@ -145,8 +146,8 @@ class Dispatcher:
         self.done = DedupeWindow(config.dispatch_dedupe_window)
         self.in_flight: dict[str, list[tuple[int, int]]] = {}  # send_id -> its records
         #: interrupted sends to re-send under their key: send_id -> (partition, when the key
-        #: was first used)
-        self.resending: dict[str, tuple[int, float]] = {}
+        #: was first used, the calls that may have been made before)
+        self.resending: dict[str, tuple[int, float, int]] = {}
         self.sem = asyncio.Semaphore(config.dispatch_in_flight)
         self.limiters: dict[str, AsyncLimiter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -317,8 +318,9 @@ class Dispatcher:
         task.add_done_callback(mine.discard)
 
     async def _intend(self, send: dict[str, Any], provider: str, partition: int) -> None:
-        """Write the send's intent and wait until the broker has it (just before the first
-        provider call, so a crash interrupts only what was in flight)."""
+        """Write the send's intent and wait until the broker has it (just before each provider
+        call, so a crash interrupts only what was in flight, and its successor knows how many
+        calls may have been made)."""
         assert self.loop is not None
         acked: asyncio.Future[None] = self.loop.create_future()
 
@@ -356,7 +358,7 @@ class Dispatcher:
         started, attempts = time.monotonic(), 0
         sid = send["send_id"]
         with self._lock:  # an interrupted send re-sent under its key: the key's first use
-            first_call_at = self.resending.pop(sid, (partition, None))[1]
+            _, first_call_at, before = self.resending.pop(sid, (partition, None, 0))
         unsure = first_call_at is not None  # a call may already have reached the provider
 
         def again(exc: BaseException) -> bool:
@@ -385,9 +387,8 @@ class Dispatcher:
                                 RETRIES.labels(provider).inc()
                             IN_FLIGHT.inc()
                             try:
-                                if attempts == 1:
-                                    await self._intend(send, provider, partition)
-                                    await self._confirm(partition, epoch)
+                                await self._intend(send, provider, partition)
+                                await self._confirm(partition, epoch)
                                 if first_call_at is None:
                                     first_call_at = time.time()
                                 accepted = await breaker.call_async(adapter.send, http, delivery)
@@ -398,7 +399,7 @@ class Dispatcher:
                                 raise
                             finally:
                                 IN_FLIGHT.dec()
-                result = outcome(send, provider, "ACCEPTED", attempts,
+                result = outcome(send, provider, "ACCEPTED", before + attempts,
                                  time.monotonic() - started, accepted.provider_message_id)
             except (Lost, asyncio.CancelledError):
                 raise
@@ -409,8 +410,8 @@ class Dispatcher:
                 elif code == INTERRUPTED:
                     log.info("send %s: %s may have it (%s after %d call(s)): outcome unknown",
                              sid, provider, type(exc).__name__, attempts)
-                result = outcome(send, provider, status, attempts, time.monotonic() - started,
-                                 error_code=code)
+                result = outcome(send, provider, status, before + attempts,
+                                 time.monotonic() - started, error_code=code)
             if provider in self.breakers:
                 state = self.breakers[provider].current_state.name.upper()
                 BREAKER.labels(provider).set(2 if state == "OPEN" else 1 if "HALF" in state
@@ -540,7 +541,7 @@ class Dispatcher:
         since = round((now - self.config.dispatch_dedupe_window) * 1000)
         logs = [TopicPartition(self.topic(t), p, self._window_start(t, p, since))
                 for t in (OUTCOMES, INTENTS) for p in partitions]
-        intents: dict[str, tuple[int, dict[str, Any]]] = {}
+        intents: list[tuple[int, dict[str, Any]]] = []
         outcomes: dict[str, float] = {}
 
         def read(msg: Message) -> None:
@@ -554,24 +555,23 @@ class Dispatcher:
             if topic == OUTCOMES:
                 outcomes[record["send_id"]] = record["at"] / 1000
             else:
-                # the first intent: a vendor's key is remembered from the first call on
-                intents.setdefault(record["send_id"], (msg.partition() or 0, record))
+                intents.append((msg.partition() or 0, record))
 
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
-        orphans = [(p, i) for sid, (p, i) in intents.items() if sid not in outcomes]
         unknown: list[str] = []
-        again: dict[str, tuple[int, float]] = {}
-        for p, intent in orphans:
+        again: dict[str, tuple[int, float, int]] = {}
+        for orphan in interrupted(intents, outcomes):
+            p, intent = orphan.partition, orphan.intent
             if reconcile(intent["provider"], intent["at"] / 1000, now) == "resend":
-                again[intent["send_id"]] = (p, intent["at"] / 1000)
+                again[intent["send_id"]] = (p, intent["at"] / 1000, orphan.calls)
                 continue
             with self._lock:
                 if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
                         time.monotonic()):
                     continue  # no longer this rebuild's to settle
             unknown.append(intent["send_id"])
-            result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
+            result = outcome(dict(intent), intent["provider"], "FAILED", orphan.calls, 0.0,
                              error_code=INTERRUPTED)
             self.flow.sent(self.topic(OUTCOMES))
             self.producer.produce(self.topic(OUTCOMES), partition=p,

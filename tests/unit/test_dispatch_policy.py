@@ -15,6 +15,7 @@ from connectors.dispatch_policy import (
     ambiguous,
     failure,
     first_at_or_after,
+    interrupted,
     reconcile,
     retry,
     retryable,
@@ -164,3 +165,16 @@ def test_an_outcome_after_an_ambiguous_call_is_unknown_unless_the_vendor_refused
     assert failure(KeyError("x"), unsure=True) == ("FAILED", INTERRUPTED)
     # a permanent refusal of the repeat: the vendor would have answered a taken key as before
     assert failure(ProviderError("40003", retryable=False), unsure=True) == ("REJECTED", "40003")
+
+
+def test_an_interrupted_send_counts_every_call_its_intents_announced():
+    def intent(sid: str, at: int) -> dict[str, object]:
+        return {"send_id": sid, "provider": "wechat", "at": at}
+
+    log = [(1, intent("a", 100)), (1, intent("b", 110)), (1, intent("a", 120)),
+           (2, intent("c", 130)), (1, intent("a", 140))]
+    found = {o.intent["send_id"]: o for o in interrupted(log, done={"b"})}
+    assert set(found) == {"a", "c"}  # b has its outcome
+    assert (found["a"].partition, found["a"].intent["at"], found["a"].calls) == (1, 100, 3)
+    assert (found["c"].partition, found["c"].calls) == (2, 1)
+    assert interrupted([], done=set()) == []
