@@ -1,6 +1,6 @@
 """The dispatcher's pure policy: which failures are retried, outcomes of failures, reconciling
-interrupted sends, the bounded dedupe window and the ownership lease (no Kafka here;
-connectors/dispatcher.py is the plumbing)."""
+interrupted sends, the bounded dedupe window, the ownership lease and when the group has settled
+(no Kafka here; connectors/dispatcher.py is the plumbing)."""
 
 from __future__ import annotations
 
@@ -179,6 +179,31 @@ class Lease:
         """True while the partitions may be acted for."""
         return (self.last_poll is not None and now - self.last_poll < self.length
                 and self.suspended_since is None)
+
+
+@dataclass
+class Rebalances:
+    """Whether this process's consumer group has settled, so that it may leave it: no rebalance
+    under way (from a revoke, a loss or the subscription to the next assignment) and none begun
+    or ended for `quiet` seconds of polling (a rebalance another member begins shows within a
+    heartbeat)."""
+
+    quiet: float
+    under_way: bool = True  # subscribed, not assigned yet
+    last: float = float("-inf")
+
+    def began(self, now: float) -> None:
+        """Partitions were revoked or lost at `now`: a rebalance is under way."""
+        self.under_way, self.last = True, now
+
+    def ended(self, now: float) -> None:
+        """Partitions were assigned at `now`: the rebalance ended."""
+        self.under_way, self.last = False, now
+
+    def settled(self, now: float, polled_since: float) -> bool:
+        """True when no rebalance is under way and none began or ended for `quiet` seconds,
+        counted from `polled_since` at the earliest (the consumer has been polled since)."""
+        return not self.under_way and now - max(self.last, polled_since) >= self.quiet
 
 
 def first_at_or_after(timestamp_at: Callable[[int], int | None], low: int, high: int,

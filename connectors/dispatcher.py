@@ -16,7 +16,9 @@ Ownership is checked before each intent, before every retry and before the outco
 partition must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past
 its session does not act for partitions someone else took. A revoked partition's sends get a
 short grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
-committed only past sends whose outcome the broker acknowledged (connectors/offsets.py).
+committed only past sends whose outcome the broker acknowledged (connectors/offsets.py). A
+dispatcher that stops takes no new send, lets those in flight end while it keeps polling, and
+leaves the group only once a rebalance in progress has ended (Dispatcher._settle).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from connectors.dispatch_policy import (
     INTERRUPTED,
     DedupeWindow,
     Lease,
+    Rebalances,
     ambiguous,
     failure,
     first_at_or_after,
@@ -82,6 +85,9 @@ BACKLOG = 4
 REVOKE_GRACE = 2.0
 #: Offsets of intents/outcomes a rebuild reads whole before searching for the window's start.
 SEARCH_ABOVE = 5000
+#: Seconds a stopping dispatcher lets its sends in flight end, then waits for a rebalance in
+#: progress to end before it leaves the group.
+DRAIN_LIMIT, SETTLE_LIMIT = 30.0, 12.0
 
 __all__ = ["Backoff", "Dispatcher", "outcome"]
 
@@ -160,6 +166,8 @@ class Dispatcher:
         self.loading: dict[int, Future[Any]] = {}  # partitions paused while state is rebuilt
         self.revoking: set[int] = set()
         self.tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self.rebalances = Rebalances(quiet=2 * heartbeat)
+        self.stopping = False  # leaving the group: new partitions are not taken
 
     @property
     def assigned(self) -> set[int]:
@@ -213,11 +221,10 @@ class Dispatcher:
                 if time.monotonic() - last_commit > 0.5:
                     await loop.run_in_executor(self.pool, self._commit)
                     last_commit = time.monotonic()
-            pending = {t for ts in self.tasks.values() for t in ts}
-            if pending:
-                await asyncio.wait(pending, timeout=30)
+            await self._drain(loop, DRAIN_LIMIT)
             await loop.run_in_executor(self.pool, self.producer.flush, 30)
             await loop.run_in_executor(self.pool, self._commit)
+            await loop.run_in_executor(self.pool, self._settle, SETTLE_LIMIT)
         finally:
             poller.cancel()
             await http.aclose()
@@ -225,6 +232,24 @@ class Dispatcher:
             self.rebuilder.shutdown(wait=True, cancel_futures=True)  # it reads with `reader`
             self.reader.close()
             self.addresses.stop()
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        """Stop taking sends and let those in flight end (at most `limit` seconds), polling the
+        consumer meanwhile: the lease stays valid, so their outcomes are recorded here rather
+        than left interrupted to the partitions' next owner."""
+        with self._lock:
+            self.stopping = True
+        await loop.run_in_executor(self.pool, self._pause)
+        deadline = time.monotonic() + limit
+        while (pending := {t for ts in self.tasks.values() for t in ts}) and (
+                time.monotonic() < deadline):
+            await asyncio.wait(pending, timeout=0.2)
+            await loop.run_in_executor(self.pool, self._consume, 1)  # paused: nothing taken
+
+    def _pause(self) -> None:
+        """Pause every assigned partition (no send is taken any more)."""
+        if assigned := self.consumer.assignment():
+            self.consumer.pause(assigned)
 
     def _consume(self, batch: int) -> list[Message]:
         """One poll of push.sends (rebalance callbacks run here); renews the lease."""
@@ -481,6 +506,24 @@ class Dispatcher:
 
     # -- offsets and rebalances (called on the Kafka thread) ----------------------------------
 
+    def _settle(self, limit: float) -> bool:
+        """Before leaving the group: keep polling, taking nothing, until no rebalance is under
+        way and none began for two heartbeats (at most `limit` seconds); whether it settled.
+
+        No member may leave while the group forms (between its JoinGroup and SyncGroup): Tansu
+        0.6 keeps a leader that leaves a forming group as the group's leader, answers every
+        other member's SyncGroup with REBALANCE_IN_PROGRESS and never forms the group again
+        (until the broker restarts), so no dispatcher would take a send any more."""
+        self._pause()
+        began = time.monotonic()
+        while (now := time.monotonic()) - began < limit:
+            with self._lock:
+                if self.rebalances.settled(now, polled_since=began):
+                    return True
+            self.consumer.consume(BATCH, 0.1)  # rebalance callbacks; paused: nothing comes
+        log.warning("leaving the group during a rebalance (it did not end within %.0f s)", limit)
+        return False
+
     def _commit(self) -> None:
         """Commit every owned partition up to its first send without a recorded outcome."""
         with self._lock:
@@ -503,6 +546,11 @@ class Dispatcher:
             self.consumer.pause(partitions)
         with self._lock:
             self._epoch += 1
+            self.rebalances.ended(time.monotonic())
+            if self.stopping:  # assigned only to be left in a formed group
+                log.info("partitions [%s] assigned while stopping: not taken",
+                         ", ".join(str(p) for p in mine))
+                return
             for p in mine:
                 self.owned[p] = self._epoch
                 self.revoking.discard(p)
@@ -612,6 +660,7 @@ class Dispatcher:
         then are cancelled; outcomes are flushed and offsets committed before they go."""
         gone = {tp.partition for tp in partitions}
         with self._lock:
+            self.rebalances.began(time.monotonic())
             self.revoking |= gone
             rebuilding = {self.loading[p] for p in gone if p in self.loading}
         for fut in rebuilding:  # what it records is flushed before the partition moves on
@@ -632,6 +681,8 @@ class Dispatcher:
         """Partitions taken away (session expired): stop acting for them at once."""
         gone = {tp.partition for tp in partitions}
         log.warning("partitions %s lost: their sends are cancelled", sorted(gone))
+        with self._lock:
+            self.rebalances.began(time.monotonic())
         self._forget(gone)
         self._cancel(gone)
 

@@ -12,6 +12,7 @@ from connectors.dispatch_policy import (
     INTERRUPTED,
     DedupeWindow,
     Lease,
+    Rebalances,
     ambiguous,
     failure,
     first_at_or_after,
@@ -178,3 +179,20 @@ def test_an_interrupted_send_counts_every_call_its_intents_announced():
     assert (found["a"].partition, found["a"].intent["at"], found["a"].calls) == (1, 100, 3)
     assert (found["c"].partition, found["c"].calls) == (2, 1)
     assert interrupted([], done=set()) == []
+
+
+def test_the_group_has_settled_once_no_rebalance_ran_for_two_heartbeats_of_polling():
+    group = Rebalances(quiet=2.0)
+    assert not group.settled(now=100.0, polled_since=0.0)  # subscribed, never assigned
+    group.ended(now=100.0)  # assigned
+    assert not group.settled(now=101.0, polled_since=0.0)
+    assert group.settled(now=102.0, polled_since=0.0)
+    # stopping at 500, long after: polled two heartbeats first (a rebalance another member
+    # began shows at the next heartbeat)
+    assert not group.settled(now=501.0, polled_since=500.0)
+    assert group.settled(now=502.0, polled_since=500.0)
+    group.began(now=502.5)  # revoked while stopping: wait for the assignment, then quiet
+    assert not group.settled(now=510.0, polled_since=500.0)
+    group.ended(now=511.0)
+    assert not group.settled(now=512.5, polled_since=500.0)
+    assert group.settled(now=513.0, polled_since=500.0)
