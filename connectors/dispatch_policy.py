@@ -158,8 +158,12 @@ class Lease:
     was polled (a process frozen past `length` may have been replaced in the group).
 
     After a gap longer than `gap` between polls, the lease is suspended until the consumer has
-    been polled for `confirm` seconds without losing the partitions (long enough for a
-    heartbeat to tell librdkafka that the group moved on)."""
+    been polled for `confirm` seconds without losing the partitions. That must be longer than
+    librdkafka may take to notice a lost membership: it declares the session lost when no
+    heartbeat succeeded for session.timeout.ms, and any successful answer restarts that clock,
+    an answer to a heartbeat sent before the stall and read after it included; so the dispatcher
+    confirms after a session timeout and a heartbeat (three heartbeats, as before, could
+    re-validate the lease before librdkafka reported the loss)."""
 
     length: float
     gap: float

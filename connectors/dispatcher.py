@@ -145,8 +145,10 @@ class Dispatcher:
         # a record queued before a freeze longer than the lease is expired, not sent late
         self.producer = producer(bootstrap, **{"message.timeout.ms": int(
             (session - 2 * heartbeat) * 1000)})
+        # after a stall, librdkafka may declare the session lost up to a session timeout later
+        # (dispatch_policy.Lease): only then is the membership confirmed
         self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat,
-                           confirm=3 * heartbeat)
+                           confirm=session + heartbeat)
         self.flow = Flow("dispatch")
         self.tracker = OffsetTracker()
         self.done = DedupeWindow(config.dispatch_dedupe_window)
@@ -607,17 +609,21 @@ class Dispatcher:
 
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
+        orphans = interrupted(intents, outcomes)
+        if orphans and not self._leased(partitions, epoch, timeout=120):
+            return  # lost meanwhile: no longer this rebuild's to settle
         unknown: list[str] = []
         again: dict[str, tuple[int, float, int]] = {}
-        for orphan in interrupted(intents, outcomes):
+        for orphan in orphans:
             p, intent = orphan.partition, orphan.intent
             if reconcile(intent["provider"], intent["at"] / 1000, now) == "resend":
                 again[intent["send_id"]] = (p, intent["at"] / 1000, orphan.calls)
                 continue
             with self._lock:
-                if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
-                        time.monotonic()):
+                if self.owned.get(p) != epoch or p not in self.loading:
                     continue  # no longer this rebuild's to settle
+            if not self.lease.valid(time.monotonic()):  # the partition stays paused: again
+                raise RuntimeError("the lease lapsed while interrupted sends were recorded")
             unknown.append(intent["send_id"])
             result = outcome(dict(intent), intent["provider"], "FAILED", orphan.calls, 0.0,
                              error_code=INTERRUPTED)
@@ -637,6 +643,23 @@ class Dispatcher:
         log.info("partitions %s: %d sends done in the window, %d interrupted recorded "
                  "(outcome unknown), %d interrupted to re-send under their idempotency key",
                  partitions, len(outcomes), len(unknown), len(again))
+
+    def _leased(self, partitions: list[int], epoch: int, timeout: float) -> bool:
+        """Wait until the lease is valid (after a stall it is suspended a while); False when
+        none of these partitions is this rebuild's any more (lost, or being revoked: their next
+        owner settles them). An interrupted send is settled only under a valid lease, and its
+        partition resumes only once it is settled, or it would be dispatched again
+        (RuntimeError after `timeout`: the rebuild is retried)."""
+        deadline = time.monotonic() + timeout
+        while not self.lease.valid(time.monotonic()):
+            with self._lock:
+                if not any(self.owned.get(p) == epoch and p in self.loading
+                           and p not in self.revoking for p in partitions):
+                    return False
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no valid lease within {timeout:.0f} s")
+            time.sleep(0.1)
+        return True
 
     def _window_start(self, name: str, partition: int, since: int) -> int:
         """The first offset of a partition of intents or outcomes written at `since` or later
