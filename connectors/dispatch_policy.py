@@ -1,17 +1,19 @@
-"""The dispatcher's pure policy: outcomes of failures, reconciling interrupted sends, the
-bounded dedupe window and the ownership lease (no Kafka here; connectors/dispatcher.py is the
-plumbing)."""
+"""The dispatcher's pure policy: which failures are retried, outcomes of failures, reconciling
+interrupted sends, the bounded dedupe window, the ownership lease and when the group has settled
+(no Kafka here; connectors/dispatcher.py is the plumbing)."""
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from aiobreaker import CircuitBreakerError
 
 from connectors.adapters import ProviderError
+from connectors.adapters.http import NOT_SENT
 
 #: Providers whose vendor drops a repeat of a send carrying the same idempotency key, and for
 #: how long (seconds) it remembers the key. The adapters derive the key from send_id:
@@ -20,24 +22,59 @@ from connectors.adapters import ProviderError
 #: APNs' apns-id, FCM, Huawei, Xiaomi, OPPO, vivo, JPush, SMS and e-mail do not de-duplicate.
 IDEMPOTENT: dict[str, float] = {"wechat": 600.0, "getui": 600.0}
 
-#: error_code of an outcome whose provider call was interrupted by a crash or a lost partition:
+#: error_code of an outcome whose provider call was interrupted (a crash, a lost partition) or
+#: cut off without an answer after the request may have reached the provider (a read timeout):
 #: the provider may have the send; not a failure (a RECEIPT for the send_id makes it delivered).
 INTERRUPTED = "interrupted"
 
 
 def retryable(exc: BaseException) -> bool:
     """Whether a provider call is worth repeating: a retryable vendor error, a transport error,
-    or the provider's circuit being open (it is tried again when the circuit half-opens)."""
+    or the provider's circuit being open (it is tried again when the circuit half-opens).
+    Whether it *may* be repeated is `retry`'s question (an ambiguous failure may not be)."""
     if isinstance(exc, ProviderError):
         return exc.retryable
     return isinstance(exc, httpx.TransportError | CircuitBreakerError)
 
 
-def failure(exc: BaseException) -> tuple[str, str]:
-    """The (status, error_code) an exception ends a send with; anything unexpected is FAILED
-    with `error:<type>` so that every send gets its outcome."""
+def ambiguous(exc: BaseException) -> bool:
+    """Whether a failed call may have reached the provider: no answer came after the request
+    was (or may have been) written — a read or write timeout, a connection reset or closed
+    mid-exchange. A connect error, an exhausted pool, an open circuit or any answer of the
+    vendor (429, 503 ...) is not ambiguous: the vendor said what it did, or never saw it."""
     if isinstance(exc, ProviderError):
-        return ("FAILED" if exc.retryable else "REJECTED"), exc.code
+        return exc.ambiguous
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, NOT_SENT)
+
+
+def retry(exc: BaseException, provider: str, first_call_at: float | None, now: float,
+          unsure: bool = False, margin: float = 60.0,
+          idempotent: dict[str, float] | None = None) -> bool:
+    """Whether to call the provider again after `exc`. A retryable failure that certainly did
+    not reach the provider is retried. After an ambiguous one (this attempt's, or `unsure`: an
+    earlier attempt's, or a call interrupted before this process took the send) the provider
+    may already have the send, so it is called again only under an idempotency key its vendor
+    still remembers (`reconcile` from the first call at `first_call_at`), else never."""
+    if not retryable(exc):
+        return False
+    if unsure or ambiguous(exc):
+        return first_call_at is not None and reconcile(
+            provider, first_call_at, now, margin, idempotent) == "resend"
+    return True
+
+
+def failure(exc: BaseException, unsure: bool = False) -> tuple[str, str]:
+    """The (status, error_code) an exception ends a send with; anything unexpected is FAILED
+    with `error:<type>` so that every send gets its outcome. When this call or an earlier one
+    (`unsure`) may have reached the provider, the outcome is unknown: FAILED `interrupted`,
+    unless the vendor rejected the send for good (a repeat under its key would have been
+    answered as the first call was, had that one been accepted)."""
+    if isinstance(exc, ProviderError) and not exc.retryable:
+        return "REJECTED", exc.code
+    if unsure or ambiguous(exc):
+        return "FAILED", INTERRUPTED
+    if isinstance(exc, ProviderError):
+        return "FAILED", exc.code
     if isinstance(exc, CircuitBreakerError):
         return "FAILED", "circuit_open"
     if isinstance(exc, httpx.TimeoutException):
@@ -56,6 +93,32 @@ def reconcile(provider: str, intent_at: float, now: float, margin: float = 60.0,
     if window is not None and now - intent_at < window - margin:
         return "resend"
     return "unknown"
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A send with intents and no outcome: its partition, its first intent (the vendor's key is
+    remembered from the first call on) and the calls that may have been made (an intent is
+    written before each)."""
+
+    partition: int
+    intent: Mapping[str, Any]
+    calls: int
+
+
+def interrupted(intents: Iterable[tuple[int, Mapping[str, Any]]],
+                done: Container[str]) -> list[Interrupted]:
+    """The sends among these (partition, intent) records, in log order, that have no outcome
+    (their send_id is not in `done`), each once."""
+    found: dict[str, Interrupted] = {}
+    for partition, intent in intents:
+        sid = intent["send_id"]
+        if sid in done:
+            continue
+        first = found.get(sid)
+        found[sid] = Interrupted(partition, intent, 1) if first is None else Interrupted(
+            first.partition, first.intent, first.calls + 1)
+    return list(found.values())
 
 
 class DedupeWindow:
@@ -95,8 +158,12 @@ class Lease:
     was polled (a process frozen past `length` may have been replaced in the group).
 
     After a gap longer than `gap` between polls, the lease is suspended until the consumer has
-    been polled for `confirm` seconds without losing the partitions (long enough for a
-    heartbeat to tell librdkafka that the group moved on)."""
+    been polled for `confirm` seconds without losing the partitions. That must be longer than
+    librdkafka may take to notice a lost membership: it declares the session lost when no
+    heartbeat succeeded for session.timeout.ms, and any successful answer restarts that clock,
+    an answer to a heartbeat sent before the stall and read after it included; so the dispatcher
+    confirms after a session timeout and a heartbeat (three heartbeats, as before, could
+    re-validate the lease before librdkafka reported the loss)."""
 
     length: float
     gap: float
@@ -116,6 +183,31 @@ class Lease:
         """True while the partitions may be acted for."""
         return (self.last_poll is not None and now - self.last_poll < self.length
                 and self.suspended_since is None)
+
+
+@dataclass
+class Rebalances:
+    """Whether this process's consumer group has settled, so that it may leave it: no rebalance
+    under way (from a revoke, a loss or the subscription to the next assignment) and none begun
+    or ended for `quiet` seconds of polling (a rebalance another member begins shows within a
+    heartbeat)."""
+
+    quiet: float
+    under_way: bool = True  # subscribed, not assigned yet
+    last: float = float("-inf")
+
+    def began(self, now: float) -> None:
+        """Partitions were revoked or lost at `now`: a rebalance is under way."""
+        self.under_way, self.last = True, now
+
+    def ended(self, now: float) -> None:
+        """Partitions were assigned at `now`: the rebalance ended."""
+        self.under_way, self.last = False, now
+
+    def settled(self, now: float, polled_since: float) -> bool:
+        """True when no rebalance is under way and none began or ended for `quiet` seconds,
+        counted from `polled_since` at the earliest (the consumer has been polled since)."""
+        return not self.under_way and now - max(self.last, polled_since) >= self.quiet
 
 
 def first_at_or_after(timestamp_at: Callable[[int], int | None], low: int, high: int,

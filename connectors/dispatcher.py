@@ -2,19 +2,23 @@
 one recorded outcome on push.outcomes.
 
 Per send: repeats of a send_id done within the dedupe window (or in flight) are skipped; an
-intent record is acknowledged by the broker *before* its provider is called; the outcome
-follows, whatever the call raised. Intents and outcomes go to the same partition number as the
-send, so a new owner of a partition rebuilds its state from those partitions alone, from the
-start of the window, in a background thread while the partition is paused (never inside the
-rebalance callback). A send whose intent has no outcome was interrupted: it is re-sent with the
-same idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
+intent record is acknowledged by the broker *before* each provider call; the outcome follows,
+whatever the call raised. Intents and outcomes go to the same partition number as the send, so
+a new owner of a partition rebuilds its state from those partitions alone, from the start of
+the window, in a background thread while the partition is paused (never inside the rebalance
+callback). A send whose intent has no outcome was interrupted: it is re-sent with the same
+idempotency key when its vendor drops repeats (dispatch_policy.IDEMPOTENT), else recorded
 FAILED/`interrupted` (the provider may have it; a RECEIPT for the send_id makes it delivered).
+A call cut off after it may have reached the provider (a read timeout) is settled the same way
+at once: repeated only under such a key, else FAILED/`interrupted` (dispatch_policy.retry).
 
-Ownership is checked before the intent, before every retry and before the outcome: the partition
-must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past its
-session does not act for partitions someone else took. A revoked partition's sends get a short
-grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
-committed only past sends whose outcome the broker acknowledged (connectors/offsets.py).
+Ownership is checked before each intent, before every retry and before the outcome: the
+partition must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past
+its session does not act for partitions someone else took. A revoked partition's sends get a
+short grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
+committed only past sends whose outcome the broker acknowledged (connectors/offsets.py). A
+dispatcher that stops takes no new send, lets those in flight end while it keeps polling, and
+leaves the group only once a rebalance in progress has ended (Dispatcher._settle).
 """
 
 from __future__ import annotations
@@ -43,10 +47,13 @@ from connectors.dispatch_policy import (
     INTERRUPTED,
     DedupeWindow,
     Lease,
+    Rebalances,
+    ambiguous,
     failure,
     first_at_or_after,
+    interrupted,
     reconcile,
-    retryable,
+    retry,
 )
 from connectors.metrics import (
     BREAKER,
@@ -56,6 +63,7 @@ from connectors.metrics import (
     LATENCY,
     REPEATS,
     RETRIES,
+    UNKNOWN,
 )
 from connectors.offsets import OffsetTracker
 from connectors.settings import ConnectorSettings
@@ -77,8 +85,11 @@ BACKLOG = 4
 REVOKE_GRACE = 2.0
 #: Offsets of intents/outcomes a rebuild reads whole before searching for the window's start.
 SEARCH_ABOVE = 5000
+#: Seconds a stopping dispatcher lets its sends in flight end, then waits for a rebalance in
+#: progress to end before it leaves the group.
+DRAIN_LIMIT, SETTLE_LIMIT = 30.0, 12.0
 
-__all__ = ["Backoff", "Dispatcher", "outcome", "retryable"]
+__all__ = ["Backoff", "Dispatcher", "outcome"]
 
 
 class Lost(Exception):
@@ -134,12 +145,17 @@ class Dispatcher:
         # a record queued before a freeze longer than the lease is expired, not sent late
         self.producer = producer(bootstrap, **{"message.timeout.ms": int(
             (session - 2 * heartbeat) * 1000)})
+        # after a stall, librdkafka may declare the session lost up to a session timeout later
+        # (dispatch_policy.Lease): only then is the membership confirmed
         self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat,
-                           confirm=3 * heartbeat)
+                           confirm=session + heartbeat)
         self.flow = Flow("dispatch")
         self.tracker = OffsetTracker()
         self.done = DedupeWindow(config.dispatch_dedupe_window)
         self.in_flight: dict[str, list[tuple[int, int]]] = {}  # send_id -> its records
+        #: interrupted sends to re-send under their key: send_id -> (partition, when the key
+        #: was first used, the calls that may have been made before)
+        self.resending: dict[str, tuple[int, float, int]] = {}
         self.sem = asyncio.Semaphore(config.dispatch_in_flight)
         self.limiters: dict[str, AsyncLimiter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -152,6 +168,8 @@ class Dispatcher:
         self.loading: dict[int, Future[Any]] = {}  # partitions paused while state is rebuilt
         self.revoking: set[int] = set()
         self.tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self.rebalances = Rebalances(quiet=2 * heartbeat)
+        self.stopping = False  # leaving the group: new partitions are not taken
 
     @property
     def assigned(self) -> set[int]:
@@ -205,11 +223,10 @@ class Dispatcher:
                 if time.monotonic() - last_commit > 0.5:
                     await loop.run_in_executor(self.pool, self._commit)
                     last_commit = time.monotonic()
-            pending = {t for ts in self.tasks.values() for t in ts}
-            if pending:
-                await asyncio.wait(pending, timeout=30)
+            await self._drain(loop, DRAIN_LIMIT)
             await loop.run_in_executor(self.pool, self.producer.flush, 30)
             await loop.run_in_executor(self.pool, self._commit)
+            await loop.run_in_executor(self.pool, self._settle, SETTLE_LIMIT)
         finally:
             poller.cancel()
             await http.aclose()
@@ -217,6 +234,24 @@ class Dispatcher:
             self.rebuilder.shutdown(wait=True, cancel_futures=True)  # it reads with `reader`
             self.reader.close()
             self.addresses.stop()
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        """Stop taking sends and let those in flight end (at most `limit` seconds), polling the
+        consumer meanwhile: the lease stays valid, so their outcomes are recorded here rather
+        than left interrupted to the partitions' next owner."""
+        with self._lock:
+            self.stopping = True
+        await loop.run_in_executor(self.pool, self._pause)
+        deadline = time.monotonic() + limit
+        while (pending := {t for ts in self.tasks.values() for t in ts}) and (
+                time.monotonic() < deadline):
+            await asyncio.wait(pending, timeout=0.2)
+            await loop.run_in_executor(self.pool, self._consume, 1)  # paused: nothing taken
+
+    def _pause(self) -> None:
+        """Pause every assigned partition (no send is taken any more)."""
+        if assigned := self.consumer.assignment():
+            self.consumer.pause(assigned)
 
     def _consume(self, batch: int) -> list[Message]:
         """One poll of push.sends (rebalance callbacks run here); renews the lease."""
@@ -310,8 +345,9 @@ class Dispatcher:
         task.add_done_callback(mine.discard)
 
     async def _intend(self, send: dict[str, Any], provider: str, partition: int) -> None:
-        """Write the send's intent and wait until the broker has it (just before the first
-        provider call, so a crash interrupts only what was in flight)."""
+        """Write the send's intent and wait until the broker has it (just before each provider
+        call, so a crash interrupts only what was in flight, and its successor knows how many
+        calls may have been made)."""
         assert self.loop is not None
         acked: asyncio.Future[None] = self.loop.create_future()
 
@@ -343,8 +379,18 @@ class Dispatcher:
         whatever happens; nothing only when the partition was lost (its new owner reconciles).
 
         A send waiting between attempts holds no in-flight slot, so a provider that is down
-        does not stop the others."""
+        does not stop the others. A call that may have reached the provider without an answer
+        (a read timeout) is not repeated unless its vendor drops repeats of the send's
+        idempotency key (dispatch_policy.retry); its outcome is then unknown (`interrupted`)."""
         started, attempts = time.monotonic(), 0
+        sid = send["send_id"]
+        with self._lock:  # an interrupted send re-sent under its key: the key's first use
+            _, first_call_at, before = self.resending.pop(sid, (partition, None, 0))
+        unsure = first_call_at is not None  # a call may already have reached the provider
+
+        def again(exc: BaseException) -> bool:
+            return retry(exc, provider, first_call_at, time.time(), unsure)
+
         try:
             try:
                 if provider == "none":
@@ -359,7 +405,7 @@ class Dispatcher:
                         stop=stop_after_delay(self.config.dispatch_hold),
                         wait=Backoff(self.config.dispatch_backoff,
                                      self.config.dispatch_backoff_max),
-                        retry=retry_if_exception(retryable), reraise=True):
+                        retry=retry_if_exception(again), reraise=True):
                     with attempt:
                         async with self.sem, limiter:
                             await self._confirm(partition, epoch)  # before intent and retries
@@ -368,22 +414,31 @@ class Dispatcher:
                                 RETRIES.labels(provider).inc()
                             IN_FLIGHT.inc()
                             try:
-                                if attempts == 1:
-                                    await self._intend(send, provider, partition)
-                                    await self._confirm(partition, epoch)
+                                await self._intend(send, provider, partition)
+                                await self._confirm(partition, epoch)
+                                if first_call_at is None:
+                                    first_call_at = time.time()
                                 accepted = await breaker.call_async(adapter.send, http, delivery)
+                            except Exception as exc:
+                                if ambiguous(exc):
+                                    unsure = True
+                                    UNKNOWN.labels(provider).inc()
+                                raise
                             finally:
                                 IN_FLIGHT.dec()
-                result = outcome(send, provider, "ACCEPTED", attempts,
+                result = outcome(send, provider, "ACCEPTED", before + attempts,
                                  time.monotonic() - started, accepted.provider_message_id)
             except (Lost, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every other ending is an outcome, with its reason
-                status, code = failure(exc)
+                status, code = failure(exc, unsure)
                 if status == "FAILED" and code.startswith("error:"):
-                    log.warning("send %s ended by %s", send["send_id"], code)
-                result = outcome(send, provider, status, attempts, time.monotonic() - started,
-                                 error_code=code)
+                    log.warning("send %s ended by %s", sid, code)
+                elif code == INTERRUPTED:
+                    log.info("send %s: %s may have it (%s after %d call(s)): outcome unknown",
+                             sid, provider, type(exc).__name__, attempts)
+                result = outcome(send, provider, status, before + attempts,
+                                 time.monotonic() - started, error_code=code)
             if provider in self.breakers:
                 state = self.breakers[provider].current_state.name.upper()
                 BREAKER.labels(provider).set(2 if state == "OPEN" else 1 if "HALF" in state
@@ -453,6 +508,24 @@ class Dispatcher:
 
     # -- offsets and rebalances (called on the Kafka thread) ----------------------------------
 
+    def _settle(self, limit: float) -> bool:
+        """Before leaving the group: keep polling, taking nothing, until no rebalance is under
+        way and none began for two heartbeats (at most `limit` seconds); whether it settled.
+
+        No member may leave while the group forms (between its JoinGroup and SyncGroup): Tansu
+        0.6 keeps a leader that leaves a forming group as the group's leader, answers every
+        other member's SyncGroup with REBALANCE_IN_PROGRESS and never forms the group again
+        (until the broker restarts), so no dispatcher would take a send any more."""
+        self._pause()
+        began = time.monotonic()
+        while (now := time.monotonic()) - began < limit:
+            with self._lock:
+                if self.rebalances.settled(now, polled_since=began):
+                    return True
+            self.consumer.consume(BATCH, 0.1)  # rebalance callbacks; paused: nothing comes
+        log.warning("leaving the group during a rebalance (it did not end within %.0f s)", limit)
+        return False
+
     def _commit(self) -> None:
         """Commit every owned partition up to its first send without a recorded outcome."""
         with self._lock:
@@ -475,6 +548,11 @@ class Dispatcher:
             self.consumer.pause(partitions)
         with self._lock:
             self._epoch += 1
+            self.rebalances.ended(time.monotonic())
+            if self.stopping:  # assigned only to be left in a formed group
+                log.info("partitions [%s] assigned while stopping: not taken",
+                         ", ".join(str(p) for p in mine))
+                return
             for p in mine:
                 self.owned[p] = self._epoch
                 self.revoking.discard(p)
@@ -513,7 +591,7 @@ class Dispatcher:
         since = round((now - self.config.dispatch_dedupe_window) * 1000)
         logs = [TopicPartition(self.topic(t), p, self._window_start(t, p, since))
                 for t in (OUTCOMES, INTENTS) for p in partitions]
-        intents: dict[str, tuple[int, dict[str, Any]]] = {}
+        intents: list[tuple[int, dict[str, Any]]] = []
         outcomes: dict[str, float] = {}
 
         def read(msg: Message) -> None:
@@ -527,23 +605,27 @@ class Dispatcher:
             if topic == OUTCOMES:
                 outcomes[record["send_id"]] = record["at"] / 1000
             else:
-                # the first intent: a vendor's key is remembered from the first call on
-                intents.setdefault(record["send_id"], (msg.partition() or 0, record))
+                intents.append((msg.partition() or 0, record))
 
         read_to_end(self.reader, logs, read, timeout=120)
         self.reader.unassign()
-        orphans = [(p, i) for sid, (p, i) in intents.items() if sid not in outcomes]
-        unknown, again = [], []
-        for p, intent in orphans:
+        orphans = interrupted(intents, outcomes)
+        if orphans and not self._leased(partitions, epoch, timeout=120):
+            return  # lost meanwhile: no longer this rebuild's to settle
+        unknown: list[str] = []
+        again: dict[str, tuple[int, float, int]] = {}
+        for orphan in orphans:
+            p, intent = orphan.partition, orphan.intent
             if reconcile(intent["provider"], intent["at"] / 1000, now) == "resend":
-                again.append(intent["send_id"])
+                again[intent["send_id"]] = (p, intent["at"] / 1000, orphan.calls)
                 continue
             with self._lock:
-                if self.owned.get(p) != epoch or p not in self.loading or not self.lease.valid(
-                        time.monotonic()):
+                if self.owned.get(p) != epoch or p not in self.loading:
                     continue  # no longer this rebuild's to settle
+            if not self.lease.valid(time.monotonic()):  # the partition stays paused: again
+                raise RuntimeError("the lease lapsed while interrupted sends were recorded")
             unknown.append(intent["send_id"])
-            result = outcome(intent, intent["provider"], "FAILED", 0, 0.0,
+            result = outcome(dict(intent), intent["provider"], "FAILED", orphan.calls, 0.0,
                              error_code=INTERRUPTED)
             self.flow.sent(self.topic(OUTCOMES))
             self.producer.produce(self.topic(OUTCOMES), partition=p,
@@ -557,9 +639,27 @@ class Dispatcher:
                 self.done.add(sid, at)
             for sid in unknown:
                 self.done.add(sid, now)
+            self.resending.update(again)
         log.info("partitions %s: %d sends done in the window, %d interrupted recorded "
                  "(outcome unknown), %d interrupted to re-send under their idempotency key",
                  partitions, len(outcomes), len(unknown), len(again))
+
+    def _leased(self, partitions: list[int], epoch: int, timeout: float) -> bool:
+        """Wait until the lease is valid (after a stall it is suspended a while); False when
+        none of these partitions is this rebuild's any more (lost, or being revoked: their next
+        owner settles them). An interrupted send is settled only under a valid lease, and its
+        partition resumes only once it is settled, or it would be dispatched again
+        (RuntimeError after `timeout`: the rebuild is retried)."""
+        deadline = time.monotonic() + timeout
+        while not self.lease.valid(time.monotonic()):
+            with self._lock:
+                if not any(self.owned.get(p) == epoch and p in self.loading
+                           and p not in self.revoking for p in partitions):
+                    return False
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no valid lease within {timeout:.0f} s")
+            time.sleep(0.1)
+        return True
 
     def _window_start(self, name: str, partition: int, since: int) -> int:
         """The first offset of a partition of intents or outcomes written at `since` or later
@@ -583,6 +683,7 @@ class Dispatcher:
         then are cancelled; outcomes are flushed and offsets committed before they go."""
         gone = {tp.partition for tp in partitions}
         with self._lock:
+            self.rebalances.began(time.monotonic())
             self.revoking |= gone
             rebuilding = {self.loading[p] for p in gone if p in self.loading}
         for fut in rebuilding:  # what it records is flushed before the partition moves on
@@ -603,6 +704,8 @@ class Dispatcher:
         """Partitions taken away (session expired): stop acting for them at once."""
         gone = {tp.partition for tp in partitions}
         log.warning("partitions %s lost: their sends are cancelled", sorted(gone))
+        with self._lock:
+            self.rebalances.began(time.monotonic())
         self._forget(gone)
         self._cancel(gone)
 
@@ -625,3 +728,5 @@ class Dispatcher:
             self.tracker.forget(gone)
             for sid in [s for s, recs in self.in_flight.items() if recs[0][0] in gone]:
                 del self.in_flight[sid]
+            for sid in [s for s, (p, *_) in self.resending.items() if p in gone]:
+                del self.resending[sid]

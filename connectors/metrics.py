@@ -11,6 +11,10 @@ LATENCY = Histogram("pushcascade_dispatch_seconds", "From first provider call to
 IN_FLIGHT = Gauge("pushcascade_dispatch_in_flight", "Provider requests in flight")
 RETRIES = Counter("pushcascade_dispatch_retries", "Provider calls repeated after a retryable "
                   "error", ["provider"])
+UNKNOWN = Counter("pushcascade_dispatch_unknown", "Provider calls cut off without an answer "
+                  "after the request may have reached the provider (a read timeout): not "
+                  "repeated unless the vendor drops repeats of the idempotency key",
+                  ["provider"])
 REPEATS = Counter("pushcascade_dispatch_repeats", "Sends skipped: their send_id was done or "
                   "in flight")
 BREAKER = Gauge("pushcascade_dispatch_circuit", "Circuit state per provider: 0 closed, "

@@ -76,15 +76,18 @@ class ProviderError(Exception):
     """A send the provider did not accept, mapped from the vendor's own error reporting."""
 
     def __init__(self, code: str, retryable: bool, retry_after: float | None = None,
-                 message: str = "") -> None:
+                 message: str = "", ambiguous: bool = False) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.retryable = retryable
         self.retry_after = retry_after
+        #: no answer came after the request may have reached the vendor (a read timeout, a
+        #: connection cut after the request was written): the vendor may have the send
+        self.ambiguous = ambiguous
 
     def __repr__(self) -> str:
         return (f"ProviderError(code={self.code!r}, retryable={self.retryable}, "
-                f"retry_after={self.retry_after})")
+                f"retry_after={self.retry_after}, ambiguous={self.ambiguous})")
 
 
 class UnknownTarget(LookupError):

@@ -68,7 +68,8 @@ class GetuiAdapter:
         stamp = str(int(time.time() * 1000))
         auth = {"sign": sign(s.app_key, stamp, s.master_secret.get_secret_value()),
                 "timestamp": stamp, "appkey": s.app_key}
-        response = await request(http, "POST", f"{self.base_url}/auth", json=auth)
+        response = await request(http, "POST", f"{self.base_url}/auth", json=auth,
+                                 sends=False)
         body = json_body(response)
         data = body.get("data") or {}
         if body.get("code") != 0 or not data.get("token"):

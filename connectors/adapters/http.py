@@ -57,14 +57,26 @@ def auth_error(code: Any, status: int, message: Any = "") -> ProviderError:
                          message=str(message or ""))
 
 
-async def request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Make one HTTP request; timeouts and connection failures become retryable ProviderErrors."""
+#: Transport errors raised before any byte of the request could reach the vendor: no connection
+#: (refused, DNS, connect timeout, TLS handshake), no free connection in the pool, a request
+#: the client could not build. Every other transport error (read or write timeout, connection
+#: reset or closed mid-exchange) may come after the vendor got the request: ambiguous.
+NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError,
+    httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+
+async def request(http: httpx.AsyncClient, method: str, url: str, *, sends: bool = True,
+                  **kwargs: Any) -> httpx.Response:
+    """Make one HTTP request; timeouts and connection failures become retryable ProviderErrors,
+    `ambiguous` when the request may have reached the vendor and it `sends` the push (False for
+    access-token requests: their failures never leave a push's fate unknown)."""
     try:
         return await http.request(method, url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise ProviderError("TIMEOUT", retryable=True, message=type(exc).__name__) from None
     except httpx.TransportError as exc:
-        raise ProviderError("UNREACHABLE", retryable=True, message=type(exc).__name__) from None
+        code = "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "UNREACHABLE"
+        raise ProviderError(code, retryable=True, message=type(exc).__name__,
+                            ambiguous=sends and not isinstance(exc, NOT_SENT)) from None
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -81,7 +93,7 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
 async def oauth2_token(http: httpx.AsyncClient, url: str,
                        form: Mapping[str, str]) -> tuple[str, float]:
     """POST an OAuth2 token request (RFC 6749 form); the access token and its lifetime."""
-    response = await request(http, "POST", url, data=form)
+    response = await request(http, "POST", url, data=form, sends=False)
     body = json_body(response)
     if response.status_code != 200 or "access_token" not in body:
         raise auth_error(body.get("error", response.status_code), response.status_code,

@@ -68,7 +68,8 @@ class OppoAdapter:
         secret = self.settings.master_secret.get_secret_value()
         fields = {"app_key": self.settings.app_key, "timestamp": stamp,
                   "sign": sign(self.settings.app_key, stamp, secret)}
-        response = await request(http, "POST", f"{self.base_url}/server/v1/auth", data=fields)
+        response = await request(http, "POST", f"{self.base_url}/server/v1/auth", data=fields,
+                                 sends=False)
         body = json_body(response)
         token = (body.get("data") or {}).get("auth_token") if body.get("code") == 0 else None
         if not token:

@@ -70,7 +70,8 @@ class VivoAdapter:
         stamp = str(int(time.time() * 1000))
         auth = {"appId": s.app_id, "appKey": s.app_key, "timestamp": stamp,
                 "sign": sign(s.app_id, s.app_key, stamp, s.app_secret.get_secret_value())}
-        response = await request(http, "POST", f"{self.base_url}/message/auth", json=auth)
+        response = await request(http, "POST", f"{self.base_url}/message/auth", json=auth,
+                                 sends=False)
         body = json_body(response)
         if body.get("result") != 0 or not body.get("authToken"):
             raise auth_error(body.get("result", response.status_code), response.status_code,

@@ -53,7 +53,8 @@ class WechatAdapter:
     async def _fetch_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
         query = {"grant_type": "client_credential", "appid": self.settings.app_id,
                  "secret": self.settings.app_secret.get_secret_value()}
-        response = await request(http, "GET", f"{self.base_url}/cgi-bin/token", params=query)
+        response = await request(http, "GET", f"{self.base_url}/cgi-bin/token", params=query,
+                                 sends=False)
         body = json_body(response)
         if not body.get("access_token"):
             code = body.get("errcode", response.status_code)

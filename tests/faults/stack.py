@@ -331,15 +331,16 @@ class Stack:
 
         return dict(httpx.get(f"{self.sim_url}/_control/sends", timeout=30).json()["stats"])
 
-    def dispatch_retries(self, provider: str) -> float:
-        """pushcascade_dispatch_retries_total of one provider on the first dispatcher."""
+    def dispatch_count(self, counter: str, provider: str) -> float:
+        """pushcascade_dispatch_<counter>_total of one provider on the first dispatcher
+        (`retries`: calls repeated; `unknown`: calls cut off after they may have reached it)."""
         import re
 
         port = self.loop.ports["dispatch"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
             text = page.read().decode()
-        found = re.search(rf'pushcascade_dispatch_retries_total{{provider="{provider}"}} (\S+)',
-                          text)
+        found = re.search(
+            rf'pushcascade_dispatch_{counter}_total{{provider="{provider}"}} (\S+)', text)
         return float(found.group(1)) if found else 0.0
 
     # -- scenarios ---------------------------------------------------------------------------

@@ -65,14 +65,6 @@ def test_two_workers_one_joining_one_leaving_while_deadlines_come_due(own_stack:
         time.sleep(4)  # load flows on: the next round's read deadlines come due after it
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "dispatcher: after SIGSTOP past the session timeout (a second dispatcher took its "
-    "partitions over) and SIGCONT, the first dispatcher logs 'Consumer group session timed "
-    "out ... revoking assignment' and 'commit skipped: UNKNOWN_MEMBER_ID', then takes no send "
-    "again ('sends taken 926' for minutes): once the second one leaves, nobody dispatches "
-    "(verify: 394 sends pending without outcome); and the sends it had in flight when frozen "
-    "got two outcomes and two provider calls (verify: 'send 56281926…: 2 outcomes (FAILED, "
-    "ACCEPTED)', 'accepted by its provider 2 times', 9 and 8 sends)"))
 def test_sigstop_of_the_dispatcher_past_the_session_timeout(own_stack: Stack) -> None:
     stack = own_stack
     with stack.scenario("SIGSTOP of the dispatcher past the session timeout, then SIGCONT"

@@ -8,6 +8,7 @@ import importlib
 import time
 from email.utils import formatdate
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,7 @@ from connectors.adapters import (
     wechat,
 )
 from connectors.adapters.access import TokenCache, TokenExpired, with_token
-from connectors.adapters.http import retry_after
+from connectors.adapters.http import request, retry_after
 from connectors.adapters.registry import Registry
 from connectors.simulator.core import Arrival
 from streams.domain.routes import KNOWN_ROUTES
@@ -190,6 +191,54 @@ def test_repeats_of_a_send_carry_the_same_vendor_ids(send_id: str) -> None:
     assert apns.apns_id(send_id) == apns.apns_id(send_id)
     assert 10 <= len(getui.request_id(send_id)) <= 32
     assert apns.apns_id(send_id) != apns.apns_id(send_id + "x")
+
+
+# ---- transport failures: certainly not sent, or ambiguous -------------------------------------
+
+
+def cut_off(exc: type[httpx.TransportError]) -> httpx.AsyncClient:
+    """A client whose every request fails with `exc` (as the transport would raise it)."""
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise exc("injected", request=request)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(fail))
+
+
+@pytest.mark.parametrize(("exc", "code", "sent"), [
+    (httpx.ReadTimeout, "TIMEOUT", True), (httpx.WriteTimeout, "TIMEOUT", True),
+    (httpx.ReadError, "UNREACHABLE", True), (httpx.RemoteProtocolError, "UNREACHABLE", True),
+    (httpx.ConnectTimeout, "TIMEOUT", False), (httpx.PoolTimeout, "TIMEOUT", False),
+    (httpx.ConnectError, "UNREACHABLE", False), (httpx.LocalProtocolError, "UNREACHABLE", False),
+])
+def test_a_push_request_cut_off_after_it_may_have_been_sent_is_ambiguous(
+        exc: type[httpx.TransportError], code: str, sent: bool) -> None:
+    async def main(sends: bool) -> ProviderError:
+        async with cut_off(exc) as client:
+            with pytest.raises(ProviderError) as caught:
+                await request(client, "POST", "http://vendor.test/push", sends=sends)
+        return caught.value
+
+    error = asyncio.run(main(True))
+    assert (error.code, error.retryable, error.ambiguous) == (code, True, sent)
+    assert not asyncio.run(main(False)).ambiguous  # an access-token request: never ambiguous
+
+
+@pytest.mark.parametrize("name", ["wechat", "getui", "oppo", "vivo", "fcm", "huawei", "xiaomi",
+                                  "jpush", "sms", "email"])
+def test_only_the_push_request_itself_can_leave_a_send_ambiguous(name: str) -> None:
+    item = Delivery(send={"send_id": "s-1", "channel": "APP", "message_id": "m-1",
+                          "account_id": "a-1"}, address="addr-1", read_url="http://gw/r/1",
+                    receipt_token="tok-1")
+
+    async def main() -> ProviderError:
+        async with cut_off(httpx.ReadTimeout) as client:
+            with pytest.raises(ProviderError) as caught:
+                await REGISTRY.adapter(name).send(client, item)
+        return caught.value
+
+    # adapters with an access token ask for it first: its timeout sent no push
+    fetches_token = name in ("wechat", "getui", "oppo", "vivo", "fcm", "huawei")
+    assert asyncio.run(main()).ambiguous is not fetches_token
 
 
 # ---- token cache ------------------------------------------------------------------------------

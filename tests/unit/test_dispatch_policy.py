@@ -1,4 +1,5 @@
-"""The dispatcher's pure policy: failure outcomes, reconciling, the dedupe window, the lease."""
+"""The dispatcher's pure policy: retries, failure outcomes, reconciling, the dedupe window, the
+lease."""
 
 from __future__ import annotations
 
@@ -8,20 +9,35 @@ from aiobreaker import CircuitBreakerError
 from connectors.adapters import ProviderError
 from connectors.dispatch_policy import (
     IDEMPOTENT,
+    INTERRUPTED,
     DedupeWindow,
     Lease,
+    Rebalances,
+    ambiguous,
     failure,
     first_at_or_after,
+    interrupted,
     reconcile,
+    retry,
     retryable,
 )
+
+#: What http.request raises: no answer after the request may have reached the vendor, and
+#: failures that certainly did not reach it.
+READ_TIMEOUT = ProviderError("TIMEOUT", retryable=True, message="ReadTimeout", ambiguous=True)
+CUT_OFF = ProviderError("UNREACHABLE", retryable=True, message="RemoteProtocolError",
+                        ambiguous=True)
+CONNECT_TIMEOUT = ProviderError("TIMEOUT", retryable=True, message="ConnectTimeout")
+REFUSED = ProviderError("UNREACHABLE", retryable=True, message="ConnectError")
+THROTTLED = ProviderError("TooManyRequests", retryable=True, retry_after=2.0)
+UNAVAILABLE = ProviderError("UNAVAILABLE", retryable=True, retry_after=1.0)
 
 
 def test_every_exception_maps_to_an_outcome_with_its_reason():
     assert failure(ProviderError("UNREGISTERED", retryable=False)) == ("REJECTED", "UNREGISTERED")
     assert failure(ProviderError("UNAVAILABLE", retryable=True)) == ("FAILED", "UNAVAILABLE")
     assert failure(CircuitBreakerError("open", reopen_time=None)) == ("FAILED", "circuit_open")
-    assert failure(httpx.ReadTimeout("slow")) == ("FAILED", "timeout")
+    assert failure(httpx.ConnectTimeout("slow")) == ("FAILED", "timeout")
     assert failure(httpx.ConnectError("refused")) == ("FAILED", "transport:ConnectError")
     assert failure(httpx.InvalidURL("bad")) == ("FAILED", "error:InvalidURL")
     assert failure(KeyError("account_id")) == ("FAILED", "error:KeyError")
@@ -91,3 +107,92 @@ def test_the_window_start_is_found_by_binary_search():
     counted: list[int] = []
     assert first_at_or_after(lambda o: counted.append(o) or o, 0, 1_000_000, 765_432) == 765_432
     assert len(counted) <= 21  # log2 of the range, not the range
+
+
+def test_a_failure_is_ambiguous_only_when_the_request_may_have_reached_the_provider():
+    for exc in (READ_TIMEOUT, CUT_OFF, httpx.ReadTimeout("slow"), httpx.WriteTimeout("slow"),
+                httpx.ReadError("reset"), httpx.RemoteProtocolError("closed mid-answer")):
+        assert ambiguous(exc), exc
+    for exc in (CONNECT_TIMEOUT, REFUSED, THROTTLED, UNAVAILABLE,
+                ProviderError("UNREGISTERED", retryable=False), httpx.ConnectError("refused"),
+                httpx.ConnectTimeout("slow"), httpx.PoolTimeout("busy"),
+                CircuitBreakerError("open", reopen_time=None), KeyError("x")):
+        assert not ambiguous(exc), exc
+
+
+def test_failures_that_certainly_did_not_reach_the_provider_are_retried():
+    for exc in (REFUSED, CONNECT_TIMEOUT, THROTTLED, UNAVAILABLE, httpx.ConnectError("refused"),
+                CircuitBreakerError("open", reopen_time=None)):
+        for provider in ("xiaomi", "apns", "sms", "wechat"):
+            assert retry(exc, provider, first_call_at=1000.0, now=1001.0), (exc, provider)
+    assert not retry(ProviderError("UNREGISTERED", retryable=False), "xiaomi", 1000.0, 1001.0)
+    assert not retry(KeyError("x"), "xiaomi", 1000.0, 1001.0)
+
+
+def test_a_call_that_may_have_reached_the_provider_is_not_repeated_without_a_vendor_key():
+    for provider in ("xiaomi", "huawei", "apns", "fcm", "oppo", "vivo", "jpush", "sms", "email"):
+        assert not retry(READ_TIMEOUT, provider, first_call_at=1000.0, now=1002.0), provider
+        assert not retry(CUT_OFF, provider, first_call_at=1000.0, now=1002.0), provider
+        assert not retry(httpx.ReadTimeout("slow"), provider, 1000.0, 1002.0), provider
+
+
+def test_a_keyed_vendor_is_called_again_only_while_it_remembers_the_key():
+    assert retry(READ_TIMEOUT, "wechat", first_call_at=1000.0, now=1002.0)
+    assert retry(READ_TIMEOUT, "getui", first_call_at=1000.0, now=1539.0)
+    assert not retry(READ_TIMEOUT, "wechat", first_call_at=1000.0, now=1541.0)  # margin 60 s
+    assert not retry(READ_TIMEOUT, "wechat", first_call_at=None, now=1002.0)  # no call made
+
+
+def test_after_an_ambiguous_call_even_a_certain_failure_is_retried_only_under_the_key():
+    # an earlier attempt may have reached the provider (`unsure`): a later 503 does not make
+    # calling again safe, unless the vendor drops the repeat
+    assert not retry(UNAVAILABLE, "xiaomi", 1000.0, 1002.0, unsure=True)
+    assert not retry(REFUSED, "apns", 1000.0, 1002.0, unsure=True)
+    assert retry(UNAVAILABLE, "wechat", 1000.0, 1002.0, unsure=True)
+    assert not retry(UNAVAILABLE, "wechat", 1000.0, 1600.0, unsure=True)
+    assert not retry(ProviderError("40003", retryable=False), "wechat", 1000.0, 1002.0,
+                     unsure=True)
+
+
+def test_an_outcome_after_an_ambiguous_call_is_unknown_unless_the_vendor_refused_for_good():
+    assert failure(READ_TIMEOUT) == ("FAILED", INTERRUPTED)
+    assert failure(httpx.ReadTimeout("slow")) == ("FAILED", INTERRUPTED)
+    assert failure(CONNECT_TIMEOUT) == ("FAILED", "TIMEOUT")  # never reached the vendor
+    assert failure(UNAVAILABLE) == ("FAILED", "UNAVAILABLE")
+    # a keyed re-send after an ambiguous call: the first may have been taken
+    assert failure(UNAVAILABLE, unsure=True) == ("FAILED", INTERRUPTED)
+    assert failure(CircuitBreakerError("open", reopen_time=None), unsure=True) == (
+        "FAILED", INTERRUPTED)
+    assert failure(KeyError("x"), unsure=True) == ("FAILED", INTERRUPTED)
+    # a permanent refusal of the repeat: the vendor would have answered a taken key as before
+    assert failure(ProviderError("40003", retryable=False), unsure=True) == ("REJECTED", "40003")
+
+
+def test_an_interrupted_send_counts_every_call_its_intents_announced():
+    def intent(sid: str, at: int) -> dict[str, object]:
+        return {"send_id": sid, "provider": "wechat", "at": at}
+
+    log = [(1, intent("a", 100)), (1, intent("b", 110)), (1, intent("a", 120)),
+           (2, intent("c", 130)), (1, intent("a", 140))]
+    found = {o.intent["send_id"]: o for o in interrupted(log, done={"b"})}
+    assert set(found) == {"a", "c"}  # b has its outcome
+    assert (found["a"].partition, found["a"].intent["at"], found["a"].calls) == (1, 100, 3)
+    assert (found["c"].partition, found["c"].calls) == (2, 1)
+    assert interrupted([], done=set()) == []
+
+
+def test_the_group_has_settled_once_no_rebalance_ran_for_two_heartbeats_of_polling():
+    group = Rebalances(quiet=2.0)
+    assert not group.settled(now=100.0, polled_since=0.0)  # subscribed, never assigned
+    group.ended(now=100.0)  # assigned
+    assert not group.settled(now=101.0, polled_since=0.0)
+    assert group.settled(now=102.0, polled_since=0.0)
+    # stopping at 500, long after: polled two heartbeats first (a rebalance another member
+    # began shows at the next heartbeat)
+    assert not group.settled(now=501.0, polled_since=500.0)
+    assert group.settled(now=502.0, polled_since=500.0)
+    group.began(now=502.5)  # revoked while stopping: wait for the assignment, then quiet
+    assert not group.settled(now=510.0, polled_since=500.0)
+    group.ended(now=511.0)
+    assert not group.settled(now=512.5, polled_since=500.0)
+    assert group.settled(now=513.0, polled_since=500.0)
