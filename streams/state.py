@@ -421,6 +421,15 @@ class StateTables:
                 if p in fenced:
                     self._fenced(p, fenced[p])
                     continue
+                if self.epoch.get(p) != batch.epoch:
+                    # the partition was revoked, or claimed again, while this batch was being
+                    # written: it landed after the claim, so recovery ignores it; so does this
+                    # worker (its inputs are read again from the journal's positions)
+                    fenced[p] = self.epoch.get(p, -1)
+                    log.warning("partition %d: claimed again (epoch %d -> %s) while a batch "
+                                "was written; the batch was discarded, its inputs are read "
+                                "again", p, batch.epoch, self.epoch.get(p))
+                    continue
                 self._store(p, batch, offsets[p][1])
                 self.last_own[p] = offsets[p][1]
                 outputs += batch.outputs

@@ -184,3 +184,32 @@ def test_a_derived_index_sees_each_write_as_it_was_even_if_changed_in_place_afte
     state.done(IN, 1, 1.0)
     assert state.dirty[1].writes[("accounts", b"a1")] is None
     assert state.dirty[1].writes[("accounts", b"a2")] == {"id": "m", "partition": 1}
+
+
+def test_a_batch_written_while_its_partition_was_claimed_again_is_discarded() -> None:
+    # a flush takes the batch with epoch 5; while its journal records are written the
+    # partition is revoked and claimed again (epoch 9): the batch lands after the new claim,
+    # where recovery ignores it, so it must neither be applied here nor advance the positions
+    import asyncio
+
+    state = _state()
+    state.epoch[1] = 5
+    state.begin(1)
+    state.at(1).put("accounts", b"a", {"account_id": "a"})
+    state.at(1).emit(("push.sends", b"a", b"x", None, None))
+    state.done(IN, 41, 1000.0)
+    sent: list[Any] = []
+
+    def write(batches: dict[int, Batch]) -> dict[int, tuple[int, int]]:
+        assert batches[1].epoch == 5
+        state.epoch[1] = 9  # the rebalance's claim, while the batch is on its way
+        return {1: (20, 20)}
+
+    state._write = write  # type: ignore[method-assign]
+    state._read_back = lambda offsets: {}  # type: ignore[method-assign]
+    state._send = sent.extend  # type: ignore[method-assign]
+    state.outbox = SimpleNamespace(produce=lambda *a, **k: None)  # type: ignore[assignment]
+    asyncio.run(state.flush())
+    assert state.get("accounts", b"a", 1) is None
+    assert sent == [] and state.position(IN) is None
+    assert state.epoch[1] == 9  # still this worker's partition
