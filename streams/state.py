@@ -117,6 +117,14 @@ class Pending:
         return Pending({**self.writes, **later.writes}, self.outputs + later.outputs,
                        {**self.positions, **later.positions}, max(self.clock, later.clock))
 
+    def absorb(self, later: Pending) -> None:
+        """Take a later batch into this one, in place (an event joining its partition's batch:
+        merge would copy the whole batch for every event)."""
+        self.writes.update(later.writes)
+        self.outputs += later.outputs
+        self.positions.update(later.positions)
+        self.clock = max(self.clock, later.clock)
+
     def empty(self) -> bool:
         """Whether the batch changes nothing."""
         return not (self.writes or self.outputs or self.positions)
@@ -279,7 +287,10 @@ class StateTables:
             if tp is not None:
                 self.times[(tp.topic, partition)] = timestamp
         batch = self.dirty.get(partition)
-        self.dirty[partition] = pending if batch is None else batch.merge(pending)
+        if batch is None:
+            self.dirty[partition] = pending
+        else:
+            batch.absorb(pending)
 
     def discard(self) -> None:
         """The open event failed: nothing it wrote or emitted remains."""
@@ -593,9 +604,11 @@ class StateTables:
         self.table.data.apply_changelog_batch(
             events, self.table._to_key, self.table._to_value)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _event(tp: TP, offset: int, p: int, key: bytes, value: dict[str, Any] | None) -> _Event:
-        data = None if value is None else changelog_bytes(value)
+    def _event(self, tp: TP, offset: int, p: int, key: bytes,
+               value: dict[str, Any] | None) -> _Event:
+        # RocksDB stores the bytes; the memory store keeps the value itself (and reads the
+        # bytes only to tell a delete)
+        data = None if value is None else changelog_bytes(value) if self.ordered else b"-"
         return _Event(key, value, _Changelog(tp, offset, p, key, data))
 
     # -- claims and recovery -------------------------------------------------------------------

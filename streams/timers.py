@@ -124,9 +124,9 @@ class DeadlineTimer:
     async def _load(self, partition: int, start: int, end: int) -> None:
         """Read the partition's deadlines due in [start, end) ms from the timers table."""
         started, dues = time.monotonic(), []
-        for i, (_, value) in enumerate(self.state.scan(
+        for i, (key, value) in enumerate(self.state.scan(
                 TIMERS, partition, time_bound(start), time_bound(end)), 1):
-            due = due_of(value)
+            due = due_of(key, value)
             if due.kind in self.kinds:  # the timers table holds every timer's deadlines
                 dues.append(due)
             if i % CHUNK == 0:

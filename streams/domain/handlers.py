@@ -604,7 +604,7 @@ def waits_index(old: dict[str, Any] | None,
     """The waits-table writes of one write of a message: the campaign it now waits on
     written, one it no longer waits on deleted."""
     def waits(value: dict[str, Any] | None) -> dict[bytes, dict[str, Any]]:
-        if value is None:
+        if value is None or not value.get("campaign_id"):  # only a campaign's message waits
             return {}
         key = message_key(value["account_id"], value["message_id"])
         return {wait_key(c, key): {"campaign_id": c, "key": key.decode(),

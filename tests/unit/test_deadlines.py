@@ -237,9 +237,14 @@ def test_timer_keys_sort_by_due_time_then_what_they_are_for() -> None:
     assert time_bound(ms(1.5)) <= timer_key(a) < time_bound(ms(1.5) + 1)
 
 
-def test_a_timer_value_holds_its_deadline() -> None:
-    d = Due(12.25, 3, "m", "acc", "RECEIPT", "dev", "m")
-    assert due_of(due_record(d)) == d and due_of(due_record(d)).device_id == "dev"
+def test_a_timer_key_and_value_hold_its_deadline() -> None:
+    for d in (Due(12.25, 3, "m", "acc", "RECEIPT", "dev", "m"),
+              Due(7.0, 1, "c1", "", "CAMPAIGN", None, "c1"),
+              Due(1e9 + 0.3333, 0, "m\"é", "a,b", "READ", None, "m\"é")):
+        got = due_of(timer_key(d), due_record(d))
+        assert (got.due_at, got.partition, got.key, got.account_id, got.kind, got.device_id,
+                got.message_id) == (d.due_at, d.partition, d.key, d.account_id, d.kind,
+                                    d.device_id, d.message_id)
 
 
 def test_timer_writes_add_the_new_delete_the_gone_and_keep_the_rest() -> None:

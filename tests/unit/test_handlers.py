@@ -202,7 +202,7 @@ def test_a_read_deletes_its_read_deadline_from_the_timers_table_at_once() -> Non
     read = p.message("a1", "m1")
     writes = timer_writes(h.pending_work(sent)[0], h.pending_work(read)[0])
     assert writes[timer_key(due)] is None
-    assert [due_of(v).kind for v in writes.values() if v is not None] == []
+    assert [due_of(k, v).kind for k, v in writes.items() if v is not None] == []
     assert h.waits_index(sent, read) == []
 
 
