@@ -21,11 +21,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/pushcascade demo
 
+# three test processes (--dist loadfile: a file's tests share a process, so a fault module's
+# running loop is shared in file order): most tests wait on brokers, deadlines and processes
 test: install
-	$(BIN)/pytest -q -m "not faults"
+	$(BIN)/pytest -q -n 3 --dist loadfile
 
 test-faults: install
-	$(BIN)/pytest -q -m faults
+	$(BIN)/pytest -q -n 3 --dist loadfile -m faults
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -3,21 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+#: Ports free_port picks from: below Linux's ephemeral range (32768-60999), where outgoing
+#: connections take their source ports, so none of them takes a port between its choice and
+#: the server's bind (several test processes connecting to brokers at once did).
+PORTS = range(20000, 32768)
+#: Where a chosen port is claimed, one file each, so that two processes choosing at the same
+#: moment never get the same port (two test stacks once sent to each other's servers); a claim
+#: older than CLAIM_TTL seconds is from an earlier run and lapses.
+CLAIMS = Path(tempfile.gettempdir()) / "pushcascade-ports"
+CLAIM_TTL = 3600.0
+_given: set[int] = set()
+
+
+def _claim(port: int) -> bool:
+    """Take port for this process, unless another process holds a live claim on it."""
+    CLAIMS.mkdir(exist_ok=True)
+    path = CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < CLAIM_TTL:
+                    return False
+                path.unlink()  # lapsed: claim it anew
+            except FileNotFoundError:
+                pass
+    return False
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on host right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on host (and every interface) now, chosen at random below the
+    ephemeral range and claimed, so that no process on this machine is given it again soon."""
+    for _ in range(1000):
+        port = random.choice(PORTS)  # noqa: S311 (a port, not a secret)
+        if port in _given or not _claim(port):
+            continue
+        _given.add(port)
+        try:
+            for address in {host, ""}:
+                with socket.socket() as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def public_config(host: str, port: int, read_timeout: float, keep_alive: float) -> Config:

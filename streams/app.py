@@ -114,7 +114,10 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
       changed land in one journal record, so state and offsets cannot disagree;
     - a journal partition's end is learnt by appending this worker's claim (active) or a mark
       (standby): the claim fences the partition's previous owner, and the record's own offset
-      is the true end on the embedded broker, whose ListOffsets is short of it."""
+      is the true end on the embedded broker, whose ListOffsets is short of it;
+    - each fetch tells the journal where an input's records begin after its seek landed: Faust
+      keeps delivering records fetched before a seek after it, and those ahead of the sought
+      offset are dropped (StateTables.ahead)."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -151,6 +154,25 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
                         epoch))
             return ends
 
+        def polled_at(self, tp: TP) -> float | None:
+            """When the latest fetch of this input partition was answered (s), if any."""
+            try:
+                stamp = self._thread._ensure_consumer().last_poll_timestamp(tp)
+            except Exception:  # not assigned (any more)
+                return None
+            return stamp / 1000 if stamp else None
+
+        async def _wait_next_records(self, timeout: float) -> Any:
+            """Records fetched; the journal learns where each input's first fetch after its
+            seek begins (records fetched before the seek may still be delivered after it)."""
+            records, active = await super()._wait_next_records(timeout)
+            state = self._journal
+            if state is not None and records:
+                for tp, batch in records.items():
+                    if batch:
+                        state.fetched(tp, batch[0].offset)
+            return records, active
+
         def _new_offset(self, tp: TP) -> int | None:
             """The journal's durable position of the partition, when past the committed one."""
             state = self._journal
@@ -183,8 +205,11 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
                     # yet recovered, then dropped by the claim) since the assignment
                     committed = offsets.get(tp)
                     position = committed if committed is not None and committed >= 0 else 0
+                # handled from here on, not before (and so before the seek: a record the seek
+                # fetches must not find its input unsought and be dropped)
+                state.resume(tp, position)
                 await self.seek(tp, position)
-                state.resume(tp, position)  # handled from here on, not before
+                state.sought_landed(tp)
                 # answered as still committed where the group had it, so the position is
                 # committed even if nothing more is read there (Faust commits only the
                 # partitions in its acknowledgement lists)

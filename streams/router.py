@@ -262,18 +262,23 @@ class Router:
                     await asyncio.sleep(0)
 
     def horizon(self, partition: int, now: float) -> float:
-        """How far the partition's deadlines may fire: now, once every record read from its
-        input partitions so far is handled; else the stream time of the inputs still behind
-        (as Kafka Streams punctuates), so no deadline fires before a READ, a profile or a
-        device that came before it."""
+        """How far the partition's deadlines may fire: the stream time of an input still
+        behind (as Kafka Streams punctuates); of one whose records are all handled, the time
+        through which its latest fetch saw everything the broker had acknowledged (the fetch
+        was sent at most the fetch wait before its answer; `input_slack` more for a record's
+        own trip to the broker); never past now. So no deadline fires before a READ, a profile
+        or a device that came before it."""
         consumer = self.app.consumer
         handled = self.state.handled.get(partition, {})
-        cut = now
+        cut, delay = now, self.settings.tuning.fetch_wait + self.settings.tuning.input_slack
         for topic in self.input_topics:
             tp = TP(topic, partition)
             high = consumer.highwater(tp)
             if high is None or handled.get(topic, 0) < high:
                 cut = min(cut, self.state.times.get((topic, partition), 0.0))
+            else:
+                polled = consumer.polled_at(tp)  # type: ignore[attr-defined]
+                cut = min(cut, (polled or 0.0) - delay)
         return cut
 
     def fire(self, due: Due) -> None:

@@ -151,6 +151,10 @@ class Tuning(BaseSettings):
     deadline_tick: float = Field(0.2, gt=0, description="how often due deadlines are checked")
     fetch_wait: float = Field(
         0.1, gt=0, le=1.5, description="longest a worker's fetch waits on an idle partition")
+    input_slack: float = Field(
+        0.25, ge=0, description="a deadline fires only once every input was fetched this long "
+        "(besides the fetch wait) after it came due: a READ acknowledged by the broker that "
+        "soon after is handled first")
     broker_profile: Literal["tansu", "kafka"] = Field(
         "tansu", description="tansu: work around the embedded broker's differences (INFRA.md)"
     )

@@ -228,8 +228,17 @@ class StateTables:
         self.clock: dict[int, float] = {}
         self.times: dict[tuple[str, int], float] = {}
         self.last_outputs: dict[int, tuple[int, list[Output]]] = {}
-        #: inputs sought to the journal's positions since their partition was last claimed
-        self.ready: set[TP] = set()
+        #: inputs sought to the journal's positions since their partition was last claimed, each
+        #: with the number of that seek: a record is handled only from its input's seek on
+        self.sought: dict[TP, int] = {}
+        self.seeks = 0
+        #: sought inputs not yet in step with their seek: no record at the expected offset
+        #: handled since (records fetched before the seek may still come, ahead of it)
+        self.unsynced: set[TP] = set()
+        #: sought inputs whose seek the consumer has applied, and the first offset fetched
+        #: after it (offsets may skip there: compaction, transaction markers)
+        self.landed: set[TP] = set()
+        self.first_fetched: dict[TP, int] = {}
         self.sent_through: dict[int, int] = {}
         self.unsent: list[Output] = []
         self.largest = 0
@@ -279,6 +288,7 @@ class StateTables:
         self.event = None
         self.written.clear()
         if tp is not None and offset is not None:
+            self.unsynced.discard(tp)
             pending.positions[tp.topic] = offset + 1
             self.handled.setdefault(partition, {})[tp.topic] = offset + 1
         if timestamp is not None:
@@ -301,11 +311,33 @@ class StateTables:
         """This input was sought to this offset (the journal's position, else the group's):
         handle it from there."""
         self.handled.setdefault(tp.partition, {})[tp.topic] = offset
-        self.ready.add(tp)
+        self.seeks += 1
+        self.sought[tp] = self.seeks
+        self.unsynced.add(tp)
+        self.landed.discard(tp)
+        self.first_fetched.pop(tp, None)
+
+    def sought_landed(self, tp: TP) -> None:
+        """The consumer applied the seek of this input: what it fetches now follows it."""
+        self.landed.add(tp)
+
+    def fetched(self, tp: TP, first: int) -> None:
+        """The consumer returned records of this input from `first` on: the first such
+        records after its seek landed mark where the seek's records begin."""
+        if tp in self.landed and tp in self.unsynced:
+            self.first_fetched.setdefault(tp, first)
 
     def seen(self, tp: TP, offset: int) -> bool:
         """Whether this record was handled already (read again after a seek or a takeover)."""
         return offset < self.handled.get(tp.partition, {}).get(tp.topic, -1)
+
+    def ahead(self, tp: TP, offset: int) -> bool:
+        """Whether this record lies beyond the next one expected from its input's seek, which
+        has not come yet: it was fetched before the seek (handling it first would make the
+        records the seek reads again look handled). The seek's records come in offset order,
+        from the sought offset or, where offsets skip, from the first one fetched after it."""
+        return (tp in self.unsynced and offset != self.first_fetched.get(tp)
+                and offset > self.handled.get(tp.partition, {}).get(tp.topic, offset))
 
     def position(self, tp: TP) -> int | None:
         """The durable next offset of an input partition (what may be committed)."""
@@ -400,7 +432,7 @@ class StateTables:
         for p in gone:
             self.epoch.pop(p, None)
             self.dirty.pop(p, None)
-        self.ready = {tp for tp in self.ready if tp.partition not in gone}
+        self.sought = {tp: n for tp, n in self.sought.items() if tp.partition not in gone}
 
     async def flush(self) -> None:
         """Journal, read-back, store, outputs (see the module docstring)."""
@@ -639,7 +671,7 @@ class StateTables:
             self.epoch[p] = self.last_own[p] = ends[TP(self.topic, p)] - 1
             self.own[p] = set()
             self.dirty.pop(p, None)
-        self.ready = {tp for tp in self.ready if tp.partition not in claimed}
+        self.sought = {tp: n for tp, n in self.sought.items() if tp.partition not in claimed}
         return ends
 
     def _fold(self, tp: TP) -> Fold:
@@ -720,13 +752,27 @@ async def handle_events(stream: faust.StreamT, state: StateTables, flow: Flow | 
                         dead_letter: Callable[[EventT, str], None], counts: Counts) -> None:
     """Each event of a stream once and all or nothing: a record already handled (read again
     after a seek or a takeover) is skipped; a handler that raises leaves no write and no output
-    behind, and the record goes to push.dlq with the reason."""
+    behind, and the record goes to push.dlq with the reason.
+
+    A record is handled only once its input has been sought to the journal's position since
+    its partition was claimed (the seek comes after the partition's state is recovered), only
+    in offset order from the seek until the record at the sought offset came, and its event
+    counts only if no seek of the input came meanwhile. A record fetched before the seek and
+    handled first would shadow the recovered state, or leave a position past records that the
+    seek reads again, which would then look handled and be lost."""
     event: EventT
     clock = time.perf_counter
     async for event in stream.events():
         msg = event.message
+        seek = state.sought.get(msg.tp)
+        if seek is None:  # read before its input was sought: read again from the seek
+            counts.add("before_seek")
+            continue
         if state.seen(msg.tp, msg.offset):
             counts.add("read_again")
+            continue
+        if state.ahead(msg.tp, msg.offset):  # fetched before the seek: read again from it
+            counts.add("before_seek")
             continue
         started = clock()
         state.begin(msg.partition)
@@ -737,6 +783,10 @@ async def handle_events(stream: faust.StreamT, state: StateTables, flow: Flow | 
             state.discard()
             state.begin(msg.partition)
             dead_letter(event, f"processing failed: {exc!r}")
+        if state.sought.get(msg.tp) != seek:  # sought again (or revoked) meanwhile
+            state.discard()
+            counts.add("before_seek")
+            continue
         state.done(msg.tp, msg.offset, event_time(msg))
         if flow is not None:
             flow.received(msg.topic)

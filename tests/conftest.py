@@ -47,6 +47,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.timeout(0))
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker: hand the fuzz targets' counts to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    counts = sys.modules.get("tests.fuzz.counts")
+    if output is not None and counts is not None:
+        output["fuzz_counts"] = counts.table()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the xdist controller: add a finished worker's fuzz counts to the session's."""
+    rows = getattr(node, "workeroutput", {}).get("fuzz_counts")
+    if rows:
+        from tests.fuzz import counts
+
+        counts.merge(rows)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The fuzz targets' counts (inputs tried, crashes), when any ran."""
     counts = sys.modules.get("tests.fuzz.counts")

@@ -87,7 +87,7 @@ def test_clickhouse_inserts_failing_for_20_seconds(stack: Stack) -> None:
     from connectors.settings import ConnectorSettings
 
     service = stack.of("sink")[0]
-    dsn = stack.settings.connections.clickhouse_dsn
+    dsn = stack.settings.connections.dsn
     failed = 0
     with stack.scenario("ClickHouse inserts failing for 20 s") as injected:
         # chDB is in-process: for the outage the sink runs in this process (the same Sink

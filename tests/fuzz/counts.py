@@ -87,6 +87,17 @@ def outcome(name: str, label: str, n: int = 1) -> None:
     TARGETS.setdefault(name, Target()).outcomes[label] += n
 
 
+def merge(rows: list[dict[str, Any]]) -> None:
+    """Add another process' table (an xdist worker's) to this one's counts."""
+    for row in rows:
+        seen = TARGETS.setdefault(row["target"], Target())
+        seen.tried += row["inputs"]
+        seen.crashes += row["crashes"]
+        seen.slowest = max(seen.slowest, row["slowest_ms"] / 1000)
+        seen.crash_kinds.update(row["crash_kinds"])
+        seen.outcomes.update(row["outcomes"])
+
+
 def table() -> list[dict[str, Any]]:
     """One row per target that ran: its counts and its outcomes, most frequent first."""
     return [{"target": name, "inputs": t.tried, "crashes": t.crashes,

@@ -41,7 +41,7 @@ def test_an_unreachable_kafka_is_one_line_naming_the_setting(env, tmp_path):
         assert code == 3 and len(lines) == 1, (args, out)
         assert lines[0].startswith("error: Kafka at 127.0.0.1:") and \
             "KAFKA_BOOTSTRAP_SERVERS" in lines[0], (args, out)
-        assert seconds < 20, (args, seconds)
+        assert seconds < 60, (args, seconds)  # it gives up: bounded (a loaded machine is slow)
 
 
 def test_an_unreachable_clickhouse_is_one_line_naming_the_setting(env, tmp_path):
@@ -55,7 +55,7 @@ def test_an_unreachable_clickhouse_is_one_line_naming_the_setting(env, tmp_path)
         assert all("retrying" in line for line in retries), (args, out)
         assert not retries or args == ["sink"], (args, out)
         assert "secret" not in out
-        assert seconds < 20, (args, seconds)
+        assert seconds < 60, (args, seconds)  # it gives up: bounded (a loaded machine is slow)
 
 
 def test_a_store_without_tables_says_to_migrate(env, tmp_path):

@@ -90,6 +90,22 @@ def test_faust_still_seeks_after_the_tables_recovered() -> None:
     assert "self.seek_to_committed()" in seek
 
 
+def test_faust_still_takes_each_fetch_from_wait_next_records() -> None:
+    # the journal learns where an input's first fetch after its seek begins from the records
+    # _wait_next_records returns (ours wraps it); getmany must still fetch through it
+    source = inspect.getsource(FaustConsumer.getmany)
+    assert "await self._wait_next_records(timeout)" in source
+
+
+def test_the_latest_fetch_of_a_partition_is_still_known() -> None:
+    # the deadline horizon reads when each input's latest fetch was answered
+    import aiokafka
+    from faust.transport.drivers import aiokafka as driver
+
+    assert callable(aiokafka.AIOKafkaConsumer.last_poll_timestamp)
+    assert callable(driver.AIOKafkaConsumerThread._ensure_consumer)
+
+
 def test_faust_still_asks_for_the_changelogs_ends_before_recovering_them() -> None:
     source = inspect.getsource(Recovery._build_highwaters)
     assert "consumer.highwaters(*tps)" in source

@@ -213,3 +213,77 @@ def test_a_batch_written_while_its_partition_was_claimed_again_is_discarded() ->
     assert state.get("accounts", b"a", 1) is None
     assert sent == [] and state.position(IN) is None
     assert state.epoch[1] == 9  # still this worker's partition
+
+
+def test_a_record_counts_only_from_its_inputs_seek_on() -> None:
+    # a takeover: records are fetched before the input is sought to the journal's position
+    # (the state not yet recovered), some still come after the seek, ahead of what it reads
+    # again, and one is being handled when a seek comes. None of them may leave a write or a
+    # position, or the records read again from the seek look handled (and are lost)
+    import asyncio
+
+    from streams.metrics import Counts
+    from streams.state import handle_events
+
+    state = _state()
+    state.epoch[1] = 5
+
+    def event(offset: int) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(
+            tp=IN, partition=1, offset=offset, topic=IN.topic, timestamp=1000.0 + offset))
+
+    sought_again: list[int] = []
+
+    async def handle(ev: Any) -> None:
+        offset = ev.message.offset
+        state.at(1).put("accounts", b"%d" % offset, {"offset": offset})
+        if offset == 4 and not sought_again:
+            sought_again.append(offset)
+            state.resume(IN, 2)  # sought again, while this record was being handled
+            await asyncio.sleep(0)
+
+    class Stream:
+        async def events(self) -> Any:
+            yield event(7)  # fetched before the seek: its input is not sought yet
+            state.resume(IN, 0)
+            for offset in (8, 9, 0, 1):  # 8, 9 fetched before the seek, ahead of it
+                yield event(offset)
+            for offset in (4, 6, 2, 3, 4, 5, 6):  # 4 in flight at the seek to 2; 6 was
+                yield event(offset)  # fetched before that seek, and comes ahead of it
+
+    asyncio.run(handle_events(Stream(), state, None, handle,  # type: ignore[arg-type]
+                              lambda ev, reason: None, Counts("test")))
+    handled = sorted(int(k) for (table, k) in state.dirty[1].writes)
+    assert handled == [0, 1, 2, 3, 4, 5, 6]
+    assert state.dirty[1].positions == {IN.topic: 7}
+
+
+def test_where_offsets_skip_after_a_seek_its_first_fetched_record_is_taken() -> None:
+    # the record at the sought offset may be gone (compaction) or a transaction marker: the
+    # seek's records then begin at the first offset the consumer fetched after it
+    import asyncio
+
+    from streams.metrics import Counts
+    from streams.state import handle_events
+
+    state = _state()
+    state.epoch[1] = 5
+
+    async def handle(ev: Any) -> None:
+        state.at(1).put("accounts", b"%d" % ev.message.offset, {})
+
+    class Stream:
+        async def events(self) -> Any:
+            state.resume(IN, 3)
+            state.fetched(IN, 8)  # returned before the seek landed: not the seek's
+            state.sought_landed(IN)
+            state.fetched(IN, 5)  # the first fetch after it: offsets 3 and 4 are gone
+            state.fetched(IN, 7)
+            for offset in (8, 5, 6):  # 8 was fetched before the seek, and comes first
+                yield SimpleNamespace(message=SimpleNamespace(
+                    tp=IN, partition=1, offset=offset, topic=IN.topic, timestamp=1.0))
+
+    asyncio.run(handle_events(Stream(), state, None, handle,  # type: ignore[arg-type]
+                              lambda ev, reason: None, Counts("test")))
+    assert sorted(int(k) for (_, k) in state.dirty[1].writes) == [5, 6]
+    assert state.dirty[1].positions == {IN.topic: 7}
