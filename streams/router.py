@@ -21,7 +21,7 @@ from streams.campaigns import Campaigns
 from streams.domain import handlers as h
 from streams.domain import records
 from streams.domain.channels import ChannelPolicy
-from streams.domain.deadlines import Due
+from streams.domain.deadlines import Due, InputProgress, horizon
 from streams.domain.priors import PriorBook
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output
@@ -121,6 +121,8 @@ class Router:
         #: the inputs a deadline waits for: every one that can cancel or settle it (an ack, a
         #: profile or device that makes an account reachable, a setting, a decision)
         self.input_topics = tuple(settings.topic(n) for n in INPUTS)
+        #: a caught-up input's latest fetch saw what the broker had this long before its answer
+        self.input_delay = settings.tuning.fetch_wait + settings.tuning.input_slack
         self.campaigns = Campaigns(app, settings, self.codec, self.emit, self.state,
                                    self.dead_letter)
         source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
@@ -262,24 +264,19 @@ class Router:
                     await asyncio.sleep(0)
 
     def horizon(self, partition: int, now: float) -> float:
-        """How far the partition's deadlines may fire: the stream time of an input still
-        behind (as Kafka Streams punctuates); of one whose records are all handled, the time
-        through which its latest fetch saw everything the broker had acknowledged (the fetch
-        was sent at most the fetch wait before its answer; `input_slack` more for a record's
-        own trip to the broker); never past now. So no deadline fires before a READ, a profile
-        or a device that came before it."""
+        """How far the partition's deadlines may fire (streams.domain.deadlines.horizon), so
+        that no deadline fires before a READ, a profile or a device that came before it."""
         consumer = self.app.consumer
         handled = self.state.handled.get(partition, {})
-        cut, delay = now, self.settings.tuning.fetch_wait + self.settings.tuning.input_slack
+        progress = []
         for topic in self.input_topics:
             tp = TP(topic, partition)
             high = consumer.highwater(tp)
-            if high is None or handled.get(topic, 0) < high:
-                cut = min(cut, self.state.times.get((topic, partition), 0.0))
-            else:
-                polled = consumer.polled_at(tp)  # type: ignore[attr-defined]
-                cut = min(cut, (polled or 0.0) - delay)
-        return cut
+            progress.append(InputProgress(
+                high is None or handled.get(topic, 0) < high,
+                self.state.times.get((topic, partition), 0.0),
+                consumer.polled_at(tp)))  # type: ignore[attr-defined]
+        return horizon(now, progress, self.input_delay)
 
     def fire(self, due: Due) -> None:
         """Apply a due deadline of a partition this worker owns (in the timer's event); the

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from streams.domain.deadlines import (
     DeadlineIndex,
     Due,
+    InputProgress,
     due_of,
     due_record,
+    horizon,
     ms,
     time_bound,
     timer_key,
@@ -314,3 +316,37 @@ def test_forget_property(entries, drop) -> None:
     index.forget(drop)
     assert canonical(index.pop_due(1e9)) == canonical(
         [d for d in entries if d.partition not in drop])
+
+
+# -- the horizon: how far a partition's deadlines may fire -------------------------------------
+
+
+def test_a_deadline_waits_for_a_fetch_sent_after_it_came_due() -> None:
+    # a READ acknowledged just before its deadline may still be on its way: the deadline
+    # fires only once every input was fetched `delay` after it came due
+    due, delay = 100.0, 0.35
+    caught_up = [InputProgress(False, 99.0, due + 0.1), InputProgress(False, 0.0, due + 5)]
+    assert horizon(due + 5, caught_up, delay) < due
+    fetched_later = [InputProgress(False, 99.0, due + delay), InputProgress(False, 0.0, due + 5)]
+    assert horizon(due + 5, fetched_later, delay) == due
+
+
+def test_an_input_behind_holds_deadlines_at_its_stream_time() -> None:
+    progress = [InputProgress(True, 42.0, 200.0), InputProgress(False, 10.0, 200.0)]
+    assert horizon(200.0, progress, 0.35) == 42.0
+
+
+def test_an_input_never_fetched_holds_every_deadline() -> None:
+    assert horizon(200.0, [InputProgress(False, 0.0, None)], 0.35) < 0
+
+
+@given(now=st.floats(0, 1e9), delay=st.floats(0, 10), inputs=st.lists(st.builds(
+    InputProgress, st.booleans(), st.floats(0, 1e9), st.none() | st.floats(0, 1e9))))
+def test_the_horizon_is_never_past_now_nor_past_any_inputs_bound(
+        now: float, delay: float, inputs: list[InputProgress]) -> None:
+    cut = horizon(now, inputs, delay)
+    assert cut <= now
+    for p in inputs:
+        assert cut <= (p.stream_time if p.behind else (p.polled or 0.0) - delay)
+    assert cut == now or any(
+        cut == (p.stream_time if p.behind else (p.polled or 0.0) - delay) for p in inputs)
