@@ -38,6 +38,9 @@ REFUSED_DATA = frozenset({
     469,  # VIOLATED_CONSTRAINT
     691,  # UNKNOWN_ELEMENT_OF_ENUM
 })
+#: STD_EXCEPTION: a C++ exception; the Avro input format's parser raises its own for a datum
+#: it cannot read (e.g. "Invalid Avro varint": a varint fastavro reads, ClickHouse does not).
+STD_EXCEPTION = 1001
 #: TOO_MANY_PARTS: the batch spans more than `max_partitions_per_insert_block` partitions
 #: ("Too many partitions for single INSERT block"), or, transient, merges lag behind inserts.
 TOO_MANY_PARTS = 252
@@ -59,6 +62,8 @@ def refusal(code: int | None, message: str) -> Refusal | None:
     failed rather than the rows (retry the same batch)."""
     if code == TOO_MANY_PARTS:
         return Refusal.PARTITIONS if "partitions for single INSERT" in message else None
+    if code == STD_EXCEPTION:
+        return Refusal.ROWS if "avro::Exception" in message else None
     return Refusal.ROWS if code in REFUSED_DATA else None
 
 
