@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 #: librdkafka settings of a producer that keeps the contract's keying: each key on the partition
 #: key_partition() names (murmur2, not librdkafka's default crc32), and one key's records neither
 #: duplicated nor reordered by retries.
@@ -37,6 +39,8 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@lru_cache(maxsize=1 << 16)
 def key_partition(key: str, partitions: int) -> int:
-    """The partition the Java/murmur2 partitioner puts this key on; the owner of its state."""
+    """The partition the Java/murmur2 partitioner puts this key on; the owner of its state
+    (the hash is pure Python: an account's partition is remembered)."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

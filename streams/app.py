@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,26 @@ def store_options(settings: Settings) -> dict[str, Any] | None:
     return {"block_cache_size": t.rocksdb_block_cache_mb << 20,
             "write_buffer_size": t.rocksdb_write_buffer_mb << 20,
             "max_open_files": t.rocksdb_max_open_files}
+
+
+def memory_store_apply(store: Any, partition: int,
+                       items: Iterable[tuple[bytes, dict[str, Any] | None]]) -> bool:
+    """Write a batch of values (None: delete) straight into Faust's memory store, as its
+    apply_changelog_batch would (its dict of values, and each key's partition, by which it
+    drops the keys of partitions not assigned after a recovery), without building two
+    changelog event objects per write; False for another store (nothing written)."""
+    data = getattr(store, "data", None)
+    parts = getattr(store, "_key_partition", None)
+    if not isinstance(data, dict) or not isinstance(parts, dict):
+        return False
+    for key, value in items:
+        if value is None:
+            data.pop(key, None)
+            parts.pop(key, None)
+        else:
+            data[key] = value
+            parts[key] = partition
+    return True
 
 
 class ReadOffsets(defaultdict):

@@ -22,7 +22,6 @@ only; Faust's own changelog producer is not used.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
@@ -36,6 +35,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from faust.types import TP, EventT
 
 from streams import journal
+from streams.app import memory_store_apply
 from streams.journal import Batch, Fold, Output
 from streams.metrics import CHANGELOG, FENCED, LARGEST, Counts, Flow
 from streams.outbox import Outbox, OutboxError
@@ -77,7 +77,7 @@ def copied(value: Any) -> Any:
 def changelog_bytes(value: dict[str, Any]) -> bytes:
     """A table value as written to the store: JSON in UTF-8, text unescaped (a CJK character
     is 3 bytes, not a 6-byte \\uXXXX escape), as in the journal."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return journal.dump(value)
 
 
 class _Changelog(NamedTuple):
@@ -358,8 +358,15 @@ class StateTables:
             for pending in (self.dirty.get(p), self.flushing.get(p)):
                 if pending is not None and k in pending.writes:
                     return copied(pending.writes[k])
-        value = self.table.get(self.prefix[table] + key)
+        value = self._lookup(self.prefix[table] + key)
         return copied(value) if isinstance(value, dict) else None
+
+    def _lookup(self, key: bytes) -> Any:
+        """A stored value straight from the store (Faust's table adds a sensor call and, for a
+        missing key, an exception to every read): the memory store's dict, RocksDB's get."""
+        store = self.table.data
+        data = getattr(store, "data", None)
+        return data.get(key) if isinstance(data, dict) else store.get(key)
 
     def scan(self, table: str, partition: int, start: bytes = b"",
              stop: bytes | None = None) -> Iterator[tuple[bytes, dict[str, Any]]]:
@@ -630,6 +637,10 @@ class StateTables:
         self.seq[p] = max(self.seq.get(p, -1), batch.seq)
         meta = {"epoch": batch.epoch, "seq": batch.seq, "positions": positions,
                 "clock": self.clock[p]}
+        if not self.ordered and memory_store_apply(self.table.data, p, [
+                *((self.prefix[t] + k, v) for t, k, v in batch.writes),
+                (META + b"%d" % p, meta)]):
+            return
         tp = TP(self.topic, p)
         events = [self._event(tp, offset, p, self.prefix[t] + k, v) for t, k, v in batch.writes]
         events.append(self._event(tp, offset, p, META + b"%d" % p, meta))

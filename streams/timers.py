@@ -15,9 +15,10 @@ from streams.domain.deadlines import (
     DeadlineIndex,
     Due,
     due_of,
+    keyed,
     time_bound,
+    timer_changes,
     timer_key,
-    timer_writes,
 )
 from streams.domain.state import TIMERS
 from streams.metrics import OVERDUE, PENDING
@@ -71,14 +72,12 @@ class DeadlineTimer:
         """The timers-table writes of one write to the table; new deadlines due inside the
         loaded window join the index (one whose event is then discarded is skipped when
         popped: the table does not hold it)."""
-        before = self.dues(old) if old is not None else []
-        after = self.dues(new) if new is not None else []
-        writes = timer_writes(before, after)
-        if writes:
-            fresh = {timer_key(d): d for d in after}
-            for key, value in writes.items():
-                if value is not None:
-                    self.index.add(fresh[key])
+        before = keyed(self.dues(old)) if old is not None else {}
+        after = keyed(self.dues(new)) if new is not None else {}
+        writes = timer_changes(before, after)
+        for key, value in writes.items():
+            if value is not None:
+                self.index.add(after[key])
         return [(TIMERS, k, v) for k, v in writes.items()]
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:

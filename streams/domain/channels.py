@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from streams.domain.compact import compact
 
 NEW, ESTABLISHED = "NEW", "ESTABLISHED"
 #: How channels are chosen (PUSHCASCADE_STRATEGY): the method and the baselines it is measured
@@ -59,8 +61,13 @@ class Account:
     decayed: dict[str, float] = field(default_factory=dict)  # importance_base, older reads fade
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible form for a table."""
-        return asdict(self)
+        """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
+        return {"account_id": self.account_id, "pushes": self.pushes,
+                "lifecycle": self.lifecycle, "feedback_count": dict(self.feedback_count),
+                "first_feedback": dict(self.first_feedback), "primary": self.primary,
+                "secondary": self.secondary, "devices": list(self.devices),
+                "addresses": list(self.addresses), "waiting": list(self.waiting),
+                "recent": [list(r) for r in self.recent], "decayed": dict(self.decayed)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Account:
@@ -135,9 +142,16 @@ def send_id(account_id: str, message_id: str, channel: str, device_id: str | Non
 
     The parts are encoded as a JSON array: no separator can be forged inside a part, and a
     missing device (null) differs from an empty one."""
-    parts = json.dumps([account_id, message_id, channel, device_id, attempt],
-                       separators=(",", ":"), ensure_ascii=False)
-    return str(uuid.uuid5(_SEND_NS, parts))
+    return uuid5(_SEND_NS, compact([account_id, message_id, channel, device_id, attempt]))
+
+
+def uuid5(namespace: uuid.UUID, name: str) -> str:
+    """`str(uuid.uuid5(namespace, name))` without building UUID objects (it is per send)."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])  # noqa: S324
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def importance_base(account: Account, k1: float, k2: float) -> dict[str, float]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import heapq
 import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from streams.domain.compact import compact_bytes
 
 #: A due time at the head of a timer key: milliseconds since the epoch, big-endian, so the
 #: table's keys sort by due time.
 _MS = struct.Struct(">Q")
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 #: Seconds of deadlines the index holds ahead of now; the next window loads halfway through.
 LOOKAHEAD = 60.0
 #: The end of time, in ms (a window that never needs a successor).
@@ -52,7 +53,7 @@ def time_bound(at_ms: int) -> bytes:
 def timer_key(due: Due) -> bytes:
     """A deadline's key in the timers table: its due time first, then what it is for."""
     what = [due.kind, due.account_id, due.message_id, due.key, due.device_id]
-    return _MS.pack(ms(due.due_at)) + _json(what).encode()
+    return _MS.pack(ms(due.due_at)) + compact_bytes(what)
 
 
 def due_record(due: Due) -> dict[str, Any]:
@@ -67,11 +68,19 @@ def due_of(key: bytes, record: dict[str, Any]) -> Due:
                message_id)
 
 
+def keyed(dues: Iterable[Due]) -> dict[bytes, Due]:
+    """Deadlines by their timers-table key."""
+    return {timer_key(d): d for d in dues}
+
+
 def timer_writes(before: Iterable[Due], after: Iterable[Due]) -> dict[bytes, Any]:
     """The timers-table writes when a state's pending deadlines go from `before` to `after`:
     new ones written, gone ones deleted (None), unchanged ones left alone."""
-    old = {timer_key(d): d for d in before}
-    new = {timer_key(d): d for d in after}
+    return timer_changes(keyed(before), keyed(after))
+
+
+def timer_changes(old: Mapping[bytes, Due], new: Mapping[bytes, Due]) -> dict[bytes, Any]:
+    """timer_writes of deadlines already keyed (each key is computed once)."""
     writes: dict[bytes, Any] = dict.fromkeys(old.keys() - new.keys())
     writes.update((k, due_record(d)) for k, d in new.items() if k not in old)
     return writes

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from streams.domain.compact import compact_bytes
+
 ACCOUNTS, MESSAGES, DEVICES, TALLIES = "accounts", "messages", "devices", "tallies"
 CAMPAIGNS = "campaigns"
 #: Derived from messages and campaigns in the same batch (never written by a handler): pending
@@ -16,7 +18,7 @@ ROUTER_TABLES = (ACCOUNTS, MESSAGES, DEVICES, TALLIES, CAMPAIGNS, TIMERS, WAITS)
 
 def _key(*parts: object) -> bytes:
     """An unambiguous key: the parts as a compact JSON array."""
-    return json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact_bytes(parts)
 
 
 def account_key(account_id: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import uuid
@@ -667,6 +668,16 @@ def test_send_id_is_stable_across_releases() -> None:
     assert send_id("acc-1", "m-1", "WECHAT", None, 1) == "157480f6-87bf-515d-b8d1-3470f9733c42"
 
 
+@given(account=st.text(), message=st.text(), device=st.none() | st.text(),
+       attempt=st.integers(0, 10**6))
+def test_send_id_is_the_stdlib_uuid5_of_the_json_parts(account, message, device, attempt) -> None:
+    # the hand-built uuid5 and the shared encoder give what uuid.uuid5 and json.dumps give
+    parts = json.dumps([account, message, "SMS", device, attempt], separators=(",", ":"),
+                       ensure_ascii=False)
+    namespace = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
+    assert send_id(account, message, "SMS", device, attempt) == str(uuid.uuid5(namespace, parts))
+
+
 def test_send_id_distinct_across_account_message_channel_device_and_attempt() -> None:
     combos = list(itertools.product(["a-1", "a-2"], ["m-1", "m-2"], ALL, [None, "d1", "d2"],
                                     [0, 1, 2]))
@@ -766,3 +777,23 @@ def test_round_trip_property(pushes, lifecycle, feedback, first, primary, device
     assert Account.from_dict(json.loads(json.dumps(acc.to_dict()))) == acc
     msg = Message("m", "a", "LOW", 3, sent=list(ALL), reads=reads, deadline_at=deadline)
     assert Message.from_dict(json.loads(json.dumps(msg.to_dict()))) == msg
+
+
+@given(
+    feedback=st.dictionaries(st.sampled_from(ALL), st.integers(0, 1000)),
+    devices=st.lists(st.text(max_size=5), max_size=3),
+    recent=st.lists(st.tuples(st.text(max_size=5), st.floats(0, 1e9)).map(list), max_size=3),
+)
+def test_account_to_dict_is_asdict_and_shares_nothing(feedback, devices, recent) -> None:
+    acc = Account("a", pushes=3, feedback_count=feedback, first_feedback=dict(feedback),
+                  devices=devices, addresses=["SMS"], waiting=["m"], recent=recent,
+                  decayed={"APP": 0.5})
+    value = acc.to_dict()
+    assert value == dataclasses.asdict(acc)  # every field, by hand
+    assert Account.from_dict(value) == acc
+    acc.feedback_count["APP"] = -1
+    acc.devices.append("new")
+    for r in acc.recent:
+        r.append("x")
+    assert value == dataclasses.asdict(Account.from_dict(value))
+    assert "new" not in value["devices"] and all(len(r) == 2 for r in value["recent"])

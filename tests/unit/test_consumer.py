@@ -110,3 +110,20 @@ def test_faust_still_asks_for_the_changelogs_ends_before_recovering_them() -> No
     source = inspect.getsource(Recovery._build_highwaters)
     assert "consumer.highwaters(*tps)" in source
     assert faust.__version__ == "0.15.3"  # the version all of the above was read from
+
+
+def test_a_batch_lands_in_fausts_memory_store_as_its_own_changelog_apply_would(app) -> None:
+    # memory_store_apply writes the store's dict and each key's partition directly; Faust's
+    # memory store must still keep both there, and drop other partitions' keys by the latter
+    from faust.stores.memory import Store
+
+    from streams.app import memory_store_apply
+
+    store = Store("memory://", app, table=SimpleNamespace(name="t"))  # type: ignore[arg-type]
+    assert memory_store_apply(store, 1, [(b"a", {"v": 1}), (b"b", {"v": 2})])
+    assert memory_store_apply(store, 2, [(b"c", {"v": 3}), (b"a", None)])
+    assert store.data == {b"b": {"v": 2}, b"c": {"v": 3}}
+    asyncio.get_event_loop().run_until_complete(
+        store.on_recovery_completed({TP("t", 2)}, set()))
+    assert store.data == {b"c": {"v": 3}}  # partition 1 is not assigned: its key dropped
+    assert not memory_store_apply(SimpleNamespace(), 0, [(b"a", {})])  # not a memory store

@@ -28,6 +28,18 @@ batches = st.builds(Batch, epoch=st.integers(0, 10**6), seq=st.integers(0, 10**6
                     outputs=outputs, clock=st.floats(0, 4e9))
 
 
+def test_records_written_by_the_standard_library_are_read_the_same() -> None:
+    # journals written before records went through orjson (json.dumps, \\u escapes) recover
+    import json
+
+    batch = Batch(4, 2, [("messages", b"k\x00\xff", {"t": "\u4e2d\x00", "n": 2**70})],
+                  {"push.requests": 7}, [("push.sends", b"k", b"\x00v", 3, None)], 1.5)
+    record = json.loads(journal.encode(batch)[0])
+    for ensure_ascii in (True, False):
+        old = json.dumps(record, separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
+        assert Fold().feed(old, 9) == batch
+
+
 @settings(max_examples=300)
 @given(batches, st.integers(200, 5000))
 def test_a_batch_comes_back_whole_from_its_records_in_any_chunking(batch, limit) -> None:
