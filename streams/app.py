@@ -54,7 +54,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         **profile,
     )
     app.transport.Consumer = _consumer_class(  # type: ignore[misc]
-        round(tuning.fetch_wait * 1000))
+        round(tuning.fetch_wait * 1000), tuning.transactional)
     return app
 
 
@@ -121,13 +121,15 @@ class ReadOffsets(defaultdict):
         return None
 
 
-def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
+def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[driver.Consumer]:
     """Faust's aiokafka consumer, reading and committing where the state journal says.
 
     Every correction to Faust's private names lives here (faust-streaming pinned exactly;
     tests/unit/test_consumer.py fails if an upgrade changes what is relied on):
     - the fetch wait instead of its hard-coded 1500 ms, which leaves an idle worker ~0.5 s
       behind on the embedded broker (INFRA.md);
+    - read_committed for transactional workers (Faust asks for it only with its own
+      exactly-once mode): inputs and journal recovery skip aborted batches;
     - `ReadOffsets`, so a record read again after a seek is delivered;
     - the offsets committed and sought are the journal's durable input positions
       (streams/state.py), never Faust's acknowledgements: what a batch handled and what it
@@ -143,6 +145,8 @@ def _consumer_class(fetch_wait_ms: int) -> type[driver.Consumer]:
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_wait_ms
+            if read_committed:
+                consumer._isolation_level = "read_committed"  # read by start()'s Fetcher
             return consumer
 
     class Consumer(driver.Consumer):

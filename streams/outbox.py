@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streams.kafka import producer
 from streams.metrics import Flow
 
 Delivered = Callable[[KafkaError | None, Message], None]
 POLL_EVERY = 128
+#: Seconds a transaction's commit (or abort) may take.
+TRANSACTION_TIMEOUT = 30.0
 
 
 class OutboxError(RuntimeError):
     """Records could not be delivered; offsets must not be committed."""
+
+
+class ProducerFenced(OutboxError):
+    """A newer producer with this transactional.id exists: this process must stop."""
+
+
+def _fatal(exc: BaseException) -> str | None:
+    """The reason when a producer error leaves the producer unusable (fenced), else None."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return error.str() if isinstance(error, KafkaError) and error.fatal() else None
 
 
 class Outbox:
@@ -25,11 +38,54 @@ class Outbox:
     (streams.state), so a failed delivery fails the commit and the events are processed again;
     their outputs carry deterministic ids."""
 
-    def __init__(self, bootstrap: str, flow: Flow | None = None, **config: Any) -> None:
+    def __init__(self, bootstrap: str, flow: Flow | None = None,
+                 transactional_id: str | None = None, **config: Any) -> None:
+        if transactional_id:
+            # an aborted transaction's records stay invisible; an open one blocks read_committed
+            # readers of its partitions until it ends, so a dead worker's must end soon
+            config = {"transactional.id": transactional_id, "transaction.timeout.ms": 15000,
+                      **config}
         self.producer = producer(bootstrap, **{"linger.ms": 2, **config})
+        self.transactional = bool(transactional_id)
+        if self.transactional:
+            self.producer.init_transactions(TRANSACTION_TIMEOUT)  # fences an older self
         self.flow = flow
         self._failures: list[str] = []
         self._queued = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Records produced inside become visible to read_committed readers together when it
+        ends, or never (aborted on any error: OutboxError; ProducerFenced when a newer
+        producer took the transactional.id). Without a transactional.id it only runs them."""
+        if not self.transactional:
+            yield
+            return
+        p = self.producer
+        try:
+            p.begin_transaction()
+        except KafkaException as exc:
+            fatal = _fatal(exc)
+            if fatal is not None:
+                raise ProducerFenced(f"transaction not begun: {fatal}") from None
+            raise OutboxError(f"transaction not begun: {exc.args[0]}") from None
+        try:
+            yield
+            p.commit_transaction(TRANSACTION_TIMEOUT)
+        except BaseException as exc:
+            fatal = _fatal(exc)
+            if fatal is None:
+                try:
+                    p.abort_transaction(TRANSACTION_TIMEOUT)
+                except KafkaException as failed:
+                    fatal = _fatal(failed) or f"abort failed: {failed}"
+            if fatal is not None:
+                raise ProducerFenced(f"transaction failed for good: {fatal}") from None
+            if isinstance(exc, KafkaException):
+                raise OutboxError(f"transaction aborted: {exc.args[0]}") from None
+            raise
+        finally:
+            self._failures = []  # a transaction's failed deliveries fail its commit
 
     def produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None,
                 headers: list[tuple[str, bytes]] | None = None,

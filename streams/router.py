@@ -93,12 +93,16 @@ class Router:
         self.prefix = settings.tuning.topic_prefix
         self.app = app = create_app(settings, bootstrap)
         self.flow = Flow("worker")
-        self.outbox = Outbox(bootstrap, flow=self.flow)
+        t = settings.tuning
+        self.outbox = Outbox(bootstrap, flow=self.flow, transactional_id=(
+            t.worker_transactional_id() if t.transactional else None))
+        # the read-back must see this worker's own records before their transaction commits
         self.state = StateTables(app, ROUTER_TABLES, self.partitions, self.outbox,
-                                 settings.tuning.broker_profile == "tansu",
+                                 t.broker_profile == "tansu",
                                  store_options(settings), reader=lambda: consumer(
                                      bootstrap, f"{app.conf.id}-journal-reader",
-                                     **{"fetch.wait.max.ms": 5}),
+                                     **{"fetch.wait.max.ms": 5,
+                                        "isolation.level": "read_uncommitted"}),
                                  chunk_bytes=settings.tuning.journal_chunk_bytes)
         self.state.attach()
         self.budget = ProbeBudget.from_config(self.config.probe)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -148,7 +151,7 @@ class Tuning(BaseSettings):
     message_retention: float = Field(
         86400.0, gt=0, description="message state is removed this long after its last deadline; "
         "a repeated request within it is the same message")
-    deadline_tick: float = Field(0.2, gt=0, description="how often due deadlines are checked")
+    deadline_tick: float = Field(0.05, gt=0, description="how often due deadlines are checked")
     fetch_wait: float = Field(
         0.1, gt=0, le=1.5, description="longest a worker's fetch waits on an idle partition")
     input_slack: float = Field(
@@ -158,6 +161,13 @@ class Tuning(BaseSettings):
     broker_profile: Literal["tansu", "kafka"] = Field(
         "tansu", description="tansu: work around the embedded broker's differences (INFRA.md)"
     )
+    transactions: bool | None = Field(
+        None, description="Kafka transactions around each flush's journal records and "
+        "outputs (read_committed readers see a batch whole or not at all); default: on with "
+        "broker_profile=kafka, off on the embedded broker (it shows aborted records)")
+    transactional_id: str = Field(
+        "", description="a worker's transactional.id, stable across its restarts and unique "
+        "among workers; default: <topic prefix>pushcascade-<host>-<hash of data_dir>")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port of a worker; 0 = off")
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     data_dir: str = Field("var/worker", description="worker data directory (rocksdb tables)")
@@ -198,6 +208,19 @@ class Tuning(BaseSettings):
     def read_deadline(self, importance: str) -> float:
         """Seconds a push of this importance waits for a READ ack before escalating."""
         return float(getattr(self, f"read_deadline_{importance.lower()}"))
+
+    @property
+    def transactional(self) -> bool:
+        """Whether workers wrap each flush in a Kafka transaction."""
+        return self.broker_profile == "kafka" if self.transactions is None else self.transactions
+
+    def worker_transactional_id(self) -> str:
+        """This worker's transactional.id: the setting, else one derived from its host and
+        data directory (stable across restarts in place, distinct between workers)."""
+        if self.transactional_id:
+            return self.transactional_id
+        place = hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()[:12]
+        return f"{self.topic_prefix}pushcascade-{socket.gethostname()}-{place}"
 
 
 class Settings:

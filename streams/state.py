@@ -38,7 +38,7 @@ from streams import journal
 from streams.app import memory_store_apply
 from streams.journal import Batch, Fold, Output
 from streams.metrics import CHANGELOG, FENCED, LARGEST, Counts, Flow
-from streams.outbox import Outbox, OutboxError
+from streams.outbox import Outbox, OutboxError, ProducerFenced
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ def _crash_point(kind: str, count: int) -> None:
         log.critical("crash point %s reached: exiting", CRASH_AT)
         logging.shutdown()
         os._exit(86)
+
+
+def _exit_fenced(exc: ProducerFenced) -> None:
+    """Another process took this worker's transactional.id: it owns the work now, stop here."""
+    log.critical("%s: another process runs as this worker; exiting", exc)
+    logging.shutdown()
+    os._exit(70)
 
 
 def copied(value: Any) -> Any:
@@ -426,6 +433,8 @@ class StateTables:
         next attempt. Offsets only ever follow what landed, so nothing needs to stop."""
         try:
             await self.flush()
+        except ProducerFenced as exc:
+            _exit_fenced(exc)
         except Exception as exc:
             log.warning("flush failed, batches kept for the next attempt: %s", exc)
             return False
@@ -455,10 +464,13 @@ class StateTables:
                 batches = self._batches()
                 if not batches:
                     return
-                offsets = await loop.run_in_executor(None, self._write, batches)
-                self.flushes += 1
-                _crash_point("journal", self.flushes)
-                fenced = await loop.run_in_executor(None, self._read_back, offsets)
+                if self.outbox.transactional:
+                    offsets, fenced = await loop.run_in_executor(None, self._transact, batches)
+                else:
+                    offsets = await loop.run_in_executor(None, self._write, batches)
+                    self.flushes += 1
+                    _crash_point("journal", self.flushes)
+                    fenced = await loop.run_in_executor(None, self._read_back, offsets)
             except BaseException:
                 for p, pending in self.flushing.items():  # keep them for the next attempt
                     later = self.dirty.get(p)
@@ -483,6 +495,11 @@ class StateTables:
                 self._store(p, batch, offsets[p][1])
                 self.last_own[p] = offsets[p][1]
                 outputs += batch.outputs
+            if self.outbox.transactional:  # the outputs went with the journal records
+                for p, batch in batches.items():
+                    if p not in fenced:
+                        self.sent_through[p] = batch.seq
+                return
             try:
                 await loop.run_in_executor(None, self._send, outputs)
             except OutboxError:
@@ -544,6 +561,26 @@ class StateTables:
                         _crash_point("chunk", self.chunked)
         self._wait(failures)
         return offsets
+
+    def _transact(self, batches: dict[int, Batch]
+                  ) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+        """The flush in one Kafka transaction (transactional workers): journal records,
+        read-back (of records not yet committed: the reader reads uncommitted), then the
+        outputs and `sent` records of the batches not fenced, all committed together, so a
+        read_committed reader (recovery included) sees a batch with its outputs or neither."""
+        with self.outbox.transaction():
+            offsets = self._write(batches)
+            self.flushes += 1
+            _crash_point("journal", self.flushes)
+            fenced = self._read_back(offsets)
+            for p, batch in batches.items():
+                if p in fenced or self.epoch.get(p) != batch.epoch:
+                    continue
+                for topic, key, value, partition, headers in batch.outputs:
+                    self.outbox.produce(topic, key, value, partition=partition, headers=headers)
+                self.outbox.produce(self.topic, b"%d" % p, journal.sent(batch.epoch, batch.seq),
+                                    p, on_delivery=self._mine)
+        return offsets, fenced
 
     def _mine(self, err: KafkaError | None, msg: Message) -> None:
         """Delivery report of one of this worker's own journal records: remember its offset."""
@@ -612,10 +649,11 @@ class StateTables:
         self.handled[p] = dict(self.durable.get(p, {}))
 
     def _send(self, outputs: list[Output]) -> None:
-        """Produce the outputs and wait for them."""
-        for topic, key, value, partition, headers in outputs:
-            self.outbox.produce(topic, key, value, partition=partition, headers=headers)
-        self.outbox.flush()
+        """Produce the outputs and wait for them (in one transaction when transactional)."""
+        with self.outbox.transaction():
+            for topic, key, value, partition, headers in outputs:
+                self.outbox.produce(topic, key, value, partition=partition, headers=headers)
+            self.outbox.flush()
 
     def _wait(self, failures: list[str]) -> None:
         left = self.outbox.producer.flush(30.0)
@@ -670,11 +708,15 @@ class StateTables:
             else:
                 ends[TP(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
 
-        for tp in (*actives, *standbys):
-            record = journal.claim(generation) if tp in actives else journal.mark()
-            producer.produce(tp.topic, record, b"%d" % tp.partition, partition=tp.partition,
-                             on_delivery=delivered)
-        self._wait(failures)
+        try:
+            with self.outbox.transaction():
+                for tp in (*actives, *standbys):
+                    record = journal.claim(generation) if tp in actives else journal.mark()
+                    producer.produce(tp.topic, record, b"%d" % tp.partition,
+                                     partition=tp.partition, on_delivery=delivered)
+                self._wait(failures)
+        except ProducerFenced as exc:
+            _exit_fenced(exc)
         for tp in (*actives, *standbys):
             self.folds[tp.partition] = self._fold(tp)
         claimed = {tp.partition for tp in actives}
@@ -727,7 +769,11 @@ class StateTables:
             log.info("recovery: %d outputs of the partitions' last batches sent again",
                      len(again))
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self._send, again)
+            async with self._lock:
+                try:
+                    await loop.run_in_executor(None, self._send, again)
+                except ProducerFenced as exc:
+                    _exit_fenced(exc)
         for p in sorted(actives):
             self._index(p)
 

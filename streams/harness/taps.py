@@ -120,8 +120,14 @@ class Tap:
     def read_to(self, ends: Ends, timeout: float = 30.0) -> list[Any]:
         """Read until every partition of this topic in `ends` is read up to its end offset."""
         mine = {p: end for (topic, p), end in ends.items() if topic == self.full}
-        return self.wait_for(lambda _: all(self.next_offsets.get(p, 0) >= end
+        return self.wait_for(lambda _: all(self.position(p) >= end
                                            for p, end in mine.items()), timeout)
+
+    def position(self, partition: int) -> int:
+        """The offset after what was read of a partition: after its last record, or after a
+        transaction's commit marker that follows it (never handed to a reader)."""
+        (tp,) = self.reader.position([TopicPartition(self.full, partition)])
+        return max(self.next_offsets.get(partition, 0), tp.offset)
 
     def where(self, **fields: Any) -> list[Any]:
         """Records whose fields equal the given values."""

@@ -7,6 +7,8 @@ import signal
 import time
 from collections import Counter, defaultdict
 
+import pytest
+
 from streams.harness import (
     Tap,
     producer_for,
@@ -50,9 +52,14 @@ def push_round(producer, j: int, accounts=ACCOUNTS) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize("transactions", ["false", "true"])
 def test_a_crash_between_a_batch_journal_and_its_outputs_loses_and_repeats_nothing(
-        settings, tmp_path):
-    env = worker_env(settings, new_account_pushes=2, read_deadline_high=3600)
+        settings, tmp_path, transactions):
+    # with transactions the crash comes inside the flush's open transaction; the restarted
+    # worker (same transactional.id) aborts it when it starts
+    env = worker_env(settings, new_account_pushes=2, read_deadline_high=3600,
+                     transactions=transactions,
+                     transactional_id=f"{settings.tuning.topic_prefix}crash")
     producer = producer_for(settings)
     for a in ACCOUNTS:
         register(producer, a, devices=0)

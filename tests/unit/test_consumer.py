@@ -127,3 +127,15 @@ def test_a_batch_lands_in_fausts_memory_store_as_its_own_changelog_apply_would(a
         store.on_recovery_completed({TP("t", 2)}, set()))
     assert store.data == {b"c": {"v": 3}}  # partition 1 is not assigned: its key dropped
     assert not memory_store_apply(SimpleNamespace(), 0, [(b"a", {})])  # not a memory store
+
+
+def test_aiokafka_still_takes_the_isolation_level_set_before_start() -> None:
+    # transactional workers set read_committed on the consumer Faust built, before it starts
+    import aiokafka
+
+    assert "isolation_level=self._isolation_level" in inspect.getsource(
+        aiokafka.AIOKafkaConsumer.start)
+    from faust.transport.drivers import aiokafka as driver
+
+    assert 'isolation_level: str = "read_uncommitted"' in inspect.getsource(
+        driver.AIOKafkaConsumerThread._create_worker_consumer)

@@ -208,7 +208,7 @@ def test_a_batch_written_while_its_partition_was_claimed_again_is_discarded() ->
     state._write = write  # type: ignore[method-assign]
     state._read_back = lambda offsets: {}  # type: ignore[method-assign]
     state._send = sent.extend  # type: ignore[method-assign]
-    state.outbox = SimpleNamespace(produce=lambda *a, **k: None)  # type: ignore[assignment]
+    state.outbox = SimpleNamespace(produce=lambda *a, **k: None, transactional=False)  # type: ignore[assignment]
     asyncio.run(state.flush())
     assert state.get("accounts", b"a", 1) is None
     assert sent == [] and state.position(IN) is None
