@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements-dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-faults test-unit lint bench clean
+.PHONY: install demo test test-faults test-unit lint bench bench-tools clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,6 +38,11 @@ lint: install
 
 bench: install
 	$(BIN)/pushcascade bench router
+
+# compiled load generators for the HTTP benchmarks (bench gateway): Debian's wrk and h2load
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+	  (apt-get install -y -q wrk nghttp2-client || sudo apt-get install -y -q wrk nghttp2-client)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -199,6 +199,49 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
 
 
 @bench.command()
+@click.option("--seconds", default=10.0, show_default=True, help="each wrk run's duration")
+@click.option("--connections", default=100, show_default=True, help="wrk connections")
+@click.option("--threads", default=2, show_default=True, help="wrk threads")
+@click.option("--python-acks", default=3000, show_default=True,
+              help="read acks from the Python load generator, for comparison (0: skip)")
+@click.option("--json-out", type=click.Path(path_type=Path),
+              default=Path("var/bench/gateway.json"), show_default=True,
+              help="where the figures are written as JSON")
+def gateway(seconds: float, connections: int, threads: int, python_acks: int,
+            json_out: Path) -> None:
+    """The ack gateway under wrk (a compiled load generator): read acks/s and latency beside
+    its own /healthz in the same run, and beside the Python load generator."""
+    from streams.harness.bench.gateway import MissingTool, run_gateway_bench
+
+    try:
+        r = run_gateway_bench(seconds, connections, threads, python_acks, json_out.parent,
+                              log=lambda line: console.print(f"[dim]{line}"))
+    except MissingTool as exc:
+        raise click.ClickException(str(exc)) from None
+    h, a, p = r["healthz"], r["acks"], r["python_loadgen"]
+
+    def ms(us: float) -> str:
+        return f"{us / 1000:.1f}"
+
+    rows = [
+        (f"wrk /healthz ({connections} connections)", f"{h['per_s']:,.0f}/s"),
+        ("  p50 / p99 / max (ms)", f"{ms(h['p50_us'])} / {ms(h['p99_us'])} / {ms(h['max_us'])}"),
+        (f"wrk read acks ({connections} connections)", f"{a['per_s']:,.0f}/s"),
+        ("  p50 / p99 / max (ms)", f"{ms(a['p50_us'])} / {ms(a['p99_us'])} / {ms(a['max_us'])}"),
+        ("  recorded (2xx) / refused / errors", f"{a['recorded']:,} / {a['refused']:,} / "
+                                                 f"{a['errors']:,}"),
+        ("  acks on push.acks", f"{r['acks_on_topic']:,}"),
+        ("read acks / /healthz (same run)", f"{r['acks_over_healthz']:.2f}"),
+    ]
+    if p:
+        rows += [(f"Python load generator: read acks ({connections} in flight)",
+                  f"{p['acks_per_s']:,.0f}/s"),
+                 ("  p50 / p99 (ms)", f"{p['p50_ms']:.0f} / {p['p99_ms']:.0f}"),
+                 ("wrk / Python generator", f"{a['per_s'] / p['acks_per_s']:.1f}")]
+    finish(r, json_out, "pushcascade bench gateway", rows)
+
+
+@bench.command()
 @click.option("--events", default=1_000_000, show_default=True, help="mixed events on the topics")
 @click.option("--batch", default=50_000, show_default=True, help="rows per insert (both sides)")
 @click.option("--json-out", type=click.Path(path_type=Path),

@@ -163,3 +163,12 @@ def keep_logs(workdir: Path, var_dir: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in workdir.glob("*.log"):
         (target / path.name).write_bytes(path.read_bytes())
+
+
+def sms_send(i: int, tag: str) -> dict[str, Any]:
+    """The i-th SMS ChannelSend of a run."""
+    account = f"acct-{i % 5000:06d}"
+    return {"send_id": f"{tag}-{i}", "message_id": f"{tag}-m{i}", "account_id": account,
+            "channel": "SMS", "device_id": None, "route": None, "reason": "PRIMARY",
+            "attempt": 0, "importance": "HIGH", "title": "Gate", "body": "Boarding now",
+            "read_action": "LINK", "link": "https://air.example/b", "sent_at": 0}

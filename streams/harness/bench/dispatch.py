@@ -5,43 +5,27 @@ from a load generator in another process."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from connectors.adapters import Delivery
 from connectors.adapters.config import ProviderConfig
 from connectors.adapters.registry import Registry
-from connectors.serving import free_port
-from connectors.settings import ConnectorSettings
 from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
-from connectors.tokens import AckToken, Signer
 from schemas import Codec
 from streams.harness.bench.common import (
     Log,
     bench_kafka,
     fresh_settings,
     keep_logs,
-    percentile,
     produce,
     quiet,
+    sms_send,
 )
+from streams.harness.bench.gateway import python_loadgen
 from streams.harness.processes import start_python, worker_env
 from streams.harness.taps import Tap
-
-
-def sms_send(i: int, tag: str) -> dict[str, Any]:
-    """The i-th SMS ChannelSend of a run."""
-    account = f"acct-{i % 5000:06d}"
-    return {"send_id": f"{tag}-{i}", "message_id": f"{tag}-m{i}", "account_id": account,
-            "channel": "SMS", "device_id": None, "route": None, "reason": "PRIMARY",
-            "attempt": 0, "importance": "HIGH", "title": "Gate", "body": "Boarding now",
-            "read_action": "LINK", "link": "https://air.example/b", "sent_at": 0}
 
 
 async def bare_calls(url: str, sends: int, in_flight: int) -> float:
@@ -94,60 +78,6 @@ def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir
     return sends / max((ats[-1] - ats[0]) / 1000, 1e-3)
 
 
-LOADGEN = """
-import asyncio, json, sys, time, httpx
-async def main(url, tokens, concurrency):
-    sem, lat = asyncio.Semaphore(concurrency), []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as http:
-        async def one(t):
-            async with sem:
-                t0 = time.monotonic()
-                r = await http.post(f"{url}/read/{t}")
-                assert r.status_code == 200, r.text
-                lat.append(time.monotonic() - t0)
-        t0 = time.monotonic()
-        await asyncio.gather(*(one(t) for t in tokens))
-        print(json.dumps({"seconds": time.monotonic() - t0, "latencies": lat}))
-url, concurrency = sys.argv[1], int(sys.argv[2])
-asyncio.run(main(url, json.load(sys.stdin), concurrency))
-"""
-
-
-def gateway_run(bootstrap: str, acks: int, concurrency: int, workdir: Path,
-                log: Log) -> dict[str, float]:
-    """Acks/s and latency of `pushcascade acks-gateway` under a load generator process."""
-    settings = fresh_settings(bootstrap, "gateway")
-    port = free_port()
-    env = worker_env(settings, gateway_port=port)
-    proc = start_python("streams.cli", "acks-gateway", env=env, workdir=workdir, name="gateway")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            proc.check()
-            if time.monotonic() > end:
-                raise TimeoutError("the gateway did not become ready")
-            time.sleep(0.2)
-        config = ConnectorSettings.from_env()
-        signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
-        tokens = [signer.sign(AckToken.for_send("READ", sms_send(i, "gw"))) for i in range(acks)]
-        run = subprocess.run([sys.executable, "-c", LOADGEN, url, str(concurrency)],  # noqa: S603
-                             input=json.dumps(tokens), capture_output=True, text=True,
-                             timeout=600, check=True)
-    finally:
-        proc.stop()
-    result = json.loads(run.stdout)
-    lat = [x * 1000 for x in result["latencies"]]
-    log(f"gateway: {acks} acks in {result['seconds']:.1f}s")
-    return {"acks_per_s": acks / result["seconds"], "p50_ms": percentile(lat, 50),
-            "p99_ms": percentile(lat, 99)}
-
-
 def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, var_dir: Path,
                        log: Log = quiet) -> dict[str, Any]:
     """All three measurements in one run, on one broker and one simulator."""
@@ -160,7 +90,8 @@ def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, 
         bare = sends / asyncio.run(bare_calls(simulator.url, sends, in_flight))
         log(f"bare client: {bare:,.0f} calls/s")
         dispatched = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir, log)
-        gateway = gateway_run(bootstrap, acks, concurrency, workdir, log)
+        gateway = python_loadgen(fresh_settings(bootstrap, "gateway"), acks, concurrency,
+                                 workdir, log)
     keep_logs(workdir, var_dir)
     return {"sends": sends, "in_flight": in_flight, "bare_calls_per_s": bare,
             "dispatcher_sends_per_s": dispatched, "ratio": dispatched / bare,
