@@ -26,7 +26,7 @@ from streams.harness.bench.common import (
     quiet,
     sms_send,
 )
-from streams.harness.processes import Process, start_python, worker_env
+from streams.harness.processes import Process, embedded_ack_keys, start_python, worker_env
 from streams.harness.taps import end_offsets
 from streams.settings import Settings
 
@@ -85,7 +85,9 @@ def start_gateway(settings: Settings, workdir: Path, name: str = "gateway") -> t
 
 
 def read_tokens(count: int, tag: str) -> list[str]:
-    """`count` signed READ tokens of distinct sends, as the gateway's keys sign them."""
+    """`count` signed READ tokens of distinct sends, as the gateway's keys sign them (this
+    run's keys: PUSHCASCADE_ACK_KEYS, else one made for the run and given to its children)."""
+    embedded_ack_keys()
     config = ConnectorSettings.from_env()
     signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
     return [signer.sign(AckToken.for_send("READ", sms_send(i, tag))) for i in range(count)]
