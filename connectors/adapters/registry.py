@@ -9,6 +9,7 @@ import httpx
 
 from connectors.adapters.base import Adapter, UnknownTarget
 from connectors.adapters.config import ProviderConfig
+from connectors.adapters.transport import AiohttpTransport
 
 # adapter name -> "module:Class"; each class is built as Class(vendor_settings, base_url)
 ADAPTERS: dict[str, str] = {
@@ -93,9 +94,10 @@ class Registry:
         return self.adapter(self.name_for(channel, route))
 
     def client(self, max_connections: int = 500) -> httpx.AsyncClient:
-        """An HTTP client for the adapters: the configured timeout, a bounded connection pool."""
+        """An HTTP client for the adapters: the configured timeout, a bounded connection pool
+        (aiohttp's, under httpx's API: connectors/adapters/transport.py)."""
         return httpx.AsyncClient(timeout=self.config.timeout,
-                                 limits=httpx.Limits(max_connections=max_connections))
+                                 transport=AiohttpTransport(max_connections))
 
     async def aclose(self) -> None:
         """Close adapters that hold their own connections (APNs keeps an HTTP/2 client)."""

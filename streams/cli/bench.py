@@ -187,8 +187,12 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
 
     r = run_dispatch_bench(sends, in_flight, acks, concurrency, json_out.parent,
                            log=lambda line: console.print(f"[dim]{line}"))
-    g = r["gateway"]
+    g, w = r["gateway"], r["simulator_wrk"]
     finish(r, json_out, "pushcascade bench dispatch", [
+        ("simulator under wrk: /_control/health", f"{w['health']['per_s']:,.0f}/s"),
+        (f"simulator under wrk: signed SendSms accepted ({in_flight} connections)",
+         f"{w['sms_accepted_per_s']:,.0f}/s (p99 {w['sms']['p99_us'] / 1000:.0f} ms)"),
+        ("dispatcher / wrk on the same simulator", f"{r['dispatcher_over_wrk']:.2f}"),
         (f"bare client: SMS adapter calls/s ({in_flight} in flight)",
          f"{r['bare_calls_per_s']:,.0f}"),
         (f"dispatcher: sends/s with outcomes ({in_flight} in flight)",

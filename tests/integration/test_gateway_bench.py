@@ -8,7 +8,13 @@ import shutil
 
 import pytest
 
-from streams.harness.bench.gateway import acks_on_topic, read_tokens, run_wrk, start_gateway
+from streams.harness.bench.gateway import (
+    acks_on_topic,
+    read_lines,
+    read_tokens,
+    run_wrk,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None,
                                 reason="wrk is not installed (make bench-tools)")
@@ -17,7 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None,
 def test_every_ack_wrk_sends_is_recorded_once_and_on_push_acks(settings, tmp_path):
     tokens = read_tokens(500, "t")
     path = tmp_path / "tokens.txt"
-    path.write_text("\n".join(tokens) + "\n")
+    path.write_text(read_lines(tokens))
     proc, url = start_gateway(settings, tmp_path)
     try:
         health = run_wrk(url, None, connections=4, threads=2, seconds=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from connectors.adapters import Delivery
 from connectors.adapters.config import ProviderConfig
@@ -26,6 +26,42 @@ from streams.harness.bench.common import (
 from streams.harness.bench.gateway import python_loadgen
 from streams.harness.processes import start_python, worker_env
 from streams.harness.taps import Tap
+
+
+def sms_lines(url: str, count: int, tag: str) -> tuple[str, str]:
+    """`count` signed SendSms calls as the SMS adapter makes them (wrk request lines, each a
+    distinct send), and the path prefix they go to on the simulator."""
+    from urllib.parse import urlencode, urlsplit
+
+    from connectors.adapters.sms import SmsAdapter, params
+
+    where: dict[str, Any] = {"simulator_url": url}
+    adapter = cast(SmsAdapter, Registry(ProviderConfig(**where)).adapter("sms"))
+    base = urlsplit(adapter.base_url).path.rstrip("/") + "/"
+    now = time.time()
+    forms = (params(adapter.settings, Delivery(sms_send(i, tag), "+8613800000000",
+                                                "http://gw/r/x", "rt"), now, f"n{i}")
+             for i in range(count))
+    return "".join(f"POST\t{base}\t{urlencode(form)}\n" for form in forms), base
+
+
+def simulator_wrk(url: str, workdir: Path, seconds: float, connections: int,
+                  log: Log) -> dict[str, Any]:
+    """The simulator alone under wrk: its control health endpoint (its HTTP ceiling), then
+    signed SendSms calls, each sent once (what the dispatcher's calls cost it)."""
+    from streams.harness.bench.gateway import run_wrk
+
+    lines, _ = sms_lines(url, int(seconds * 6000), "wrk")
+    path = workdir / "sms.txt"
+    path.write_text(lines)
+    idle = "/_control/health"
+    ceiling = run_wrk(url, None, connections, 2, seconds, idle=idle)
+    calls = run_wrk(url, path, connections, 2, seconds, mark='"Code":"OK"', idle=idle,
+                    headers=("Content-Type: application/x-www-form-urlencoded",))
+    log(f"simulator under wrk: health {ceiling['per_s']:,.0f}/s, SendSms "
+        f"{calls['recorded'] / calls['seconds']:,.0f}/s accepted")
+    return {"health": ceiling, "sms": calls,
+            "sms_accepted_per_s": calls["recorded"] / calls["seconds"]}
 
 
 async def bare_calls(url: str, sends: int, in_flight: int) -> float:
@@ -87,12 +123,15 @@ def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, 
     sim = Simulator(SimulatorSettings(**options))
     sim.set_population({"receipt": {"*": 0.0}, "read": {"*": 0.0}})
     with bench_kafka(var_dir, log) as bootstrap, SimulatorThread(sim) as simulator:
+        wrk = simulator_wrk(simulator.url, workdir, 10.0, in_flight, log)
         bare = sends / asyncio.run(bare_calls(simulator.url, sends, in_flight))
         log(f"bare client: {bare:,.0f} calls/s")
         dispatched = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir, log)
         gateway = python_loadgen(fresh_settings(bootstrap, "gateway"), acks, concurrency,
                                  workdir, log)
     keep_logs(workdir, var_dir)
-    return {"sends": sends, "in_flight": in_flight, "bare_calls_per_s": bare,
+    return {"sends": sends, "in_flight": in_flight, "simulator_wrk": wrk,
+            "dispatcher_over_wrk": dispatched / wrk["sms_accepted_per_s"],
+            "bare_calls_per_s": bare,
             "dispatcher_sends_per_s": dispatched, "ratio": dispatched / bare,
             "acks": acks, "gateway_concurrency": concurrency, "gateway": gateway}

@@ -30,8 +30,9 @@ from streams.harness.processes import Process, embedded_ack_keys, start_python, 
 from streams.harness.taps import end_offsets
 from streams.settings import Settings
 
-#: The wrk script: real signed read tokens, each sent once; a JSON line of figures at the end.
-SCRIPT = Path(__file__).with_name("acks.lua")
+#: The wrk script: prepared requests (signed read tokens, signed vendor calls), each sent once;
+#: a JSON line of figures at the end.
+SCRIPT = Path(__file__).with_name("replay.lua")
 
 
 class MissingTool(RuntimeError):
@@ -47,12 +48,15 @@ def wrk() -> str:
     return found
 
 
-def run_wrk(url: str, tokens: Path | None, connections: int, threads: int, seconds: float,
-            limit: int = 0) -> dict[str, Any]:
-    """wrk against the gateway for `seconds`: read acks from `tokens` (each sent once, at
-    most `limit` when given, then /healthz), or /healthz only when `tokens` is None."""
+def run_wrk(url: str, requests: Path | None, connections: int, threads: int, seconds: float,
+            limit: int = 0, mark: str = '"recorded":true', idle: str = "/healthz",
+            headers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """wrk for `seconds`: the prepared requests of a file (lines "METHOD<TAB>PATH<TAB>BODY",
+    each sent once, at most `limit` when given, then `idle`), or `idle` only when `requests`
+    is None; a 2xx holding `mark` is recorded."""
     args = [wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-            "-s", str(SCRIPT), url, "--", str(tokens or "healthz"), str(threads), str(limit)]
+            *(f"-H{h}" for h in headers), "-s", str(SCRIPT), url, "--",
+            str(requests or "idle"), str(threads), str(limit), mark, idle]
     run = subprocess.run(args, capture_output=True, text=True, check=True,  # noqa: S603
                          timeout=seconds + 120)
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
@@ -91,6 +95,11 @@ def read_tokens(count: int, tag: str) -> list[str]:
     config = ConnectorSettings.from_env()
     signer = Signer(config.keys, config.signing_key_id, config.ack_token_ttl)
     return [signer.sign(AckToken.for_send("READ", sms_send(i, tag))) for i in range(count)]
+
+
+def read_lines(tokens: list[str]) -> str:
+    """The wrk request lines of read acks: POST /read/<token>, no body."""
+    return "".join(f"POST\t/read/{token}\t\n" for token in tokens)
 
 
 def acks_on_topic(settings: Settings) -> int:
@@ -149,7 +158,7 @@ def run_gateway_bench(seconds: float, connections: int, threads: int, python_ack
         # more tokens than the gateway can take in the time (each is sent once)
         tokens = read_tokens(int(seconds * 12_000), "wrk")
         path = workdir / "tokens.txt"
-        path.write_text("\n".join(tokens) + "\n")
+        path.write_text(read_lines(tokens))
         proc, url = start_gateway(settings, workdir)
         try:
             healthz = run_wrk(url, None, connections, threads, seconds)

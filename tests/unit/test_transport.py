@@ -1,0 +1,82 @@
+"""The adapters' transport (httpx's API over aiohttp's pool) on real sockets: answers come
+through whole, and each failure keeps its meaning for the dispatcher: a connection refused was
+never sent, a request the server took and never answered may have been."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from connectors.adapters.base import ProviderError
+from connectors.adapters.http import request
+from connectors.adapters.transport import AiohttpTransport
+
+
+def client(timeout: float = 2.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(10))
+
+
+async def serve(handler) -> tuple[asyncio.AbstractServer, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+def test_an_answer_comes_through_whole() -> None:
+    async def main() -> None:
+        async def handler(reader, writer) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            body = await reader.readexactly(length)
+            answer = b'{"Code":"OK","got":"' + body + b'"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Id: 7\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
+            writer.close()
+
+        server, url = await serve(handler)
+        async with server, client() as http:
+            answer = await request(http, "POST", f"{url}/", data={"a": "b"})
+        assert answer.status_code == 200
+        assert answer.headers["x-id"] == "7"
+        assert answer.json() == {"Code": "OK", "got": "a=b"}
+
+    asyncio.run(main())
+
+
+def test_a_refused_connection_was_not_sent() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main() -> None:
+        async with client() as http:
+            with pytest.raises(ProviderError) as caught:
+                await request(http, "POST", f"http://127.0.0.1:{port}/", data={"a": "b"})
+        assert caught.value.code == "UNREACHABLE" and not caught.value.ambiguous
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+def test_a_request_taken_and_never_answered_may_have_been_sent(hang_up: bool) -> None:
+    async def main() -> None:
+        async def handler(reader, writer) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            if hang_up:  # the connection dies mid-exchange
+                writer.close()
+                return
+            await asyncio.sleep(5)  # no answer within the read timeout
+
+        server, url = await serve(handler)
+        async with server, client(timeout=0.5) as http:
+            with pytest.raises(ProviderError) as caught:
+                await request(http, "POST", f"{url}/", data={"a": "b"})
+        assert caught.value.ambiguous and caught.value.retryable
+        assert caught.value.code == ("UNREACHABLE" if hang_up else "TIMEOUT")
+
+    asyncio.run(main())
