@@ -39,6 +39,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     headers=list(request.headers.multi_items()),
                     allow_redirects=False) as answer:
                 content = await answer.read()
+        except aiohttp.InvalidURL as exc:  # refused before anything was sent
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
         except aiohttp.ConnectionTimeoutError as exc:  # no connection within the time: unsent
             raise httpx.ConnectTimeout(str(exc), request=request) from exc
         except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: unsent

@@ -19,6 +19,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.adapters.config import ProviderConfig, dev_key
+from connectors.adapters.transport import AiohttpTransport
 from connectors.simulator.behaviour import Behaviour, Population, Verdict, decide
 from connectors.simulator.journal import Recorded
 
@@ -200,8 +201,8 @@ class Simulator:
         task.add_done_callback(self._tasks.discard)
 
     def _client(self) -> httpx.AsyncClient:
-        if self.http is None:
-            self.http = httpx.AsyncClient(timeout=10.0)
+        if self.http is None:  # aiohttp's pool: httpx's own ran out under load (PoolTimeout)
+            self.http = httpx.AsyncClient(timeout=10.0, transport=AiohttpTransport(500))
         return self.http
 
     async def _post_receipt(self, arrival: Arrival, message_id: str,

@@ -325,7 +325,8 @@ def scale(rate: float, phase: float, accounts: int, escalate_every: int, deadlin
               default=Path("var/bench/pipeline.json"), show_default=True)
 def pipeline(requests: int, accounts: int, json_out: Path) -> None:
     """Push requests/s the whole loop carries to the providers with 1 and 2 stream workers,
-    and request-to-provider latency, beside a bare confluent-kafka passthrough."""
+    request-to-provider latency and each process's CPU, beside a bare confluent-kafka
+    passthrough."""
     from streams.harness.bench.pipeline import run_pipeline_bench
 
     if requests < 1 or accounts < 1:
@@ -339,7 +340,9 @@ def pipeline(requests: int, accounts: int, json_out: Path) -> None:
                  (f"{run['subject']}: ratio to the passthrough",
                   f"{run['ratio_to_passthrough']}"),
                  (f"{run['subject']}: request to provider call p50 / p99",
-                  f"{late['p50']:,.0f} / {late['p99']:,.0f} ms")]
+                  f"{late['p50']:,.0f} / {late['p99']:,.0f} ms"),
+                 (f"{run['subject']}: CPU cores per process while requests flow",
+                  ", ".join(f"{name} {cores:.2f}" for name, cores in run["cpu_cores"].items()))]
     rows.append(("two workers / one", f"{result['two_over_one']}"))
     finish(result, json_out, "pushcascade bench pipeline", rows)
 

@@ -12,6 +12,7 @@ request from its `created_at` to that call.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ from streams.kafka import consumer, producer
 from streams.settings import Settings
 
 INTENTS = "pushcascade.dispatch-intents"
+#: Clock ticks per second of /proc/<pid>/stat's CPU times.
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process (all its threads) has used; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
+
+
+def cpu_shares(before: dict[str, float | None], after: dict[str, float | None],
+               seconds: float) -> dict[str, float]:
+    """Each process's CPU use between two readings, in cores (1.0: one core busy)."""
+    return {name: round((after[name] or 0.0) - (before[name] or 0.0), 2) / seconds
+            for name in before if before[name] is not None and after.get(name) is not None
+            and seconds > 0}
 
 
 def passthrough(settings: Settings, requests: int, accounts: int) -> dict[str, Any]:
@@ -74,7 +94,7 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
     settings = fresh_settings(bootstrap, f"pipeline{workers}")
     settings = Settings(topic_prefix=settings.tuning.topic_prefix,
                         kafka_bootstrap_servers=bootstrap,
-                        clickhouse_dsn=f"chdb://./{var_dir}/pipeline{workers}-chdb")
+                        clickhouse_dsn=f"chdb://{(var_dir / f'pipeline{workers}-chdb').resolve()}")
     ids = account_ids(accounts)
     regs: Ends = {}
     produce(settings, registrations(Codec(), ids, int(time.time() * 1000)), regs)
@@ -86,12 +106,19 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
             wait_committed(settings, regs, timeout=180, workers=loop.procs)
             time.sleep(3.0)  # every worker holds its partitions
             batch = push_requests(Codec(), ids, requests, "pipe")
+            # every process's CPU while the requests flow (the provider simulator is a thread
+            # of this bench process: "bench + simulator")
+            pids = {p.name.removeprefix("pipeline-"): p.pid for p in loop.procs}
+            pids["bench + simulator"] = os.getpid()
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             produced = time.time()
             produce(settings, batch)
             with Tap(settings, INTENTS) as tap:
                 tap.wait_for(lambda rs: len({r["send_id"] for r in rs}) >= requests,
                              timeout=120 + requests / 20, workers=loop.procs)
                 intents = list(tap.records)
+            cpu = cpu_shares(cpu_before, {name: cpu_seconds(pid) for name, pid in pids.items()},
+                             time.time() - produced)
         except BaseException:
             keep_logs(workdir, var_dir)
             raise
@@ -105,7 +132,8 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
             "seconds": round(seconds, 3),
             "rate": round(len(calls) / seconds, 1) if seconds > 0 else None,
             "request_to_provider_ms": summary_ms([at - created[m] for m, at in first.items()
-                                                  if m in created])}
+                                                  if m in created]),
+            "cpu_cores": dict(sorted(cpu.items(), key=lambda kv: -kv[1]))}
 
 
 def run_pipeline_bench(requests: int = 3000, accounts: int = 1000,
