@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from streams.cli import cli
 from streams.settings import get_settings
+
+if TYPE_CHECKING:
+    import faust
+
+
+def ready(app: faust.App) -> bool:
+    """The worker holds partitions and neither rebalances nor recovers. Called from the probe
+    thread, it never builds Faust's consumer: one built there binds to that thread's loop and
+    the worker's start then fails ("attached to a different loop")."""
+    consumer = app._consumer  # None until the worker's own loop builds it
+    return (consumer is not None and bool(consumer.assignment()) and not app.rebalancing
+            and not app.in_recovery)
 
 
 @cli.command()
@@ -24,8 +38,7 @@ def worker(bootstrap: str, loglevel: str) -> None:
     check_kafka(bootstrap)
     router = Router(settings, bootstrap)
     app = router.app
-    serve(settings.tuning.metrics_port, ready=lambda: bool(
-        app.consumer.assignment()) and not app.rebalancing and not app.in_recovery)
+    serve(settings.tuning.metrics_port, ready=lambda: ready(app))
     runner = faust.Worker(router.app, loglevel=loglevel, quiet=True)
     runner.spinner = None  # with a spinner, Faust sets the root logger to DEBUG: ~10% of CPU
     runner.execute_from_commandline()

@@ -139,3 +139,19 @@ def test_aiokafka_still_takes_the_isolation_level_set_before_start() -> None:
 
     assert 'isolation_level: str = "read_uncommitted"' in inspect.getsource(
         driver.AIOKafkaConsumerThread._create_worker_consumer)
+
+
+def test_the_readiness_probe_never_builds_the_consumer_in_its_own_thread(app) -> None:
+    # the probe runs in the metrics server's thread; a consumer built there binds to that
+    # thread's loop and the worker's start fails ("attached to a different loop") - CI saw it
+    import threading
+
+    from streams.cli.worker import ready
+    from streams.metrics import _safely
+
+    answers: list[bool] = []
+    probe = threading.Thread(target=lambda: answers.append(_safely(lambda: ready(app))))
+    probe.start()
+    probe.join()
+    assert answers == [False] and app._consumer is None
+    assert app.consumer._thread.parent_loop is asyncio.get_event_loop()  # the worker's loop
