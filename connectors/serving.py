@@ -1,4 +1,5 @@
-"""Serving a Starlette app with hypercorn: its settings, and a server in a background thread."""
+"""Serving an ASGI app with granian on the running loop, in the foreground or a background
+thread; free ports for tests and embedded stacks."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings, HTTP2Settings
+from granian.log import LogLevels
+from granian.server.embed import Server
 
 #: Ports free_port picks from: below Linux's ephemeral range (32768-60999), where outgoing
 #: connections take their source ports, so none of them takes a port between its choice and
@@ -64,30 +68,47 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
-def public_config(host: str, port: int, read_timeout: float, keep_alive: float) -> Config:
-    """Hypercorn settings for a port the internet reaches: slow clients are cut off (a request
-    must arrive within read_timeout, an idle connection closes after keep_alive), small headers."""
-    config = hypercorn_config(host, port, log_errors=True)
-    config.read_timeout = max(1, round(read_timeout))  # hypercorn takes whole seconds
-    config.keep_alive_timeout = keep_alive
-    config.keep_alive_max_requests = 1000
-    config.h11_max_incomplete_size = 16 * 1024
-    config.backlog = 1024
-    return config
+@dataclass(frozen=True)
+class Listener:
+    """Where and how an ASGI app is served: granian (HTTP/1.1, and h2c when http2, parsed in
+    Rust) on this process's event loop. A request's headers must arrive within read_timeout
+    seconds, and an idle kept-alive connection closes after it; h2 takes up to 1,000 streams
+    per connection, as APNs does; max_buffer caps what one request may buffer (headers)."""
+
+    host: str
+    port: int
+    read_timeout: float = 120.0  # idle too: longer than clients keep one (aiohttp: 15 s)
+    log_errors: bool = False
+    max_buffer: int = 8192 + 4096 * 100
+    http2: bool = True
+    backlog: int = 2048  # a dispatcher may open hundreds of connections at once
 
 
-def hypercorn_config(host: str, port: int, log_errors: bool = False) -> Config:
-    """Hypercorn settings: one listener, no access log, errors to stderr when asked."""
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = "-" if log_errors else None
-    config.graceful_timeout = 1.0
-    config.backlog = 2048  # a dispatcher may open hundreds of connections at once
-    config.h2_max_concurrent_streams = 1000  # as many streams per connection as APNs allows
-    config.keep_alive_max_requests = 2**31  # never close a busy connection (default: 1000)
-    config.keep_alive_timeout = 120.0  # longer than clients keep idle connections (httpx: 5 s)
-    return config
+def public_listener(host: str, port: int, read_timeout: float, keep_alive: float) -> Listener:
+    """A port the internet reaches: HTTP/1.1 only, so that a connection that sends nothing is
+    cut off too (h1/h2 detection waits for a first byte with no timeout); a request's headers
+    must arrive within read_timeout, and one timer serves both that and the idle keep-alive,
+    so it is the shorter of the two; small headers."""
+    return Listener(host, port, min(read_timeout, keep_alive), log_errors=True,
+                    max_buffer=16 * 1024, backlog=1024, http2=False)
+
+
+async def serve(app: Any, listener: Listener, stop: asyncio.Event) -> None:
+    """Serve app on listener until stop is set (or the server fails)."""
+    server = Server(app, address=listener.host, port=listener.port,
+                    interface=Interfaces.ASGI, backlog=listener.backlog,
+                    http=HTTPModes.auto if listener.http2 else HTTPModes.http1,
+                    log_enabled=listener.log_errors, log_level=LogLevels.error,
+                    http1_settings=HTTP1Settings(
+                        header_read_timeout=max(1, round(listener.read_timeout * 1000)),
+                        max_buffer_size=listener.max_buffer),
+                    http2_settings=HTTP2Settings(max_concurrent_streams=1000))
+    serving = asyncio.ensure_future(server.serve())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    server.stop()
+    await serving
 
 
 class ServerThread:
@@ -98,15 +119,14 @@ class ServerThread:
         self.app, self.host, self.name = app, host, name
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
-        self.config = hypercorn_config(host, self.port, log_errors)
+        self.listener = Listener(host, self.port, log_errors=log_errors)
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(
-            serve(self.app, self.config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+        self.loop.run_until_complete(serve(self.app, self.listener, self._stop))
 
     def start(self, timeout: float = 30.0) -> Self:
         """Start serving and wait until the port accepts connections."""

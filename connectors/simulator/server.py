@@ -1,25 +1,23 @@
-"""Serving the simulator with hypercorn (HTTP/1.1 and h2c), in the foreground or a thread."""
+"""Serving the simulator (HTTP/1.1 and h2c), in the foreground or a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
-from hypercorn.asyncio import serve
-
-from connectors.serving import ServerThread, free_port, hypercorn_config
+from connectors.serving import Listener, ServerThread, free_port, serve
 from connectors.simulator.app import create_app
 from connectors.simulator.core import Simulator
 
 
 async def run(sim: Simulator, stop: asyncio.Event | None = None) -> None:
     """Serve sim until stop is set (without one: until SIGINT or SIGTERM)."""
-    config = hypercorn_config(sim.settings.host, sim.settings.port, sim.settings.log_errors)
+    listener = Listener(sim.settings.host, sim.settings.port, log_errors=sim.settings.log_errors)
     event = stop or asyncio.Event()
     if stop is None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(signum, event.set)
-    await serve(create_app(sim), config, shutdown_trigger=event.wait)  # type: ignore[arg-type]
+    await serve(create_app(sim), listener, event)
 
 
 class SimulatorThread(ServerThread):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -61,27 +62,26 @@ def dispatch() -> None:
 def acks_gateway() -> None:
     """Serve receipt callbacks and read links; write their acks to push.acks."""
     import uvloop
-    from hypercorn.asyncio import serve
 
     from connectors.gateway import admin_app, create_app
-    from connectors.serving import hypercorn_config, public_config
+    from connectors.serving import Listener, public_listener, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config, registry = _config()
     app = create_app(get_settings(), config, registry)
-    public = public_config(config.gateway_host, config.gateway_port, config.gateway_read_timeout,
-                           config.gateway_keep_alive)
+    public = public_listener(config.gateway_host, config.gateway_port, config.gateway_read_timeout,
+                             config.gateway_keep_alive)
     click.echo(f"ack gateway on http://{config.gateway_host}:{config.gateway_port}", err=True)
 
     async def main() -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        servers = [serve(app, public, shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
+        gc.freeze()  # what start-up made lives as long as the process: never walked again
+        servers = [serve(app, public, stop)]
         if config.gateway_admin_port:
-            private = hypercorn_config(config.gateway_admin_host, config.gateway_admin_port)
-            servers.append(serve(admin_app(app), private,  # type: ignore[arg-type]
-                                 shutdown_trigger=stop.wait))
+            private = Listener(config.gateway_admin_host, config.gateway_admin_port)
+            servers.append(serve(admin_app(app), private, stop))
             click.echo(f"metrics and OpenAPI on http://{config.gateway_admin_host}:"
                        f"{config.gateway_admin_port}", err=True)
         await asyncio.gather(*servers)

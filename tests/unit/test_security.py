@@ -184,7 +184,7 @@ def test_the_analyst_profile_for_a_server_is_readonly_1_and_parses_on_clickhouse
 # -- 4. gateway hardening -----------------------------------------------------------------------
 
 
-#: TestClient runs each request on a loop of its own; hypercorn serves the app on one.
+#: TestClient runs each request on a loop of its own; the server serves the app on one.
 pytestmark = pytest.mark.filterwarnings("ignore:This AsyncLimiter instance is being re-used")
 
 

@@ -28,7 +28,7 @@ def routes(sim: Simulator) -> list[Route]:
         return reply({"reason": reason}, status, retry if status in (429, 500, 503) else None)
 
     async def send(request: Request) -> Response:
-        raw = await request.body()  # read first: hypercorn's h2 fails on unread request data
+        raw = await request.body()  # read first: an h2 stream answered unread may fail
         sim.stats[f"apns.http/{request.scope.get('http_version')}"] += 1
         token = bearer(request, "bearer")
         try:
