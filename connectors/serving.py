@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.log import LogLevels
@@ -120,7 +121,7 @@ class ServerThread:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.listener = Listener(host, self.port, log_errors=log_errors)
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # the simulator must never be the bottleneck
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 

@@ -50,7 +50,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
-        broker_commit_interval=0.5,
+        broker_commit_interval=tuning.flush_interval,
         **profile,
     )
     app.transport.Consumer = _consumer_class(  # type: ignore[misc]

@@ -152,6 +152,9 @@ class Tuning(BaseSettings):
         86400.0, gt=0, description="message state is removed this long after its last deadline; "
         "a repeated request within it is the same message")
     deadline_tick: float = Field(0.05, gt=0, description="how often due deadlines are checked")
+    flush_interval: float = Field(
+        0.25, gt=0, le=5, description="how often a worker's batch (state, outputs and input "
+        "offsets, together) is written: what its outputs wait at most")
     fetch_wait: float = Field(
         0.1, gt=0, le=1.5, description="longest a worker's fetch waits on an idle partition")
     input_slack: float = Field(

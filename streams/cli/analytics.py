@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli import cli
+from streams.cli import cli, service_logging
 from streams.settings import get_settings
 
 console = Console()
@@ -108,7 +108,7 @@ def sink() -> None:
     from streams.kafka import check_kafka
     from streams.metrics import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    service_logging()
     settings, config = get_settings(), _connector_settings()
     dsn = settings.connections.dsn
     check_kafka(settings.connections.kafka_bootstrap_servers)

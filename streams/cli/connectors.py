@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import signal
 
 import click
 
-from streams.cli import cli
+from streams.cli import cli, service_logging
 from streams.settings import get_settings
 
 
@@ -43,7 +42,7 @@ def dispatch() -> None:
     from streams.kafka import check_kafka
     from streams.metrics import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    service_logging()
     config, registry = _config(credentials=True)
     check_kafka(get_settings().connections.kafka_bootstrap_servers)
     dispatcher = Dispatcher(get_settings(), config, registry)
@@ -66,7 +65,7 @@ def acks_gateway() -> None:
     from connectors.gateway import admin_app, create_app
     from connectors.serving import Listener, public_listener, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    service_logging()
     config, registry = _config()
     app = create_app(get_settings(), config, registry)
     public = public_listener(config.gateway_host, config.gateway_port, config.gateway_read_timeout,

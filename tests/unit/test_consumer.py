@@ -155,3 +155,16 @@ def test_the_readiness_probe_never_builds_the_consumer_in_its_own_thread(app) ->
     probe.join()
     assert answers == [False] and app._consumer is None
     assert app.consumer._thread.parent_loop is asyncio.get_event_loop()  # the worker's loop
+
+
+def test_a_worker_flushes_its_batch_at_the_configured_interval(tmp_path) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        for interval in (0.25, 1.0):
+            app = create_app(Settings(topic_prefix="t-", data_dir=str(tmp_path),
+                                      flush_interval=interval), "127.0.0.1:1")
+            assert app.conf.broker_commit_interval == interval  # the timer flushing batches
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -89,16 +89,18 @@ def passthrough(settings: Settings, requests: int, accounts: int) -> dict[str, A
 
 
 def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var_dir: Path,
-                 log: Log) -> dict[str, Any]:
-    """The loop with `workers` stream workers: requests/s to the provider and latency."""
-    settings = fresh_settings(bootstrap, f"pipeline{workers}")
+                 log: Log, pace: float | None = None) -> dict[str, Any]:
+    """The loop with `workers` stream workers: requests/s to the provider and latency, the
+    requests all at once, or `pace` per second (each one's latency from its own produce)."""
+    subject = f"pipeline x{workers}" + (f" at {pace:,.0f}/s" if pace else "")
+    settings = fresh_settings(bootstrap, f"pipeline{workers}{'p' if pace else ''}")
     settings = Settings(topic_prefix=settings.tuning.topic_prefix,
                         kafka_bootstrap_servers=bootstrap,
                         clickhouse_dsn=f"chdb://{(var_dir / f'pipeline{workers}-chdb').resolve()}")
     ids = account_ids(accounts)
     regs: Ends = {}
     produce(settings, registrations(Codec(), ids, int(time.time() * 1000)), regs)
-    workdir = var_dir / f"pipeline{workers}"
+    workdir = var_dir / f"pipeline{workers}{'-paced' if pace else ''}"
     workdir.mkdir(parents=True, exist_ok=True)
     with Loop(settings, workdir, "pipeline", workers=workers, profile={},
               new_account_pushes=0, read_deadline_normal=7 * 86400) as loop:
@@ -112,7 +114,7 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
             pids["bench + simulator"] = os.getpid()
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             produced = time.time()
-            produce(settings, batch)
+            produce(settings, batch, rate=pace)
             with Tap(settings, INTENTS) as tap:
                 tap.wait_for(lambda rs: len({r["send_id"] for r in rs}) >= requests,
                              timeout=120 + requests / 20, workers=loop.procs)
@@ -126,9 +128,10 @@ def through_loop(bootstrap: str, requests: int, accounts: int, workers: int, var
     for r in intents:
         first.setdefault(r["message_id"], r["at"])
     calls = sorted(first.values())
-    created = {f"pipe-{i}": produced * 1000 for i in range(requests)}
+    created = {f"pipe-{i}": (produced + (i / pace if pace else 0)) * 1000
+               for i in range(requests)}
     seconds = (calls[-1] - calls[0]) / 1000 if len(calls) > 1 else 0.0
-    return {"subject": f"pipeline x{workers}", "requests": len(calls),
+    return {"subject": subject, "requests": len(calls),
             "seconds": round(seconds, 3),
             "rate": round(len(calls) / seconds, 1) if seconds > 0 else None,
             "request_to_provider_ms": summary_ms([at - created[m] for m, at in first.items()
@@ -151,6 +154,13 @@ def run_pipeline_bench(requests: int = 3000, accounts: int = 1000,
                 f"p50/p99 {run['request_to_provider_ms']['p50']}/"
                 f"{run['request_to_provider_ms']['p99']} ms")
             runs.append(run)
+        if runs[0]["rate"]:  # latency at half the rate one worker carries, for 10 s
+            pace = runs[0]["rate"] / 2
+            paced = through_loop(bootstrap, int(pace * 10), accounts, 1, var_dir, log, pace)
+            log(f"pipeline: 1 worker at {pace:,.0f}/s: p50/p99 "
+                f"{paced['request_to_provider_ms']['p50']}/"
+                f"{paced['request_to_provider_ms']['p99']} ms")
+            runs.append(paced)
     return {"requests": requests, "accounts": accounts, "passthrough": reference,
             "runs": runs, "two_over_one": round(runs[1]["rate"] / runs[0]["rate"], 3)
             if runs[0]["rate"] and runs[1]["rate"] else None}
