@@ -23,7 +23,7 @@ RECORDED = Path(__file__).with_name("data") / "simulator_outcomes.json"
 SENDS = 12  # per vendor
 
 
-def _delivery(name: str, gateway: Capture, i: int) -> Delivery:
+def _delivery(name: str, capture: Capture, i: int) -> Delivery:
     """Send i to the vendor called name: ids fixed, so the seed decides the same way."""
     send_id, target = f"golden-{name}-{i}", TARGETS[name]
     app = name not in ADDRESSES
@@ -33,13 +33,13 @@ def _delivery(name: str, gateway: Capture, i: int) -> Delivery:
               "importance": "HIGH", "title": "Parcel", "body": "at the door",
               "read_action": "BUTTON", "link": None, "sent_at": 0}
     return Delivery(send=record, address=ADDRESSES.get(name, f"token-{name}-{i % 7}"),
-                    read_url=f"{gateway.url}/r/{send_id}?t=sig",
+                    read_url=f"{capture.url}/r/{send_id}?t=sig",
                     receipt_token=f"rt.{send_id}.sig")
 
 
-def outcomes(gateway: Capture) -> dict[str, Any]:
+def outcomes(capture: Capture) -> dict[str, Any]:
     """Each send's answer, and whether its receipt was posted and its link opened."""
-    sim = Simulator(SimulatorSettings(port=0, seed=11, gateway_url=gateway.url))
+    sim = Simulator(SimulatorSettings(port=0, seed=11, gateway_url=capture.url))
     sim.set_population({"receipt": {"*": 0.5}, "read": {"*": 0.5},
                         "receipt_delay_ms": [1, 5], "read_delay_ms": [1, 5]})
     for target in TARGETS.values():
@@ -48,13 +48,13 @@ def outcomes(gateway: Capture) -> dict[str, Any]:
     with SimulatorThread(sim) as running:
         for name in sorted(TARGETS):
             for i in range(SENDS):
-                item = _delivery(name, gateway, i)
+                item = _delivery(name, capture, i)
                 answer = send(running, name, item)
                 answers[item.send["send_id"]] = ("accepted" if isinstance(answer, Accepted)
                                                  else f"refused {answer.code}")
         running.idle()
-    posted = b"".join(body for _, _, body in gateway.posts)
-    opened = " ".join(gateway.gets)
+    posted = b"".join(body for _, _, body in capture.posts)
+    opened = " ".join(capture.gets)
     return {sid: {"answer": answer, "receipt": f"rt.{sid}.sig".encode() in posted,
                   "read": f"/r/{sid}?" in opened} for sid, answer in answers.items()}
 
