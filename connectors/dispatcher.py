@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from aiobreaker import CircuitBreaker
 from aiolimiter import AsyncLimiter
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 from tenacity.wait import wait_base
 
@@ -71,7 +71,7 @@ from connectors.tokens import AckToken, Signer
 from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.follow import read_to_end
-from streams.kafka import CONSUMER_DEFAULTS, consumer, producer
+from streams.kafka import CONSUMER_DEFAULTS, consumer, dead_producer, producer
 from streams.metrics import Flow, confluent_lag
 from streams.settings import Settings
 
@@ -88,6 +88,8 @@ SEARCH_ABOVE = 5000
 #: Seconds a stopping dispatcher lets its sends in flight end, then waits for a rebalance in
 #: progress to end before it leaves the group.
 DRAIN_LIMIT, SETTLE_LIMIT = 30.0, 12.0
+#: Seconds before an outcome the broker did not take is produced again.
+RECORD_AGAIN = 0.2
 
 __all__ = ["Backoff", "Dispatcher", "outcome"]
 
@@ -143,8 +145,9 @@ class Dispatcher:
         session = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
         heartbeat = CONSUMER_DEFAULTS["heartbeat.interval.ms"] / 1000
         # a record queued before a freeze longer than the lease is expired, not sent late
-        self.producer = producer(bootstrap, **{"message.timeout.ms": int(
-            (session - 2 * heartbeat) * 1000)})
+        self._producer_config = {"message.timeout.ms": int((session - 2 * heartbeat) * 1000)}
+        self.producer = producer(bootstrap, **self._producer_config)
+        self.retired: list[Producer] = []  # replaced producers, polled until their reports end
         # after a stall, librdkafka may declare the session lost up to a session timeout later
         # (dispatch_policy.Lease): only then is the membership confirmed
         self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat,
@@ -263,7 +266,24 @@ class Dispatcher:
         """Serve delivery reports on the loop (they mark sends done)."""
         while True:
             self.producer.poll(0)
+            for old in list(self.retired):
+                old.poll(0)
+                if not len(old):
+                    self.retired.remove(old)
             await asyncio.sleep(0.02)
+
+    def _renew(self, failed: Producer, err: KafkaError) -> None:
+        """Replace a producer that writes nothing more (dead_producer): its queued records are
+        purged, their reports come back as errors and are written again through the new one."""
+        with self._lock:
+            if failed is not self.producer:
+                return  # replaced already
+            self.producer = producer(self.settings.connections.kafka_bootstrap_servers,
+                                     **self._producer_config)
+            self.retired.append(failed)
+        log.warning("the producer was fenced or failed (%s): a new one takes its place",
+                    err.str())
+        failed.purge()
 
     def topic(self, name: str) -> str:
         """The prefixed topic name."""
@@ -357,9 +377,13 @@ class Dispatcher:
 
         error = ""
 
+        sent_by = self.producer
+
         def delivered(err: KafkaError | None, _: Message) -> None:  # any thread that polls
             nonlocal error
             error = err.str() if err else ""
+            if err is not None and dead_producer(err):
+                self._renew(sent_by, err)
             assert self.loop is not None
             self.loop.call_soon_threadsafe(settle)
 
@@ -471,11 +495,18 @@ class Dispatcher:
         """Produce the outcome; its delivery report marks the send's records done."""
         sid = result["send_id"]
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
+        sent_by = self.producer
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:  # any thread that polls
             if err is not None:
+                if dead_producer(err):
+                    self._renew(sent_by, err)
                 if self.owns(partition, epoch, finishing=True):
-                    log.warning("outcome of %s not written (%s): again", sid, err.str())
-                    self._record(result, partition, epoch)
+                    log.warning("outcome of %s not written (%s): again in %g s", sid,
+                                err.str(), RECORD_AGAIN)
+                    assert self.loop is not None
+                    self.loop.call_soon_threadsafe(self.loop.call_later, RECORD_AGAIN,
+                                                   self._record, result, partition, epoch)
                 return
             DISPATCHED.labels(result["provider"], result["status"]).inc()
             with self._lock:

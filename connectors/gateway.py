@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,7 +32,7 @@ from connectors.settings import ConnectorSettings
 from connectors.tokens import MAX_LENGTH, Signer, TokenError
 from schemas import Codec, RecordError, check_caps
 from streams.domain.records import unquoted
-from streams.kafka import producer
+from streams.kafka import dead_producer, producer
 from streams.metrics import Flow
 from streams.settings import Settings
 
@@ -59,10 +59,14 @@ class AckWriter:
 
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings, self.codec = settings, codec
-        self.producer = producer(settings.connections.kafka_bootstrap_servers,
-                                 **{"message.timeout.ms": round(BROKER_WAIT * 1000)})
+        self.producer = self._new_producer()
+        self.retired: list[Producer] = []  # replaced producers, polled until their reports end
         self._poller: asyncio.Task[None] | None = None
         self.flow = Flow("gateway")
+
+    def _new_producer(self) -> Producer:
+        return producer(self.settings.connections.kafka_bootstrap_servers,
+                        **{"message.timeout.ms": round(BROKER_WAIT * 1000)})
 
     async def start(self) -> None:
         """Serve delivery reports on the loop."""
@@ -77,17 +81,35 @@ class AckWriter:
     async def _poll(self) -> None:
         while True:
             self.producer.poll(0)
+            for old in list(self.retired):
+                old.poll(0)
+                if not len(old):
+                    self.retired.remove(old)
             await asyncio.sleep(0.005)
+
+    def _renew(self, failed: Producer, err: KafkaError) -> None:
+        """Replace a producer that writes nothing more (dead_producer), so that the acks after
+        it are written again instead of answered 503 for ever; its queued acks are purged
+        (their senders get 503 and send again)."""
+        if failed is not self.producer:
+            return  # replaced already
+        log.warning("the producer was fenced or failed (%s): a new one takes its place",
+                    err.str())
+        self.producer = self._new_producer()
+        self.retired.append(failed)
+        failed.purge()
 
     async def write(self, acks: list[dict[str, Any]]) -> None:
         """Produce the acks; return once all are acknowledged, raise if any is not."""
         loop = asyncio.get_running_loop()
-        futures = []
+        futures, sent_by = [], self.producer
         for ack in acks:
             future: asyncio.Future[None] = loop.create_future()
 
             def delivered(err: KafkaError | None, _: Message,
                           f: asyncio.Future[None] = future) -> None:
+                if err is not None and dead_producer(err):
+                    self._renew(sent_by, err)
                 if not f.done():
                     f.set_exception(RuntimeError(err.str())) if err else f.set_result(None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from schemas import PRODUCER_CONFIG
@@ -31,6 +31,17 @@ def client_config(bootstrap: str) -> dict[str, Any]:
     """What every client needs: the servers and the security settings of the environment
     (KAFKA_SECURITY_PROTOCOL and its companions; nothing for PLAINTEXT)."""
     return {"bootstrap.servers": bootstrap, **get_settings().connections.kafka_security()}
+
+
+#: Errors after which a producer writes nothing more: the broker fenced its epoch (Tansu does,
+#: once a freeze outlasted the producer's message timeout), or librdkafka failed it.
+DEAD_PRODUCER = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                           KafkaError._FENCED, KafkaError._FATAL})
+
+
+def dead_producer(err: KafkaError) -> bool:
+    """Whether a delivery error means its producer must be replaced (DEAD_PRODUCER)."""
+    return err.code() in DEAD_PRODUCER or err.fatal()
 
 
 def producer(bootstrap: str, **overrides: Any) -> Producer:

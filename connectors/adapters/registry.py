@@ -9,7 +9,7 @@ import httpx
 
 from connectors.adapters.base import Adapter, UnknownTarget
 from connectors.adapters.config import ProviderConfig
-from connectors.adapters.transport import AiohttpTransport
+from connectors.adapters.transport import AiohttpTransport, Client
 
 # adapter name -> "module:Class"; each class is built as Class(vendor_settings, base_url)
 ADAPTERS: dict[str, str] = {
@@ -96,8 +96,7 @@ class Registry:
     def client(self, max_connections: int = 500) -> httpx.AsyncClient:
         """An HTTP client for the adapters: the configured timeout, a bounded connection pool
         (aiohttp's, under httpx's API: connectors/adapters/transport.py)."""
-        return httpx.AsyncClient(timeout=self.config.timeout,
-                                 transport=AiohttpTransport(max_connections))
+        return Client(timeout=self.config.timeout, transport=AiohttpTransport(max_connections))
 
     async def aclose(self) -> None:
         """Close adapters that hold their own connections (APNs keeps an HTTP/2 client)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -603,3 +604,61 @@ def test_the_gateway_records_a_send_at_every_cap_and_refuses_oversized_input_wit
     acks.wait_for(lambda rs: len(rs) >= 1, timeout=30)
     acks.poll(2.0)
     assert [a["message_id"] for a in acks.records] == [at_caps["message_id"]]
+
+
+def test_a_fenced_producer_is_replaced_and_its_unwritten_outcome_written_by_the_new_one(
+        settings):
+    # a freeze past the producer's message timeout once left the dispatcher with a producer
+    # the broker fenced (PRODUCER_FENCED on every record): it retried each outcome at once,
+    # forever, and committed nothing. The producer is replaced, its records written again.
+    from confluent_kafka import KafkaError
+
+    from connectors.adapters.config import ProviderConfig
+    from connectors.adapters.registry import Registry
+    from connectors.dispatcher import Dispatcher, outcome
+
+    dispatcher = Dispatcher(settings, ConnectorSettings(), Registry(ProviderConfig()))
+    dispatcher.owns = lambda *_, **__: True  # type: ignore[method-assign]  (no group here)
+    the_send = send("acct-f", "m-f", "SMS")
+    outcomes = Tap(settings, "push.outcomes")
+
+    async def main() -> None:
+        dispatcher.loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        poller = asyncio.create_task(dispatcher._poll_producer(stop))
+        fenced = dispatcher.producer
+        dispatcher._record(outcome(the_send, "sms", "ACCEPTED", 1, 0.1), 0, 0)  # queued...
+        dispatcher._renew(fenced, KafkaError(KafkaError.PRODUCER_FENCED))  # ...and purged
+        dispatcher._renew(fenced, KafkaError(KafkaError.PRODUCER_FENCED))  # once only
+        assert dispatcher.producer is not fenced and dispatcher.retired == [fenced]
+        end = time.monotonic() + 30
+        while the_send["send_id"] not in dispatcher.done or dispatcher.retired:
+            assert time.monotonic() < end, "the outcome was not written by the new producer"
+            await asyncio.sleep(0.05)
+        poller.cancel()
+
+    asyncio.run(main())
+    records = outcomes.wait_for(lambda rs: rs, timeout=30)
+    assert [r["send_id"] for r in records] == [the_send["send_id"]]
+    dispatcher.producer.flush(5)
+
+
+def test_the_gateway_replaces_a_fenced_producer_and_writes_the_next_ack(settings):
+    from confluent_kafka import KafkaError
+
+    from connectors.gateway import AckWriter
+
+    writer = AckWriter(settings, Codec())
+    ack = AckToken.for_send("READ", send("acct-g", "m-g", "SMS")).ack(time.time())
+
+    async def main() -> None:
+        await writer.start()
+        fenced = writer.producer
+        writer._renew(fenced, KafkaError(KafkaError.PRODUCER_FENCED))
+        assert writer.producer is not fenced
+        await writer.write([ack])  # through the new producer, acknowledged by the broker
+        await writer.stop()
+
+    asyncio.run(main())
+    acks = Tap(settings, "push.acks").wait_for(lambda rs: rs, timeout=30)
+    assert [a["send_id"] for a in acks] == [ack["send_id"]]
