@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from urllib.parse import quote
 
 import httpx
 
@@ -23,9 +22,15 @@ RETRYABLE = frozenset({"isp.SYSTEM_ERROR", "isv.BUSINESS_LIMIT_CONTROL", "Thrott
 THROTTLED_WAIT = 60.0  # Aliyun sends no Retry-After with its flow-control codes
 
 
+#: Each byte's RFC 3986 form: unreserved characters as themselves, every other byte %XX.
+_PERCENT = [chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-_.~") else f"%{b:02X}"
+            for b in range(256)]
+
+
 def percent(text: str) -> str:
-    """RFC 3986 percent-encoding as Aliyun's signature requires (space %20, ~ kept)."""
-    return quote(text, safe="-_.~")
+    """RFC 3986 percent-encoding as Aliyun's signature requires (space %20, ~ kept): what
+    urllib's quote(text, safe="-_.~") gives, by table (a signature encodes ~400 characters)."""
+    return "".join(map(_PERCENT.__getitem__, text.encode()))
 
 
 def signature(params: Mapping[str, str], secret: str, method: str = "POST") -> str:

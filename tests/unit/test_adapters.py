@@ -171,6 +171,14 @@ def test_retry_after_reads_an_http_date_and_ignores_garbage() -> None:
 
 def test_aliyun_percent_encoding_follows_rfc3986() -> None:
     assert sms.percent("a b*~/+") == "a%20b%2A~%2F%2B"
+    assert sms.percent("用户 é") == "%E7%94%A8%E6%88%B7%20%C3%A9"
+
+
+@given(st.text())
+def test_aliyun_percent_encoding_is_urllibs_quote(text: str) -> None:
+    from urllib.parse import quote
+
+    assert sms.percent(text) == quote(text, safe="-_.~")
 
 
 @given(params=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=20),
