@@ -24,11 +24,13 @@ leaves the group only once a rebalance in progress has ended (Dispatcher._settle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -40,7 +42,7 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 from tenacity.wait import wait_base
 
-from connectors.adapters import Delivery, ProviderError, UnknownTarget
+from connectors.adapters import Accepted, Delivery, ProviderError, UnknownTarget
 from connectors.adapters.registry import Registry
 from connectors.addresses import AddressBook
 from connectors.dispatch_policy import (
@@ -79,7 +81,8 @@ log = logging.getLogger(__name__)
 
 SENDS, OUTCOMES, INTENTS = "push.sends", "push.outcomes", "pushcascade.dispatch-intents"
 BATCH = 500
-#: Sends taken per in-flight slot before the dispatcher stops reading (bounded memory).
+#: Sends taken per in-flight slot before the dispatcher stops reading (bounded memory); it
+#: reads again once a batch fits.
 BACKLOG = 4
 #: Seconds a revoked partition's sends may take to finish before they are cancelled.
 REVOKE_GRACE = 2.0
@@ -99,17 +102,21 @@ class Lost(Exception):
 
 
 class Backoff(wait_base):
-    """Exponential backoff with full jitter, never shorter than the vendor's Retry-After."""
+    """Exponential backoff with full jitter, never shorter than the vendor's Retry-After;
+    counting attempts from `made` + 1 (those made before tenacity took over)."""
 
-    def __init__(self, first: float, longest: float) -> None:
-        self.first, self.longest = first, longest
+    def __init__(self, first: float, longest: float, made: int = 0) -> None:
+        self.first, self.longest, self.made = first, longest, made
 
-    def __call__(self, retry_state: Any) -> float:
-        ceiling = min(self.longest, self.first * 2 ** (retry_state.attempt_number - 1))
-        wait = random.uniform(0, ceiling)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
+    def delay(self, attempt: int, exc: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (from 1) raised exc."""
+        wait = random.uniform(0, min(self.longest, self.first * 2 ** (attempt - 1)))
         after = getattr(exc, "retry_after", None)
         return max(wait, min(after, self.longest)) if after else wait
+
+    def __call__(self, retry_state: Any) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self.delay(self.made + retry_state.attempt_number, exc)
 
 
 def outcome(send: dict[str, Any], provider: str, status: str, attempts: int, latency: float,
@@ -171,6 +178,10 @@ class Dispatcher:
         self.loading: dict[int, Future[Any]] = {}  # partitions paused while state is rebuilt
         self.revoking: set[int] = set()
         self.tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self.running = 0  # tasks in self.tasks; `room` is set once they are down to
+        self.room = asyncio.Event()  # low_water after the backlog was full
+        backlog = BACKLOG * config.dispatch_in_flight
+        self.low_water = max(backlog // 2, backlog - BATCH)
         self.rebalances = Rebalances(quiet=2 * heartbeat)
         self.stopping = False  # leaving the group: new partitions are not taken
 
@@ -195,15 +206,15 @@ class Dispatcher:
         poller = asyncio.create_task(self._poll_producer(stop))
         http = self.registry.client(self.config.dispatch_in_flight)
         last_commit = last_log = last_expiry = time.monotonic()
-        taken = 0
+        taken, backlog = 0, BACKLOG * self.config.dispatch_in_flight
         try:
             while not stop.is_set():
-                running = sum(len(t) for t in self.tasks.values())
-                batch = BATCH
-                if running >= BACKLOG * self.config.dispatch_in_flight:  # back-pressure, but
-                    await asyncio.wait({t for ts in self.tasks.values() for t in ts},  # polled
-                                       timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                    batch = 1  # (the lease and the group's liveness need it)
+                running = self.running
+                if running >= backlog:  # back-pressure until a batch fits again (`room`),
+                    self.room.clear()  # but polled at least every 0.5 s (the lease and the
+                    with contextlib.suppress(TimeoutError):  # group's liveness need it)
+                        await asyncio.wait_for(self.room.wait(), 0.5)
+                batch = max(1, min(BATCH, backlog - self.running))
                 msgs = await loop.run_in_executor(self.pool, self._consume, batch)
                 taken += len(msgs)
                 if msgs:
@@ -362,7 +373,15 @@ class Dispatcher:
         task = asyncio.create_task(self._deliver(http, send, provider, partition, epoch))
         mine = self.tasks.setdefault(partition, set())
         mine.add(task)
-        task.add_done_callback(mine.discard)
+        self.running += 1
+
+        def ended(_: asyncio.Task[None]) -> None:
+            mine.discard(task)
+            self.running -= 1
+            if self.running <= self.low_water:
+                self.room.set()
+
+        task.add_done_callback(ended)
 
     async def _intend(self, send: dict[str, Any], provider: str, partition: int) -> None:
         """Write the send's intent and wait until the broker has it (just before each provider
@@ -425,31 +444,35 @@ class Dispatcher:
                 adapter = self.registry.adapter(provider)
                 delivery = self._delivery(send, address)
                 limiter, breaker = self._guards(provider)
-                async for attempt in AsyncRetrying(
-                        stop=stop_after_delay(self.config.dispatch_hold),
-                        wait=Backoff(self.config.dispatch_backoff,
-                                     self.config.dispatch_backoff_max),
-                        retry=retry_if_exception(again), reraise=True):
-                    with attempt:
-                        async with self.sem, limiter:
-                            await self._confirm(partition, epoch)  # before intent and retries
-                            attempts += 1
-                            if attempts > 1:
-                                RETRIES.labels(provider).inc()
-                            IN_FLIGHT.inc()
-                            try:
-                                await self._intend(send, provider, partition)
-                                await self._confirm(partition, epoch)
-                                if first_call_at is None:
-                                    first_call_at = time.time()
-                                accepted = await breaker.call_async(adapter.send, http, delivery)
-                            except Exception as exc:
-                                if ambiguous(exc):
-                                    unsure = True
-                                    UNKNOWN.labels(provider).inc()
-                                raise
-                            finally:
-                                IN_FLIGHT.dec()
+
+                async def call() -> Accepted:
+                    nonlocal attempts, first_call_at, unsure
+                    async with self.sem, limiter:
+                        await self._confirm(partition, epoch)  # before intent and retries
+                        attempts += 1
+                        if attempts > 1:
+                            RETRIES.labels(provider).inc()
+                        IN_FLIGHT.inc()
+                        try:
+                            await self._intend(send, provider, partition)
+                            await self._confirm(partition, epoch)
+                            if first_call_at is None:
+                                first_call_at = time.time()
+                            return await breaker.call_async(adapter.send, http, delivery)
+                        except Exception as exc:
+                            if ambiguous(exc):
+                                unsure = True
+                                UNKNOWN.labels(provider).inc()
+                            raise
+                        finally:
+                            IN_FLIGHT.dec()
+
+                try:  # the first attempt without tenacity (most sends need no other)
+                    accepted = await call()
+                except Exception as exc:
+                    if not again(exc):
+                        raise
+                    accepted = await self._again(call, again, exc, started)
                 result = outcome(send, provider, "ACCEPTED", before + attempts,
                                  time.monotonic() - started, accepted.provider_message_id)
             except (Lost, asyncio.CancelledError):
@@ -473,6 +496,23 @@ class Dispatcher:
         except Lost:
             log.info("send %s: partition %d lost, left to its new owner", send["send_id"],
                      partition)
+
+    async def _again(self, call: Callable[[], Awaitable[Accepted]],
+                     again: Callable[[BaseException], bool], failed: BaseException,
+                     started: float) -> Accepted:
+        """The attempts after a first one that failed retryably, with backoff, until the send
+        has been held dispatch_hold seconds (then the last error is raised)."""
+        hold = self.config.dispatch_hold
+        if time.monotonic() - started >= hold:
+            raise failed
+        backoff = Backoff(self.config.dispatch_backoff, self.config.dispatch_backoff_max, 1)
+        await asyncio.sleep(backoff.delay(1, failed))
+        left = max(0.0, hold - (time.monotonic() - started))
+        async for attempt in AsyncRetrying(stop=stop_after_delay(left), wait=backoff,
+                                           retry=retry_if_exception(again), reraise=True):
+            with attempt:
+                return await call()
+        raise AssertionError("tenacity ended without an answer")  # reraise=True: unreachable
 
     def _delivery(self, send: dict[str, Any], address: str) -> Delivery:
         """The send with its address and signed read link and receipt token."""

@@ -19,7 +19,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.adapters.config import ProviderConfig, dev_key
-from connectors.adapters.transport import AiohttpTransport
+from connectors.adapters.transport import AiohttpTransport, Client
 from connectors.simulator.behaviour import Behaviour, Population, Verdict, decide
 from connectors.simulator.journal import Recorded
 
@@ -202,7 +202,7 @@ class Simulator:
 
     def _client(self) -> httpx.AsyncClient:
         if self.http is None:  # aiohttp's pool: httpx's own ran out under load (PoolTimeout)
-            self.http = httpx.AsyncClient(timeout=10.0, transport=AiohttpTransport(500))
+            self.http = Client(timeout=10.0, transport=AiohttpTransport(500))
         return self.http
 
     async def _post_receipt(self, arrival: Arrival, message_id: str,

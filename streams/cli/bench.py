@@ -198,6 +198,8 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
         (f"dispatcher: sends/s with outcomes ({in_flight} in flight)",
          f"{r['dispatcher_sends_per_s']:,.0f}"),
         ("dispatcher / bare client", f"{r['ratio']:.2f}"),
+        ("CPU cores while it ran", ", ".join(f"{name} {cores:.2f}"
+                                             for name, cores in r["cpu_cores"].items())),
         (f"gateway: read acks/s ({concurrency} in flight)", f"{g['acks_per_s']:,.0f}"),
         ("gateway latency p50 / p99", f"{g['p50_ms']:.0f} / {g['p99_ms']:.0f} ms")])
 

@@ -181,6 +181,21 @@ def test_aliyun_percent_encoding_is_urllibs_quote(text: str) -> None:
     assert sms.percent(text) == quote(text, safe="-_.~")
 
 
+@given(params=st.dictionaries(st.text(max_size=10), st.text(max_size=30), max_size=6))
+def test_the_sms_signature_is_aliyuns_definition(params: dict[str, str]) -> None:
+    import base64
+    import hashlib
+    import hmac
+    from urllib.parse import quote
+
+    def q(text: str) -> str:
+        return quote(text, safe="-_.~")
+
+    canonical = "&".join(f"{q(k)}={q(v)}" for k, v in sorted(params.items()))
+    digest = hmac.new(b"secret&", f"POST&{q('/')}&{q(canonical)}".encode(), hashlib.sha1)
+    assert sms.signature(params, "secret") == base64.b64encode(digest.digest()).decode()
+
+
 @given(params=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=20),
                               min_size=1, max_size=6),
        extra=st.text(min_size=1, max_size=5))
@@ -353,3 +368,18 @@ def test_secrets_appear_in_no_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     item = Delivery(send={"send_id": "s-1", "channel": "SMS"}, address="+8613800000000",
                     read_url="http://gw/r?t=sig", receipt_token="rt-sig")
     assert "+86" not in repr(item) and "sig" not in repr(item)
+
+
+@given(title=st.text(max_size=30), nonce=st.text(min_size=1, max_size=12))
+def test_the_sms_form_body_decodes_to_the_signed_parameters(title: str, nonce: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from connectors.adapters import Delivery
+    from connectors.adapters.config import SmsSettings
+
+    settings = SmsSettings(access_key_id="id", access_key_secret="secret")
+    delivery = Delivery({"send_id": "s1", "title": title}, "+86 138", "http://gw/r/x?a=1&b",
+                        "rt+/=")
+    body = sms.form(settings, delivery, 1.8e9, nonce).decode()
+    assert dict(parse_qsl(body, keep_blank_values=True)) == sms.params(settings, delivery,
+                                                                       1.8e9, nonce)

@@ -107,3 +107,20 @@ def test_the_read_token_of_a_send_at_every_cap_is_accepted() -> None:
     text = signer.sign(AckToken.for_send("READ", send), T0)
     assert 4096 < len(text) <= MAX_LENGTH
     assert signer.verify(text, "READ", now=T0).link == send["link"]
+
+
+@given(kind=st.sampled_from(["READ", "RECEIPT"]), ids=st.lists(st.text(max_size=30), min_size=4,
+                                                               max_size=4),
+       device=st.none() | st.text(max_size=20), link=st.none() | st.text(max_size=60),
+       now=st.floats(min_value=0, max_value=4e9))
+def test_a_signature_is_the_one_pyjwt_makes(kind: str, ids: list[str], device: str | None,
+                                            link: str | None, now: float) -> None:
+    import jwt
+
+    send = {"send_id": ids[0], "message_id": ids[1], "account_id": ids[2], "channel": ids[3],
+            "device_id": device, "route": "HUAWEI" if device else None, "link": link}
+    token, signer = AckToken.for_send(kind, send), Signer(KEYS, "k1", ttl=600)
+    claims = {k: v for k, v in vars(token).items() if v is not None}
+    claims["exp"] = int(now + signer.ttl)
+    assert signer.sign(token, now=now) == jwt.encode(claims, KEYS["k1"], algorithm="HS256",
+                                                     headers={"kid": "k1"})

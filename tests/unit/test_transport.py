@@ -6,17 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from connectors.adapters.base import ProviderError
 from connectors.adapters.http import request
-from connectors.adapters.transport import AiohttpTransport
+from connectors.adapters.transport import AiohttpTransport, Client
+
+Make = Callable[..., httpx.AsyncClient]
 
 
-def client(timeout: float = 2.0) -> httpx.AsyncClient:
+def generic(timeout: float = 2.0) -> httpx.AsyncClient:
+    """httpx's own request path over the transport."""
     return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(10))
+
+
+def fast(timeout: float = 2.0) -> httpx.AsyncClient:
+    """The adapters' client: plain requests straight to the transport."""
+    return Client(timeout=timeout, transport=AiohttpTransport(10))
+
+
+@pytest.fixture(params=[generic, fast], ids=["httpx-path", "fast-path"])
+def client(request: pytest.FixtureRequest) -> Make:
+    return cast(Make, request.param)
 
 
 async def serve(handler) -> tuple[asyncio.AbstractServer, str]:
@@ -25,7 +40,7 @@ async def serve(handler) -> tuple[asyncio.AbstractServer, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def test_an_answer_comes_through_whole() -> None:
+def test_an_answer_comes_through_whole(client: Make) -> None:
     async def main() -> None:
         async def handler(reader, writer) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -48,7 +63,7 @@ def test_an_answer_comes_through_whole() -> None:
     asyncio.run(main())
 
 
-def test_a_refused_connection_was_not_sent() -> None:
+def test_a_refused_connection_was_not_sent(client: Make) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -63,7 +78,8 @@ def test_a_refused_connection_was_not_sent() -> None:
 
 
 @pytest.mark.parametrize("hang_up", [False, True])
-def test_a_request_taken_and_never_answered_may_have_been_sent(hang_up: bool) -> None:
+def test_a_request_taken_and_never_answered_may_have_been_sent(client: Make,
+                                                              hang_up: bool) -> None:
     async def main() -> None:
         async def handler(reader, writer) -> None:
             await reader.readuntil(b"\r\n\r\n")
@@ -80,3 +96,34 @@ def test_a_request_taken_and_never_answered_may_have_been_sent(hang_up: bool) ->
         assert caught.value.code == ("UNREACHABLE" if hang_up else "TIMEOUT")
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("body", [
+    {"json": {"to": "用户", "n": 1.5}}, {"data": {"a": "b c", "d": "~é"}},
+    {"content": b"raw", "headers": {"Content-Type": "text/x"}},
+    {"json": [1], "headers": {"content-type": "application/x+json", "X-Trace": "7"}}])
+def test_the_fast_path_sends_what_httpx_sends(body: dict[str, Any]) -> None:
+    """Same method, path, headers (names are case-free) and body bytes on the wire."""
+    async def main() -> list[tuple[bytes, set[tuple[str, str]], bytes]]:
+        seen: list[tuple[bytes, set[tuple[str, str]], bytes]] = []
+
+        async def handler(reader, writer) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            start, *lines = head.decode().split("\r\n")
+            headers = {tuple(part.strip().lower() for part in line.split(":", 1))
+                       for line in lines if line}
+            length = int(dict(headers).get("content-length", "0"))
+            seen.append((start.encode(), headers, await reader.readexactly(length)))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server, url = await serve(handler)
+        async with server:
+            for make in (generic, fast):
+                async with make() as http:
+                    assert (await request(http, "POST", f"{url}/p", **body)).status_code == 204
+        return seen
+
+    (start, headers, sent), again = asyncio.run(main())
+    assert again == (start, headers, sent)

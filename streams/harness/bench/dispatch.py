@@ -5,6 +5,7 @@ from a load generator in another process."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,7 @@ from streams.harness.bench.common import (
     sms_send,
 )
 from streams.harness.bench.gateway import python_loadgen
+from streams.harness.bench.pipeline import cpu_seconds, cpu_shares
 from streams.harness.processes import start_python, worker_env
 from streams.harness.taps import Tap
 
@@ -87,8 +89,10 @@ async def bare_calls(url: str, sends: int, in_flight: int) -> float:
 
 
 def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir: Path,
-                   log: Log) -> float:
-    """Sends/s of one `pushcascade dispatch` over `sends` preloaded SMS sends (outcome times)."""
+                   log: Log) -> tuple[float, dict[str, float]]:
+    """Sends/s of one `pushcascade dispatch` over `sends` preloaded SMS sends (outcome times),
+    and the CPU cores of the dispatcher and of this process (the simulator's thread, the tap)
+    from its first outcome to its last."""
     settings = fresh_settings(bootstrap, "dispatch")
     codec = Codec()
     profiles = [("account.profiles", f"acct-{i:06d}".encode(), codec.encode("AccountProfile", {
@@ -103,15 +107,20 @@ def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir
     proc = start_python("streams.cli", "dispatch", env=env, workdir=workdir, name="dispatch")
     try:
         with Tap(settings, "push.outcomes", fetch_wait_ms=100) as tap:
+            tap.wait_for(lambda rs: len(rs) >= 1, timeout=120, workers=[proc])
+            pids = {"dispatcher": proc.pid, "bench + simulator": os.getpid()}
+            began, before = time.monotonic(), {n: cpu_seconds(p) for n, p in pids.items()}
             tap.wait_for(lambda rs: len(rs) >= sends, timeout=120 + sends / 50, workers=[proc])
+            cpu = cpu_shares(before, {n: cpu_seconds(p) for n, p in pids.items()},
+                             time.monotonic() - began)
             ats = sorted(r["at"] for r in tap.records)
             statuses = {r["status"] for r in tap.records}
     finally:
         proc.stop()
     if statuses != {"ACCEPTED"}:
         raise RuntimeError(f"dispatch bench: outcomes {statuses}, expected only ACCEPTED")
-    log(f"dispatcher: {sends} outcomes in {(ats[-1] - ats[0]) / 1000:.1f}s")
-    return sends / max((ats[-1] - ats[0]) / 1000, 1e-3)
+    log(f"dispatcher: {sends} outcomes in {(ats[-1] - ats[0]) / 1000:.1f}s, CPU cores {cpu}")
+    return sends / max((ats[-1] - ats[0]) / 1000, 1e-3), cpu
 
 
 def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, var_dir: Path,
@@ -126,7 +135,8 @@ def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, 
         wrk = simulator_wrk(simulator.url, workdir, 10.0, in_flight, log)
         bare = sends / asyncio.run(bare_calls(simulator.url, sends, in_flight))
         log(f"bare client: {bare:,.0f} calls/s")
-        dispatched = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir, log)
+        dispatched, cpu = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir,
+                                         log)
         gateway = python_loadgen(fresh_settings(bootstrap, "gateway"), acks, concurrency,
                                  workdir, log)
     keep_logs(workdir, var_dir)
@@ -134,4 +144,5 @@ def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, 
             "dispatcher_over_wrk": dispatched / wrk["sms_accepted_per_s"],
             "bare_calls_per_s": bare,
             "dispatcher_sends_per_s": dispatched, "ratio": dispatched / bare,
+            "cpu_cores": cpu,
             "acks": acks, "gateway_concurrency": concurrency, "gateway": gateway}
