@@ -80,9 +80,12 @@ class ApnsAdapter:
     def __repr__(self) -> str:
         return f"ApnsAdapter(base_url={self.base_url!r}, topic={self.settings.topic!r})"
 
+    def new_token(self, now: float) -> str:
+        """A provider token signed now (the adapter caches one for TOKEN_LIFETIME)."""
+        return provider_token(self.settings, self._key.get_secret_value(), now)
+
     async def _make_token(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        token = provider_token(self.settings, self._key.get_secret_value(), time.time())
-        return token, TOKEN_LIFETIME
+        return self.new_token(time.time()), TOKEN_LIFETIME
 
     def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
         """The adapter's HTTP/2 client (h2 prior knowledge on http://), built on first use."""

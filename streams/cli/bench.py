@@ -187,7 +187,7 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
 
     r = run_dispatch_bench(sends, in_flight, acks, concurrency, json_out.parent,
                            log=lambda line: console.print(f"[dim]{line}"))
-    g, w = r["gateway"], r["simulator_wrk"]
+    g, w, h = r["gateway"], r["simulator_wrk"], r["apns_h2load"]
     finish(r, json_out, "pushcascade bench dispatch", [
         ("simulator under wrk: /_control/health", f"{w['health']['per_s']:,.0f}/s"),
         (f"simulator under wrk: signed SendSms accepted ({in_flight} connections)",
@@ -200,6 +200,11 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
         ("dispatcher / bare client", f"{r['ratio']:.2f}"),
         ("CPU cores while it ran", ", ".join(f"{name} {cores:.2f}"
                                              for name, cores in r["cpu_cores"].items())),
+        (f"simulator under h2load: APNs over HTTP/2 ({h['connections']} connections x "
+         f"{h['streams']} streams)", f"{h['per_s']:,.0f}/s"),
+        (f"bare client: APNs adapter calls/s over HTTP/2 ({in_flight} in flight)",
+         f"{r['apns_calls_per_s']:,.0f}"),
+        ("APNs adapter / h2load", f"{r['apns_calls_per_s'] / h['per_s']:.2f}"),
         (f"gateway: read acks/s ({concurrency} in flight)", f"{g['acks_per_s']:,.0f}"),
         ("gateway latency p50 / p99", f"{g['p50_ms']:.0f} / {g['p99_ms']:.0f} ms")])
 

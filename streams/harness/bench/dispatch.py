@@ -5,8 +5,13 @@ from a load generator in another process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import subprocess
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +35,17 @@ from streams.harness.processes import start_python, worker_env
 from streams.harness.taps import Tap
 
 
+def simulator_registry(url: str) -> Registry:
+    """The adapters, every one pointed at the simulator at url."""
+    where: dict[str, Any] = {"simulator_url": url}
+    return Registry(ProviderConfig(**where))
+
+
+def sms_delivery(i: int, tag: str) -> Delivery:
+    """The i-th SMS send of a run."""
+    return Delivery(sms_send(i, tag), "+8613800000000", "http://gw/r/x", "rt")
+
+
 def sms_lines(url: str, count: int, tag: str) -> tuple[str, str]:
     """`count` signed SendSms calls as the SMS adapter makes them (wrk request lines, each a
     distinct send), and the path prefix they go to on the simulator."""
@@ -37,13 +53,10 @@ def sms_lines(url: str, count: int, tag: str) -> tuple[str, str]:
 
     from connectors.adapters.sms import SmsAdapter, params
 
-    where: dict[str, Any] = {"simulator_url": url}
-    adapter = cast(SmsAdapter, Registry(ProviderConfig(**where)).adapter("sms"))
+    adapter = cast(SmsAdapter, simulator_registry(url).adapter("sms"))
     base = urlsplit(adapter.base_url).path.rstrip("/") + "/"
     now = time.time()
-    forms = (params(adapter.settings, Delivery(sms_send(i, tag), "+8613800000000",
-                                                "http://gw/r/x", "rt"), now, f"n{i}")
-             for i in range(count))
+    forms = (params(adapter.settings, sms_delivery(i, tag), now, f"n{i}") for i in range(count))
     return "".join(f"POST\t{base}\t{urlencode(form)}\n" for form in forms), base
 
 
@@ -66,26 +79,62 @@ def simulator_wrk(url: str, workdir: Path, seconds: float, connections: int,
             "sms_accepted_per_s": calls["recorded"] / calls["seconds"]}
 
 
-async def bare_calls(url: str, sends: int, in_flight: int) -> float:
-    """Seconds for `sends` SMS adapter calls to the simulator from one client, `in_flight` at a
-    time: what the dispatcher's provider calls cost without Kafka."""
-    where: dict[str, Any] = {"simulator_url": url}
-    registry = Registry(ProviderConfig(**where))
-    adapter = registry.adapter("sms")
+def apns_delivery(i: int, tag: str) -> Delivery:
+    """The i-th APNs send of a run, to a device token of its own."""
+    send = {**sms_send(i, tag), "channel": "APP", "route": "APNS", "device_id": f"d{i}"}
+    return Delivery(send, f"{i:064x}", "http://gw/r/x", "rt")
+
+
+def simulator_h2load(url: str, workdir: Path, requests: int, connections: int,
+                     streams: int) -> dict[str, Any]:
+    """The simulator's APNs endpoint under h2load (HTTP/2, h2c): the adapter's own request
+    (headers, provider token, payload), `streams` multiplexed on each connection."""
+    from connectors.adapters import apns
+    from streams.harness.bench.gateway import tool
+
+    adapter = cast(apns.ApnsAdapter, simulator_registry(url).adapter("apns"))
+    delivery = apns_delivery(0, "h2load")
+    token = adapter.new_token(time.time())
+    body = workdir / "apns.json"
+    body.write_text(json.dumps(apns.payload(delivery)))
+    headers = {**apns.headers_for(adapter.settings, delivery, token),
+               "content-type": "application/json"}
+    args = [tool("h2load", "nghttp2-client"), "-n", str(requests), "-c", str(connections),
+            "-m", str(streams), "-t", "1", "-d", str(body),
+            *(arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")),
+            f"{adapter.base_url}/3/device/{delivery.address}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True,  # noqa: S603
+                         timeout=300).stdout
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    if finished is None or codes is None:
+        raise RuntimeError(f"h2load printed no figures: {out[-500:]}")
+    return {"requests": requests, "ok": int(codes.group(1)), "seconds": float(finished.group(1)),
+            "per_s": int(codes.group(1)) / float(finished.group(1)),
+            "connections": connections, "streams": streams}
+
+
+async def bare_calls(url: str, name: str, deliveries: Callable[[int], Delivery], sends: int,
+                     in_flight: int) -> float:
+    """Calls/s of one adapter to the simulator from a bare client, `in_flight` at a time
+    (after a first call has opened the connection and fetched any token): what the
+    dispatcher's provider calls cost without Kafka."""
+    registry = simulator_registry(url)
+    adapter = registry.adapter(name)
     sem = asyncio.Semaphore(in_flight)
     http = registry.client(in_flight)
 
     async def one(i: int) -> None:
         async with sem:
-            await adapter.send(http, Delivery(sms_send(i, "bare"), "+8613800000000",
-                                              "http://gw/r/x", "rt"))
+            await adapter.send(http, deliveries(i))
 
+    await one(-1)
     started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(sends)))
     elapsed = time.monotonic() - started
     await http.aclose()
     await registry.aclose()
-    return elapsed
+    return sends / elapsed
 
 
 def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir: Path,
@@ -133,16 +182,22 @@ def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, 
     sim.set_population({"receipt": {"*": 0.0}, "read": {"*": 0.0}})
     with bench_kafka(var_dir, log) as bootstrap, SimulatorThread(sim) as simulator:
         wrk = simulator_wrk(simulator.url, workdir, 10.0, in_flight, log)
-        bare = sends / asyncio.run(bare_calls(simulator.url, sends, in_flight))
+        bare = asyncio.run(bare_calls(simulator.url, "sms", partial(sms_delivery, tag="bare"),
+                                      sends, in_flight))
         log(f"bare client: {bare:,.0f} calls/s")
         dispatched, cpu = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir,
                                          log)
         gateway = python_loadgen(fresh_settings(bootstrap, "gateway"), acks, concurrency,
                                  workdir, log)
+        h2 = simulator_h2load(simulator.url, workdir, sends, 10, in_flight // 10)
+        apns_calls = asyncio.run(bare_calls(simulator.url, "apns",
+                                            partial(apns_delivery, tag="bare"), sends // 4,
+                                            in_flight))
+        log(f"APNs over HTTP/2: h2load {h2['per_s']:,.0f}/s, the adapter {apns_calls:,.0f}/s")
     keep_logs(workdir, var_dir)
     return {"sends": sends, "in_flight": in_flight, "simulator_wrk": wrk,
             "dispatcher_over_wrk": dispatched / wrk["sms_accepted_per_s"],
             "bare_calls_per_s": bare,
             "dispatcher_sends_per_s": dispatched, "ratio": dispatched / bare,
-            "cpu_cores": cpu,
+            "cpu_cores": cpu, "apns_h2load": h2, "apns_calls_per_s": apns_calls,
             "acks": acks, "gateway_concurrency": concurrency, "gateway": gateway}

@@ -39,13 +39,18 @@ class MissingTool(RuntimeError):
     """A compiled load generator is not installed."""
 
 
-def wrk() -> str:
-    """The wrk binary, or MissingTool saying how to install it."""
-    found = shutil.which("wrk")
+def tool(name: str, package: str) -> str:
+    """A compiled load generator's path, or MissingTool saying how to install it."""
+    found = shutil.which(name)
     if found is None:
-        raise MissingTool("wrk is not installed: `make bench-tools` installs it (Debian "
-                          "package wrk; apt-get install wrk)")
+        raise MissingTool(f"{name} is not installed: `make bench-tools` installs it (Debian "
+                          f"package {package}; apt-get install {package})")
     return found
+
+
+def wrk() -> str:
+    """The wrk binary (HTTP/1.1)."""
+    return tool("wrk", "wrk")
 
 
 def run_wrk(url: str, requests: Path | None, connections: int, threads: int, seconds: float,
