@@ -105,13 +105,14 @@ def simulator_h2load(url: str, workdir: Path, requests: int, connections: int,
             f"{adapter.base_url}/3/device/{delivery.address}"]
     out = subprocess.run(args, capture_output=True, text=True, check=True,  # noqa: S603
                          timeout=300).stdout
-    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    finished = re.search(r"finished in ([\d.]+)(m?s), [\d.]+ req/s", out)
     codes = re.search(r"status codes: (\d+) 2xx", out)
     if finished is None or codes is None:
         raise RuntimeError(f"h2load printed no figures: {out[-500:]}")
-    return {"requests": requests, "ok": int(codes.group(1)), "seconds": float(finished.group(1)),
-            "per_s": int(codes.group(1)) / float(finished.group(1)),
-            "connections": connections, "streams": streams}
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    return {"requests": requests, "ok": int(codes.group(1)), "seconds": seconds,
+            "per_s": int(codes.group(1)) / seconds, "connections": connections,
+            "streams": streams}
 
 
 async def bare_calls(url: str, name: str, deliveries: Callable[[int], Delivery], sends: int,
