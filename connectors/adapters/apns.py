@@ -16,6 +16,7 @@ from connectors.adapters.base import Accepted, Delivery
 from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import ApnsSettings, dev_key
 from connectors.adapters.http import classify, request
+from connectors.adapters.transport import Client, Http2Transport
 
 TOKEN_LIFETIME = 3000.0  # Apple accepts a provider token for an hour; renew after 50 minutes
 REFRESH = frozenset({"ExpiredProviderToken"})
@@ -92,7 +93,7 @@ class ApnsAdapter:
         if not self.settings.http2:
             return shared
         if self._client is None:
-            self._client = httpx.AsyncClient(http1=False, http2=True, timeout=shared.timeout)
+            self._client = Client(timeout=shared.timeout, transport=Http2Transport())
         return self._client
 
     async def send(self, http: httpx.AsyncClient, delivery: Delivery) -> Accepted:

@@ -14,7 +14,7 @@ import pytest
 
 from connectors.adapters.base import ProviderError
 from connectors.adapters.http import request
-from connectors.adapters.transport import AiohttpTransport, Client
+from connectors.adapters.transport import AiohttpTransport, Client, Http2Transport
 
 Make = Callable[..., httpx.AsyncClient]
 
@@ -29,8 +29,19 @@ def fast(timeout: float = 2.0) -> httpx.AsyncClient:
     return Client(timeout=timeout, transport=AiohttpTransport(10))
 
 
+def http2(timeout: float = 2.0) -> httpx.AsyncClient:
+    """The APNs adapter's client: HTTP/2 (prior knowledge) through httpcore straight."""
+    return Client(timeout=timeout, transport=Http2Transport())
+
+
 @pytest.fixture(params=[generic, fast], ids=["httpx-path", "fast-path"])
 def client(request: pytest.FixtureRequest) -> Make:
+    return cast(Make, request.param)
+
+
+@pytest.fixture(params=[generic, fast, http2], ids=["httpx-path", "fast-path", "http2"])
+def any_client(request: pytest.FixtureRequest) -> Make:
+    """Every client an adapter may send with (failures mean the same on each)."""
     return cast(Make, request.param)
 
 
@@ -63,13 +74,13 @@ def test_an_answer_comes_through_whole(client: Make) -> None:
     asyncio.run(main())
 
 
-def test_a_refused_connection_was_not_sent(client: Make) -> None:
+def test_a_refused_connection_was_not_sent(any_client: Make) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
 
     async def main() -> None:
-        async with client() as http:
+        async with any_client() as http:
             with pytest.raises(ProviderError) as caught:
                 await request(http, "POST", f"http://127.0.0.1:{port}/", data={"a": "b"})
         assert caught.value.code == "UNREACHABLE" and not caught.value.ambiguous
@@ -78,7 +89,7 @@ def test_a_refused_connection_was_not_sent(client: Make) -> None:
 
 
 @pytest.mark.parametrize("hang_up", [False, True])
-def test_a_request_taken_and_never_answered_may_have_been_sent(client: Make,
+def test_a_request_taken_and_never_answered_may_have_been_sent(any_client: Make,
                                                               hang_up: bool) -> None:
     async def main() -> None:
         async def handler(reader, writer) -> None:
@@ -89,7 +100,7 @@ def test_a_request_taken_and_never_answered_may_have_been_sent(client: Make,
             await asyncio.sleep(5)  # no answer within the read timeout
 
         server, url = await serve(handler)
-        async with server, client(timeout=0.5) as http:
+        async with server, any_client(timeout=0.5) as http:
             with pytest.raises(ProviderError) as caught:
                 await request(http, "POST", f"{url}/", data={"a": "b"})
         assert caught.value.ambiguous and caught.value.retryable
