@@ -1,24 +1,28 @@
-"""Benchmark of the HTTP edge: dispatcher sends/s against the provider simulator, beside the
-same adapter calls from a bare client at the same concurrency; the gateway's acks/s and latency
-from a load generator in another process."""
+"""Benchmark of the HTTP edge: the provider simulator (a process of its own) under compiled load
+generators (wrk for signed SMS calls, h2load for APNs over HTTP/2); dispatcher sends/s against
+it beside the same adapter calls from a bare client at the same concurrency, with each
+process's CPU; the gateway's acks/s and latency from a load generator in another process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
+
 from connectors.adapters import Delivery
 from connectors.adapters.config import ProviderConfig
 from connectors.adapters.registry import Registry
-from connectors.simulator import Simulator, SimulatorSettings, SimulatorThread
+from connectors.serving import free_port
 from schemas import Codec
 from streams.harness.bench.common import (
     Log,
@@ -31,7 +35,7 @@ from streams.harness.bench.common import (
 )
 from streams.harness.bench.gateway import python_loadgen
 from streams.harness.bench.pipeline import cpu_seconds, cpu_shares
-from streams.harness.processes import start_python, worker_env
+from streams.harness.processes import Process, start_python, worker_env
 from streams.harness.taps import Tap
 
 
@@ -139,10 +143,10 @@ async def bare_calls(url: str, name: str, deliveries: Callable[[int], Delivery],
 
 
 def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir: Path,
-                   log: Log) -> tuple[float, dict[str, float]]:
+                   log: Log, simulator: int) -> tuple[float, dict[str, float]]:
     """Sends/s of one `pushcascade dispatch` over `sends` preloaded SMS sends (outcome times),
-    and the CPU cores of the dispatcher and of this process (the simulator's thread, the tap)
-    from its first outcome to its last."""
+    and the CPU cores of the dispatcher, the simulator (pid) and this process (the tap) from
+    its first outcome to its last."""
     settings = fresh_settings(bootstrap, "dispatch")
     codec = Codec()
     profiles = [("account.profiles", f"acct-{i:06d}".encode(), codec.encode("AccountProfile", {
@@ -158,7 +162,7 @@ def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir
     try:
         with Tap(settings, "push.outcomes", fetch_wait_ms=100) as tap:
             tap.wait_for(lambda rs: len(rs) >= 1, timeout=120, workers=[proc])
-            pids = {"dispatcher": proc.pid, "bench + simulator": os.getpid()}
+            pids = {"dispatcher": proc.pid, "simulator": simulator, "bench": os.getpid()}
             began, before = time.monotonic(), {n: cpu_seconds(p) for n, p in pids.items()}
             tap.wait_for(lambda rs: len(rs) >= sends, timeout=120 + sends / 50, workers=[proc])
             cpu = cpu_shares(before, {n: cpu_seconds(p) for n, p in pids.items()},
@@ -173,27 +177,48 @@ def dispatcher_run(bootstrap: str, url: str, sends: int, in_flight: int, workdir
     return sends / max((ats[-1] - ats[0]) / 1000, 1e-3), cpu
 
 
+@contextlib.contextmanager
+def simulator_process(workdir: Path) -> Iterator[tuple[str, Process]]:
+    """`pushcascade simulate-providers` in a process of its own (seed 1, no receipts or
+    reads): its base URL and the process, once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_python("streams.cli", "simulate-providers", "--port", str(port), "--seed", "1",
+                        env=dict(os.environ), workdir=workdir, name="simulator")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            proc.check()
+            try:
+                httpx.put(f"{url}/_control/population", timeout=2,
+                          json={"receipt": {"*": 0.0}, "read": {"*": 0.0}}).raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.stop()
+
+
 def run_dispatch_bench(sends: int, in_flight: int, acks: int, concurrency: int, var_dir: Path,
                        log: Log = quiet) -> dict[str, Any]:
-    """All three measurements in one run, on one broker and one simulator."""
+    """Every measurement in one run, on one broker and one simulator process."""
     workdir = var_dir / "dispatch-bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {"port": 0, "seed": 1}
-    sim = Simulator(SimulatorSettings(**options))
-    sim.set_population({"receipt": {"*": 0.0}, "read": {"*": 0.0}})
-    with bench_kafka(var_dir, log) as bootstrap, SimulatorThread(sim) as simulator:
-        wrk = simulator_wrk(simulator.url, workdir, 10.0, in_flight, log)
-        bare = asyncio.run(bare_calls(simulator.url, "sms", partial(sms_delivery, tag="bare"),
-                                      sends, in_flight))
+    with bench_kafka(var_dir, log) as bootstrap, simulator_process(workdir) as (url, sim):
+        wrk = simulator_wrk(url, workdir, 10.0, in_flight, log)
+        bare = asyncio.run(bare_calls(url, "sms", partial(sms_delivery, tag="bare"), sends,
+                                      in_flight))
         log(f"bare client: {bare:,.0f} calls/s")
-        dispatched, cpu = dispatcher_run(bootstrap, simulator.url, sends, in_flight, workdir,
-                                         log)
+        dispatched, cpu = dispatcher_run(bootstrap, url, sends, in_flight, workdir, log,
+                                         sim.pid)
         gateway = python_loadgen(fresh_settings(bootstrap, "gateway"), acks, concurrency,
                                  workdir, log)
-        h2 = simulator_h2load(simulator.url, workdir, sends, 10, in_flight // 10)
-        apns_calls = asyncio.run(bare_calls(simulator.url, "apns",
-                                            partial(apns_delivery, tag="bare"), sends // 4,
-                                            in_flight))
+        h2 = simulator_h2load(url, workdir, sends, 10, in_flight // 10)
+        apns_calls = asyncio.run(bare_calls(url, "apns", partial(apns_delivery, tag="bare"),
+                                            sends // 4, in_flight))
         log(f"APNs over HTTP/2: h2load {h2['per_s']:,.0f}/s, the adapter {apns_calls:,.0f}/s")
     keep_logs(workdir, var_dir)
     return {"sends": sends, "in_flight": in_flight, "simulator_wrk": wrk,
