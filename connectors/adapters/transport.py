@@ -140,11 +140,12 @@ class Client(httpx.AsyncClient):
                 method, url, content=content, data=data, files=files, json=json, params=params,
                 headers=headers, cookies=cookies, auth=auth, follow_redirects=follow_redirects,
                 timeout=timeout, extensions=extensions)
+        target = str(httpx.URL(url))  # an address httpx refuses raises here, as through httpx
         framing, stream = encode_request(content=content, data=data, json=json)
         body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else b""
         sent = {**self._defaults, **{str(k).lower(): str(v) for k, v in (headers or {}).items()}}
         for name, value in framing.items():  # as httpx: the caller's Content-Type wins
             if name != "Content-Length":  # (aiohttp frames the body itself)
                 sent.setdefault(name.lower(), value)
-        return await self.exchanger.exchange(method, str(url), body, list(sent.items()),
+        return await self.exchanger.exchange(method, target, body, list(sent.items()),
                                              self.timeout.connect, self.timeout.read)

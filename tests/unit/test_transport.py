@@ -138,3 +138,14 @@ def test_the_fast_path_sends_what_httpx_sends(body: dict[str, Any]) -> None:
 
     (start, headers, sent), again = asyncio.run(main())
     assert again == (start, headers, sent)
+
+
+@pytest.mark.parametrize("make", [generic, fast, http2], ids=["httpx-path", "fast-path", "http2"])
+def test_an_address_httpx_refuses_is_refused_alike_before_anything_is_sent(make: Make) -> None:
+    """A push token no URL can carry is a permanent error of the send, never a retry."""
+    async def main() -> None:
+        async with make() as http:
+            with pytest.raises(httpx.InvalidURL):
+                await request(http, "POST", "http://127.0.0.1:9/3/device/tok\x01en", json={})
+
+    asyncio.run(main())
