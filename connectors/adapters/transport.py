@@ -7,6 +7,7 @@ stays told apart from what cannot have (connectors.adapters.http.NOT_SENT)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,13 @@ from httpx._types import (
 )
 
 Headers = list[tuple[str, str]]
+
+
+@functools.lru_cache(maxsize=4096)
+def checked(url: str) -> str:
+    """The URL as httpx parses and writes it; httpx.InvalidURL when it refuses it (remembered
+    per URL: a vendor's send URL is one, or one per device token)."""
+    return str(httpx.URL(url))
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -140,7 +148,7 @@ class Client(httpx.AsyncClient):
                 method, url, content=content, data=data, files=files, json=json, params=params,
                 headers=headers, cookies=cookies, auth=auth, follow_redirects=follow_redirects,
                 timeout=timeout, extensions=extensions)
-        target = str(httpx.URL(url))  # an address httpx refuses raises here, as through httpx
+        target = checked(str(url))  # an address httpx refuses raises here, as through httpx
         framing, stream = encode_request(content=content, data=data, json=json)
         body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else b""
         sent = {**self._defaults, **{str(k).lower(): str(v) for k, v in (headers or {}).items()}}
