@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import httpx
 from aiobreaker import CircuitBreakerError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.adapters import ProviderError
 from connectors.dispatch_policy import (
@@ -196,3 +198,26 @@ def test_the_group_has_settled_once_no_rebalance_ran_for_two_heartbeats_of_polli
     group.ended(now=511.0)
     assert not group.settled(now=512.5, polled_since=500.0)
     assert group.settled(now=513.0, polled_since=500.0)
+
+
+@given(first=st.floats(0.01, 5), longest=st.floats(0.01, 120), made=st.integers(0, 3),
+       attempt=st.integers(1, 12), after=st.none() | st.floats(0, 600))
+def test_a_backoff_is_jittered_under_its_ceiling_and_never_shorter_than_retry_after(
+        first: float, longest: float, made: int, attempt: int, after: float | None) -> None:
+    from types import SimpleNamespace
+    from unittest.mock import patch
+
+    from connectors.dispatcher import Backoff
+
+    exc = ProviderError("THROTTLED", retryable=True, retry_after=after)
+    backoff = Backoff(first, longest, made)
+    ceiling = min(longest, first * 2 ** (made + attempt - 1))
+    state = SimpleNamespace(attempt_number=attempt,
+                            outcome=SimpleNamespace(exception=lambda: exc))
+    wait = backoff(state)  # tenacity's call: attempts counted after the `made` ones
+    if after:
+        assert min(after, longest) <= wait <= max(ceiling, min(after, longest))
+    else:
+        assert 0 <= wait <= ceiling
+    with patch("connectors.dispatcher.random.uniform", lambda low, high: high):
+        assert backoff(state) == max(ceiling, min(after, longest) if after else 0.0)
