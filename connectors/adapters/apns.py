@@ -16,7 +16,8 @@ from connectors.adapters.base import Accepted, Delivery
 from connectors.adapters.callbacks import app_receipts
 from connectors.adapters.config import ApnsSettings, dev_key
 from connectors.adapters.http import classify, request
-from connectors.adapters.transport import Client, Http2Transport
+from connectors.adapters.http2 import Http2Transport
+from connectors.adapters.transport import Client
 
 TOKEN_LIFETIME = 3000.0  # Apple accepts a provider token for an hour; renew after 50 minutes
 REFRESH = frozenset({"ExpiredProviderToken"})

@@ -1,4 +1,5 @@
-"""The adapters' transports: httpx's API over aiohttp's HTTP/1.1 pool, or httpcore's HTTP/2.
+"""The adapters' transports: httpx's API over aiohttp's HTTP/1.1 pool (or, for APNs, our HTTP/2
+connections: connectors/adapters/http2.py).
 
 Measured against the provider simulator with 500 calls in flight (README, Benchmarks): httpx's
 own HTTP/1.1 pool made 133 calls/s, aiohttp 2,043/s, httpx over this transport 1,888/s. The
@@ -15,7 +16,6 @@ import aiohttp
 import httpx
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._content import encode_request  # httpx's own body encodings (form, JSON, bytes)
-from httpx._transports.default import map_httpcore_exceptions  # httpcore's errors as httpx's
 from httpx._types import (
     AuthTypes,
     CookieTypes,
@@ -27,6 +27,8 @@ from httpx._types import (
     RequestFiles,
     TimeoutTypes,
 )
+
+from connectors.adapters.http2 import Http2Transport
 
 Headers = list[tuple[str, str]]
 
@@ -94,26 +96,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class Http2Transport(httpx.AsyncHTTPTransport):
-    """httpx's own HTTP/2 transport (httpcore's pool, h2 prior knowledge on http://), whose
-    plain requests also go to httpcore straight: the APNs adapter's calls to the simulator
-    with 100 in flight, 1,101-1,117/s through httpx's client, 1,389-1,441/s so (httpx's
-    layers, its cookie jar and response streams skipped)."""
-
-    def __init__(self) -> None:
-        super().__init__(http1=False, http2=True)
-
-    async def exchange(self, method: str, url: str, body: bytes, headers: Headers,
-                       connect: float | None, read: float | None) -> httpx.Response:
-        """Send one request and read its whole answer (httpx's timeouts and error types)."""
-        with map_httpcore_exceptions():
-            answer = await self._pool.request(
-                method, url, headers=headers, content=body,
-                extensions={"timeout": {"connect": connect, "read": read, "write": read,
-                                        "pool": connect}})
-        return httpx.Response(answer.status, headers=answer.headers, content=answer.content)
 
 
 class Client(httpx.AsyncClient):

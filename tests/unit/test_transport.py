@@ -14,7 +14,8 @@ import pytest
 
 from connectors.adapters.base import ProviderError
 from connectors.adapters.http import request
-from connectors.adapters.transport import AiohttpTransport, Client, Http2Transport
+from connectors.adapters.http2 import Http2Transport
+from connectors.adapters.transport import AiohttpTransport, Client
 
 Make = Callable[..., httpx.AsyncClient]
 
