@@ -225,24 +225,28 @@ class Http2Transport(httpx.AsyncBaseTransport):
         target = urlsplit(url)  # checked by httpx already (transport.checked)
         scheme, host = target.scheme, target.hostname or ""
         origin = (scheme, host, target.port or (443 if scheme == "https" else 80))
-        connection = await self._connection(origin, connect)
-        try:  # a free stream within the connect timeout, or the request was never sent
-            async with asyncio.timeout(connect):
-                while (connection.open_streams()
-                       >= connection.h2.remote_settings.max_concurrent_streams):
+        try:  # a usable connection with a free stream within the connect timeout, or the
+            async with asyncio.timeout(connect):  # request was never sent
+                while True:
+                    connection = await self._connection(origin, connect)
+                    if (connection.open_streams()
+                            < connection.h2.remote_settings.max_concurrent_streams):
+                        break
                     connection.room.clear()
                     await connection.room.wait()
-                    if not connection.usable:
-                        connection = await self._connection(origin, connect)
         except TimeoutError as exc:
-            raise httpx.PoolTimeout("no free HTTP/2 stream in time") from exc
+            raise httpx.PoolTimeout("no usable HTTP/2 connection or free stream in time") from exc
         path = (target.path or "/") + (f"?{target.query}" if target.query else "")
         sent = [(b":method", method.encode()), (b":scheme", scheme.encode()),
                 (b":authority", target.netloc.encode()), (b":path", path.encode()),
                 *((k.lower().encode(), v.encode()) for k, v in headers
                   if k.lower() not in CONNECTION_HEADERS),
                 (b"content-length", str(len(body)).encode())]
-        sid, stream = connection.start(sent, body)
+        try:
+            sid, stream = connection.start(sent, body)
+        except h2.exceptions.ProtocolError as exc:  # it began closing meanwhile: nothing sent
+            connection.usable = False
+            raise StreamRefused(f"the connection is closing: {exc}") from exc
         try:
             async with asyncio.timeout(read):
                 status, answer, content = await asyncio.shield(stream.answer)

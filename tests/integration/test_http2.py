@@ -137,6 +137,26 @@ def test_a_lost_connection_is_replaced_for_the_next_request(simulator) -> None:
     assert asyncio.run(main()) == [200, 200]
 
 
+def test_after_a_goaway_the_next_request_goes_on_a_new_connection() -> None:
+    """APNs sends GOAWAY when it shuts a connection down: the streams it took are answered,
+    the next request opens a new connection."""
+    connections = []
+
+    def answer(conn: h2.connection.H2Connection, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.StreamEnded):
+            conn.send_headers(event.stream_id, [(":status", "200")], end_stream=True)
+            conn.close_connection(last_stream_id=event.stream_id)
+            connections.append(conn)
+
+    async def main() -> list[int]:
+        async with h2_server(answer) as url, http2() as http:
+            return [(await request(http, "POST", f"{url}/x", json={})).status_code
+                    for _ in range(3)]
+
+    assert asyncio.run(main()) == [200, 200, 200]
+    assert len(set(map(id, connections))) == 3
+
+
 def test_an_unanswered_request_times_out_ambiguous_and_frees_its_stream() -> None:
     async def main() -> tuple[ProviderError, int]:
         transport = Http2Transport()
