@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import h2.config
@@ -64,8 +65,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the preface and settings; widen our receive window."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(RECEIVE_WINDOW)
         self._write()
