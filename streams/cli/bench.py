@@ -200,8 +200,9 @@ def dispatch(sends: int, in_flight: int, acks: int, concurrency: int, json_out: 
         ("dispatcher / bare client", f"{r['ratio']:.2f}"),
         ("CPU cores while it ran", ", ".join(f"{name} {cores:.2f}"
                                              for name, cores in r["cpu_cores"].items())),
-        (f"simulator under h2load: APNs over HTTP/2 ({h['connections']} connections x "
-         f"{h['streams']} streams)", f"{h['per_s']:,.0f}/s"),
+        (f"simulator under h2load: /_control/health over HTTP/2 ({h['connections']} "
+         f"connections x {h['streams']} streams)", f"{h['health']['per_s']:,.0f}/s"),
+        ("simulator under h2load: APNs calls accepted", f"{h['per_s']:,.0f}/s"),
         (f"bare client: APNs adapter calls/s over HTTP/2 ({in_flight} in flight)",
          f"{r['apns_calls_per_s']:,.0f}"),
         ("APNs adapter / h2load", f"{r['apns_calls_per_s'] / h['per_s']:.2f}"),

@@ -20,6 +20,6 @@ def test_every_apns_call_h2load_makes_is_accepted_over_http2(tmp_path: Path) -> 
     sim.set_population({"receipt": {"*": 0.0}, "read": {"*": 0.0}})
     with SimulatorThread(sim) as simulator:
         figures = simulator_h2load(simulator.url, tmp_path, 300, connections=3, streams=10)
-    assert figures["ok"] == 300
+    assert figures["ok"] == 300 and figures["health"]["ok"] == 300
     assert sim.stats["accept.APNS"] == 300
     assert sum(n for key, n in sim.stats.items() if key.startswith("apns.http/2")) == 300

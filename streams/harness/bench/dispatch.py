@@ -89,25 +89,15 @@ def apns_delivery(i: int, tag: str) -> Delivery:
     return Delivery(send, f"{i:064x}", "http://gw/r/x", "rt")
 
 
-def simulator_h2load(url: str, workdir: Path, requests: int, connections: int,
-                     streams: int) -> dict[str, Any]:
-    """The simulator's APNs endpoint under h2load (HTTP/2, h2c): the adapter's own request
-    (headers, provider token, payload), `streams` multiplexed on each connection."""
-    from connectors.adapters import apns
+def run_h2load(url: str, requests: int, connections: int, streams: int,
+               args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """h2load (HTTP/2, h2c) on one URL: `requests` in all, `streams` multiplexed on each
+    connection; the 2xx answers per second."""
     from streams.harness.bench.gateway import tool
 
-    adapter = cast(apns.ApnsAdapter, simulator_registry(url).adapter("apns"))
-    delivery = apns_delivery(0, "h2load")
-    token = adapter.new_token(time.time())
-    body = workdir / "apns.json"
-    body.write_text(json.dumps(apns.payload(delivery)))
-    headers = {**apns.headers_for(adapter.settings, delivery, token),
-               "content-type": "application/json"}
-    args = [tool("h2load", "nghttp2-client"), "-n", str(requests), "-c", str(connections),
-            "-m", str(streams), "-t", "1", "-d", str(body),
-            *(arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")),
-            f"{adapter.base_url}/3/device/{delivery.address}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True,  # noqa: S603
+    command = [tool("h2load", "nghttp2-client"), "-n", str(requests), "-c", str(connections),
+               "-m", str(streams), "-t", "1", *args, url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,  # noqa: S603
                          timeout=300).stdout
     finished = re.search(r"finished in ([\d.]+)(m?s), [\d.]+ req/s", out)
     codes = re.search(r"status codes: (\d+) 2xx", out)
@@ -117,6 +107,26 @@ def simulator_h2load(url: str, workdir: Path, requests: int, connections: int,
     return {"requests": requests, "ok": int(codes.group(1)), "seconds": seconds,
             "per_s": int(codes.group(1)) / seconds, "connections": connections,
             "streams": streams}
+
+
+def simulator_h2load(url: str, workdir: Path, requests: int, connections: int,
+                     streams: int) -> dict[str, Any]:
+    """The simulator under h2load: its control health endpoint (its HTTP/2 ceiling), then its
+    APNs endpoint with the adapter's own request (headers, provider token, payload)."""
+    from connectors.adapters import apns
+
+    adapter = cast(apns.ApnsAdapter, simulator_registry(url).adapter("apns"))
+    delivery = apns_delivery(0, "h2load")
+    token = adapter.new_token(time.time())
+    body = workdir / "apns.json"
+    body.write_text(json.dumps(apns.payload(delivery)))
+    headers = {**apns.headers_for(adapter.settings, delivery, token),
+               "content-type": "application/json"}
+    ceiling = run_h2load(f"{url}/_control/health", requests, connections, streams)
+    sent = ("-d", str(body), *(a for k, v in headers.items() for a in ("-H", f"{k}: {v}")))
+    calls = run_h2load(f"{adapter.base_url}/3/device/{delivery.address}", requests,
+                       connections, streams, sent)
+    return {**calls, "health": ceiling}
 
 
 async def bare_calls(url: str, name: str, deliveries: Callable[[int], Delivery], sends: int,
