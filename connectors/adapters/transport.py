@@ -87,9 +87,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send an httpx request (httpx's timeouts from its extensions)."""
         timeouts = request.extensions.get("timeout", {})
-        return await self.exchange(request.method, str(request.url), await request.aread(),
-                                   list(request.headers.multi_items()), timeouts.get("connect"),
-                                   timeouts.get("read"), request)
+        body = await request.aread()  # whole: aiohttp frames it (a streamed body's chunked
+        headers = [(k, v) for k, v in request.headers.multi_items()  # encoding goes)
+                   if k.lower() not in ("transfer-encoding", "content-length")]
+        return await self.exchange(request.method, str(request.url), body, headers,
+                                   timeouts.get("connect"), timeouts.get("read"), request)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -132,7 +134,9 @@ class Client(httpx.AsyncClient):
                 timeout=timeout, extensions=extensions)
         target = checked(str(url))  # an address httpx refuses raises here, as through httpx
         framing, stream = encode_request(content=content, data=data, json=json)
-        body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else b""
+        if not isinstance(stream, httpx.ByteStream):  # a streamed body: httpx's own path
+            return await super().request(method, url, content=content, headers=headers)
+        body = b"".join(stream)
         sent = {**self._defaults, **{str(k).lower(): str(v) for k, v in (headers or {}).items()}}
         for name, value in framing.items():  # as httpx: the caller's Content-Type wins
             if name != "Content-Length":  # (aiohttp frames the body itself)

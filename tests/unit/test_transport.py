@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -52,10 +52,22 @@ async def serve(handler) -> tuple[asyncio.AbstractServer, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def test_an_answer_comes_through_whole(client: Make) -> None:
+async def streamed() -> AsyncIterator[bytes]:
+    """A request body given in chunks."""
+    yield b"first,"
+    yield b"second"
+
+
+@pytest.mark.parametrize(("sent", "got"), [({"data": {"a": "b"}}, "a=b"),
+                                           ({"content": streamed}, "first,second")],
+                         ids=["form", "streamed"])
+def test_an_answer_comes_through_whole(client: Make, sent: dict[str, Any], got: str) -> None:
+    """The body arrives whole and framed once (a streamed one keeps no chunked header beside
+    its length), the answer comes back whole."""
     async def main() -> None:
         async def handler(reader, writer) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
+            assert b"transfer-encoding" not in head.lower(), head
             length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                               if line.lower().startswith(b"content-length")))
             body = await reader.readexactly(length)
@@ -66,11 +78,12 @@ def test_an_answer_comes_through_whole(client: Make) -> None:
             writer.close()
 
         server, url = await serve(handler)
+        body = {k: v() if callable(v) else v for k, v in sent.items()}
         async with server, client() as http:
-            answer = await request(http, "POST", f"{url}/", data={"a": "b"})
+            answer = await request(http, "POST", f"{url}/", **body)
         assert answer.status_code == 200
         assert answer.headers["x-id"] == "7"
-        assert answer.json() == {"Code": "OK", "got": "a=b"}
+        assert answer.json() == {"Code": "OK", "got": got}
 
     asyncio.run(main())
 
@@ -150,3 +163,4 @@ def test_an_address_httpx_refuses_is_refused_alike_before_anything_is_sent(make:
                 await request(http, "POST", "http://127.0.0.1:9/3/device/tok\x01en", json={})
 
     asyncio.run(main())
+
