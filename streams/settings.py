@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
 DEFAULT_CHANNEL_ORDER = "APP,WECHAT,SMS,EMAIL"
+#: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
+DEFAULT_CHANNEL_COST = "APP=0,WECHAT=0.005,EMAIL=0.001,SMS=0.05"
 
 
 class SettingsError(ValueError):
@@ -139,6 +141,10 @@ class Tuning(BaseSettings):
         512 * 1024, ge=1024, description="largest state-journal record; a larger batch is "
         "split into chunks that recovery applies only together")
     channel_order: str = Field(DEFAULT_CHANNEL_ORDER, description="tie-break order of channels")
+    channel_cost: str = Field(
+        DEFAULT_CHANNEL_COST, description="cost of one send per channel (CHANNEL=cost, comma "
+        "separated; a channel left out costs 0): adaptive escalates only where the next "
+        "channel's expected reads are worth its cost, and the demo reports cost per read")
     strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
         "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "
         "ours (decayed scores, early establishment, a ladder); blast and fixed-fallback are the "
@@ -194,6 +200,12 @@ class Tuning(BaseSettings):
             raise ValueError(f"must list distinct channels of {', '.join(CHANNELS)}; got {value!r}")
         return ",".join(names)
 
+    @field_validator("channel_cost")
+    @classmethod
+    def _costs(cls, value: str) -> str:
+        parse_costs(value)
+        return value
+
     @model_validator(mode="after")
     def _receipt_within_probe_timeout(self) -> Tuning:
         if self.receipt_deadline > self.probe_timeout:
@@ -207,6 +219,11 @@ class Tuning(BaseSettings):
     def channels(self) -> tuple[str, ...]:
         """The channel tie-break order as a tuple."""
         return tuple(self.channel_order.split(","))
+
+    @property
+    def costs(self) -> dict[str, float]:
+        """The cost of one send per channel."""
+        return parse_costs(self.channel_cost)
 
     def read_deadline(self, importance: str) -> float:
         """Seconds a push of this importance waits for a READ ack before escalating."""
@@ -224,6 +241,23 @@ class Tuning(BaseSettings):
             return self.transactional_id
         place = hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()[:12]
         return f"{self.topic_prefix}pushcascade-{socket.gethostname()}-{place}"
+
+
+def parse_costs(text: str) -> dict[str, float]:
+    """`APP=0,SMS=0.05` as {channel: cost}; ValueError naming what is wrong."""
+    costs: dict[str, float] = dict.fromkeys(CHANNELS, 0.0)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        channel, _, number = part.partition("=")
+        channel = channel.strip().upper()
+        try:
+            cost = float(number)
+        except ValueError:
+            cost = -1.0
+        if channel not in CHANNELS or not cost >= 0 or cost == float("inf"):
+            raise ValueError(f"{part!r}: each part must be CHANNEL=cost with a channel of "
+                             f"{', '.join(CHANNELS)} and a finite cost >= 0")
+        costs[channel] = cost
+    return costs
 
 
 class Settings:

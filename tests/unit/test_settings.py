@@ -28,6 +28,10 @@ def test_environment_variables(monkeypatch):
     ("PUSHCASCADE_MIN_ROUTE_SUCCESS", "1.5"),
     ("PUSHCASCADE_CHANNEL_ORDER", "APP,FAX"),
     ("PUSHCASCADE_CHANNEL_ORDER", "APP,APP"),
+    ("PUSHCASCADE_CHANNEL_COST", "SMS=-1"),
+    ("PUSHCASCADE_CHANNEL_COST", "FAX=0.1"),
+    ("PUSHCASCADE_CHANNEL_COST", "SMS=cheap"),
+    ("PUSHCASCADE_CHANNEL_COST", "SMS=inf"),
     ("PUSHCASCADE_READ_DEADLINE_HIGH", "soon"),
     ("PUSHCASCADE_PROBE_COUNT_FIRST", "0"),
 ])
@@ -42,3 +46,8 @@ def test_a_receipt_deadline_beyond_the_probe_timeout_is_refused_naming_both() ->
                                             "PUSHCASCADE_PROBE_TIMEOUT=300"):
         Settings(receipt_deadline=400, probe_timeout=300)
     assert Settings(receipt_deadline=300, probe_timeout=300).tuning.receipt_deadline == 300
+
+
+def test_channel_costs_parse_and_default_to_zero(monkeypatch) -> None:
+    monkeypatch.setenv("PUSHCASCADE_CHANNEL_COST", " sms=0.04, wechat = 0.01 ")
+    assert Settings().tuning.costs == {"APP": 0.0, "WECHAT": 0.01, "SMS": 0.04, "EMAIL": 0.0}
