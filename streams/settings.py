@@ -11,10 +11,15 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.domain import escalation
+
 CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
 DEFAULT_CHANNEL_ORDER = "APP,WECHAT,SMS,EMAIL"
-#: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
-DEFAULT_CHANNEL_COST = "APP=0,WECHAT=0.005,EMAIL=0.001,SMS=0.05"
+DEFAULT_CHANNEL_COST = ",".join(f"{c}={v:g}" for c, v in escalation.DEFAULT_CHANNEL_COST.items())
+IMPORTANCES = ("LOW", "NORMAL", "HIGH", "URGENT")
+#: What a read is worth per importance, in the unit of the channel costs (URGENT: always sent).
+DEFAULT_READ_VALUE = ",".join(f"{i}={v:g}" for i, v in escalation.DEFAULT_READ_VALUE.items()
+                              if i not in escalation.ALWAYS)
 
 
 class SettingsError(ValueError):
@@ -145,6 +150,9 @@ class Tuning(BaseSettings):
         DEFAULT_CHANNEL_COST, description="cost of one send per channel (CHANNEL=cost, comma "
         "separated; a channel left out costs 0): adaptive escalates only where the next "
         "channel's expected reads are worth its cost, and the demo reports cost per read")
+    read_value: str = Field(
+        DEFAULT_READ_VALUE, description="what a read is worth per importance, in the unit of "
+        "the channel costs (IMPORTANCE=value; URGENT always escalates, one left out is worth 0)")
     strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
         "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "
         "ours (decayed scores, early establishment, a ladder); blast and fixed-fallback are the "
@@ -203,7 +211,13 @@ class Tuning(BaseSettings):
     @field_validator("channel_cost")
     @classmethod
     def _costs(cls, value: str) -> str:
-        parse_costs(value)
+        parse_amounts(value, CHANNELS)
+        return value
+
+    @field_validator("read_value")
+    @classmethod
+    def _values(cls, value: str) -> str:
+        parse_amounts(value, IMPORTANCES)
         return value
 
     @model_validator(mode="after")
@@ -223,7 +237,12 @@ class Tuning(BaseSettings):
     @property
     def costs(self) -> dict[str, float]:
         """The cost of one send per channel."""
-        return parse_costs(self.channel_cost)
+        return parse_amounts(self.channel_cost, CHANNELS)
+
+    @property
+    def read_values(self) -> dict[str, float]:
+        """What a read is worth per importance (URGENT: without bound)."""
+        return {**parse_amounts(self.read_value, IMPORTANCES), "URGENT": float("inf")}
 
     def read_deadline(self, importance: str) -> float:
         """Seconds a push of this importance waits for a READ ack before escalating."""
@@ -243,21 +262,21 @@ class Tuning(BaseSettings):
         return f"{self.topic_prefix}pushcascade-{socket.gethostname()}-{place}"
 
 
-def parse_costs(text: str) -> dict[str, float]:
-    """`APP=0,SMS=0.05` as {channel: cost}; ValueError naming what is wrong."""
-    costs: dict[str, float] = dict.fromkeys(CHANNELS, 0.0)
+def parse_amounts(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """`APP=0,SMS=0.05` as {name: amount}, a name left out 0; ValueError naming the part."""
+    amounts: dict[str, float] = dict.fromkeys(names, 0.0)
     for part in filter(None, (p.strip() for p in text.split(","))):
-        channel, _, number = part.partition("=")
-        channel = channel.strip().upper()
+        name, _, number = part.partition("=")
+        name = name.strip().upper()
         try:
-            cost = float(number)
+            amount = float(number)
         except ValueError:
-            cost = -1.0
-        if channel not in CHANNELS or not cost >= 0 or cost == float("inf"):
-            raise ValueError(f"{part!r}: each part must be CHANNEL=cost with a channel of "
-                             f"{', '.join(CHANNELS)} and a finite cost >= 0")
-        costs[channel] = cost
-    return costs
+            amount = -1.0
+        if name not in names or not 0 <= amount < float("inf"):
+            raise ValueError(f"{part!r}: each part must be NAME=amount with a name of "
+                             f"{', '.join(names)} and a finite amount >= 0")
+        amounts[name] = amount
+    return amounts
 
 
 class Settings:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain import escalation as esc
 from streams.domain.compact import compact
 
 NEW, ESTABLISHED = "NEW", "ESTABLISHED"
@@ -37,6 +38,11 @@ class ChannelPolicy:
     )
     strategy: str = "seed"
     decay: float = 0.6  # adaptive: the weight older reads keep at each newly read message
+    #: adaptive: what one send costs per channel, and what a read is worth per importance
+    costs: Mapping[str, float] = field(
+        default_factory=lambda: dict(esc.DEFAULT_CHANNEL_COST))
+    read_value: Mapping[str, float] = field(
+        default_factory=lambda: dict(esc.DEFAULT_READ_VALUE))
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -59,6 +65,8 @@ class Account:
     waiting: list[str] = field(default_factory=list)
     recent: list[list[Any]] = field(default_factory=list)
     decayed: dict[str, float] = field(default_factory=dict)  # importance_base, older reads fade
+    delays: dict[str, list[float]] = field(default_factory=dict)  # recent read delays (s)
+    counts: dict[str, list[float]] = field(default_factory=dict)  # [reads, sends], fading
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -67,7 +75,9 @@ class Account:
                 "first_feedback": dict(self.first_feedback), "primary": self.primary,
                 "secondary": self.secondary, "devices": list(self.devices),
                 "addresses": list(self.addresses), "waiting": list(self.waiting),
-                "recent": [list(r) for r in self.recent], "decayed": dict(self.decayed)}
+                "recent": [list(r) for r in self.recent], "decayed": dict(self.decayed),
+                "delays": {c: list(d) for c, d in self.delays.items()},
+                "counts": {c: list(n) for c, n in self.counts.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Account:
@@ -99,6 +109,7 @@ class Message:
     fanout: bool = False
     expires_at: float | None = None
     content: dict[str, Any] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)  # channel -> when it was sent
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -109,7 +120,8 @@ class Message:
                 "device_ids": list(self.device_ids), "campaign_id": self.campaign_id,
                 "deliveries": {d: dict(v) for d, v in self.deliveries.items()},
                 "created_at": self.created_at, "waiting_until": self.waiting_until,
-                "fanout": self.fanout, "expires_at": self.expires_at, "content": self.content}
+                "fanout": self.fanout, "expires_at": self.expires_at, "content": self.content,
+                "sent_at": dict(self.sent_at)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
@@ -205,9 +217,40 @@ def plan_push(account: Account, importance: str, now: float, policy: ChannelPoli
     if policy.strategy == "blast" or (new and not ready):
         sends = tuple(Send(c, "FANOUT", 0) for c in rank({}, channels, policy.order))
         return PushPlan(sends, None, established=became, unreachable=False)
-    deadline = round(now + policy.read_deadlines[importance], 3)  # exact in epoch ms
+    deadline = round(now + read_wait(account, channels[0], importance, policy), 3)  # epoch ms
     return PushPlan((Send(channels[0], "PRIMARY", 0),), deadline, established=became,
                     unreachable=False)
+
+
+def read_wait(account: Account, channel: str, importance: str, policy: ChannelPolicy) -> float:
+    """Seconds a send on `channel` waits for a read: the importance's read deadline, or for
+    adaptive the account's own timing there within it."""
+    deadline = policy.read_deadlines[importance]
+    if policy.strategy != "adaptive":
+        return deadline
+    return esc.read_wait(account.delays.get(channel, ()), deadline)
+
+
+def note_send(account: Account, message: Message, channel: str, now: float) -> None:
+    """Note a message's send on a channel: when (its reads' delays count from it), and one
+    more send there for the account's read rate."""
+    message.sent_at.setdefault(channel, round(now, 3))
+    esc.count(account.counts, channel, 0.0, 1.0)
+
+
+def escalation_worth(account: Account, message: Message, target: str, now: float,
+                     policy: ChannelPolicy) -> esc.Worth:
+    """adaptive: whether sending `target` to an unread message is worth its cost, given how
+    likely a read still is on the channels it already went to."""
+    unread = 1.0
+    for channel in message.sent:
+        delays = account.delays.get(channel, ())
+        waited = now - message.sent_at.get(channel, message.created_at)
+        rate = esc.read_rate(account.counts.get(channel))
+        unread *= 1.0 - esc.still_read(rate, esc.read_share(delays, waited))
+    return esc.worth_escalating(message.importance, policy.read_value,
+                                policy.costs.get(target, 0.0),
+                                esc.read_rate(account.counts.get(target)), 1.0 - unread)
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:
@@ -219,12 +262,13 @@ def agreeing(account: Account, policy: ChannelPolicy) -> bool:
 
 
 def record_read(account: Account, message: Message, channel: str,
-                policy: ChannelPolicy | None = None) -> bool:
+                policy: ChannelPolicy | None = None, now: float | None = None) -> bool:
     """Count a READ ack; the first of a message also counts as first feedback and cancels its
     deadline. Returns False for a repeat (same message and channel), which changes nothing.
 
     The decayed scores fade by `policy.decay` at each message's first read, then gain what
-    importance_base would (K2 for a first read, K1 for every read)."""
+    importance_base would (K2 for a first read, K1 for every read). With `now`, the read's
+    delay since the message's send on that channel joins the account's timing sketch."""
     if channel in message.reads:
         return False
     policy = policy or ChannelPolicy()
@@ -236,6 +280,10 @@ def record_read(account: Account, message: Message, channel: str,
             decayed[c] = round(decayed[c] * policy.decay, 6)
         decayed[channel] = decayed.get(channel, 0.0) + policy.k2
     message.reads.append(channel)
+    esc.count(account.counts, channel, 1.0, 0.0)
+    if now is not None and channel in message.sent_at:
+        esc.remember_delay(account.delays.setdefault(channel, []),
+                           now - message.sent_at[channel])
     account.feedback_count[channel] = account.feedback_count.get(channel, 0) + 1
     decayed[channel] = round(decayed.get(channel, 0.0) + policy.k1, 6)
     return True

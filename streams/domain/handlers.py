@@ -21,9 +21,12 @@ from streams.domain.channels import (
     Message,
     climbs,
     escalation_target,
+    escalation_worth,
     is_due,
+    note_send,
     plan_push,
     rank,
+    read_wait,
     record_read,
     send_id,
 )
@@ -159,6 +162,7 @@ def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: 
     message.fanout = any(s.reason == "FANOUT" for s in plan.sends)
     for s in plan.sends:
         _send(tables, ctx, fx, message, account, s.channel, s.reason, s.attempt)
+    changed = changed or bool(plan.sends)  # a send counts in the account's read rates
     if plan.established:
         fx.outputs.append(records.lifecycle(account.account_id, account.lifecycle,
                                             account.pushes, now))
@@ -176,6 +180,7 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
           channel: str, reason: str, attempt: int) -> None:
     """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
     fx.counts["send_" + reason] += 1
+    note_send(account, message, channel, ctx.now)
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
         message.message_id, message.account_id, channel, None, None, reason, attempt,
@@ -245,7 +250,7 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     account = _account(tables, ack["account_id"])
     message = Message.from_dict(raw)
     first = not message.reads
-    if not record_read(account, message, ack["channel"], ctx.config.policy):
+    if not record_read(account, message, ack["channel"], ctx.config.policy, ctx.now):
         fx.counts["duplicate_ack"] += 1
         return fx
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
@@ -409,6 +414,13 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     account = _account(tables, message.account_id)
     policy = ctx.config.policy
     target = escalation_target(account, message, policy)
+    why = "read deadline passed; no channel left"
+    if target and policy.strategy == "adaptive":
+        worth = escalation_worth(account, message, target, ctx.now, policy)
+        if not worth.worth:
+            fx.counts["escalation_not_worth"] += 1
+            why = worth.why(target, message.importance)
+            target = None
     from_channel = message.sent[-1]
     message.deadline_at = None
     fx.outputs.append(records.escalation(message.message_id, message.account_id, from_channel,
@@ -416,13 +428,14 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     if target:
         message.sent.append(target)
         _send(tables, ctx, fx, message, account, target, "ESCALATION", len(message.sent) - 1)
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
         if climbs(policy) and escalation_target(account, message, policy):
-            message.deadline_at = round(ctx.now + policy.read_deadlines[message.importance], 3)
+            wait = read_wait(account, target, message.importance, policy)
+            message.deadline_at = round(ctx.now + wait, 3)
             fx.dues.append(_due(message, "READ", message.deadline_at))
     else:
         fx.outputs.append(records.delivery_result(
-            message.message_id, message.account_id, "EXHAUSTED",
-            "read deadline passed; no channel left", ctx.now))
+            message.message_id, message.account_id, "EXHAUSTED", why, ctx.now))
     message.escalated = message.deadline_at is None
     return True
 

@@ -714,7 +714,8 @@ def full_account() -> Account:
     return Account("acc-9", pushes=7, lifecycle=ESTABLISHED,
                    feedback_count={"APP": 3, "WECHAT": 5}, first_feedback={"WECHAT": 2},
                    primary="SMS", secondary="WECHAT", devices=["d1", "d2"],
-                   addresses=["WECHAT", "SMS"])
+                   addresses=["WECHAT", "SMS"], delays={"WECHAT": [0.5, 1.25]},
+                   counts={"WECHAT": [3.0, 4.0]})
 
 
 def test_account_round_trip_through_json() -> None:
@@ -722,7 +723,7 @@ def test_account_round_trip_through_json() -> None:
     data = acc.to_dict()
     assert set(data) == {"account_id", "pushes", "lifecycle", "feedback_count", "first_feedback",
                          "primary", "secondary", "devices", "addresses", "waiting", "recent",
-                         "decayed"}
+                         "decayed", "delays", "counts"}
     back = Account.from_dict(json.loads(json.dumps(data)))
     assert back == acc
     assert back.enabled() == acc.enabled()
@@ -734,11 +735,13 @@ def test_message_round_trip_through_json(deadline_at) -> None:
     msg = Message("m-9", "acc-9", "URGENT", 11, sent=["APP", "SMS"], reads=["SMS"],
                   deadline_at=deadline_at, escalated=True, device_ids=["d-1"], campaign_id="c",
                   deliveries={"d-1": {"route": "HUAWEI", "attempt": 0, "due_at": 1.5,
-                                      "receipt": False, "done": False}})
+                                      "receipt": False, "done": False}},
+                  sent_at={"APP": 1.5, "SMS": 4.25})
     data = msg.to_dict()
     assert set(data) == {"message_id", "account_id", "importance", "partition", "sent", "reads",
                          "deadline_at", "escalated", "device_ids", "campaign_id", "deliveries",
-                         "created_at", "waiting_until", "fanout", "expires_at", "content"}
+                         "created_at", "waiting_until", "fanout", "expires_at", "content",
+                         "sent_at"}
     assert Message.from_dict(json.loads(json.dumps(data))) == msg
 
 

@@ -966,3 +966,58 @@ def test_deadlines_rebuilt_from_state_are_those_handed_out_and_fire_alike_at_any
     p.read("a1", "m1", "WECHAT")
     p.fire(by_kind["EXPIRE"])
     assert p.message("a1", "m1") is None
+
+
+# --- adaptive: each account's own read timing, and escalations worth their cost ----------------
+
+
+def wechat_reader(strategy: str, delay: float) -> Partition:
+    """An established WeChat reader (with a phone number) who read four messages, each `delay`
+    seconds after its send."""
+    p = established(strategy=strategy)
+    reachable(p, device=False, wechat="ow-1", phone="+86-1")
+    for i in range(4):
+        p.request("a1", f"old{i}")
+        p.advance(delay)
+        p.read("a1", f"old{i}", "WECHAT")
+        p.advance(10_000)
+    return p
+
+
+def test_adaptive_waits_a_fast_readers_own_time_then_escalates() -> None:
+    p = wechat_reader("adaptive", 500.0)
+    assert p.account("a1")["delays"] == {"WECHAT": [500.0] * 4}
+    p.request("a1", "m1", importance="HIGH")
+    due = p.due("READ", "a1", "m1")
+    assert due.due_at == round(p.now + 500 * 1.25, 3)  # not the HIGH deadline of 2000 s
+    p.advance(625)
+    fx = p.fire(due)
+    assert [e["to_channel"] for e in escalations(fx)] == ["SMS"]
+    seed = wechat_reader("seed", 500.0)
+    seed.request("a1", "m1", importance="HIGH")
+    assert seed.due("READ", "a1", "m1").due_at == seed.now + DEADLINES["HIGH"]
+
+
+def test_adaptive_does_not_pay_for_an_sms_while_a_slow_readers_read_is_still_likely() -> None:
+    p = wechat_reader("adaptive", 5000.0)
+    p.request("a1", "m1")  # NORMAL: a read is worth 0.1, an SMS costs 0.05
+    due = p.due("READ", "a1", "m1")
+    assert due.due_at == p.now + DEADLINES["NORMAL"]  # the slow reader's p80 is past it
+    p.advance(DEADLINES["NORMAL"])
+    fx = p.fire(due)
+    assert escalations(fx)[0]["to_channel"] is None
+    assert sends(fx) == [] and fx.counts["escalation_not_worth"] == 1
+    [(status, detail)] = [(r["status"], r["detail"]) for r in results(fx)]
+    assert status == "EXHAUSTED" and detail.startswith(
+        "read deadline passed; SMS not worth its cost for a NORMAL push (expected 0.01429 <")
+    p.advance(2000)
+    p.read("a1", "m1", "WECHAT")  # the read came after all, and taught its delay
+    assert p.account("a1")["delays"]["WECHAT"][-1] == 5000.0
+    # seed escalates whatever it costs, and so does adaptive for an URGENT push
+    seed = wechat_reader("seed", 5000.0)
+    seed.request("a1", "m1")
+    seed.advance(DEADLINES["NORMAL"])
+    assert escalations(seed.fire(seed.due("READ", "a1", "m1")))[0]["to_channel"] == "SMS"
+    p.request("a1", "m2", importance="URGENT")
+    p.advance(DEADLINES["URGENT"])
+    assert escalations(p.fire(p.due("READ", "a1", "m2")))[0]["to_channel"] == "SMS"

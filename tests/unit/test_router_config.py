@@ -22,6 +22,7 @@ DISTINCT = {
     "min_route_success": 0.65, "probe_interval": 1234.0, "probe_device_per_hour": 7.5,
     "probe_global_per_second": 33.0, "probe_timeout": 77.0,
     "channel_order": "sms, email,app,WECHAT",
+    "channel_cost": "SMS=0.07,WECHAT=0.02", "read_value": "NORMAL=0.3,HIGH=2",
 }
 
 
@@ -41,6 +42,9 @@ def test_every_setting_reaches_its_field() -> None:
     assert dict(policy.read_deadlines) == {"LOW": 401.0, "NORMAL": 302.0, "HIGH": 203.0,
                                            "URGENT": 104.0}
     assert policy.order == ("SMS", "EMAIL", "APP", "WECHAT")
+    assert dict(policy.costs) == {"APP": 0.0, "WECHAT": 0.02, "SMS": 0.07, "EMAIL": 0.0}
+    assert dict(policy.read_value) == {"LOW": 0.0, "NORMAL": 0.3, "HIGH": 2.0,
+                                       "URGENT": float("inf")}
     assert (cfg.receipt_deadline, cfg.reach_grace, cfg.retention) == (11.0, 12.0, 13.0)
     assert (probe.probe_count_first, probe.probe_count_again) == (17, 9)
     assert probe.min_route_success == 0.65
@@ -51,7 +55,8 @@ def test_every_setting_reaches_its_field() -> None:
     # and nothing else differs from the defaults
     assert cfg == h.RouterConfig(
         ChannelPolicy(7, 1.5, 4.25, ("SMS", "EMAIL", "APP", "WECHAT"),
-                      {"LOW": 401.0, "NORMAL": 302.0, "HIGH": 203.0, "URGENT": 104.0}),
+                      {"LOW": 401.0, "NORMAL": 302.0, "HIGH": 203.0, "URGENT": 104.0},
+                      costs=policy.costs, read_value=policy.read_value),
         ProbeConfig(17, 9, 0.65, 1234.0, 7.5, 33.0, 77.0),
         receipt_deadline=11.0, reach_grace=12.0, retention=13.0)
 

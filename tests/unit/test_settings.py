@@ -32,6 +32,7 @@ def test_environment_variables(monkeypatch):
     ("PUSHCASCADE_CHANNEL_COST", "FAX=0.1"),
     ("PUSHCASCADE_CHANNEL_COST", "SMS=cheap"),
     ("PUSHCASCADE_CHANNEL_COST", "SMS=inf"),
+    ("PUSHCASCADE_READ_VALUE", "CRITICAL=1"),
     ("PUSHCASCADE_READ_DEADLINE_HIGH", "soon"),
     ("PUSHCASCADE_PROBE_COUNT_FIRST", "0"),
 ])
@@ -51,3 +52,9 @@ def test_a_receipt_deadline_beyond_the_probe_timeout_is_refused_naming_both() ->
 def test_channel_costs_parse_and_default_to_zero(monkeypatch) -> None:
     monkeypatch.setenv("PUSHCASCADE_CHANNEL_COST", " sms=0.04, wechat = 0.01 ")
     assert Settings().tuning.costs == {"APP": 0.0, "WECHAT": 0.01, "SMS": 0.04, "EMAIL": 0.0}
+
+
+def test_read_values_per_importance_and_urgent_without_bound(monkeypatch) -> None:
+    monkeypatch.setenv("PUSHCASCADE_READ_VALUE", "normal=0.2")
+    assert Settings().tuning.read_values == {"LOW": 0.0, "NORMAL": 0.2, "HIGH": 0.0,
+                                             "URGENT": float("inf")}

@@ -1,0 +1,119 @@
+"""adaptive's escalation, pure: each account's read timing and read rate per channel, how long
+to wait for a read, and whether the next channel is worth its cost.
+
+An account keeps, per channel, its last few read delays (a small sketch: the time from the
+send on that channel to the READ) and its reads and sends there (halved now and then, so old
+habits fade). A message waits for its read until the account's own p80 on that channel (with a
+margin), never longer than the importance's read deadline: a fast reader's silence escalates
+sooner. When the wait is over, the next channel is sent only if the reads it is expected to
+add are worth its cost: P(read there) x P(the silent channel stays unread) x the value of a
+read of that importance >= the channel's cost. A slow reader whose read is still likely to
+come is not escalated early; an URGENT push always escalates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Read delays kept per account and channel (the newest).
+RECENT_DELAYS = 8
+#: Reads on a channel before its timing is trusted (until then the importance's deadline).
+MIN_READS = 3
+#: The quantile of an account's read delays past which silence is unlikely to end in a read.
+QUANTILE = 0.8
+#: The wait is the quantile times this margin...
+MARGIN = 1.25
+#: ...and never below this share of the importance's read deadline.
+FLOOR = 0.1
+#: A channel's read and send counts are halved once its sends reach this (habits fade).
+HALVE_AT = 20.0
+#: Importances that escalate whatever the cost.
+ALWAYS = frozenset({"URGENT"})
+#: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
+DEFAULT_CHANNEL_COST = {"APP": 0.0, "WECHAT": 0.005, "EMAIL": 0.001, "SMS": 0.05}
+#: What a read is worth per importance (in the unit of PUSHCASCADE_CHANNEL_COST).
+DEFAULT_READ_VALUE = {"LOW": 0.01, "NORMAL": 0.1, "HIGH": 1.0, "URGENT": math.inf}
+
+
+def remember_delay(delays: list[float], delay: float) -> None:
+    """Add one read delay (seconds, never negative) to a channel's sketch, keeping the newest."""
+    delays.append(round(max(0.0, delay), 3))
+    del delays[:-RECENT_DELAYS]
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of values by linear interpolation between order statistics."""
+    if not values:
+        raise ValueError("quantile of no values")
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    low = math.floor(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
+def read_wait(delays: Sequence[float], deadline: float) -> float:
+    """Seconds to wait for a read on a channel: the account's own p80 there with a margin,
+    within [FLOOR x deadline, deadline]; the deadline itself until MIN_READS reads are known."""
+    if len(delays) < MIN_READS:
+        return deadline
+    return min(deadline, max(deadline * FLOOR, quantile(delays, QUANTILE) * MARGIN))
+
+
+def read_share(delays: Sequence[float], after: float) -> float:
+    """The share of an account's reads on a channel that came within `after` seconds (with no
+    timing known, 1: silence at the deadline means no read, as Method A assumes)."""
+    if len(delays) < MIN_READS:
+        return 1.0
+    return sum(d <= after for d in delays) / len(delays)
+
+
+def read_rate(counts: Sequence[float] | None) -> float:
+    """P(read | sent) on a channel from its [reads, sends], with one read in two sends
+    assumed before any (a channel never tried is a coin toss)."""
+    reads, sends = counts if counts else (0.0, 0.0)
+    return min(1.0, (reads + 1.0) / (sends + 2.0))
+
+
+def still_read(rate: float, share: float) -> float:
+    """P(a read still comes | none came yet), for a channel read with probability `rate` whose
+    reads come within the silence so far with probability `share`."""
+    unread = 1.0 - rate * share
+    return 0.0 if unread <= 0 else rate * (1.0 - share) / unread
+
+
+def count(counts: dict[str, list[float]], channel: str, reads: float, sends: float) -> None:
+    """Add reads and sends to a channel's counts, halving both once the sends reach HALVE_AT."""
+    pair = counts.setdefault(channel, [0.0, 0.0])
+    pair[0] += reads
+    pair[1] += sends
+    if pair[1] >= HALVE_AT:
+        pair[0], pair[1] = pair[0] / 2, pair[1] / 2
+
+
+@dataclass(frozen=True)
+class Worth:
+    """Whether the next channel is worth its cost: the expected value of sending it, its cost."""
+
+    worth: bool
+    expected: float
+    cost: float
+
+    def why(self, channel: str, importance: str) -> str:
+        """A result's detail when the escalation is not worth it."""
+        return (f"read deadline passed; {channel} not worth its cost for a {importance} push "
+                f"(expected {self.expected:.4g} < cost {self.cost:.4g})")
+
+
+def worth_escalating(importance: str, value: Mapping[str, float], cost: float, next_rate: float,
+                     current_still: float) -> Worth:
+    """Whether to send the next channel: its expected added reads times the value of a read of
+    this importance against its cost (an URGENT push always escalates; a free channel always
+    does)."""
+    gain = next_rate * (1.0 - current_still)
+    expected = gain * value.get(importance, 0.0) if gain > 0 else 0.0
+    if importance in ALWAYS:
+        return Worth(True, math.inf, cost)
+    return Worth(cost <= 0 or expected >= cost, expected, cost)

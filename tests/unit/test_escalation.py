@@ -1,0 +1,205 @@
+"""adaptive's escalation policy, pure: read timing sketch, wait, read rate, cost decision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.domain import escalation as esc
+from streams.domain.channels import (
+    ESTABLISHED,
+    Account,
+    ChannelPolicy,
+    Message,
+    escalation_worth,
+    note_send,
+    plan_push,
+    read_wait,
+    record_read,
+)
+
+delays = st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=40)
+
+
+# -- the sketch ----------------------------------------------------------------------------------
+
+
+def test_the_sketch_keeps_the_newest_delays_rounded_to_ms_and_never_negative() -> None:
+    kept: list[float] = []
+    for d in [-1.0, *range(1, 12), 2.00049]:
+        esc.remember_delay(kept, d)
+    assert len(kept) == esc.RECENT_DELAYS
+    assert kept == [5, 6, 7, 8, 9, 10, 11, 2.0]
+    one: list[float] = []
+    esc.remember_delay(one, -3)
+    assert one == [0.0]
+
+
+@given(delays, st.floats(0, 1))
+def test_a_quantile_lies_within_the_values_and_grows_with_q(values, q) -> None:
+    v = esc.quantile(values, q)
+    assert min(values) <= v <= max(values)
+    assert esc.quantile(values, 0) == min(values)
+    assert esc.quantile(values, 1) == max(values)
+    assert esc.quantile(values, min(1.0, q + 0.1)) >= v
+
+
+def test_quantile_interpolates_and_refuses_nothing() -> None:
+    assert esc.quantile([1, 2, 3, 4, 5], 0.8) == pytest.approx(4.2)
+    assert esc.quantile([7], 0.8) == 7
+    with pytest.raises(ValueError):
+        esc.quantile([], 0.5)
+
+
+# -- the wait ------------------------------------------------------------------------------------
+
+
+def test_without_enough_reads_the_wait_is_the_deadline() -> None:
+    assert esc.read_wait([], 600) == 600
+    assert esc.read_wait([1.0] * (esc.MIN_READS - 1), 600) == 600
+
+
+def test_a_fast_reader_waits_its_own_p80_with_a_margin() -> None:
+    assert esc.read_wait([100, 200, 300, 400, 500], 3600) == pytest.approx(420 * esc.MARGIN)
+
+
+def test_the_wait_never_goes_past_the_deadline_nor_below_its_floor() -> None:
+    assert esc.read_wait([900, 1000, 1100], 600) == 600  # a slow reader: the deadline
+    assert esc.read_wait([0, 0, 0.01], 600) == 600 * esc.FLOOR
+
+
+@given(delays, st.floats(0.001, 1e5))
+def test_the_wait_is_within_floor_and_deadline(values, deadline) -> None:
+    wait = esc.read_wait(values, deadline)
+    assert deadline * esc.FLOOR - 1e-9 <= wait <= deadline
+
+
+@given(delays, st.floats(0, 1e4), st.floats(0.001, 1e5))
+def test_slower_reads_never_shorten_the_wait(values, slower, deadline) -> None:
+    assert esc.read_wait([v + slower for v in values], deadline) >= (
+        esc.read_wait(values, deadline))
+
+
+# -- read rates and what silence says ------------------------------------------------------------
+
+
+def test_read_rate_starts_at_a_coin_toss_and_follows_the_counts() -> None:
+    assert esc.read_rate(None) == 0.5
+    assert esc.read_rate([9, 10]) == pytest.approx(10 / 12)
+    assert esc.read_rate([0, 30]) == pytest.approx(1 / 32)
+    assert esc.read_rate([5, 3]) == 1.0  # reads beyond sends (a repeat path) stay a probability
+
+
+def test_counts_are_halved_once_the_sends_reach_the_bound() -> None:
+    counts: dict[str, list[float]] = {}
+    for _ in range(int(esc.HALVE_AT) - 1):
+        esc.count(counts, "SMS", 1, 1)
+    assert counts["SMS"] == [esc.HALVE_AT - 1] * 2
+    esc.count(counts, "SMS", 0, 1)
+    assert counts["SMS"] == [(esc.HALVE_AT - 1) / 2, esc.HALVE_AT / 2]
+
+
+def test_read_share_is_the_share_of_reads_within_the_silence() -> None:
+    assert esc.read_share([], 5) == 1.0  # no timing: silence at the deadline means no read
+    assert esc.read_share([1, 2, 3, 10], 2.5) == 0.5
+    assert esc.read_share([1, 2, 3, 10], 100) == 1.0
+
+
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_a_read_still_to_come_is_a_probability_below_the_read_rate(rate, share) -> None:
+    p = esc.still_read(rate, share)
+    assert 0.0 <= p <= rate + 1e-12
+    assert esc.still_read(rate, 1.0) == 0.0  # every read would have come by now
+    assert esc.still_read(rate, 0.0) == pytest.approx(rate)  # silence says nothing yet
+
+
+@given(st.floats(0.01, 0.99), st.floats(0, 0.99), st.floats(0.001, 0.01))
+def test_longer_silence_makes_a_late_read_less_likely(rate, share, more) -> None:
+    assert esc.still_read(rate, min(1.0, share + more)) <= esc.still_read(rate, share) + 1e-12
+
+
+# -- the cost decision ---------------------------------------------------------------------------
+
+VALUE = {"LOW": 0.01, "NORMAL": 0.1, "HIGH": 1.0, "URGENT": math.inf}
+
+
+def test_an_urgent_push_always_escalates_whatever_the_cost() -> None:
+    assert esc.worth_escalating("URGENT", VALUE, 1e9, 0.0, 1.0).worth
+
+
+def test_a_channel_is_sent_when_its_expected_reads_pay_for_it() -> None:
+    sms = 0.05
+    assert esc.worth_escalating("HIGH", VALUE, sms, 0.2, 0.0).worth  # 0.2 >= 0.05
+    assert not esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0).worth  # 0.02 < 0.05
+    assert esc.worth_escalating("NORMAL", VALUE, sms, 0.9, 0.0).worth  # 0.09 >= 0.05
+    # a read still likely on the silent channel makes the next one worth less
+    assert not esc.worth_escalating("HIGH", VALUE, sms, 0.2, 0.8).worth
+    assert esc.worth_escalating("LOW", VALUE, 0.0, 0.01, 0.99).worth  # a free channel
+    assert not esc.worth_escalating("UNKNOWN", VALUE, 0.001, 1.0, 0.0).worth
+    no = esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0)
+    assert no.why("SMS", "NORMAL") == ("read deadline passed; SMS not worth its cost for a "
+                                       "NORMAL push (expected 0.02 < cost 0.05)")
+
+
+@given(st.sampled_from(["LOW", "NORMAL", "HIGH"]), st.floats(0, 1), st.floats(0, 1),
+       st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+def test_worth_is_monotone(importance, cost, rate, still, more_rate, less_still) -> None:
+    """A likelier read on the next channel, or a less likely late read on the silent one, or a
+    cheaper channel never turns an escalation down."""
+    base = esc.worth_escalating(importance, VALUE, cost, rate, still).worth
+    better = esc.worth_escalating(importance, VALUE, cost * (1 - less_still),
+                                  min(1.0, rate + more_rate), still * (1 - less_still)).worth
+    assert better or not base
+
+
+# -- wired into the account and message ----------------------------------------------------------
+
+
+def reader(delay: float, reads: int = 5, channel: str = "WECHAT") -> Account:
+    """An established WeChat reader who read `reads` messages, each `delay` s after its send."""
+    acc = Account("a1", lifecycle=ESTABLISHED, pushes=10, addresses=["WECHAT", "SMS"],
+                  decayed={channel: 10.0})
+    policy = ChannelPolicy(strategy="adaptive")
+    for i in range(reads):
+        m = Message(f"m{i}", "a1", "NORMAL", 0, sent=[channel])
+        note_send(acc, m, channel, 100.0 * i)
+        record_read(acc, m, channel, policy, now=100.0 * i + delay)
+    return acc
+
+
+def test_reads_teach_the_accounts_delays_and_rates() -> None:
+    acc = reader(2.0)
+    assert acc.delays["WECHAT"] == [2.0] * 5
+    assert acc.counts["WECHAT"] == [5.0, 5.0]
+    m = Message("late", "a1", "NORMAL", 0, sent=["WECHAT"])
+    record_read(acc, m, "WECHAT", ChannelPolicy(strategy="adaptive"), now=5.0)
+    assert acc.delays["WECHAT"] == [2.0] * 5  # no send time known: no delay learnt
+
+
+def test_adaptive_waits_a_fast_readers_own_time_and_seed_the_deadline() -> None:
+    acc = reader(100.0)
+    deadlines = {"LOW": 86400.0, "NORMAL": 3600.0, "HIGH": 600.0, "URGENT": 60.0}
+    adaptive = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines)
+    seed = ChannelPolicy(strategy="seed", read_deadlines=deadlines)
+    assert read_wait(acc, "WECHAT", "HIGH", adaptive) == pytest.approx(125.0)
+    assert read_wait(acc, "WECHAT", "URGENT", adaptive) == 60.0  # within the deadline
+    assert read_wait(acc, "WECHAT", "HIGH", seed) == 600.0
+    assert read_wait(acc, "SMS", "HIGH", adaptive) == 600.0  # no reads there yet
+    assert plan_push(acc, "HIGH", 1000.0, adaptive).deadline_at == 1125.0
+    assert plan_push(acc, "HIGH", 1000.0, seed).deadline_at == 1600.0
+
+
+def test_a_slow_readers_silence_at_the_deadline_is_not_escalated_to_a_costly_channel() -> None:
+    policy = ChannelPolicy(strategy="adaptive")
+    slow, fast = reader(9.0), reader(1.0)
+    for acc in (slow, fast):
+        esc.count(acc.counts, "SMS", 3, 4)  # reads most of its SMS
+    for importance, slow_worth, fast_worth in (("NORMAL", False, True), ("HIGH", True, True),
+                                               ("URGENT", True, True)):
+        for acc, expected in ((slow, slow_worth), (fast, fast_worth)):
+            m = Message("now", "a1", importance, 0, sent=["WECHAT"])
+            note_send(acc, m, "WECHAT", 0.0)
+            assert escalation_worth(acc, m, "SMS", 3.0, policy).worth is expected
