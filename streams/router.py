@@ -65,7 +65,9 @@ def router_config(settings: Settings) -> h.RouterConfig:
         probe_count_first=t.probe_count_first, probe_count_again=t.probe_count_again,
         min_route_success=t.min_route_success, reprobe_interval_s=t.probe_interval,
         per_device_probes_per_hour=t.probe_device_per_hour,
-        global_probes_per_second=t.probe_global_per_second, probe_timeout_s=t.probe_timeout)
+        global_probes_per_second=t.probe_global_per_second, probe_timeout_s=t.probe_timeout,
+        bandit=t.strategy == "adaptive", half_life_s=t.route_half_life,
+        prior_strength=t.route_prior_strength)
     return h.RouterConfig(policy, probe, receipt_deadline=t.receipt_deadline,
                           reach_grace=t.reach_grace, retention=t.message_retention)
 

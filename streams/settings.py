@@ -139,6 +139,12 @@ class Tuning(BaseSettings):
     probe_device_per_hour: float = Field(12.0, gt=0, description="probes per device per hour")
     probe_global_per_second: float = Field(50.0, gt=0, description="probes per second per worker")
     probe_timeout: float = Field(300.0, gt=0, description="a probe without receipt is lost after")
+    route_half_life: float = Field(
+        3600.0, gt=0, description="adaptive: seconds after which a route outcome on a device "
+        "weighs half (a route that failed in an outage is tried again once it is old news)")
+    route_prior_strength: float = Field(
+        8.0, gt=0, description="adaptive: how many outcomes the fleet's prior of a route "
+        "counts for on each device")
     campaign_fallback_ratio: float = Field(
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )

@@ -32,7 +32,13 @@ from streams.domain.channels import (
 )
 from streams.domain.deadlines import Due
 from streams.domain.priors import PriorBook
-from streams.domain.probing import ProbeBudget, ProbeConfig, evaluate_target, plan_probes
+from streams.domain.probing import (
+    ProbeBudget,
+    ProbeConfig,
+    choose_fallback,
+    evaluate_target,
+    plan_probes,
+)
 from streams.domain.records import Output
 from streams.domain.routes import (
     DeviceRoutes,
@@ -482,7 +488,13 @@ def _fall_back(tables: Tables, ctx: Context, fx: Effects, message: Message, devi
     dkey = device_key(message.account_id, device_id)
     raw = tables.get(DEVICES, dkey)
     device = DeviceRoutes.from_dict(raw) if raw else None
-    routes = fallback_routes(device, ctx.ranking(device), top_n=1) if device else []
+    attempt = delivery["attempt"] + 1
+    sid = send_id(message.account_id, message.message_id, "APP", device_id, attempt)
+    routes: list[str] = []
+    if device is not None and ctx.config.probe.bandit:
+        routes = [r for r in [choose_fallback(device, ctx.ranking(device), ctx.now, sid)] if r]
+    elif device is not None:
+        routes = fallback_routes(device, ctx.ranking(device), top_n=1)
     if device is None or not routes:
         fx.counts["no_fallback_route"] += 1
         fx.outputs.append(records.delivery_result(
@@ -490,8 +502,6 @@ def _fall_back(tables: Tables, ctx: Context, fx: Effects, message: Message, devi
             "no receipt on the original route and no alternative route", ctx.now,
             "APP", device_id, delivery["route"]))
         return
-    attempt = delivery["attempt"] + 1
-    sid = send_id(message.account_id, message.message_id, "APP", device_id, attempt)
     record_send(device, sid, routes[0], ctx.now)
     tables.put(DEVICES, dkey, device.to_dict())
     fx.counts["send_FALLBACK_ROUTE"] += 1
@@ -641,18 +651,21 @@ def _account(tables: Tables, account_id: str) -> Account:
 def _maintain(ctx: Context, fx: Effects, device: DeviceRoutes) -> None:
     """On every device event: expire lost probes, send due probes, re-evaluate the target."""
     now, cfg = ctx.now, ctx.config.probe
+    if cfg.bandit:  # adaptive: posteriors start from the fleet's priors
+        cfg = ctx.ranking(device)
     for probe in plan_probes(device, now, cfg, ctx.budget):
         fx.counts["probe_" + probe.kind.lower()] += 1
         fx.outputs.append(records.channel_send(
             probe.send_id, probe.send_id, device.account_id, "APP", device.device_id,
             probe.route, "PROBE", 0, "LOW", now))
-    change = evaluate_target(device, cfg)
+    change = evaluate_target(device, cfg, now)
     if change is not None:
+        rate = change.rate if change.rate is not None else effective_rate(
+            device.stats[change.target[0]], cfg.probe_count_first)
         fx.outputs.append(records.route_change(
             device.device_id, device.account_id,
             change.previous[0] if change.previous else None, change.target[0],
-            effective_rate(device.stats[change.target[0]], cfg.probe_count_first) or 0.0,
-            change.reason, now))
+            rate or 0.0, change.reason, now))
 
 
 #: The handler of each input (unprefixed topic, record name) of an account partition.

@@ -8,13 +8,16 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from streams.domain import posterior as bayes
 from streams.domain.routes import (
     DEFAULT_PRIOR,
     DeviceRoutes,
     ProbeKind,
+    SendKind,
     expire_pending,
     rank_alternatives,
     record_probe,
+    route_prior,
     success_rate,
 )
 
@@ -33,6 +36,12 @@ class ProbeConfig:
     max_probes_per_plan: int = 3
     target_count: int = 1
     prior: float | Mapping[str, float] = field(default=DEFAULT_PRIOR)
+    #: adaptive: routes chosen by their posteriors (streams.domain.posterior) instead of
+    #: fixed probe windows; evidence halves every half_life_s; the prior counts as
+    #: prior_strength outcomes
+    bandit: bool = False
+    half_life_s: float = 3600.0
+    prior_strength: float = 8.0
 
     def __post_init__(self) -> None:
         if self.probe_count_first < 1 or self.probe_count_again < 1:
@@ -45,6 +54,16 @@ class ProbeConfig:
             raise ValueError("reprobe_interval_s must be >= 0 and probe_timeout_s > 0")
         if self.max_probes_per_plan < 1 or self.target_count < 1:
             raise ValueError("max_probes_per_plan and target_count must be at least 1")
+        if self.half_life_s <= 0 or self.prior_strength <= 0:
+            raise ValueError("half_life_s and prior_strength must be positive")
+
+
+def posteriors(device: DeviceRoutes, cfg: ProbeConfig, now: float) -> dict[str, bayes.Beta]:
+    """Each alternative route's posterior on this device, in registration order."""
+    return {r: bayes.posterior(device.stats[r].outcomes if r in device.stats else (),
+                               route_prior(r, cfg.prior), now, cfg.half_life_s,
+                               cfg.prior_strength)
+            for r in device.alternatives}
 
 
 def _refill(
@@ -131,12 +150,22 @@ def _due(device: DeviceRoutes, now: float, cfg: ProbeConfig) -> list[tuple[str, 
     return due
 
 
+def _bandit_due(device: DeviceRoutes, now: float,
+                cfg: ProbeConfig) -> list[tuple[str, ProbeKind]]:
+    """adaptive: one probe of the route whose posterior is uncertain enough to change the
+    choice (none while a probe is still out on the device)."""
+    if any(p.kind is not SendKind.SEND for p in device.pending.values()):
+        return []
+    route = bayes.to_probe(posteriors(device, cfg, now))
+    return [(route, ProbeKind.FIRST)] if route else []
+
+
 def plan_probes(
     device: DeviceRoutes, now: float, cfg: ProbeConfig, budget: ProbeBudget
 ) -> list[Probe]:
     """Expire stale probes, then record and return the probes due now within both rate limits."""
     expire_pending(device, now, cfg.probe_timeout_s)
-    due = _due(device, now, cfg)
+    due = _bandit_due(device, now, cfg) if cfg.bandit else _due(device, now, cfg)
     wanted = min(len(due), cfg.max_probes_per_plan)
     if wanted == 0:
         return []
@@ -167,6 +196,7 @@ class TargetReason(StrEnum):
 
     INITIAL = "INITIAL"
     REPROBE_BELOW_MIN = "REPROBE_BELOW_MIN"
+    POSTERIOR = "POSTERIOR"  # adaptive: another route's posterior mean leads
 
 
 @dataclass(frozen=True)
@@ -178,6 +208,7 @@ class TargetChange:
     target: list[str]
     reason: TargetReason
     reprobe_rate: float | None = None
+    rate: float | None = None  # the new target's measured rate (or posterior mean)
 
 
 def _close_rounds(device: DeviceRoutes, cfg: ProbeConfig) -> dict[str, float]:
@@ -192,8 +223,12 @@ def _close_rounds(device: DeviceRoutes, cfg: ProbeConfig) -> dict[str, float]:
     return closed
 
 
-def evaluate_target(device: DeviceRoutes, cfg: ProbeConfig) -> TargetChange | None:
-    """Close finished re-probe rounds; set the first target, or replace one that fell below min."""
+def evaluate_target(device: DeviceRoutes, cfg: ProbeConfig,
+                    now: float = 0.0) -> TargetChange | None:
+    """Close finished re-probe rounds; set the first target, or replace one that fell below min
+    (adaptive: the route with the best posterior mean, once a route has shown anything)."""
+    if cfg.bandit:
+        return _bandit_target(device, cfg, now)
     closed = _close_rounds(device, cfg)
     previous = list(device.target)
     target = [r for r in previous if r in device.alternatives]
@@ -223,6 +258,25 @@ def evaluate_target(device: DeviceRoutes, cfg: ProbeConfig) -> TargetChange | No
     return TargetChange(
         device.device_id, previous, list(target), TargetReason.REPROBE_BELOW_MIN, worst
     )
+
+
+def _bandit_target(device: DeviceRoutes, cfg: ProbeConfig, now: float) -> TargetChange | None:
+    beliefs = posteriors(device, cfg, now)
+    if not any(device.stats[r].outcomes for r in beliefs if r in device.stats):
+        return None
+    previous = list(device.target)
+    chosen = bayes.target(beliefs, previous[0] if previous else None)
+    if chosen is None or previous == [chosen]:
+        return None
+    device.target = [chosen]
+    return TargetChange(device.device_id, previous, [chosen], TargetReason.POSTERIOR,
+                        rate=round(beliefs[chosen].mean, 6))
+
+
+def choose_fallback(device: DeviceRoutes, cfg: ProbeConfig, now: float, key: str) -> str | None:
+    """adaptive: the alternative route a fallback send takes, by Thompson sampling (the same
+    choice for the same key)."""
+    return bayes.thompson(posteriors(device, cfg, now), key)
 
 
 @dataclass(frozen=True)

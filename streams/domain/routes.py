@@ -11,6 +11,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple, Protocol
 
+from streams.domain.posterior import remember
+
 KNOWN_ROUTES: tuple[str, ...] = (
     "HUAWEI",
     "HONOR",
@@ -193,6 +195,7 @@ class RouteStats:
     probed_at: float | None = None
     probes_total: int = 0
     probes_acked_total: int = 0
+    outcomes: list[list[float]] = field(default_factory=list)  # epochs (posterior.remember)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
@@ -405,6 +408,7 @@ def expire_pending(device: DeviceRoutes, now: float, timeout_s: float) -> int:
 
 def _settle(device: DeviceRoutes, entry: PendingSend, acked: bool, now: float) -> None:
     stats = device.stats.setdefault(entry.route, RouteStats())
+    remember(stats.outcomes, now, acked)
     if entry.kind is SendKind.SEND:
         stats.receipts += int(acked)
         return

@@ -23,7 +23,8 @@ DEMO_TUNING: dict[str, Any] = {
     "new_account_pushes": 2, "read_deadline_low": 3, "read_deadline_normal": 3,
     "read_deadline_high": 3, "read_deadline_urgent": 3, "receipt_deadline": 2,
     "probe_count_first": 3, "probe_count_again": 3, "probe_device_per_hour": 720,
-    "probe_global_per_second": 20, "probe_timeout": 2, "probe_interval": 600}
+    "probe_global_per_second": 20, "probe_timeout": 2, "probe_interval": 600,
+    "route_half_life": 30}
 #: After the last push, every timer it can start has come due by then: its read deadlines
 #: (a ladder of up to three) and the receipt deadline of an APP send an escalation may make.
 LAST_TIMER = 3 * DEMO_TUNING["read_deadline_high"] + DEMO_TUNING["receipt_deadline"]

@@ -23,6 +23,7 @@ DISTINCT = {
     "probe_global_per_second": 33.0, "probe_timeout": 77.0,
     "channel_order": "sms, email,app,WECHAT",
     "channel_cost": "SMS=0.07,WECHAT=0.02", "read_value": "NORMAL=0.3,HIGH=2",
+    "route_half_life": 99.0, "route_prior_strength": 3.5,
 }
 
 
@@ -52,12 +53,14 @@ def test_every_setting_reaches_its_field() -> None:
     assert probe.per_device_probes_per_hour == 7.5
     assert probe.global_probes_per_second == 33.0
     assert probe.probe_timeout_s == 77.0
+    assert (probe.half_life_s, probe.prior_strength, probe.bandit) == (99.0, 3.5, False)
     # and nothing else differs from the defaults
     assert cfg == h.RouterConfig(
         ChannelPolicy(7, 1.5, 4.25, ("SMS", "EMAIL", "APP", "WECHAT"),
                       {"LOW": 401.0, "NORMAL": 302.0, "HIGH": 203.0, "URGENT": 104.0},
                       costs=policy.costs, read_value=policy.read_value),
-        ProbeConfig(17, 9, 0.65, 1234.0, 7.5, 33.0, 77.0),
+        ProbeConfig(17, 9, 0.65, 1234.0, 7.5, 33.0, 77.0, half_life_s=99.0,
+                    prior_strength=3.5),
         receipt_deadline=11.0, reach_grace=12.0, retention=13.0)
 
 
@@ -100,3 +103,9 @@ def test_swapping_k1_and_k2_changes_the_learned_primary(k1, k2, primary) -> None
     read_history(p)
     p.advance(1)
     assert brief(sends(p.request("a1", "m1"))) == [(primary, None, None, "PRIMARY", 0)]
+
+
+def test_adaptive_chooses_routes_by_their_posteriors_and_the_others_by_probe_windows() -> None:
+    assert router_config(Settings(strategy="adaptive")).probe.bandit
+    assert not any(router_config(Settings(strategy=s)).probe.bandit
+                   for s in ("seed", "blast", "fixed-fallback"))
