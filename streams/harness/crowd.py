@@ -451,11 +451,9 @@ class Crowd:
         return whole + (rng.random() < mean - whole)
 
     def _model(self, rng: random.Random, brand: str) -> str:
-        models = self.spec.models.get(brand)
-        if not models:
-            return f"{brand} phone"
+        models = self.spec.models.get(brand) or [f"{brand} phone"]
         if isinstance(models, list):
-            return rng.choice(models)
+            return rng.choice(models)  # a draw even of one: the same people as ever
         names, shares = zip(*models.items(), strict=True)
         return rng.choices(names, weights=shares)[0]
 

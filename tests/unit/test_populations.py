@@ -4,6 +4,8 @@ distributions, the request mix; and the shipped populations."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from collections import Counter
 from typing import Any
@@ -237,3 +239,14 @@ def test_read_delays_per_channel_reach_the_simulator_in_milliseconds() -> None:
                                       "SMS": [500.0, 2000.0]}
     assert entry["later"]["read_delay_ms"] == {"median": 9000.0, "p90": 12000.0}
     Population.from_dict(people.document(0.0, 10.0))
+
+
+def test_the_default_population_draws_the_people_it_drew_before_the_new_fields() -> None:
+    # the digest of the people drawn by the code before phones_per_account, model shares and
+    # channels (commit ca765f2): the new draws do not shift the old ones
+    people = Crowd.load()
+    drawn = json.dumps([(m.account_id, m.segment.name,
+                         [(p.manufacturer, p.model, p.receipt) for p in m.phones])
+                        for m in people.members])
+    assert hashlib.sha256(drawn.encode()).hexdigest() == (
+        "a2d8c1b34d9fe6d1888c7708f4de361e4a7449f4444ee34c3f17d5267b4436c3")
