@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from connectors.simulator.behaviour import LogNormal
 from connectors.simulator.core import Simulator
 from connectors.simulator.journal import Journal
 from connectors.simulator.vendors import VENDORS
@@ -36,14 +37,26 @@ async def _json(request: Request) -> Any:
         raise ValueError(f"body is not JSON: {exc}") from None
 
 
+def _plain(value: Any) -> Any:
+    """JSON-ready: a log-normal delay as {median, p90}, containers walked."""
+    if isinstance(value, LogNormal):
+        return {"median": value.median, "p90": value.p90}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def control_routes(sim: Simulator) -> list[BaseRoute]:
     """GET/PUT/DELETE of behaviours, the population, tokens and the sends seen."""
 
     async def state(request: Request) -> Response:
         return JSONResponse({"seed": sim.seed,
                              "behaviours": {k: vars(v) for k, v in sim.behaviours.items()},
-                             "population": {k: v for k, v in vars(sim.population).items()
-                                            if k != "by_address"}})
+                             "population": _plain({k: v for k, v
+                                                   in vars(sim.population).items()
+                                                   if k != "by_address"})})
 
     async def put_behaviour(request: Request) -> Response:
         try:

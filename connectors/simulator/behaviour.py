@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from statistics import NormalDist
 from typing import Any
+
+#: z of the 90th percentile of the standard normal distribution.
+Z90 = NormalDist().inv_cdf(0.9)
 
 
 def unit(seed: int, *parts: object) -> float:
@@ -69,13 +74,35 @@ class Reaction:
     read_after: float | None
 
 
+@dataclass(frozen=True)
+class LogNormal:
+    """A log-normal delay given by its median and 90th percentile (milliseconds)."""
+
+    median: float
+    p90: float
+
+    def at(self, u: float) -> float:
+        """The delay (ms) at quantile u of the distribution (u in [0, 1))."""
+        sigma = math.log(self.p90 / self.median) / Z90
+        return self.median * math.exp(sigma * NormalDist().inv_cdf(min(max(u, 1e-12),
+                                                                      1 - 1e-12)))
+
+
+#: One delay distribution: a uniform [low, high] range or a log-normal (milliseconds).
+Delay = tuple[float, float] | LogNormal
+#: A delay for every channel, or one per channel (``*`` for the rest).
+Delays = Delay | dict[str, Delay]
+
+
 @dataclass
 class Population:
     """Receipt probabilities per route/channel and read probabilities per channel, with overrides.
 
     ``receipt`` and ``read`` map a route or channel name (or ``*``) to a probability; accounts
     override ``read`` (and ``read_delay_ms``) by account_id, and may change their mind: from
-    ``later.at`` (epoch seconds) on, ``later.read`` applies; devices override ``receipt`` by
+    ``later.at`` (epoch seconds) on, ``later.read`` (and ``later.read_delay_ms``, if given)
+    applies. A read delay is a uniform ``[low, high]``, a log-normal ``{median, p90}``, or a
+    map of channels (or ``*``) to either, all in milliseconds; devices override ``receipt`` by
     device_id; ``addresses`` link a phone / openid / e-mail / push token to its account_id or
     device_id; ``outages`` list routes or channels that deliver nothing from ``from`` to
     ``until`` (epoch seconds).
@@ -84,7 +111,7 @@ class Population:
     receipt: dict[str, float] = field(default_factory=lambda: {"*": 1.0})
     read: dict[str, float] = field(default_factory=lambda: {"*": 0.0})
     receipt_delay_ms: tuple[float, float] = (20.0, 200.0)
-    read_delay_ms: tuple[float, float] = (100.0, 1000.0)
+    read_delay_ms: Delays = (100.0, 1000.0)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     outages: list[tuple[str, float, float]] = field(default_factory=list)
@@ -104,9 +131,10 @@ class Population:
         for name in ("receipt", "read"):
             if name in data:
                 setattr(pop, name, _probabilities(data[name], name))
-        for name in ("receipt_delay_ms", "read_delay_ms"):
-            if name in data:
-                setattr(pop, name, _range(data[name], name))
+        if "receipt_delay_ms" in data:
+            pop.receipt_delay_ms = _range(data["receipt_delay_ms"], "receipt_delay_ms")
+        if "read_delay_ms" in data:
+            pop.read_delay_ms = _delays(data["read_delay_ms"], "read_delay_ms")
         allowed = {"accounts": {"read", "addresses", "read_delay_ms", "later"},
                    "devices": {"receipt", "addresses"}}
         for group, key in (("accounts", "read"), ("devices", "receipt")):
@@ -126,7 +154,8 @@ class Population:
                 one: dict[str, Any] = {key: _probabilities(entry.get(key, {}), f"{where}.{key}"),
                                        "addresses": list(addresses)}
                 if "read_delay_ms" in entry:
-                    one["read_delay_ms"] = _range(entry["read_delay_ms"], f"{where}.read_delay_ms")
+                    one["read_delay_ms"] = _delays(entry["read_delay_ms"],
+                                                   f"{where}.read_delay_ms")
                 if "later" in entry:
                     one["later"] = _later(entry["later"], f"{where}.later")
                 checked[str(ident)] = one
@@ -149,7 +178,9 @@ class Population:
         device = self._owner("devices", device_id, address)
         account = self._owner("accounts", account_id, address)
         later = account.get("later")
-        reads = later["read"] if later and now >= later["at"] else account.get("read", {})
+        reads, delays = account.get("read", {}), account.get("read_delay_ms", self.read_delay_ms)
+        if later and now >= later["at"]:
+            reads, delays = later["read"], later.get("read_delay_ms", delays)
         p_receipt = _lookup(device.get("receipt", {}), target, self.receipt)
         if any(t == target.upper() and start <= now < end for t, start, end in self.outages):
             p_receipt = 0.0
@@ -159,16 +190,21 @@ class Population:
         receipt_after = _between(self.receipt_delay_ms, unit(seed, "receipt-delay", send_id))
         read_after = None
         if unit(seed, "read", send_id) < p_read:
-            read_after = receipt_after + _between(account.get("read_delay_ms", self.read_delay_ms),
-                                                  unit(seed, "read-delay", send_id))
+            read_after = receipt_after + _draw(_for_channel(delays, channel, self.read_delay_ms),
+                                               unit(seed, "read-delay", send_id))
         return Reaction(receipt_after, read_after)
 
 
 def _later(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or set(value) != {"at", "read"} \
+    if not isinstance(value, Mapping) or not {"at", "read"} <= set(value) \
+            or set(value) - {"at", "read", "read_delay_ms"} \
             or not isinstance(value["at"], int | float):
-        raise ValueError(f"{where} must be {{at: epoch seconds, read: {{channel: p}}}}")
-    return {"at": float(value["at"]), "read": _probabilities(value["read"], f"{where}.read")}
+        raise ValueError(f"{where} must be {{at: epoch seconds, read: {{channel: p}}}} "
+                         "and optionally read_delay_ms")
+    out = {"at": float(value["at"]), "read": _probabilities(value["read"], f"{where}.read")}
+    if "read_delay_ms" in value:
+        out["read_delay_ms"] = _delays(value["read_delay_ms"], f"{where}.read_delay_ms")
+    return out
 
 
 def _outage(value: Any, where: str) -> tuple[str, float, float]:
@@ -192,6 +228,41 @@ def _lookup(own: Mapping[str, float], key: str, default: Mapping[str, float]) ->
 def _between(range_ms: tuple[float, float], u: float) -> float:
     low, high = range_ms
     return (low + (high - low) * u) / 1000.0
+
+
+def _draw(delay: Delay, u: float) -> float:
+    """Seconds at quantile u of a delay (a uniform range draws as it always did)."""
+    return delay.at(u) / 1000.0 if isinstance(delay, LogNormal) else _between(delay, u)
+
+
+def _for_channel(delays: Delays, channel: str, default: Delays) -> Delay:
+    """The delay of this channel: its own, else ``*``, else the population's."""
+    for table in (delays, default):
+        if not isinstance(table, dict):
+            return table
+        for key in (channel.upper(), "*"):
+            if key in table:
+                return table[key]
+    return (0.0, 0.0)
+
+
+def _delay(value: Any, where: str) -> Delay:
+    if isinstance(value, Mapping):
+        if set(value) != {"median", "p90"} or not all(
+                isinstance(value[k], int | float) and not isinstance(value[k], bool)
+                and value[k] > 0 for k in ("median", "p90")) or value["p90"] < value["median"]:
+            raise ValueError(f"{where} must be {{median: ms, p90: ms}} with "
+                             "0 < median <= p90")
+        return LogNormal(float(value["median"]), float(value["p90"]))
+    return _range(value, where)
+
+
+def _delays(value: Any, where: str) -> Delays:
+    """A delay, or a map of channels (or ``*``) to delays."""
+    if isinstance(value, Mapping) and set(value) != {"median", "p90"}:
+        return {str(k).upper() if k != "*" else "*": _delay(v, f"{where}.{k}")
+                for k, v in value.items()}
+    return _delay(value, where)
 
 
 def _probabilities(value: Any, where: str) -> dict[str, float]:

@@ -27,7 +27,7 @@ from schemas import Codec
 from streams.cli import cli
 from streams.domain.channels import STRATEGIES
 from streams.harness import ProcessExited, Tap, stack, wait_accounts
-from streams.harness.crowd import Crowd, PopulationError
+from streams.harness.crowd import Crowd, PopulationError, shipped
 from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
 from streams.settings import Connections, Settings, get_settings
 
@@ -79,8 +79,6 @@ def smoke(settings: Settings) -> None:
 #: A message counts as reached when it is read within this many seconds of its request: the
 #: demo profile's three read deadlines of 3 s and a second to spare.
 REACH_WINDOW = 10.0
-#: Every N-th request of a round belongs to that round's campaign.
-CAMPAIGN_EVERY = 10
 
 
 class Progress:
@@ -149,21 +147,12 @@ class Progress:
 DEVICE_REASONS = ("ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE")
 
 
-def request(account_id: str, n: int, round_: int, campaign: bool) -> dict[str, Any]:
-    """The n-th push request of the run."""
-    return {"message_id": f"{account_id}-m{round_}", "account_id": account_id,
-            "importance": "HIGH" if n % 4 == 0 else "NORMAL", "title": "Your parcel",
-            "body": f"update {round_}", "read_action": "LINK",
-            "link": "https://shop.example/parcel",
-            "campaign_id": f"promo-{round_}" if campaign else None, "device_ids": [],
-            "created_at": int(time.time() * 1000)}
-
-
 def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate: float,
           duration: float, title: str) -> int:
-    """Push `rate` x `duration` requests at `rate` per second, round-robin over the accounts,
-    showing live progress; returns how many were sent."""
-    accounts = [m.account_id for m in crowd.members]
+    """Push `rate` x `duration` requests at `rate` per second, the crowd's (round-robin over
+    its accounts), showing live progress; returns how many were sent. The simulator plays the
+    crowd from now on, its times resolved against `duration`."""
+    loop.set_population(crowd.document(time.time(), duration))
     sent, started = 0, time.monotonic()
     with PushProducer(settings.connections.kafka_bootstrap_servers,
                       topic_prefix=settings.tuning.topic_prefix,
@@ -174,9 +163,7 @@ def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate
         while sent < total:
             due = min(total, int((time.monotonic() - started) * rate))
             while sent < due:  # catching up after a slow turn: the run always has `total`
-                round_, i = divmod(sent, len(accounts))
-                out.push(request(accounts[i], sent, round_,
-                                 round_ > 0 and i % CAMPAIGN_EVERY == 0))
+                out.push(crowd.request(sent, int(time.time() * 1000), total))
                 sent += 1
             out.flush()
             loop.check()
@@ -384,9 +371,9 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 
 
 @cli.command()
-@click.option("--population", "population_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), default=None,
-              help="population file (YAML) [default: streams/harness/population.yaml]")
+@click.option("--population", "population_file", metavar="NAME|FILE", default=None,
+              help=f"a shipped population ({', '.join(shipped())}: streams/harness/"
+                   "populations) or a population file (YAML) [default: default]")
 @click.option("--accounts", type=int, default=None,
               help="only the first N accounts of the population")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive",
@@ -399,7 +386,7 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 @click.option("--workers", default=1, show_default=True, help="stream workers")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)
-def demo(population_file: Path | None, accounts: int | None, strategy: str, compare: bool,
+def demo(population_file: str | None, accounts: int | None, strategy: str, compare: bool,
          rate: float, duration: float, workers: int, json_out: Path) -> None:
     """Run the whole loop on the embedded stack under load (stream workers, dispatcher,
     provider simulator playing a population, ack gateway, sink into ClickHouse), with live

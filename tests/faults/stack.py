@@ -19,7 +19,6 @@ from typing import Any
 
 from connectors.producer import DeliveryError, PushProducer, RecordProducer
 from connectors.serving import free_port
-from streams.cli.demo import CAMPAIGN_EVERY, request
 from streams.harness import Process, start_python, wait_accounts, wait_idle
 from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING, Loop
@@ -75,12 +74,12 @@ def violation_keys(checks: list[Check]) -> set[tuple[str, str]]:
 
 
 class Load:
-    """Push requests at `rate` per second from a thread, round-robin over `accounts`, one new
-    message each (every CAMPAIGN_EVERY-th account's after the first round in a campaign, as
-    the demo does); paused and resumed between scenarios."""
+    """Push requests at `rate` per second from a thread, the crowd's as the demo makes them
+    (round-robin over its accounts, one new message each, some in campaigns); paused and
+    resumed between scenarios."""
 
-    def __init__(self, settings: Settings, accounts: list[str], rate: float) -> None:
-        self.settings, self.accounts, self.rate = settings, accounts, rate
+    def __init__(self, settings: Settings, crowd: Crowd, rate: float) -> None:
+        self.settings, self.crowd, self.rate = settings, crowd, rate
         self.sent = 0
         self.last_at = 0.0  # time.time() of the last request confirmed
         self.unconfirmed: list[str] = []  # the broker's refusals (say so; they are not lost)
@@ -106,9 +105,7 @@ class Load:
             credit += (now - tick) * self.rate
             tick = now
             while credit >= 1:
-                round_, i = divmod(self.sent, len(self.accounts))
-                out.push(request(self.accounts[i], self.sent, round_,
-                                 round_ > 0 and i % CAMPAIGN_EVERY == 0))
+                out.push(self.crowd.request(self.sent, int(time.time() * 1000)))
                 self.sent += 1
                 credit -= 1
             try:
@@ -174,7 +171,7 @@ class Stack:
             for i in range(workers):
                 self.add_worker(f"worker{i}")
             self.register()
-            self.load = Load(settings, [m.account_id for m in self.crowd.members], rate)
+            self.load = Load(settings, self.crowd, rate)
         except BaseException:
             self.close()
             raise

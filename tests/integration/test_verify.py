@@ -18,7 +18,6 @@ from connectors.clickhouse.client import client, database
 from connectors.clickhouse.warehouse import Direct
 from connectors.producer import PushProducer, RecordProducer
 from schemas import Codec, spec
-from streams.cli.demo import request
 from streams.harness import wait_accounts
 from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
@@ -62,8 +61,7 @@ def test_verify_finds_nothing_in_a_real_run_then_each_planted_violation(settings
         loop.set_population(crowd.document(time.time()))
         with PushProducer(bootstrap, topic_prefix=prefix) as out:
             for n in range(ACCOUNTS * ROUNDS):
-                round_, i = divmod(n, ACCOUNTS)
-                out.push(request(crowd.members[i].account_id, n, round_, round_ > 0 and i == 0))
+                out.push(crowd.request(n, int(time.time() * 1000)))  # account 0's in campaigns
                 time.sleep(0.2)
         time.sleep(LAST_TIMER)
         clean = run_settled(settings, 90, settle=2.0, simulator_url=sim_url)

@@ -23,12 +23,13 @@ def test_the_shipped_population_draws_the_same_people_for_the_same_seed() -> Non
 
 def test_the_population_document_is_what_the_simulator_accepts(tmp_path) -> None:
     crowd = Crowd.load()
-    doc = crowd.document(start=1000.0)
+    doc = crowd.document(start=1000.0, duration=200.0)
     pop = Population.from_dict(doc)
     mover = next(m for m in crowd.members if m.segment.later)
     entry = pop.accounts[mover.account_id]
-    assert entry["later"]["at"] == 1000.0 + mover.segment.later.after_s
-    assert pop.outages == [("JPUSH", 1060.0, 1080.0)]
+    assert entry["later"]["at"] == pytest.approx(1000.0 + 0.32 * 200)  # after: 0.32
+    assert mover.changed_at(200.0) == pytest.approx(64.0)
+    assert pop.outages == [("JPUSH", pytest.approx(1086.0), pytest.approx(1114.0))]
     regs = crowd.registrations(0)
     assert sum(t == "device.registry" for t, _ in regs) == sum(len(m.phones)
                                                               for m in crowd.members)

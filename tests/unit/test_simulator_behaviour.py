@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from hypothesis import given
@@ -139,5 +140,56 @@ def test_a_route_outage_delivers_nothing_while_it_lasts() -> None:
     ({"outages": [{"target": "FCM", "from": 10, "until": 5}]}, r"outages\[0\]"),
     ({"devices": {"d": {"later": {}}}}, "devices.d may hold only")])
 def test_a_bad_change_or_outage_names_the_field(document: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Population.from_dict(document)
+
+
+def _read_delays(pop: Population, channel: str, n: int, now: float = 0.0,
+                 seed: int = 3) -> list[float]:
+    out = []
+    for i in range(n):
+        r = pop.react(seed, f"s-{i}", channel, channel, "acct", None, "x", now=now)
+        assert r.read_after is not None and r.receipt_after == 0.0
+        out.append(r.read_after)
+    return out
+
+
+def test_read_delays_follow_each_channels_distribution_and_are_deterministic() -> None:
+    pop = Population.from_dict({"receipt": {"*": 1.0}, "receipt_delay_ms": [0, 0],
+                                "read_delay_ms": [7000, 7000], "accounts": {"acct": {
+        "read": {"*": 1.0}, "read_delay_ms": {"APP": {"median": 1000, "p90": 3000},
+                                              "SMS": [500, 2000]},
+        "later": {"at": 100.0, "read": {"*": 1.0},
+                  "read_delay_ms": {"*": {"median": 9000, "p90": 12000}}}}}})
+    app = _read_delays(pop, "APP", 4000)
+    assert statistics.median(app) == pytest.approx(1.0, rel=0.06)
+    assert statistics.quantiles(app, n=10)[-1] == pytest.approx(3.0, rel=0.08)
+    assert app == _read_delays(pop, "APP", 4000)  # the same seed, the same delays
+    assert app != _read_delays(pop, "APP", 4000, seed=4)
+    sms = _read_delays(pop, "SMS", 4000)
+    assert min(sms) >= 0.5 and max(sms) <= 2.0
+    assert statistics.mean(sms) == pytest.approx(1.25, rel=0.03)
+    assert set(_read_delays(pop, "WECHAT", 10)) == {7.0}  # neither listed nor *: the default
+    later = _read_delays(pop, "SMS", 4000, now=100.0)  # after the change of mind, its own
+    assert statistics.median(later) == pytest.approx(9.0, rel=0.06)
+    assert statistics.quantiles(later, n=10)[-1] == pytest.approx(12.0, rel=0.08)
+
+
+def test_a_uniform_read_delay_draws_as_it_always_did() -> None:
+    pop = Population.from_dict({"receipt": {"*": 1.0}, "read": {"*": 1.0},
+                                "receipt_delay_ms": [0, 0], "read_delay_ms": [100, 300]})
+    for i in range(50):
+        r = pop.react(9, f"s-{i}", "SMS", "SMS", None, None, "x")
+        assert r.read_after == (100 + 200 * unit(9, "read-delay", f"s-{i}")) / 1000
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ({"read_delay_ms": {"median": 2000, "p90": 1000}}, "read_delay_ms must be"),
+    ({"accounts": {"a": {"read_delay_ms": {"SMS": {"median": 0, "p90": 1}}}}},
+     r"accounts\.a\.read_delay_ms\.SMS"),
+    ({"accounts": {"a": {"later": {"at": 1, "read": {}, "read_delay_ms": [3, 1]}}}},
+     r"accounts\.a\.later\.read_delay_ms"),
+    ({"accounts": {"a": {"later": {"at": 1, "read": {}, "colour": 1}}}}, r"accounts\.a\.later")])
+def test_a_bad_read_delay_names_the_field(document: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Population.from_dict(document)

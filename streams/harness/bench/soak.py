@@ -300,7 +300,6 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
     """Steady load for `minutes`; per-process samples and slopes after `warmup` minutes
     (tuned by soak_tuning); every sample is also appended to var_dir/soak.samples.jsonl."""
     from connectors.producer import PushProducer, RecordProducer
-    from streams.cli.demo import CAMPAIGN_EVERY, request
     from streams.harness.crowd import Crowd
     from streams.harness.loop import Loop
     from streams.harness.taps import wait_accounts
@@ -328,7 +327,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
                 f"phones registered; {rate:g} requests/s for {minutes:g} min")
             assert loop.simulator is not None
             sim = loop.simulator.sim
-            loop.set_population(crowd.document(time.time()))
+            loop.set_population(crowd.document(time.time(), minutes * 60))
             pids = {**({"broker": broker_pid} if broker_pid else {}),
                     **{p.name.removeprefix("soak-"): p.pid for p in loop.procs},
                     "bench+simulator": os.getpid()}
@@ -348,9 +347,7 @@ def run_soak_bench(minutes: float = 30.0, rate: float = 3.0, warmup: float = 5.0
                     while sent < total:
                         due = min(total, int((time.monotonic() - started) * rate))
                         while sent < due:
-                            round_, i = divmod(sent, len(ids))
-                            push.push(request(ids[i], sent, round_,
-                                              round_ > 0 and i % CAMPAIGN_EVERY == 0))
+                            push.push(crowd.request(sent, int(time.time() * 1000)))
                             sent += 1
                         push.flush()
                         loop.check()
