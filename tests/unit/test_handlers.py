@@ -1021,3 +1021,27 @@ def test_adaptive_does_not_pay_for_an_sms_while_a_slow_readers_read_is_still_lik
     p.request("a1", "m2", importance="URGENT")
     p.advance(DEADLINES["URGENT"])
     assert escalations(p.fire(p.due("READ", "a1", "m2")))[0]["to_channel"] == "SMS"
+
+
+def test_adaptive_falls_back_on_the_route_its_posteriors_favour_and_reports_its_target() -> None:
+    """The fleet's prior says JPUSH receives and FCM does not: a silent XIAOMI send falls back
+    on JPUSH, the same route on a replay; its receipt makes JPUSH the target (POSTERIOR)."""
+    def partition() -> Partition:
+        probe = ProbeConfig(bandit=True, prior={"JPUSH": 0.9, "FCM": 0.1},
+                            per_device_probes_per_hour=0.001)  # no probes in the way
+        p = established(strategy="adaptive", probe=probe)
+        reachable(p)
+        p.request("a1", "m1", importance="HIGH")
+        return p
+
+    picks = []
+    for _ in range(2):
+        p = partition()
+        fx = p.fire(p.due("RECEIPT", "a1", "m1", "d1"))
+        picks.append(brief(sends(fx)))
+    assert picks[0] == picks[1] == [("APP", "d1", "JPUSH", "FALLBACK_ROUTE", 1)]
+    fx = p.receipt("a1", "m1", "d1", attempt=1, route="JPUSH")
+    [change] = of("RouteChange", fx)
+    assert (change["from_route"], change["to_route"], change["reason"]) == (
+        None, "JPUSH", "POSTERIOR")
+    assert change["success_rate"] > 0.9
