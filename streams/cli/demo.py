@@ -591,7 +591,7 @@ def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
 @click.option("--compare", is_flag=True, help="run every strategy on the same population")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="run each strategy on K seeds of the population (the file's seed + 0..K-1): "
-                   "means and 95%% intervals over them")
+                   "means and 95% intervals over them")
 @click.option("--rate", default=12.0, show_default=True,
               help="push requests per second (blast makes ~5 provider calls of each: the "
                    "simulator answers ~150/s here)")
