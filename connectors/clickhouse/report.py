@@ -128,8 +128,10 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def comparison_html(runs: list[dict[str, Any]]) -> str:
-    """The strategies compared: reach against sends per message, and their figures."""
+def comparison_html(runs: list[dict[str, Any]],
+                    segments: dict[str, dict[str, dict[str, Any]]] | None = None) -> str:
+    """The strategies compared: reach against sends per message, and their figures; with
+    `segments` (segment -> strategy -> figures) one row per segment and strategy."""
     fig = go.Figure([go.Bar(name=m, x=[r["strategy"] for r in runs],
                             y=[r.get(key) for r in runs])
                      for m, key in (("reach before the last deadline", "reach_in_time"),
@@ -140,17 +142,28 @@ def comparison_html(runs: list[dict[str, Any]]) -> str:
     fig.update_layout(barmode="group", title="Strategies on the same population", height=380)
     return ("<section><h2>Strategies compared</h2><p class=q>Which strategy gets pushes read "
             "with the fewest sends?</p>" + fig.to_html(full_html=False, include_plotlyjs="inline")
-            + _table_html(runs) + "</section>")
+            + _table_html(runs) + _segments_html(segments or {}) + "</section>")
+
+
+def _segments_html(segments: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Where each strategy loses: a row per segment and strategy."""
+    rows = [{"segment": segment, "strategy": strategy,
+             **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}}
+            for segment, by in segments.items() for strategy, figures in by.items()]
+    if not rows:
+        return ""
+    return "<h3>Per segment</h3>" + _table_html(rows)
 
 
 def write_html(data: dict[str, list[dict[str, Any]]], path: Path, where: str,
-               comparison: list[dict[str, Any]] | None = None) -> Path:
+               comparison: list[dict[str, Any]] | None = None,
+               segments: dict[str, dict[str, dict[str, Any]]] | None = None) -> Path:
     """One self-contained HTML file (plotly.js inlined once) with every chart and table, and
     the strategies compared when given."""
     figs = figures(data)
     parts, first = [], True
     if comparison:
-        parts.append(comparison_html(comparison))
+        parts.append(comparison_html(comparison, segments))
         first = False
     for s in SECTIONS:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>"

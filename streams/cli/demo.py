@@ -3,7 +3,8 @@
 One run: the supervised loop (streams.harness.loop) on fresh topics and a fresh chDB store, a
 population (streams.harness.crowd) registered and played by the provider simulator, push
 requests at a steady rate with live progress, then the quality figures from ClickHouse and the
-HTML report. `--compare` runs every strategy on the same population and seed.
+HTML report. `--compare` runs every strategy on the same population and seed; `--seeds K` on
+K seeds of it, with means, 95% intervals and checks judged on them (streams.harness.stats).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 from rich.console import Console
@@ -150,9 +151,7 @@ DEVICE_REASONS = ("ORIGINAL_ROUTE", "FALLBACK_ROUTE", "PROBE")
 def drive(settings: Settings, crowd: Crowd, loop: Loop, progress: Progress, rate: float,
           duration: float, title: str) -> int:
     """Push `rate` x `duration` requests at `rate` per second, the crowd's (round-robin over
-    its accounts), showing live progress; returns how many were sent. The simulator plays the
-    crowd from now on, its times resolved against `duration`."""
-    loop.set_population(crowd.document(time.time(), duration))
+    its accounts), showing live progress; returns how many were sent."""
     sent, started = 0, time.monotonic()
     with PushProducer(settings.connections.kafka_bootstrap_servers,
                       topic_prefix=settings.tuning.topic_prefix,
@@ -226,17 +225,38 @@ def read_deadlines() -> dict[str, float]:
             for name in ("LOW", "NORMAL", "HIGH", "URGENT")}
 
 
-def score(warehouse: Any, crowd: Crowd, duration: float) -> dict[str, Any]:
-    """The run's quality from ClickHouse, and what it learnt against the population's truth."""
-    from connectors.clickhouse.quality import accuracy, learnt, measure
+#: Movers are scored on their PRIMARY sends from this many pushes after their change on.
+MOVER_GRACE = 5
+#: A phone's best route counts as clear when it leads the next-best alternative by this much.
+ROUTE_MARGIN = 0.1
 
-    figures = measure(warehouse.rows, REACH_WINDOW, read_deadlines())
+
+def score(warehouse: Any, crowd: Crowd, duration: float, started: float | None = None,
+          costs: dict[str, float] | None = None) -> dict[str, Any]:
+    """The run's quality from ClickHouse, and what it learnt against the population's truth;
+    `started` (epoch s) is when the population's clock started (the movers' changes count from
+    it), `costs` the cost of one send per channel; per-segment figures under "segments"."""
+    from connectors.clickhouse.quality import accuracy, learnt, measure, per_account, pushes
+    from streams.harness.stats import by_segment, clear_best, followed
+
+    figures = measure(warehouse.rows, REACH_WINDOW, read_deadlines(), costs)
     primaries, targets = learnt(warehouse.rows)
     phones = [p for m in crowd.members for p in m.phones]
+    requested, primary_sends = pushes(warehouse.rows)
+    if started is None:  # the first request's time
+        started = min((t for v in requested.values() for t, _ in v), default=0.0) / 1000
+    movers = {m.account_id: m for m in crowd.members if not m.stable}
+    change_ms = {a: (started + at) * 1000 for a, m in movers.items()
+                 if (at := m.changed_at(duration)) is not None and at <= duration}
+    truth_after = {a: movers[a].true_primary(duration) for a in change_ms}
     figures.update(accuracy(
         primaries, targets, {m.account_id: m.true_primary(duration) for m in crowd.members},
         {m.account_id: m.stable for m in crowd.members},
-        {p.device_id: p.best_alternative for p in phones}))
+        {p.device_id: p.best_alternative for p in phones},
+        followed=followed(requested, primary_sends, change_ms, truth_after, MOVER_GRACE),
+        clear={p.device_id for p in phones if clear_best(p.receipt, p.original, ROUTE_MARGIN)}))
+    figures["segments"] = by_segment(per_account(warehouse.rows, REACH_WINDOW, costs),
+                                     {m.account_id: m.segment.name for m in crowd.members})
     return figures
 
 
@@ -251,7 +271,7 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
     from streams.topics import create_topics
 
     create_topics(settings, bootstrap)
-    title = f"pushcascade demo — strategy {strategy}"
+    title = f"pushcascade demo — strategy {strategy}, seed {crowd.spec.seed}"
     with Loop(settings, var_dir, f"demo-{strategy}", workers=workers, seed=crowd.spec.seed,
               strategy=strategy) as loop:
         progress = Progress(settings)
@@ -263,11 +283,12 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
                                 "accounts registering"):
                 wait_accounts(settings, [m.account_id for m in crowd.members], timeout=180,
                               workers=loop.procs)
-            loop.set_population(crowd.document(time.time()))
+            started = time.time()  # the population's clock: its times resolved on duration
+            loop.set_population(crowd.document(started, duration))
             sent = drive(settings, crowd, loop, progress, rate, duration, title)
             warehouse = stored(settings, progress, loop)
-            figures = {"strategy": strategy, "requests": sent, **score(warehouse, crowd,
-                                                                        duration)}
+            figures = {"strategy": strategy, "seed": crowd.spec.seed, "requests": sent,
+                       **score(warehouse, crowd, duration, started, settings.tuning.costs)}
             figures["verify_violations"] = check_promises(settings, strategy, loop)
             if keep is not None:
                 from connectors.clickhouse.report import collect
@@ -311,11 +332,16 @@ ROWS = (("reach (read before the last read deadline)", "reach_in_time", "{:.1%}"
         ("sends per message", "sends_per_message", "{:.2f}"),
         ("SMS per message", "sms_per_message", "{:.2f}"),
         ("redundant sends per message", "redundant_per_message", "{:.2f}"),
+        ("cost per message", "cost_per_message", "{:.4f}"),
+        ("cost per read", "cost_per_read", "{:.4f}"),
         ("time to first read p50 / s", "time_to_read_p50_s", "{}"),
         ("time to first read p90 / s", "time_to_read_p90_s", "{}"),
         ("primary channel right (stable)", "primary_accuracy_stable", "{:.1%}"),
-        ("primary channel right (movers)", "primary_accuracy_movers", "{:.1%}"),
+        (f"primary channel right (movers, after {MOVER_GRACE} pushes)",
+         "primary_accuracy_movers", "{:.1%}"),
         ("target route right (measured)", "route_accuracy", "{:.1%}"),
+        (f"target route right (best leads by >= {ROUTE_MARGIN:g})", "route_accuracy_clear",
+         "{:.1%}"),
         ("phones measured / all", "devices_scored", "{:,}"),
         ("probes per message", "probes_per_message", "{:.2f}"),
         ("messages", "messages", "{:,}"))
@@ -335,39 +361,199 @@ def figures_table(runs: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """What the comparison must show, each with whether this run shows it."""
-    by = {r["strategy"]: r for r in runs}
-    out = []
-    if "blast" in by and "seed" in by:
-        blast, seed = by["blast"], by["seed"]
-        out.append((f"seed reach before the last deadline {seed['reach_in_time']:.1%} >= 95% "
-                    f"of blast's {blast['reach_in_time']:.1%}",
-                    seed["reach_in_time"] >= 0.95 * blast["reach_in_time"]))
-        out.append((f"seed reach within {REACH_WINDOW:g} s {seed['reach']:.1%} >= 95% of "
-                    f"blast's {blast['reach']:.1%}", seed["reach"] >= 0.95 * blast["reach"]))
-        out.append((f"seed sends/msg {seed['sends_per_message']:.2f} <= half of blast's "
-                    f"{blast['sends_per_message']:.2f}",
-                    seed["sends_per_message"] <= 0.5 * blast["sends_per_message"]))
-    if "seed" in by and "adaptive" in by:
-        seed, ours = by["seed"], by["adaptive"]
-        reach_up = ours["reach"] > seed["reach"]
-        cheaper = ours["sends_per_message"] < seed["sends_per_message"]
-        no_worse = (ours["reach"] >= seed["reach"] - 0.005
-                    and ours["sends_per_message"] <= seed["sends_per_message"] * 1.005)
-        out.append((f"adaptive beats seed (reach {ours['reach']:.1%} vs {seed['reach']:.1%}, "
-                    f"sends/msg {ours['sends_per_message']:.2f} vs "
-                    f"{seed['sends_per_message']:.2f}) without losing on the other",
-                    (reach_up or cheaper) and no_worse))
-    for r in runs:
-        if "verify_violations" in r:
-            out.append((f"{r['strategy']}: pushcascade verify found {r['verify_violations']} "
-                        "violations of the promises", r["verify_violations"] == 0))
-        if r["strategy"] in ("seed", "adaptive") and r.get("primary_accuracy_stable") is not None:
-            out.append((f"{r['strategy']}: primary-channel accuracy of stable established "
-                        f"accounts {r['primary_accuracy_stable']:.1%} > 90%",
-                        r["primary_accuracy_stable"] > 0.9))
+def series(runs: list[dict[str, Any]], strategy: str, key: str) -> dict[int, float]:
+    """seed -> the figure of that strategy's run on it (runs without the figure left out)."""
+    return {int(r.get("seed", 0)): r[key] for r in runs
+            if r["strategy"] == strategy and r.get(key) is not None}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """strategy -> figure -> its mean over the seeds and 95% interval (as_dict)."""
+    from streams.harness.stats import interval
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        for _, key, _ in ROWS:
+            got = interval(series(runs, strategy, key).values())
+            if got is not None:
+                out.setdefault(strategy, {})[key] = got.as_dict()
     return out
+
+
+def summarize_segments(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """segment -> strategy -> each per-segment figure's mean over the seeds."""
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for run in runs:
+        for segment, figures in run.get("segments", {}).items():
+            for key, value in figures.items():
+                values.setdefault((segment, run["strategy"], key), []).append(float(value))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (segment, strategy, key), xs in values.items():
+        out.setdefault(segment, {}).setdefault(strategy, {})[key] = sum(xs) / len(xs)
+    return out
+
+
+#: The per-segment figures: (name, key, format).
+SEGMENT_ROWS = (("accounts", "accounts", "{:.0f}"), ("messages", "messages", "{:.0f}"),
+                (f"reach ({REACH_WINDOW:g} s)", "reach", "{:.1%}"),
+                ("sends/msg", "sends_per_message", "{:.2f}"),
+                ("SMS/msg", "sms_per_message", "{:.2f}"),
+                ("cost/msg", "cost_per_message", "{:.4f}"))
+
+
+def summary_table(summary: dict[str, dict[str, dict[str, Any]]], title: str) -> Table:
+    """One column per strategy, one row per figure: the mean over the seeds, and with two
+    seeds or more its 95% interval as mean ± half-width."""
+    from streams.harness.stats import Interval
+
+    table = Table(title=title)
+    table.add_column("figure")
+    for strategy in summary:
+        table.add_column(strategy, justify="right")
+    for name, key, fmt in ROWS:
+        fmt = "{:.2f}" if fmt in ("{}", "{:,}") else fmt
+        cells = []
+        for figures in summary.values():
+            got = figures.get(key)
+            cells.append("–" if got is None else
+                         Interval(got["mean"], got["half"], got["n"]).show(fmt))
+        table.add_row(name, *cells)
+    return table
+
+
+def segment_table(segments: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
+    """Segments by strategies: accounts, messages, reach, sends, SMS and cost per message."""
+    strategies = list(dict.fromkeys(s for by in segments.values() for s in by))
+    table = Table(title=title)
+    table.add_column("segment")
+    table.add_column("figure")
+    for strategy in strategies:
+        table.add_column(strategy, justify="right")
+    for segment, by in segments.items():
+        for i, (name, key, fmt) in enumerate(SEGMENT_ROWS):
+            table.add_row(segment if i == 0 else "", name,
+                          *["–" if key not in by.get(s, {}) else fmt.format(by[s][key])
+                            for s in strategies], end_section=i == len(SEGMENT_ROWS) - 1)
+    return table
+
+
+class Check(NamedTuple):
+    """One thing the comparison must show: whether it holds (None: not measured in this run),
+    and whether it is information only (the seed strategy's own checks)."""
+
+    text: str
+    holds: bool | None
+    info: bool = False
+
+
+def verdicts(runs: list[dict[str, Any]]) -> list[Check]:
+    """What the comparison must show, each with whether these runs (one per strategy and
+    seed) show it: adaptive against blast on the means, adaptive against seed beyond the 95%
+    intervals of the paired differences (with two seeds or more), the learning accuracies on
+    the means, verify on every run; seed against blast as information."""
+    from streams.harness.stats import interval
+
+    def mean(strategy: str, key: str) -> float | None:
+        got = interval(series(runs, strategy, key).values())
+        return None if got is None else got.mean
+
+    strategies = set(r["strategy"] for r in runs)
+    seeds = sorted({int(r.get("seed", 0)) for r in runs})
+    k = len(seeds)
+    on = f"the means over {k} seeds" if k > 1 else "one seed"
+    out: list[Check] = []
+    reaches = (("reach_in_time", "reach before the last deadline"),
+               ("reach", f"reach within {REACH_WINDOW:g} s"))
+    if {"blast", "seed"} <= strategies:
+        for key, label in reaches:
+            s, b = mean("seed", key), mean("blast", key)
+            if s is not None and b is not None:
+                out.append(Check(f"(information) seed {label} {s:.1%} >= 95% of blast's "
+                                 f"{b:.1%} ({on})", s >= 0.95 * b, True))
+        s, b = mean("seed", "sends_per_message"), mean("blast", "sends_per_message")
+        if s is not None and b is not None:
+            out.append(Check(f"(information) seed sends/msg {s:.2f} <= half of blast's "
+                             f"{b:.2f} ({on})", s <= 0.5 * b, True))
+    if {"blast", "adaptive"} <= strategies:
+        for key, label, most, above in (*((k_, l_, 0.98, True) for k_, l_ in reaches),
+                                        ("sends_per_message", "sends/msg", 0.60, False)):
+            a, b = mean("adaptive", key), mean("blast", key)
+            if a is None or b is None:
+                continue
+            ours, theirs = series(runs, "adaptive", key), series(runs, "blast", key)
+            ratio = interval(ours[i] / theirs[i] for i in ours if theirs.get(i))
+            per_seed = ("" if ratio is None or ratio.half is None else
+                        f"; per-seed ratio {ratio.mean:.3f} [{ratio.lo:.3f}, {ratio.hi:.3f}]")
+            if above:
+                text = (f"adaptive {label} {a:.1%} >= {most:.0%} of blast's {b:.1%} "
+                        f"(judged on {on}{per_seed})")
+                out.append(Check(text, a >= most * b))
+            else:
+                text = (f"adaptive sends/msg {a:.2f} <= {most:.0%} of blast's {b:.2f} "
+                        f"(judged on {on}{per_seed})")
+                out.append(Check(text, a <= most * b))
+    if {"seed", "adaptive"} <= strategies:
+        out.extend(beats_seed(runs, k))
+    for strategy in ("seed", "adaptive"):
+        if strategy not in strategies:
+            continue
+        for key, what in (("primary_accuracy_stable", "primary-channel accuracy of stable "
+                                                       "established accounts"),
+                          ("primary_accuracy_movers", "primary-channel accuracy of movers "
+                           f"from the {MOVER_GRACE + 1}th push after their change"),
+                          ("route_accuracy_clear", "target route right on phones whose best "
+                           f"route leads by >= {ROUTE_MARGIN:g}")):
+            got = interval(series(runs, strategy, key).values())
+            if got is None:
+                out.append(Check(f"{strategy}: {what}: not measured in these runs", None))
+                continue
+            shown = got.show("{:.1%}") if got.half is None else (
+                f"{got.mean:.1%} [{got.lo:.1%}, {got.hi:.1%}]")
+            out.append(Check(f"{strategy}: {what} {shown} >= 90% (judged on {on})",
+                             got.mean >= 0.9))
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        found = [r["verify_violations"] for r in runs
+                 if r["strategy"] == strategy and "verify_violations" in r]
+        if found:
+            out.append(Check(f"{strategy}: pushcascade verify found {sum(found)} violations of "
+                             "the promises" + (f" over {len(found)} runs" if k > 1 else ""),
+                             sum(found) == 0))
+    return out
+
+
+def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
+    """adaptive beats seed on reach (within the window) or on sends per message without
+    losing on the other: with two seeds or more beyond the 95% intervals of the paired
+    per-seed differences, with one a point comparison."""
+    from streams.harness.stats import interval, paired
+
+    ours_r, seed_r = series(runs, "adaptive", "reach"), series(runs, "seed", "reach")
+    ours_s = series(runs, "adaptive", "sends_per_message")
+    seed_s = series(runs, "seed", "sends_per_message")
+    both = sorted(set(ours_r) & set(seed_r) & set(ours_s) & set(seed_s))
+    if not both:
+        return []
+    if len(both) < 2:
+        (i,) = both
+        reach_up, cheaper = ours_r[i] > seed_r[i], ours_s[i] < seed_s[i]
+        no_worse = ours_r[i] >= seed_r[i] - 0.005 and ours_s[i] <= seed_s[i] * 1.005
+        return [Check(f"adaptive beats seed (reach {ours_r[i]:.1%} vs {seed_r[i]:.1%}, sends/msg "
+                      f"{ours_s[i]:.2f} vs {seed_s[i]:.2f}) without losing on the other (one "
+                      "seed: a point comparison, not judged on intervals)",
+                      (reach_up or cheaper) and no_worse)]
+    reach = paired([ours_r[i] for i in both], [seed_r[i] for i in both], higher_is_better=True)
+    sends = paired([ours_s[i] for i in both], [seed_s[i] for i in both],
+                   higher_is_better=False)
+    dr = interval(ours_r[i] - seed_r[i] for i in both)
+    ds = interval(ours_s[i] - seed_s[i] for i in both)
+    assert dr is not None and ds is not None and dr.half is not None and ds.half is not None
+    holds = ((reach == "better" and sends != "worse")
+             or (sends == "better" and reach != "worse"))
+    return [Check(f"adaptive beats seed beyond the 95% intervals of the paired differences "
+                  f"(adaptive - seed, same seed, {len(both)} seeds): reach {dr.mean:+.1%} "
+                  f"[{dr.lo:+.1%}, {dr.hi:+.1%}] ({reach}), sends/msg {ds.mean:+.2f} "
+                  f"[{ds.lo:+.2f}, {ds.hi:+.2f}] ({sends}); better on one, not worse on the "
+                  "other", holds)]
 
 
 @cli.command()
@@ -379,6 +565,9 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive",
               show_default=True, help="how channels are chosen")
 @click.option("--compare", is_flag=True, help="run every strategy on the same population")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="run each strategy on K seeds of the population (the file's seed + 0..K-1): "
+                   "means and 95% intervals over them")
 @click.option("--rate", default=12.0, show_default=True,
               help="push requests per second (blast makes ~5 provider calls of each: the "
                    "simulator answers ~150/s here)")
@@ -387,7 +576,7 @@ def verdicts(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)
 def demo(population_file: str | None, accounts: int | None, strategy: str, compare: bool,
-         rate: float, duration: float, workers: int, json_out: Path) -> None:
+         seeds: int, rate: float, duration: float, workers: int, json_out: Path) -> None:
     """Run the whole loop on the embedded stack under load (stream workers, dispatcher,
     provider simulator playing a population, ack gateway, sink into ClickHouse), with live
     progress; end with the quality figures from ClickHouse and the HTML report."""
@@ -404,6 +593,7 @@ def demo(population_file: str | None, accounts: int | None, strategy: str, compa
     base = get_settings()
     var_dir = Path("var")
     strategies = list(STRATEGIES) if compare else [strategy]
+    crowds = reseeded(crowd, seeds, accounts)
     runs: list[dict[str, Any]] = []
     kept: dict[str, Any] = {}
     with stack(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
@@ -411,17 +601,34 @@ def demo(population_file: str | None, accounts: int | None, strategy: str, compa
                var_dir) as bootstrap:
         console.print(f"broker at {bootstrap}; {len(crowd.members):,} accounts, "
                       f"{sum(len(m.phones) for m in crowd.members):,} phones; {rate:g} "
-                      f"requests/s for {duration:g} s per strategy")
+                      f"requests/s for {duration:g} s per strategy"
+                      + (f", {seeds} seeds" if seeds > 1 else ""))
         smoke(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
                        kafka_bootstrap_servers=bootstrap))
-        for name in strategies:
-            try:
-                runs.append(run_strategy(base, bootstrap, crowd, name, rate, duration, workers,
-                                         var_dir, kept if name == strategies[-1] else None))
-            except (AssertionError, TimeoutError, ProcessExited) as exc:
-                raise click.ClickException(f"{exc}\n(logs: {var_dir}/demo-{name}-*.log)") from exc
-            console.print(figures_table(runs[-1:], f"{name}: from ClickHouse"))
+        for one in crowds:
+            for name in strategies:
+                last = one is crowds[-1] and name == strategies[-1]
+                try:
+                    runs.append(run_strategy(base, bootstrap, one, name, rate, duration, workers,
+                                             var_dir, kept if last else None))
+                except (AssertionError, TimeoutError, ProcessExited) as exc:
+                    raise click.ClickException(
+                        f"{exc}\n(logs: {var_dir}/demo-{name}-*.log)") from exc
+                console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: from "
+                                                       "ClickHouse"))
     report(runs, kept, json_out, var_dir, compare)
+
+
+def reseeded(crowd: Crowd, seeds: int, accounts: int | None) -> list[Crowd]:
+    """The population on `seeds` seeds: the file's seed, then + 1, ... (each cut to the first
+    `accounts` accounts when given); the first is `crowd` itself."""
+    out = [crowd]
+    for i in range(1, seeds):
+        other = Crowd(crowd.spec.model_copy(update={"seed": crowd.spec.seed + i}))
+        if accounts is not None:
+            other.members = other.members[:accounts]
+        out.append(other)
+    return out
 
 
 def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var_dir: Path,
@@ -431,15 +638,31 @@ def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var
     from connectors.clickhouse.report import write_html
 
     checks = verdicts(runs)
-    console.print(figures_table(runs, "strategies compared" if compare else "summary"))
-    for text, ok in checks:
-        console.print(f"  {'[green]yes' if ok else '[red]NO '}[/] {text}")
+    summary, segments = summarize(runs), summarize_segments(runs)
+    k = len({r.get("seed") for r in runs})
+    what = "strategies compared" if compare else "summary"
+    if k > 1:
+        console.print(summary_table(summary, f"{what}: means over {k} seeds ± the 95% "
+                                             "confidence half-width (Student t)"))
+    else:
+        console.print(figures_table(runs, what))
+    console.print(segment_table(segments, "where each strategy loses: per segment"
+                                + (f" (means over {k} seeds)" if k > 1 else "")))
+    for check in checks:
+        mark = ("[yellow]n/a" if check.holds is None else
+                "[green]yes" if check.holds else "[red]NO ")
+        console.print(f"  {mark}[/] {check.text}")
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps({"runs": runs, "checks": [{"check": t, "holds": ok}
-                                                             for t, ok in checks]},
-                                   indent=2) + "\n")
+    json_out.write_text(json.dumps({
+        "runs": runs, "seeds": sorted({r.get("seed") for r in runs}), "summary": summary,
+        "segments": segments,
+        "checks": [{"check": c.text, "holds": c.holds, **({"information": True} if c.info
+                                                          else {})} for c in checks]},
+        indent=2) + "\n")
+    means = [{"strategy": s, **{key: v["mean"] for key, v in figures.items()}}
+             for s, figures in summary.items()]
     page = write_html(kept["report"], var_dir / "report.html", shown(kept["dsn"]),
-                      comparison=runs)
+                      comparison=means, segments=segments)
     console.print(f"figures: {json_out}")
     console.print(f"report:  {page.resolve()}")
     console.print(f"query:   CLICKHOUSE_DSN={shown(kept['dsn'])} pushcascade sql "  # noqa: S608

@@ -8,6 +8,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING
 from streams.kafka import admin
@@ -94,3 +96,32 @@ def test_the_demo_runs_the_loop_under_load_and_scores_it_from_clickhouse(broker,
     assert {"check": "adaptive: pushcascade verify found 0 violations of the promises",
             "holds": True} in figures["checks"]
     assert 'class="plotly-graph-div"' in (tmp_path / "var" / "report.html").read_text()
+
+
+def test_the_demo_on_two_seeds_keeps_every_run_and_gives_means_and_intervals(env, tmp_path):
+    result = run_cli("demo", "--accounts", "8", "--rate", "3", "--duration", "8", "--seeds",
+                     "2", "--strategy", "adaptive", "--json-out", str(tmp_path / "f.json"),
+                     env=env, timeout=400, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert running_in(tmp_path) == []
+    figures = json.loads((tmp_path / "f.json").read_text())
+    runs = figures["runs"]
+    assert [(r["strategy"], r["seed"]) for r in runs] == [("adaptive", 7), ("adaptive", 8)]
+    assert figures["seeds"] == [7, 8] and all(r["requests"] == 24 for r in runs)
+    reach = figures["summary"]["adaptive"]["reach"]
+    mean = (runs[0]["reach"] + runs[1]["reach"]) / 2
+    assert reach["mean"] == pytest.approx(mean) and reach["n"] == 2
+    assert reach["lo"] <= mean <= reach["hi"]
+    assert reach["half"] == pytest.approx(12.706 * abs(runs[0]["reach"] - runs[1]["reach"]) / 2)
+    for run in runs:  # cost: what the sends of the default costs add up to, per message read
+        assert run["cost_per_message"] == pytest.approx(run["cost"] / run["messages"], abs=1e-6)
+        if run["messages_read"]:
+            assert run["cost_per_read"] == pytest.approx(run["cost"] / run["messages_read"],
+                                                         abs=1e-6)
+        # the segments share out the run's messages
+        assert sum(s["messages"] for s in run["segments"].values()) == run["messages"]
+    segments = {m.segment.name for m in Crowd.load().members[:8]}
+    assert segments <= set(figures["segments"])
+    assert "means over 2 seeds" in result.stderr and "per segment" in result.stderr
+    assert {"check": "adaptive: pushcascade verify found 0 violations of the promises over 2 "
+            "runs", "holds": True} in figures["checks"]

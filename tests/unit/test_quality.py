@@ -1,0 +1,100 @@
+"""The quality figures' SQL on a real chDB store: cost per message and per read, the
+per-account sums of the segment breakdown, and the pushes the movers are scored on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from connectors.clickhouse.quality import measure, per_account, pushes
+
+COSTS = {"APP": 0.0, "WECHAT": 0.005, "EMAIL": 0.001, "SMS": 0.05}
+#: An hour ago (the tables' TTL drops rows older than 400 days).
+T0 = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.000")
+
+
+def at(ms: int) -> str:
+    """A timestamp ms after T0."""
+    return f"addMilliseconds(toDateTime64('{T0}', 3, 'UTC'), {ms})"
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three messages of two accounts: a read after a device APP send and a WeChat send; an
+    SMS escalation read late; one never read. Plus a probe and an account-level APP record,
+    which cost nothing here whatever APP costs. One store for the module (chDB opens one
+    directory per process)."""
+    from connectors.clickhouse.client import client, database
+    from connectors.clickhouse.migrate import Migrator
+
+    dsn = f"chdb://{tmp_path_factory.mktemp('quality') / 'chdb'}"
+    Migrator(dsn).up()
+    ch = client(dsn, database(dsn))
+    requests = [("a", "a-m0", 0), ("a", "a-m1", 20_000), ("b", "b-m0", 1_000)]
+    for account, message, ms in requests:
+        ch.command("INSERT INTO requests (message_id, account_id, importance, read_action, "
+                   "campaign_id, created_at, topic, partition, offset) SELECT "
+                   f"'{message}', '{account}', 'NORMAL', 'LINK', NULL, {at(ms)}, 't', 0, 0")
+    sends = [  # send_id, message, account, channel, device, reason, ms
+        ("s1", "a-m0", "a", "APP", "", "FANOUT", 10),            # account-level APP record
+        ("s2", "a-m0", "a", "APP", "a-d0", "ORIGINAL_ROUTE", 20),
+        ("s3", "a-m0", "a", "WECHAT", "", "FANOUT", 10),
+        ("s4", "a-m0", "a", "APP", "a-d0", "PROBE", 30),          # a probe
+        ("s5", "a-m1", "a", "WECHAT", "", "PRIMARY", 20_010),
+        ("s6", "a-m1", "a", "SMS", "", "ESCALATION", 23_010),
+        ("s7", "b-m0", "b", "SMS", "", "PRIMARY", 1_010),
+    ]
+    for send_id, message, account, channel, device, reason, ms in sends:
+        ch.command("INSERT INTO sends (send_id, message_id, account_id, channel, device_id, "
+                   "route, reason, attempt, importance, sent_at, topic, partition, offset) "
+                   f"SELECT '{send_id}', '{message}', '{account}', '{channel}', '{device}', '', "
+                   f"'{reason}', 1, 'NORMAL', {at(ms)}, 't', 0, 0")
+    for message, account, channel, ms in (("a-m0", "a", "WECHAT", 2_000),
+                                          ("a-m1", "a", "SMS", 32_000)):
+        ch.command("INSERT INTO acks (message_id, account_id, channel, kind, device_id, route, "
+                   "send_id, acked_at, topic, partition, offset) SELECT "
+                   f"'{message}', '{account}', '{channel}', 'READ', '', '', '', {at(ms)}, "
+                   "'t', 0, 0")
+
+    def rows(sql: str) -> list[dict[str, Any]]:
+        result = ch.query(sql)
+        return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+    yield rows
+    ch.close()
+
+
+def test_cost_per_message_and_per_read_count_the_sends_that_reach_someone(stored) -> None:
+    figures = measure(stored, 10.0, {"NORMAL": 3.0}, COSTS)
+    # deliveries: the device APP send, two WeChat, two SMS (no probe, no account APP record)
+    assert figures["sends_per_message"] == round(5 / 3, 3)
+    cost = 2 * 0.005 + 2 * 0.05
+    assert figures["cost"] == pytest.approx(cost)
+    assert figures["messages_read"] == 2 and figures["reach"] == round(1 / 3, 4)
+    assert figures["cost_per_message"] == pytest.approx(round(cost / 3, 6))
+    assert figures["cost_per_read"] == pytest.approx(round(cost / 2, 6))
+    # the account-level APP record and the probe never cost: even at an APP cost of 1 only
+    # the device's APP send counts
+    dear = measure(stored, 10.0, {"NORMAL": 3.0}, {**COSTS, "APP": 1.0})
+    assert dear["cost"] == pytest.approx(cost + 1.0)
+    assert measure(stored, 10.0, {"NORMAL": 3.0})["cost"] == 0  # no costs given
+
+
+def test_per_account_sums_are_what_the_segments_add_up(stored) -> None:
+    got = per_account(stored, 10.0, COSTS)
+    assert got["a"] == {"messages": 2, "reached": 1, "sms": 1, "deliveries": 4,
+                        "cost": pytest.approx(0.06)}
+    assert got["b"] == {"messages": 1, "reached": 0, "sms": 1, "deliveries": 1,
+                        "cost": pytest.approx(0.05)}
+    whole = measure(stored, 10.0, {"NORMAL": 3.0}, COSTS)
+    assert sum(r["cost"] for r in got.values()) == pytest.approx(whole["cost"])
+
+
+def test_pushes_give_each_request_time_and_each_primary_channel(stored) -> None:
+    requested, primaries = pushes(stored)
+    base = requested["b"][0][0] - 1_000
+    assert sorted((t - base, m) for t, m in requested["a"]) == [(0, "a-m0"), (20_000, "a-m1")]
+    assert primaries == {"a": {"a-m1": "WECHAT"}, "b": {"b-m0": "SMS"}}
