@@ -67,6 +67,7 @@ class Account:
     decayed: dict[str, float] = field(default_factory=dict)  # importance_base, older reads fade
     delays: dict[str, list[float]] = field(default_factory=dict)  # recent read delays (s)
     counts: dict[str, list[float]] = field(default_factory=dict)  # [reads, sends], fading
+    missed: dict[str, int] = field(default_factory=dict)  # messages unread there in a row
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -77,7 +78,8 @@ class Account:
                 "addresses": list(self.addresses), "waiting": list(self.waiting),
                 "recent": [list(r) for r in self.recent], "decayed": dict(self.decayed),
                 "delays": {c: list(d) for c, d in self.delays.items()},
-                "counts": {c: list(n) for c, n in self.counts.items()}}
+                "counts": {c: list(n) for c, n in self.counts.items()},
+                "missed": dict(self.missed)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Account:
@@ -241,7 +243,10 @@ def note_send(account: Account, message: Message, channel: str, now: float) -> N
 def escalation_worth(account: Account, message: Message, target: str, now: float,
                      policy: ChannelPolicy) -> esc.Worth:
     """adaptive: whether sending `target` to an unread message is worth its cost, given how
-    likely a read still is on the channels it already went to."""
+    likely a read still is on the channels it already went to (counts this miss of the channel
+    it waited on)."""
+    waited_on = message.sent[-1]
+    account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
     unread = 1.0
     for channel in message.sent:
         delays = account.delays.get(channel, ())
@@ -250,7 +255,8 @@ def escalation_worth(account: Account, message: Message, target: str, now: float
         unread *= 1.0 - esc.still_read(rate, esc.read_share(delays, waited))
     return esc.worth_escalating(message.importance, policy.read_value,
                                 policy.costs.get(target, 0.0),
-                                esc.read_rate(account.counts.get(target)), 1.0 - unread)
+                                esc.read_rate(account.counts.get(target)), 1.0 - unread,
+                                account.missed[waited_on])
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:
@@ -281,6 +287,7 @@ def record_read(account: Account, message: Message, channel: str,
         decayed[channel] = decayed.get(channel, 0.0) + policy.k2
     message.reads.append(channel)
     esc.count(account.counts, channel, 1.0, 0.0)
+    account.missed.pop(channel, None)
     if now is not None and channel in message.sent_at:
         esc.remember_delay(account.delays.setdefault(channel, []),
                            now - message.sent_at[channel])

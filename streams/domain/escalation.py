@@ -8,7 +8,8 @@ margin), never longer than the importance's read deadline: a fast reader's silen
 sooner. When the wait is over, the next channel is sent only if the reads it is expected to
 add are worth its cost: P(read there) x P(the silent channel stays unread) x the value of a
 read of that importance >= the channel's cost. A slow reader whose read is still likely to
-come is not escalated early; an URGENT push always escalates.
+come is not escalated early; an URGENT push always escalates, and so does a message whose
+channel has now gone unread EXPLORE_AFTER times in a row (the account may have moved).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ MARGIN = 1.25
 FLOOR = 0.1
 #: A channel's read and send counts are halved once its sends reach this (habits fade).
 HALVE_AT = 20.0
+#: Messages in a row left unread on a channel after which the next channel is tried whatever it
+#: costs: the account's habits may have changed (how adaptive finds a channel it moved to).
+EXPLORE_AFTER = 2
 #: Importances that escalate whatever the cost.
 ALWAYS = frozenset({"URGENT"})
 #: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
@@ -108,12 +112,12 @@ class Worth:
 
 
 def worth_escalating(importance: str, value: Mapping[str, float], cost: float, next_rate: float,
-                     current_still: float) -> Worth:
+                     current_still: float, missed: int = 0) -> Worth:
     """Whether to send the next channel: its expected added reads times the value of a read of
-    this importance against its cost (an URGENT push always escalates; a free channel always
-    does)."""
+    this importance against its cost (an URGENT push always escalates, a free channel always
+    does, and so does one after `missed` >= EXPLORE_AFTER unread messages in a row)."""
     gain = next_rate * (1.0 - current_still)
     expected = gain * value.get(importance, 0.0) if gain > 0 else 0.0
-    if importance in ALWAYS:
+    if importance in ALWAYS or missed >= EXPLORE_AFTER:
         return Worth(True, math.inf, cost)
     return Worth(cost <= 0 or expected >= cost, expected, cost)

@@ -423,6 +423,7 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     why = "read deadline passed; no channel left"
     if target and policy.strategy == "adaptive":
         worth = escalation_worth(account, message, target, ctx.now, policy)
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())  # a miss
         if not worth.worth:
             fx.counts["escalation_not_worth"] += 1
             why = worth.why(target, message.importance)

@@ -139,6 +139,9 @@ def test_a_channel_is_sent_when_its_expected_reads_pay_for_it() -> None:
     assert not esc.worth_escalating("HIGH", VALUE, sms, 0.2, 0.8).worth
     assert esc.worth_escalating("LOW", VALUE, 0.0, 0.01, 0.99).worth  # a free channel
     assert not esc.worth_escalating("UNKNOWN", VALUE, 0.001, 1.0, 0.0).worth
+    # after two messages in a row unread on its channel, the next is tried: it may have moved
+    assert not esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0, missed=1).worth
+    assert esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0, missed=2).worth
     no = esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0)
     assert no.why("SMS", "NORMAL") == ("read deadline passed; SMS not worth its cost for a "
                                        "NORMAL push (expected 0.02 < cost 0.05)")

@@ -1023,6 +1023,21 @@ def test_adaptive_does_not_pay_for_an_sms_while_a_slow_readers_read_is_still_lik
     assert escalations(p.fire(p.due("READ", "a1", "m2")))[0]["to_channel"] == "SMS"
 
 
+def test_adaptive_tries_the_next_channel_after_two_unread_messages_in_a_row() -> None:
+    """A reader who moved away from WeChat: the first unread NORMAL push is not worth an SMS,
+    the second in a row is (the habit may have changed); a read on WeChat resets the count."""
+    p = wechat_reader("adaptive", 5000.0)
+    targets = []
+    for i in range(3):
+        p.request("a1", f"m{i}")
+        p.advance(DEADLINES["NORMAL"])
+        targets.append(escalations(p.fire(p.due("READ", "a1", f"m{i}")))[0]["to_channel"])
+        if i == 1:
+            p.read("a1", "m1", "WECHAT")
+    assert targets == [None, "SMS", None]
+    assert p.account("a1")["missed"] == {"WECHAT": 1}
+
+
 def test_adaptive_falls_back_on_the_route_its_posteriors_favour_and_reports_its_target() -> None:
     """The fleet's prior says JPUSH receives and FCM does not: a silent XIAOMI send falls back
     on JPUSH, the same route on a replay; its receipt makes JPUSH the target (POSTERIOR)."""
