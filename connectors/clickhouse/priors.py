@@ -13,13 +13,29 @@ from streams.domain.records import ms
 TOPIC = "route.priors"
 QUERY = ("SELECT manufacturer, model, route, sends, receipts FROM manufacturer_routes "
          "ORDER BY manufacturer, model, route")
+#: The same over the sends of a window of time (the manufacturer_routes view, bounded).
+RECENT = """
+SELECT d.manufacturer AS manufacturer, d.model AS model, a.route AS route,
+       count() AS sends, countIf(a.received) AS receipts
+FROM send_acks AS a
+INNER JOIN (SELECT device_id, manufacturer, model FROM devices FINAL) AS d
+    ON d.device_id = a.device_id
+WHERE a.channel = 'APP' AND a.route != ''
+  AND a.sent_at >= now64(3) - toIntervalMillisecond({start_ms})
+  AND a.sent_at < now64(3) - toIntervalMillisecond({end_ms})
+GROUP BY manufacturer, model, route ORDER BY manufacturer, model, route
+"""
 
 
-def fleet_rates(warehouse: Warehouse) -> list[FleetRate]:
-    """Sends and receipts per manufacturer, model and route, from the manufacturer_routes view."""
+def fleet_rates(warehouse: Warehouse, window: float = 0.0) -> list[FleetRate]:
+    """Sends and receipts per manufacturer, model and route (manufacturer_routes): of all
+    history, or with a window (s) of the sends from 1.25 windows to a quarter window ago (a
+    newer send may still get its receipt)."""
+    sql = QUERY if window <= 0 else RECENT.format(start_ms=int(window * 1250),
+                                                  end_ms=int(window * 250))
     return [FleetRate(str(r["manufacturer"]), str(r["model"]), str(r["route"]),
                       int(r["sends"]), int(r["receipts"]))
-            for r in warehouse.rows(QUERY)]
+            for r in warehouse.rows(sql)]
 
 
 def publish(priors: list[Prior], producer: Any, codec: Codec, topic: str,
@@ -35,8 +51,9 @@ def publish(priors: list[Prior], producer: Any, codec: Codec, topic: str,
 
 
 def refresh(warehouse: Warehouse, producer: Any, codec: Codec, topic: str,
-            min_samples: int) -> list[Prior]:
-    """Compute the priors from the warehouse and publish them; returns what was published."""
-    priors = compute(fleet_rates(warehouse), min_samples)
+            min_samples: int, window: float = 0.0) -> list[Prior]:
+    """Compute the priors from the warehouse (the sends of `window` seconds; 0: all) and
+    publish them; returns what was published."""
+    priors = compute(fleet_rates(warehouse, window), min_samples)
     publish(priors, producer, codec, topic)
     return priors

@@ -137,7 +137,8 @@ def sink() -> None:
             next_priors[0] = time.monotonic() + config.priors_interval
             try:
                 found = refresh(warehouse, the_sink.producer, the_sink.codec,
-                                settings.topic(TOPIC), config.priors_min_samples)
+                                settings.topic(TOPIC), config.priors_min_samples,
+                                config.priors_window)
                 logging.info("sink: published %d route priors", len(found))
             except Exception as exc:
                 logging.warning("sink: route priors not refreshed: %s", exc)
@@ -183,7 +184,7 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
 
     settings, config = get_settings(), _connector_settings()
     try:
-        rates = fleet_rates(open_warehouse(settings.connections.dsn))
+        rates = fleet_rates(open_warehouse(settings.connections.dsn), config.priors_window)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     found = compute(rates, min_samples or config.priors_min_samples)

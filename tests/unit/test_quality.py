@@ -63,6 +63,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         result = ch.query(sql)
         return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
 
+    rows.ch = ch  # type: ignore[attr-defined]  # for a test that adds its own rows
     yield rows
     ch.close()
 
@@ -98,3 +99,39 @@ def test_pushes_give_each_request_time_and_each_primary_channel(stored) -> None:
     base = requested["b"][0][0] - 1_000
     assert sorted((t - base, m) for t, m in requested["a"]) == [(0, "a-m0"), (20_000, "a-m1")]
     assert primaries == {"a": {"a-m1": "WECHAT"}, "b": {"b-m0": "SMS"}}
+
+
+def test_route_priors_of_a_window_count_only_its_sends(stored) -> None:
+    """A route that failed long ago (an outage) but delivers now: the fleet's rate over a
+    window counts only the recent sends, all history counts both. (Last in the module: it adds
+    APP sends with routes, which the figures above do not expect.)"""
+    from connectors.clickhouse.priors import fleet_rates
+
+    ch = stored.ch
+    ch.command("INSERT INTO devices (device_id, account_id, manufacturer, model, routes, active, "
+               "registered_at, topic, partition, offset) SELECT 'w-d1', 'w', 'Xiaomi', 'Mi 13', "
+               "['XIAOMI', 'JPUSH'], true, now64(3) - toIntervalSecond(2000), 't', 0, 0")
+    sends = [(f"old{i}", 1000, False) for i in range(4)] + [
+        (f"new{i}", 100, True) for i in range(3)] + [("newest", 10, False)]
+    for send_id, ago, received in sends:
+        ch.command("INSERT INTO sends (send_id, message_id, account_id, channel, device_id, "
+                   "route, reason, attempt, importance, sent_at, topic, partition, offset) "
+                   f"SELECT '{send_id}', '{send_id}', 'w', 'APP', 'w-d1', 'JPUSH', "
+                   f"'FALLBACK_ROUTE', 1, 'NORMAL', now64(3) - toIntervalSecond({ago}), "
+                   "'t', 0, 0")
+        if received:
+            ch.command("INSERT INTO acks (message_id, account_id, channel, kind, device_id, "
+                       "route, send_id, acked_at, topic, partition, offset) SELECT "
+                       f"'{send_id}', 'w', 'APP', 'RECEIPT', 'w-d1', 'JPUSH', '{send_id}', "
+                       f"now64(3) - toIntervalSecond({ago - 1}), 't', 0, 0")
+
+    class Store:
+        rows = staticmethod(stored)
+
+    def jpush(window: float) -> tuple[int, int]:
+        [rate] = [(r.sends, r.receipts) for r in fleet_rates(Store(), window)
+                  if r.route == "JPUSH"]
+        return rate
+
+    assert jpush(0) == (8, 3)  # all history: 3 of 8
+    assert jpush(200) == (3, 3)  # sent 250..50 s ago: the recent three, not the newest
