@@ -83,8 +83,8 @@ class ConnectorSettings(BaseSettings):
     priors_min_samples: int = Field(50, gt=0, description="sends a manufacturer's (or model's) "
                                     "route needs before its rate becomes a prior")
     priors_window: float = Field(86400.0, ge=0, description="route priors count the sends of "
-                                 "this many seconds (the newest quarter left out: receipts may "
-                                 "still come), so a route that fails across the fleet drops out "
+                                 "this many seconds before the newest (a quarter of it, at most "
+                                 "300 s, whose receipts may still come), so a route that fails across the fleet drops out "
                                  "and comes back after its outage; 0: all history")
 
     @classmethod

@@ -27,12 +27,18 @@ GROUP BY manufacturer, model, route ORDER BY manufacturer, model, route
 """
 
 
+#: The newest sends a windowed rate leaves out (their receipts may still come): a quarter of
+#: the window, at most this many seconds.
+PENDING = 300.0
+
+
 def fleet_rates(warehouse: Warehouse, window: float = 0.0) -> list[FleetRate]:
     """Sends and receipts per manufacturer, model and route (manufacturer_routes): of all
-    history, or with a window (s) of the sends from 1.25 windows to a quarter window ago (a
-    newer send may still get its receipt)."""
-    sql = QUERY if window <= 0 else RECENT.format(start_ms=int(window * 1250),
-                                                  end_ms=int(window * 250))
+    history, or of the `window` seconds of sends before the newest (a quarter of the window,
+    at most PENDING s), whose receipts may still come."""
+    pending = min(window / 4, PENDING)
+    sql = QUERY if window <= 0 else RECENT.format(start_ms=int((window + pending) * 1000),
+                                                  end_ms=int(pending * 1000))
     return [FleetRate(str(r["manufacturer"]), str(r["model"]), str(r["route"]),
                       int(r["sends"]), int(r["receipts"]))
             for r in warehouse.rows(sql)]
