@@ -84,8 +84,9 @@ class ConnectorSettings(BaseSettings):
                                     "route needs before its rate becomes a prior")
     priors_window: float = Field(86400.0, ge=0, description="route priors count the sends of "
                                  "this many seconds before the newest (a quarter of it, at most "
-                                 "300 s, whose receipts may still come), so a route that fails across the fleet drops out "
-                                 "and comes back after its outage; 0: all history")
+                                 "300 s, whose receipts may still come), so a route that fails "
+                                 "across the fleet drops out and comes back after its outage; "
+                                 "0: all history")
 
     @classmethod
     def from_env(cls) -> ConnectorSettings:
