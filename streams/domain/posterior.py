@@ -28,6 +28,11 @@ EXPLORE_MARGIN = 0.0
 UNCERTAIN = 0.08
 #: How many standard deviations the upper confidence bound adds.
 UCB_SD = 2.0
+#: A route with less faded evidence than this is stale on the device: what is known of it is
+#: mostly the fleet's prior (after an outage, possibly a stale one)...
+STALE = 2.0
+#: ...and is probed while its mean plus this many standard deviations could beat the best.
+STALE_SD = 3.0
 #: The target moves to a route whose mean leads the current target's by at least this.
 HYSTERESIS = 0.02
 
@@ -122,14 +127,23 @@ def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
     return current
 
 
-def to_probe(posteriors: Mapping[str, Beta]) -> str | None:
+def to_probe(posteriors: Mapping[str, Beta],
+             seen: Mapping[str, float] | None = None) -> str | None:
     """The route worth a probe: the highest upper bound among uncertain routes that could
-    still beat the best mean (None: the choice is clear enough)."""
+    still beat the best mean, or stale ones (less than STALE faded outcomes `seen` on the
+    device) that could within STALE_SD deviations (None: the choice is clear enough)."""
     if len(posteriors) < 2:
         return None
-    top = max(b.mean for b in posteriors.values())
-    open_ = {r: b for r, b in posteriors.items()
-             if b.sd >= UNCERTAIN and b.ucb > top + EXPLORE_MARGIN}
+    leader = best(posteriors)
+    top = posteriors[leader].mean if leader else 0.0
+
+    def worth(route: str, b: Beta) -> bool:
+        if (seen is not None and route != leader and seen.get(route, 0.0) < STALE
+                and b.mean + STALE_SD * b.sd > top):
+            return True
+        return b.sd >= UNCERTAIN and b.ucb > top + EXPLORE_MARGIN
+
+    open_ = {r: b for r, b in posteriors.items() if worth(r, b)}
     if not open_:
         return None
     return max(open_, key=lambda r: open_[r].ucb)

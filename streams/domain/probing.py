@@ -153,10 +153,12 @@ def _due(device: DeviceRoutes, now: float, cfg: ProbeConfig) -> list[tuple[str, 
 def _bandit_due(device: DeviceRoutes, now: float,
                 cfg: ProbeConfig) -> list[tuple[str, ProbeKind]]:
     """adaptive: one probe of the route whose posterior is uncertain enough to change the
-    choice (none while a probe is still out on the device)."""
+    choice, or that the device has not seen lately (none while a probe is still out)."""
     if any(p.kind is not SendKind.SEND for p in device.pending.values()):
         return []
-    route = bayes.to_probe(posteriors(device, cfg, now))
+    seen = {r: sum(bayes.evidence(device.stats[r].outcomes, now, cfg.half_life_s))
+            for r in device.alternatives if r in device.stats}
+    route = bayes.to_probe(posteriors(device, cfg, now), seen)
     return [(route, ProbeKind.FIRST)] if route else []
 
 

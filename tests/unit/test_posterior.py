@@ -94,6 +94,13 @@ def test_probing_goes_where_the_choice_is_uncertain_and_stops_when_it_is_clear()
     assert bayes.to_probe(fresh) == "A"  # the highest upper bound
     settled = {"A": Beta(90, 10), "B": Beta(30, 70)}
     assert bayes.to_probe(settled) is None
+    # a route known only from a (low) prior, nothing seen of it lately: probed while it could
+    # beat the best within 3 deviations; one the device saw recently is not
+    after_outage = {"JPUSH": Beta(3.2, 4.8), "GETUI": Beta(80, 20)}
+    assert bayes.to_probe(after_outage, {"GETUI": 50.0, "JPUSH": 0.5}) == "JPUSH"
+    assert bayes.to_probe(after_outage, {"GETUI": 50.0, "JPUSH": 9.0}) is None
+    hopeless = {"FCM": Beta(2.4, 5.6), "GETUI": Beta(90, 10)}
+    assert bayes.to_probe(hopeless, {"GETUI": 50.0}) is None
 
 
 def learn(seed: int, truth: dict[str, float], steps: int = 400) -> tuple[str, dict[str, Beta]]:
