@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from connectors.clickhouse.warehouse import Warehouse
@@ -44,10 +45,20 @@ def fleet_rates(warehouse: Warehouse, window: float = 0.0) -> list[FleetRate]:
             for r in warehouse.rows(sql)]
 
 
+def retired(before: Iterable[str], priors: Iterable[Prior]) -> list[str]:
+    """The keys published before that these priors no longer have (too few sends in the
+    window now): their stale rates are withdrawn, so devices fall back to the default prior
+    and try the route again rather than keep an outage's rate."""
+    return sorted(set(before) - {p.key for p in priors})
+
+
 def publish(priors: list[Prior], producer: Any, codec: Codec, topic: str,
-            now: float | None = None) -> None:
-    """Write each prior to the topic, keyed manufacturer/model/route, and wait for the acks."""
+            now: float | None = None, retire: Iterable[str] = ()) -> None:
+    """Write each prior to the topic, keyed manufacturer/model/route, and a tombstone for
+    each key to retire; wait for the acks."""
     at = ms(time.time() if now is None else now)
+    for key in retire:
+        producer.produce(topic, key=key.encode(), value=None)
     for p in priors:
         producer.produce(topic, key=p.key.encode(), value=codec.encode("RoutePrior", {
             "manufacturer": p.manufacturer, "model": p.model, "route": p.route,
@@ -57,9 +68,10 @@ def publish(priors: list[Prior], producer: Any, codec: Codec, topic: str,
 
 
 def refresh(warehouse: Warehouse, producer: Any, codec: Codec, topic: str,
-            min_samples: int, window: float = 0.0) -> list[Prior]:
+            min_samples: int, window: float = 0.0, before: Iterable[str] = ()) -> list[Prior]:
     """Compute the priors from the warehouse (the sends of `window` seconds; 0: all) and
-    publish them; returns what was published."""
+    publish them, withdrawing the keys of `before` (the last refresh's) they no longer have;
+    returns what was published."""
     priors = compute(fleet_rates(warehouse, window), min_samples)
-    publish(priors, producer, codec, topic)
+    publish(priors, producer, codec, topic, retire=retired(before, priors))
     return priors

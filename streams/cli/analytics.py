@@ -131,6 +131,7 @@ def sink() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     next_priors = [time.monotonic() + config.priors_interval]
+    published: list[set[str]] = [set()]  # the last refresh's keys (this process's)
 
     def tick() -> None:
         if config.priors_interval and time.monotonic() >= next_priors[0]:
@@ -138,7 +139,8 @@ def sink() -> None:
             try:
                 found = refresh(warehouse, the_sink.producer, the_sink.codec,
                                 settings.topic(TOPIC), config.priors_min_samples,
-                                config.priors_window)
+                                config.priors_window, published[0])
+                published[0] = {p.key for p in found}
                 logging.info("sink: published %d route priors", len(found))
             except Exception as exc:
                 logging.warning("sink: route priors not refreshed: %s", exc)

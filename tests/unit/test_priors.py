@@ -72,3 +72,18 @@ def test_fallback_ranks_unmeasured_routes_by_the_fleet_prior():
     ctx.priors.put("Xiaomi", None, "GETUI", 0.2)
     ctx.priors.put("Xiaomi", "14", "JPUSH", 0.3)
     assert fallback_routes(device, ctx.ranking(device)) == ["JPUSH"]  # the model's own rate
+
+
+def test_a_prior_whose_window_has_too_few_sends_now_is_withdrawn() -> None:
+    """After an outage JPUSH is barely used: its window has too few sends for a prior, so the
+    outage's rate is withdrawn (a tombstone) instead of standing; a key still there stays."""
+    from connectors.clickhouse.priors import retired
+
+    during = compute([FleetRate("Xiaomi", "Mi 13", "JPUSH", 60, 6),
+                      FleetRate("Xiaomi", "Mi 13", "GETUI", 60, 45)], 50)
+    after = compute([FleetRate("Xiaomi", "Mi 13", "JPUSH", 8, 7),
+                     FleetRate("Xiaomi", "Mi 13", "GETUI", 90, 68)], 50)
+    assert retired({p.key for p in during}, after) == ["xiaomi/*/JPUSH",
+                                                        "xiaomi/mi 13/JPUSH"]
+    assert retired({p.key for p in after}, after) == []
+    assert retired((), during) == []
