@@ -130,7 +130,7 @@ def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
 def to_probe(posteriors: Mapping[str, Beta],
              seen: Mapping[str, float] | None = None) -> str | None:
     """The route worth a probe: the highest upper bound among uncertain routes that could
-    still beat the best mean, or stale ones (less than STALE faded outcomes `seen` on the
+    still beat the best mean (never the best itself: the fallbacks measure it), or stale ones (less than STALE faded outcomes `seen` on the
     device) that could within STALE_SD deviations (None: the choice is clear enough)."""
     if len(posteriors) < 2:
         return None
@@ -138,8 +138,9 @@ def to_probe(posteriors: Mapping[str, Beta],
     top = posteriors[leader].mean if leader else 0.0
 
     def worth(route: str, b: Beta) -> bool:
-        if (seen is not None and route != leader and seen.get(route, 0.0) < STALE
-                and b.mean + STALE_SD * b.sd > top):
+        if route == leader:  # its fallbacks measure it
+            return False
+        if seen is not None and seen.get(route, 0.0) < STALE and b.mean + STALE_SD * b.sd > top:
             return True
         return b.sd >= UNCERTAIN and b.ucb > top + EXPLORE_MARGIN
 

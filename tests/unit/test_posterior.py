@@ -91,7 +91,7 @@ def test_the_target_is_the_best_mean_kept_within_the_hysteresis() -> None:
 def test_probing_goes_where_the_choice_is_uncertain_and_stops_when_it_is_clear() -> None:
     assert bayes.to_probe({"A": Beta(3.4, 0.6)}) is None  # nothing to choose between
     fresh = {"A": Beta(3.4, 0.6), "B": Beta(3.0, 1.0)}
-    assert bayes.to_probe(fresh) == "A"  # the highest upper bound
+    assert bayes.to_probe(fresh) == "B"  # it could still beat A, the best so far
     settled = {"A": Beta(90, 10), "B": Beta(30, 70)}
     assert bayes.to_probe(settled) is None
     # a route known only from a (low) prior, nothing seen of it lately: probed while it could
