@@ -130,8 +130,9 @@ def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
 def to_probe(posteriors: Mapping[str, Beta],
              seen: Mapping[str, float] | None = None) -> str | None:
     """The route worth a probe: the highest upper bound among uncertain routes that could
-    still beat the best mean (never the best itself: the fallbacks measure it), or stale ones (less than STALE faded outcomes `seen` on the
-    device) that could within STALE_SD deviations (None: the choice is clear enough)."""
+    still beat the best mean (never the best itself: the fallbacks measure it), or stale ones
+    (less than STALE faded outcomes `seen` on the device) that could within STALE_SD
+    deviations (None: the choice is clear enough)."""
     if len(posteriors) < 2:
         return None
     leader = best(posteriors)
