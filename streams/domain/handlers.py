@@ -168,7 +168,8 @@ def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: 
     message.fanout = any(s.reason == "FANOUT" for s in plan.sends)
     for s in plan.sends:
         _send(tables, ctx, fx, message, account, s.channel, s.reason, s.attempt)
-    changed = changed or bool(plan.sends)  # a send counts in the account's read rates
+    # adaptive: a send counts in the account's read rates (the other strategies keep none)
+    changed = changed or (bool(plan.sends) and ctx.config.policy.strategy == "adaptive")
     if plan.established:
         fx.outputs.append(records.lifecycle(account.account_id, account.lifecycle,
                                             account.pushes, now))
@@ -186,7 +187,8 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
           channel: str, reason: str, attempt: int) -> None:
     """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
     fx.counts["send_" + reason] += 1
-    note_send(account, message, channel, ctx.now)
+    if ctx.config.policy.strategy == "adaptive":
+        note_send(account, message, channel, ctx.now)
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
         message.message_id, message.account_id, channel, None, None, reason, attempt,
