@@ -143,8 +143,8 @@ class Tuning(BaseSettings):
         3600.0, gt=0, description="adaptive: seconds after which a route outcome on a device "
         "weighs half (a route that failed in an outage is tried again once it is old news)")
     route_prior_strength: float = Field(
-        8.0, gt=0, description="adaptive: how many outcomes the fleet's prior of a route "
-        "counts for on each device")
+        32.0, gt=0, description="adaptive: how many outcomes the fleet's prior of a route "
+        "counts for on each device (a route without a fleet rate: 2)")
     campaign_fallback_ratio: float = Field(
         0.5, ge=0, le=1, description="fallback only if receipts/targeted is below this"
     )

@@ -104,7 +104,7 @@ class Context:
             return self.config.probe
         base = self.config.probe.prior
         prior = {r: fleet.get(r, route_prior(r, base)) for r in device.alternatives}
-        return replace(self.config.probe, prior=prior)
+        return replace(self.config.probe, prior=prior, fleet=frozenset(fleet))
 
 
 @dataclass

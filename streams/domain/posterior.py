@@ -19,6 +19,9 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+#: How many outcomes the default prior counts for (a route the fleet has no rate of): a guess,
+#: overturned by the device's first few outcomes.
+UNINFORMED = 2.0
 #: Outcomes per epoch of a route's evidence, and the epochs kept (the newest).
 EPOCH_SIZE = 16
 EPOCHS = 6

@@ -36,12 +36,14 @@ class ProbeConfig:
     max_probes_per_plan: int = 3
     target_count: int = 1
     prior: float | Mapping[str, float] = field(default=DEFAULT_PRIOR)
+    #: the routes whose prior is the fleet's measured rate (the others' is a default guess)
+    fleet: frozenset[str] = frozenset()
     #: adaptive: routes chosen by their posteriors (streams.domain.posterior) instead of
     #: fixed probe windows; evidence halves every half_life_s; the prior counts as
     #: prior_strength outcomes
     bandit: bool = False
     half_life_s: float = 3600.0
-    prior_strength: float = 8.0
+    prior_strength: float = 32.0
 
     def __post_init__(self) -> None:
         if self.probe_count_first < 1 or self.probe_count_again < 1:
@@ -59,10 +61,14 @@ class ProbeConfig:
 
 
 def posteriors(device: DeviceRoutes, cfg: ProbeConfig, now: float) -> dict[str, bayes.Beta]:
-    """Each alternative route's posterior on this device, in registration order."""
+    """Each alternative route's posterior on this device, in registration order: the fleet's
+    prior counts as cfg.prior_strength outcomes, the default prior (no fleet rate) as
+    bayes.UNINFORMED outcomes."""
+    def strength(route: str) -> float:
+        return cfg.prior_strength if route in cfg.fleet else bayes.UNINFORMED
+
     return {r: bayes.posterior(device.stats[r].outcomes if r in device.stats else (),
-                               route_prior(r, cfg.prior), now, cfg.half_life_s,
-                               cfg.prior_strength)
+                               route_prior(r, cfg.prior), now, cfg.half_life_s, strength(r))
             for r in device.alternatives}
 
 

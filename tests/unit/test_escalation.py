@@ -19,6 +19,7 @@ from streams.domain.channels import (
     plan_push,
     read_wait,
     record_read,
+    timing,
 )
 
 delays = st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=40)
@@ -67,8 +68,15 @@ def test_a_fast_reader_waits_its_own_p80_with_a_margin() -> None:
 
 
 def test_the_wait_never_goes_past_the_deadline_nor_below_its_floor() -> None:
-    assert esc.read_wait([900, 1000, 1100], 600) == 600  # a slow reader: the deadline
+    assert esc.read_wait([100, 500, 900, 1000], 600) == 600  # half its reads come later
     assert esc.read_wait([0, 0, 0.01], 600) == 600 * esc.FLOOR
+
+
+def test_a_late_reader_waits_only_the_floor() -> None:
+    """Reads that mostly come after the deadline: waiting for it would tell nothing."""
+    assert esc.read_wait([900, 1000, 1100], 600) == 600 * esc.FLOOR
+    assert esc.read_wait([500, 900, 1000, 1100, 1200], 600) == 600 * esc.FLOOR  # 1 in 5
+    assert esc.read_wait([500, 550, 1000, 1100], 600) == 600  # 2 in 4 within: the deadline
 
 
 @given(delays, st.floats(0.001, 1e5))
@@ -78,9 +86,13 @@ def test_the_wait_is_within_floor_and_deadline(values, deadline) -> None:
 
 
 @given(delays, st.floats(0, 1e4), st.floats(0.001, 1e5))
-def test_slower_reads_never_shorten_the_wait(values, slower, deadline) -> None:
-    assert esc.read_wait([v + slower for v in values], deadline) >= (
-        esc.read_wait(values, deadline))
+def test_slower_reads_never_shorten_the_wait_of_a_reader_within_the_deadline(
+        values, slower, deadline) -> None:
+    later = [v + slower for v in values]
+    if len(values) >= esc.MIN_READS and esc.read_share(later, deadline) < esc.LATE:
+        assert esc.read_wait(later, deadline) == pytest.approx(deadline * esc.FLOOR)
+    else:
+        assert esc.read_wait(later, deadline) >= esc.read_wait(values, deadline)
 
 
 # -- read rates and what silence says ------------------------------------------------------------
@@ -139,12 +151,26 @@ def test_a_channel_is_sent_when_its_expected_reads_pay_for_it() -> None:
     assert not esc.worth_escalating("HIGH", VALUE, sms, 0.2, 0.8).worth
     assert esc.worth_escalating("LOW", VALUE, 0.0, 0.01, 0.99).worth  # a free channel
     assert not esc.worth_escalating("UNKNOWN", VALUE, 0.001, 1.0, 0.0).worth
-    # after two messages in a row unread on its channel, the next is tried: it may have moved
-    assert not esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0, missed=1).worth
-    assert esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0, missed=2).worth
+    # an account that has probably moved away from the silent channel tries the next
+    assert esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0, moved=True).worth
     no = esc.worth_escalating("NORMAL", VALUE, sms, 0.2, 0.0)
     assert no.why("SMS", "NORMAL") == ("read deadline passed; SMS not worth its cost for a "
                                        "NORMAL push (expected 0.02 < cost 0.05)")
+
+
+def test_a_run_of_misses_is_surprising_by_the_channels_read_rate() -> None:
+    assert not esc.surprising(0.9, 0)
+    assert esc.surprising(0.9, 1)  # a reliable channel: one miss in a row says enough
+    assert not esc.surprising(0.7, 1) and esc.surprising(0.7, 2)
+    assert not esc.surprising(0.5, 3) and esc.surprising(0.5, 4)
+    assert not esc.surprising(0.0, 100)  # a channel never read: its silence says nothing
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.integers(0, 50), st.integers(0, 5))
+def test_more_misses_or_a_likelier_read_are_never_less_surprising(rate, more, missed,
+                                                                   extra) -> None:
+    if esc.surprising(rate, missed):
+        assert esc.surprising(min(1.0, rate + more), missed + extra)
 
 
 @given(st.sampled_from(["LOW", "NORMAL", "HIGH"]), st.floats(0, 1), st.floats(0, 1),
@@ -188,9 +214,10 @@ def test_adaptive_waits_a_fast_readers_own_time_and_seed_the_deadline() -> None:
     adaptive = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines)
     seed = ChannelPolicy(strategy="seed", read_deadlines=deadlines)
     assert read_wait(acc, "WECHAT", "HIGH", adaptive) == pytest.approx(125.0)
-    assert read_wait(acc, "WECHAT", "URGENT", adaptive) == 60.0  # within the deadline
+    assert read_wait(acc, "WECHAT", "URGENT", adaptive) == 6.0  # read after it: the floor
     assert read_wait(acc, "WECHAT", "HIGH", seed) == 600.0
-    assert read_wait(acc, "SMS", "HIGH", adaptive) == 600.0  # no reads there yet
+    assert read_wait(acc, "SMS", "HIGH", adaptive) == 125.0  # no reads there: all its reads
+    assert read_wait(reader(100.0, reads=2), "WECHAT", "HIGH", adaptive) == 600.0  # too few
     assert plan_push(acc, "HIGH", 1000.0, adaptive).deadline_at == 1125.0
     assert plan_push(acc, "HIGH", 1000.0, seed).deadline_at == 1600.0
 
@@ -206,3 +233,30 @@ def test_a_slow_readers_silence_at_the_deadline_is_not_escalated_to_a_costly_cha
             m = Message("now", "a1", importance, 0, sent=["WECHAT"])
             note_send(acc, m, "WECHAT", 0.0)
             assert escalation_worth(acc, m, "SMS", 3.0, policy).worth is expected
+
+
+def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
+    """A late reader on WeChat is taken as late on SMS too until SMS has reads of its own."""
+    acc = reader(900.0)
+    adaptive = ChannelPolicy(strategy="adaptive", read_deadlines={"HIGH": 600.0})
+    assert timing(acc, "SMS") == [900.0] * 5
+    assert read_wait(acc, "SMS", "HIGH", adaptive) == 60.0  # read after the deadline: floor
+    assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2  # too few: the deadline
+    assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0
+
+
+def test_an_unreliable_channel_takes_more_misses_in_a_row_before_the_next_is_tried() -> None:
+    """Read on half its sends, WeChat's silence proves little: a NORMAL push's SMS (not worth
+    its cost by itself) goes out only at the 4th unread message in a row; read on 9 in 10, at
+    the 2nd (its rate before the run: (9 + 1) / (10 + 2))."""
+    policy = ChannelPolicy(strategy="adaptive")
+    for reads, first_tried in ((5.0, 4), (9.0, 2)):
+        acc = reader(1.0, reads=0)
+        acc.decayed = {"WECHAT": 10.0}
+        acc.counts = {"WECHAT": [reads, 10.0], "SMS": [0.0, 10.0]}
+        tried = []
+        for i in range(1, 6):
+            m = Message(f"m{i}", "a1", "NORMAL", 0, sent=["WECHAT"])
+            note_send(acc, m, "WECHAT", 100.0 * i)
+            tried.append(escalation_worth(acc, m, "SMS", 100.0 * i + 50, policy).worth)
+        assert tried.index(True) + 1 == first_tried, (reads, tried)

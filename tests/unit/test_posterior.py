@@ -19,7 +19,7 @@ from streams.domain.probing import (
     plan_probes,
     posteriors,
 )
-from streams.domain.routes import record_receipt, record_send, register_device
+from streams.domain.routes import expire_pending, record_receipt, record_send, register_device
 
 epochs = st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 16), st.floats(0, 16)),
                   max_size=6)
@@ -103,12 +103,16 @@ def test_probing_goes_where_the_choice_is_uncertain_and_stops_when_it_is_clear()
     assert bayes.to_probe(hopeless, {"GETUI": 50.0}) is None
 
 
-def learn(seed: int, truth: dict[str, float], steps: int = 400) -> tuple[str, dict[str, Beta]]:
+def learn(seed: int, truth: dict[str, float], steps: int = 400,
+          fleet: dict[str, float] | None = None,
+          strength: float = 32.0) -> tuple[str, dict[str, Beta]]:
     """A device with alternatives JPUSH and GETUI receiving at `truth`, probed and fallen back
-    on by its posteriors for `steps` seconds; its target and posteriors at the end."""
+    on by its posteriors for `steps` seconds (with the `fleet`'s priors counted as `strength`
+    outcomes); its target and posteriors at the end."""
     rng = random.Random(seed)
     cfg = ProbeConfig(bandit=True, half_life_s=1e9, per_device_probes_per_hour=3600 * 100,
-                      global_probes_per_second=1e6, probe_timeout_s=1.0)
+                      global_probes_per_second=1e6, probe_timeout_s=1.0,
+                      prior=fleet or 0.5, fleet=frozenset(fleet or ()), prior_strength=strength)
     device = register_device("d1", "a1", "Xiaomi", "13", ["XIAOMI", "JPUSH", "GETUI"]).device
     budget = ProbeBudget.from_config(cfg)
     now = 0.0
@@ -148,3 +152,42 @@ def test_a_target_change_is_reported_with_the_posterior_mean() -> None:
     assert change is not None and change.reason is TargetReason.POSTERIOR
     assert change.target == ["JPUSH"] and change.rate == pytest.approx(0.9)
     assert evaluate_target(device, cfg, 2.0) is None  # unchanged: no new record
+
+
+def test_a_fleet_prior_counts_its_strength_and_a_default_guess_two_outcomes() -> None:
+    cfg = ProbeConfig(bandit=True, prior={"JPUSH": 0.85, "GETUI": 0.5},
+                      fleet=frozenset({"JPUSH"}), prior_strength=32.0)
+    device = register_device("d1", "a1", "Xiaomi", "13", ["XIAOMI", "JPUSH", "GETUI"]).device
+    beliefs = posteriors(device, cfg, 0.0)
+    assert beliefs["JPUSH"] == Beta(pytest.approx(0.85 * 32), pytest.approx(0.15 * 32))
+    assert beliefs["GETUI"] == Beta(1.0, 1.0) and bayes.UNINFORMED == 2.0
+
+
+def test_with_the_fleets_priors_devices_tell_085_from_075_after_a_few_sends() -> None:
+    """A device cannot tell 0.85 from 0.75 by itself in a few dozen outcomes; the fleet can.
+    Counted as 32 outcomes its rates keep 39 of 40 devices on the better route after 40
+    fallbacks (as 8 outcomes, fewer)."""
+    truth = {"JPUSH": 0.85, "GETUI": 0.75}
+    strong = sum(learn(s, truth, 40, truth)[0] == "JPUSH" for s in range(40))
+    weak = sum(learn(s, truth, 40, truth, strength=8.0)[0] == "JPUSH" for s in range(40))
+    assert strong >= 39 and weak < strong
+
+
+def test_a_route_the_device_cannot_receive_loses_the_fleets_prior_within_a_few_misses() -> None:
+    """The fleet rates JPUSH 0.85, GETUI 0.75; this device receives nothing on JPUSH (or it is
+    down): its target leaves JPUSH after six misses in a row (the fleet's 32 outcomes)."""
+    fleet = {"JPUSH": 0.85, "GETUI": 0.75}
+    cfg = ProbeConfig(bandit=True, prior=fleet, fleet=frozenset(fleet),
+                      per_device_probes_per_hour=1e-9)
+    device = register_device("d1", "a1", "Xiaomi", "13", ["XIAOMI", "JPUSH", "GETUI"]).device
+    record_send(device, "s0", "JPUSH", 0.0)
+    record_receipt(device, "s0", 0.5)
+    evaluate_target(device, cfg, 1.0)
+    assert device.target == ["JPUSH"]
+    misses = 0
+    while device.target == ["JPUSH"] and misses < 100:
+        misses += 1
+        record_send(device, f"s{misses}", "JPUSH", float(misses))
+        expire_pending(device, float(misses) + 1, 1.0)
+        evaluate_target(device, cfg, float(misses) + 1)
+    assert device.target == ["GETUI"] and misses == 6
