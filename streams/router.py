@@ -155,7 +155,8 @@ class Router:
         except SchemaError as exc:
             log.warning("route prior skipped: %s", exc)
             return
-        self.priors.put(p["manufacturer"], p["model"], p["route"], p["success_rate"])
+        self.priors.put(p["manufacturer"], p["model"], p["route"], p["success_rate"],
+                        p["samples"])
         self.counts.add("route_prior")
 
     # -- the agent ---------------------------------------------------------------------------

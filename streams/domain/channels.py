@@ -252,8 +252,8 @@ def note_send(account: Account, message: Message, channel: str, now: float) -> N
 def escalation_worth(account: Account, message: Message, target: str, now: float,
                      policy: ChannelPolicy) -> esc.Worth:
     """adaptive: whether sending `target` to an unread message is worth its cost, given how
-    likely a read still is on the channels it already went to and whether this run of misses
-    of the channel it waited on (counted here) is surprising by its read rate before them."""
+    likely a read still is on the channels it already went to (counts this miss of the channel
+    it waited on)."""
     waited_on = message.sent[-1]
     account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
     unread = 1.0
@@ -261,12 +261,10 @@ def escalation_worth(account: Account, message: Message, target: str, now: float
         waited = now - message.sent_at.get(channel, message.created_at)
         rate = esc.read_rate(account.counts.get(channel))
         unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
-    missed = account.missed[waited_on]
-    reads, sends = account.counts.get(waited_on, [0.0, 0.0])
-    moved = esc.surprising(esc.read_rate([reads, max(reads, sends - missed)]), missed)
     return esc.worth_escalating(message.importance, policy.read_value,
                                 policy.costs.get(target, 0.0),
-                                esc.read_rate(account.counts.get(target)), 1.0 - unread, moved)
+                                esc.read_rate(account.counts.get(target)), 1.0 - unread,
+                                account.missed[waited_on])
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:

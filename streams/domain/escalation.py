@@ -11,9 +11,9 @@ out at once rather than a deadline late. When the wait is over, the next channel
 if the reads it is expected to add are worth its cost: P(read there) x P(the silent channel
 stays unread) x the value of a read of that importance >= the channel's cost, so a slow
 reader whose read is still likely to come is not paid for; an URGENT push always escalates,
-and so does a message whose channel has now gone unread more times in a row than its read rate
-there makes likely (the account has probably moved). A channel with too few reads of its own
-takes its timing from all the account's reads (a late reader is late everywhere).
+and so does a message whose channel has now gone unread EXPLORE_AFTER times in a row (the
+account may have moved). A channel with too few reads of its own takes its timing from all the
+account's reads (a late reader is late everywhere).
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ FLOOR = 0.1
 LATE = 0.25
 #: A channel's read and send counts are halved once its sends reach this (habits fade).
 HALVE_AT = 20.0
-#: The next channel is tried whatever it costs once the messages left unread in a row on a
-#: channel would be this unlikely by chance, given the account's read rate there: its habits
-#: have probably changed (how adaptive finds a channel it moved to). One miss of a 0.9 channel,
-#: two of a 0.7 one, four of a coin toss.
-SURPRISE = 0.1
+#: Messages in a row left unread on a channel after which the next channel is tried whatever it
+#: costs: the account's habits may have changed (how adaptive finds a channel it moved to).
+EXPLORE_AFTER = 2
 #: Importances that escalate whatever the cost.
 ALWAYS = frozenset({"URGENT"})
 #: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
@@ -123,19 +121,13 @@ class Worth:
                 f"(expected {self.expected:.4g} < cost {self.cost:.4g})")
 
 
-def surprising(rate: float, missed: int) -> bool:
-    """Whether `missed` messages in a row unread on a channel read with probability `rate`
-    would happen by chance at most SURPRISE of the time (the account has probably moved)."""
-    return missed >= 1 and (1.0 - rate) ** missed <= SURPRISE
-
-
 def worth_escalating(importance: str, value: Mapping[str, float], cost: float, next_rate: float,
-                     current_still: float, moved: bool = False) -> Worth:
+                     current_still: float, missed: int = 0) -> Worth:
     """Whether to send the next channel: its expected added reads times the value of a read of
     this importance against its cost (an URGENT push always escalates, a free channel always
-    does, and so does an account that has probably `moved` away from the silent channel)."""
+    does, and so does one after `missed` >= EXPLORE_AFTER unread messages in a row)."""
     gain = next_rate * (1.0 - current_still)
     expected = gain * value.get(importance, 0.0) if gain > 0 else 0.0
-    if importance in ALWAYS or moved:
+    if importance in ALWAYS or missed >= EXPLORE_AFTER:
         return Worth(True, math.inf, cost)
     return Worth(cost <= 0 or expected >= cost, expected, cost)

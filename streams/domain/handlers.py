@@ -99,7 +99,8 @@ class Context:
 
     def ranking(self, device: DeviceRoutes) -> ProbeConfig:
         """The probe settings with the fleet's priors for this device's unmeasured routes."""
-        fleet = self.priors.for_device(device.manufacturer, device.model, device.alternatives)
+        lookup = self.priors.shrunk if self.config.probe.bandit else self.priors.for_device
+        fleet = lookup(device.manufacturer, device.model, device.alternatives)
         if not fleet:
             return self.config.probe
         base = self.config.probe.prior

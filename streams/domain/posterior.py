@@ -38,6 +38,9 @@ STALE = 2.0
 STALE_SD = 3.0
 #: The target moves to a route whose mean leads the current target's by at least this.
 HYSTERESIS = 0.02
+#: A route becomes the target only once its posterior counts this many outcomes (the fleet's
+#: prior, or the device's own): one lucky probe under the default guess names no target.
+INFORMED = 6.0
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,17 @@ def best(posteriors: Mapping[str, Beta]) -> str | None:
 
 
 def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
-    """The target route: the best mean, kept while no other leads it by HYSTERESIS."""
+    """The target route: the best mean, kept while no other leads it by HYSTERESIS; none (or
+    the current one) while the leader's posterior is not INFORMED."""
     leader = best(posteriors)
-    if current is None or current not in posteriors or leader is None:
+    kept = current if current in posteriors else None
+    if leader is None or posteriors[leader].a + posteriors[leader].b < INFORMED:
+        return kept
+    if kept is None:
         return leader
-    if posteriors[leader].mean >= posteriors[current].mean + HYSTERESIS:
+    if posteriors[leader].mean >= posteriors[kept].mean + HYSTERESIS:
         return leader
-    return current
+    return kept
 
 
 def to_probe(posteriors: Mapping[str, Beta],

@@ -3,7 +3,9 @@
 A device that has not measured a route ranks it by a prior. Instead of one fixed value, the
 fleet's measured receipt rate of that route for the device's manufacturer is used, and the
 model's own rate where the model alone has enough sends. Rates come from ClickHouse (the
-`manufacturer_routes` view) through the `route.priors` topic."""
+`manufacturer_routes` view) through the `route.priors` topic. adaptive reads them as a
+hierarchy instead: the route's rate across the fleet, the manufacturer's shrunk toward it, the
+model's shrunk toward that (a small group's noisy rate does not outrank the fleet's)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,12 @@ from dataclasses import dataclass
 
 #: The model field of a manufacturer-wide prior.
 ANY_MODEL = None
+#: The manufacturer field of a route-wide prior (every manufacturer's sends on the route).
+ANY_MANUFACTURER = "*"
+#: adaptive shrinks a group's rate toward its parent's (model to manufacturer to the route's
+#: across the fleet), its own sends weighing against this many of the parent's: a model with
+#: a few dozen sends mostly follows its manufacturer, one with thousands its own rate.
+SHRINK_SENDS = 50.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,8 @@ def compute(rates: Iterable[FleetRate], min_samples: int) -> list[Prior]:
         maker, model = normalise(r.manufacturer), normalise(r.model)
         if not maker or not r.route:
             continue
-        keys: list[tuple[str, str | None, str]] = [(maker, ANY_MODEL, r.route)]
+        keys: list[tuple[str, str | None, str]] = [(ANY_MANUFACTURER, ANY_MODEL, r.route),
+                                                   (maker, ANY_MODEL, r.route)]
         if model:
             keys.append((maker, model, r.route))
         for key in keys:
@@ -71,22 +80,35 @@ def compute(rates: Iterable[FleetRate], min_samples: int) -> list[Prior]:
     return sorted(priors, key=lambda p: p.key)
 
 
+def shrink(rate: float, samples: float, parent: float | None) -> float:
+    """A group's rate drawn toward its parent's, its samples against SHRINK_SENDS."""
+    if parent is None:
+        return rate
+    return (rate * samples + parent * SHRINK_SENDS) / (samples + SHRINK_SENDS)
+
+
 class PriorBook:
     """The latest prior per key, and the priors of a device."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str | None, str], float] = {}
+        self._samples: dict[tuple[str, str | None, str], float] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def put(self, manufacturer: str, model: str | None, route: str, rate: float) -> None:
-        """Remember a prior (a later one for the same key replaces it)."""
-        self._by_key[(normalise(manufacturer), normalise(model) or ANY_MODEL, route)] = rate
+    def put(self, manufacturer: str, model: str | None, route: str, rate: float,
+            samples: float = 0.0) -> None:
+        """Remember a prior over `samples` sends (a later one for the same key replaces it)."""
+        key = (normalise(manufacturer), normalise(model) or ANY_MODEL, route)
+        self._by_key[key] = rate
+        self._samples[key] = samples
 
     def remove(self, manufacturer: str, model: str | None, route: str) -> None:
         """Forget a prior (a tombstone on the topic)."""
-        self._by_key.pop((normalise(manufacturer), normalise(model) or ANY_MODEL, route), None)
+        key = (normalise(manufacturer), normalise(model) or ANY_MODEL, route)
+        self._by_key.pop(key, None)
+        self._samples.pop(key, None)
 
     def for_device(self, manufacturer: str, model: str,
                    routes: Iterable[str]) -> Mapping[str, float]:
@@ -98,6 +120,23 @@ class PriorBook:
             rate = self._by_key.get((maker, mod, route)) if mod else None
             if rate is None:
                 rate = self._by_key.get((maker, ANY_MODEL, route))
+            if rate is not None:
+                found[route] = rate
+        return found
+
+    def shrunk(self, manufacturer: str, model: str,
+               routes: Iterable[str]) -> Mapping[str, float]:
+        """adaptive's prior of each route for this device: the route's rate across the fleet,
+        the manufacturer's drawn toward it, the model's drawn toward that (each level by its
+        sends against SHRINK_SENDS); routes no level has are left out."""
+        maker, mod = normalise(manufacturer), normalise(model)
+        found: dict[str, float] = {}
+        for route in routes:
+            rate: float | None = None
+            for key in ((ANY_MANUFACTURER, ANY_MODEL, route), (maker, ANY_MODEL, route),
+                        (maker, mod, route) if mod else None):
+                if key is not None and key in self._by_key:
+                    rate = shrink(self._by_key[key], self._samples[key], rate)
             if rate is not None:
                 found[route] = rate
         return found

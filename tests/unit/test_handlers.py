@@ -1045,6 +1045,7 @@ def test_adaptive_falls_back_on_the_route_its_posteriors_favour_and_reports_its_
     on JPUSH, the same route on a replay; its receipt makes JPUSH the target (POSTERIOR)."""
     def partition() -> Partition:
         probe = ProbeConfig(bandit=True, prior={"JPUSH": 0.9, "FCM": 0.1},
+                            fleet=frozenset({"JPUSH", "FCM"}),
                             per_device_probes_per_hour=0.001)  # no probes in the way
         p = established(strategy="adaptive", probe=probe)
         reachable(p)

@@ -143,7 +143,8 @@ def test_with_probes_and_fallbacks_devices_learn_to_tell_088_from_080() -> None:
 
 
 def test_a_target_change_is_reported_with_the_posterior_mean() -> None:
-    cfg = ProbeConfig(bandit=True, prior={"JPUSH": 0.9, "GETUI": 0.5})
+    cfg = ProbeConfig(bandit=True, prior={"JPUSH": 0.9, "GETUI": 0.5},
+                      fleet=frozenset({"JPUSH", "GETUI"}))
     device = register_device("d1", "a1", "Xiaomi", "13", ["XIAOMI", "JPUSH", "GETUI"]).device
     assert evaluate_target(device, cfg, 0.0) is None  # nothing seen yet: no target
     record_send(device, "s1", "GETUI", 0.0)
@@ -191,3 +192,13 @@ def test_a_route_the_device_cannot_receive_loses_the_fleets_prior_within_a_few_m
         expire_pending(device, float(misses) + 1, 1.0)
         evaluate_target(device, cfg, float(misses) + 1)
     assert device.target == ["GETUI"] and misses == 6
+
+
+def test_no_target_is_named_on_a_default_guess_and_one_lucky_probe() -> None:
+    guess = {"JPUSH": Beta(1, 1), "GETUI": Beta(2, 1)}  # the default prior and one receipt
+    assert bayes.target(guess, None) is None
+    assert bayes.target(guess, "JPUSH") == "JPUSH"  # nor is a named one dropped for it
+    seen = {"JPUSH": Beta(1, 1), "GETUI": Beta(5, 1)}  # four receipts of its own
+    assert bayes.target(seen, None) == "GETUI"
+    fleet = {"JPUSH": Beta(27.2, 4.8), "GETUI": Beta(24, 8)}  # the fleet's priors, 32 each
+    assert bayes.target(fleet, None) == "JPUSH"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.handlers import Context, RouterConfig
-from streams.domain.priors import FleetRate, PriorBook, compute
+from streams.domain.priors import SHRINK_SENDS, FleetRate, PriorBook, compute
 from streams.domain.probing import ProbeBudget
 from streams.domain.routes import fallback_routes, register_device
 
@@ -20,12 +20,13 @@ def test_manufacturer_priors_sum_models_and_model_priors_need_their_own_samples(
     priors = compute([rate("Xiaomi", "14", "JPUSH", 40, 0), rate("xiaomi ", "13", "JPUSH", 20, 2),
                       rate("Xiaomi", "14", "GETUI", 30, 27)], min_samples=30)
     got = {(p.manufacturer, p.model, p.route): (p.success_rate, p.samples) for p in priors}
-    assert got == {("xiaomi", None, "JPUSH"): (2 / 60, 60),
+    assert got == {("*", None, "JPUSH"): (2 / 60, 60), ("*", None, "GETUI"): (0.9, 30),
+                   ("xiaomi", None, "JPUSH"): (2 / 60, 60),
                    ("xiaomi", "14", "JPUSH"): (0.0, 40),
                    ("xiaomi", None, "GETUI"): (0.9, 30),
                    ("xiaomi", "14", "GETUI"): (0.9, 30)}
     assert [p.key for p in priors] == sorted(p.key for p in priors)
-    assert priors[0].key.count("/") == 2
+    assert priors[0].key == "*/*/GETUI"  # the route's rate across the fleet
 
 
 def test_too_few_samples_give_no_prior_and_bad_input_is_refused():
@@ -44,7 +45,7 @@ def test_every_prior_is_a_rate_over_at_least_min_samples(rows, min_samples):
     rates = [rate(m, mo, r, n, int(n * f)) for m, mo, r, n, f in rows]
     for p in compute(rates, min_samples):
         assert p.samples >= min_samples and 0.0 <= p.success_rate <= 1.0
-        same = [r for r in rates if r.manufacturer.strip().lower() == p.manufacturer
+        same = [r for r in rates if p.manufacturer in ("*", r.manufacturer.strip().lower())
                 and r.route == p.route and (p.model is None or r.model.lower() == p.model)]
         assert sum(r.sends for r in same) == p.samples
 
@@ -61,6 +62,37 @@ def test_a_device_takes_its_models_prior_else_its_manufacturers():
     book.remove("xiaomi", "14", "JPUSH")
     assert book.for_device("xiaomi", "14", ["JPUSH"]) == {"JPUSH": 0.1}
     assert len(book) == 2
+
+
+def test_adaptive_draws_a_small_groups_rate_toward_its_parents():
+    """The route's rate across the fleet, then the manufacturer's and the model's, each drawn
+    toward the level above by its sends against SHRINK_SENDS: 30 noisy sends of a model do
+    not outrank a fleet of thousands; thousands of the model's own do."""
+    book = PriorBook()
+    book.put("*", None, "JPUSH", 0.85, 5000)
+    book.put("*", None, "GETUI", 0.75, 5000)
+    book.put("Huawei", None, "JPUSH", 0.80, 50)
+    book.put("Huawei", "P60", "JPUSH", 0.76, 30)
+    book.put("Huawei", "P60", "GETUI", 0.81, 30)
+    huawei = (0.80 * 50 + 0.85 * SHRINK_SENDS) / (50 + SHRINK_SENDS)
+    got = book.shrunk("huawei", "p60", ["JPUSH", "GETUI", "FCM"])
+    assert got["JPUSH"] == pytest.approx((0.76 * 30 + huawei * SHRINK_SENDS) / (30 + SHRINK_SENDS))
+    assert got["GETUI"] == pytest.approx((0.81 * 30 + 0.75 * SHRINK_SENDS) / (30 + SHRINK_SENDS))
+    assert got["JPUSH"] > got["GETUI"] and "FCM" not in got
+    assert book.for_device("huawei", "p60", ["JPUSH", "GETUI"]) == {"JPUSH": 0.76, "GETUI": 0.81}
+    book.put("Huawei", "P60", "GETUI", 0.85, 1_000_000)  # a model measured at length
+    assert book.shrunk("Huawei", "P60", ["GETUI"])["GETUI"] == pytest.approx(0.85, abs=1e-4)
+    assert book.shrunk("Oppo", "", ["JPUSH"]) == {"JPUSH": 0.85}  # only the fleet's rate
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1e6)), min_size=1, max_size=3))
+def test_a_shrunk_prior_lies_within_its_levels_rates(levels):
+    book = PriorBook()
+    for (rate_, samples), (maker, model) in zip(levels, [("*", None), ("m", None), ("m", "x")],
+                                                strict=False):
+        book.put(maker, model, "R", rate_, samples)
+    got = book.shrunk("m", "x", ["R"])["R"]
+    assert min(r for r, _ in levels) - 1e-9 <= got <= max(r for r, _ in levels) + 1e-9
 
 
 def test_fallback_ranks_unmeasured_routes_by_the_fleet_prior():
@@ -83,7 +115,7 @@ def test_a_prior_whose_window_has_too_few_sends_now_is_withdrawn() -> None:
                       FleetRate("Xiaomi", "Mi 13", "GETUI", 60, 45)], 50)
     after = compute([FleetRate("Xiaomi", "Mi 13", "JPUSH", 8, 7),
                      FleetRate("Xiaomi", "Mi 13", "GETUI", 90, 68)], 50)
-    assert retired({p.key for p in during}, after) == ["xiaomi/*/JPUSH",
+    assert retired({p.key for p in during}, after) == ["*/*/JPUSH", "xiaomi/*/JPUSH",
                                                         "xiaomi/mi 13/JPUSH"]
     assert retired({p.key for p in after}, after) == []
     assert retired((), during) == []
