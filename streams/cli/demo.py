@@ -3,8 +3,9 @@
 One run: the supervised loop (streams.harness.loop) on fresh topics and a fresh chDB store, a
 population (streams.harness.crowd) registered and played by the provider simulator, push
 requests at a steady rate with live progress, then the quality figures from ClickHouse and the
-HTML report. `--compare` runs every strategy on the same population and seed; `--seeds K` on
-K seeds of it, with means, 95% intervals and checks judged on them (streams.harness.stats).
+HTML report. `--compare` runs every strategy on the same population and seed (a repeated
+`--strategy`, those strategies); `--seeds K` on K seeds of it, with means, 95% intervals and
+checks judged on them (streams.harness.stats).
 """
 
 from __future__ import annotations
@@ -562,8 +563,9 @@ def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
                    "populations) or a population file (YAML) [default: default]")
 @click.option("--accounts", type=int, default=None,
               help="only the first N accounts of the population")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive",
-              show_default=True, help="how channels are chosen")
+@click.option("--strategy", "strategies", type=click.Choice(STRATEGIES), multiple=True,
+              help="how channels are chosen; repeat it to compare some strategies on the same "
+                   "population  [default: adaptive]")
 @click.option("--compare", is_flag=True, help="run every strategy on the same population")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="run each strategy on K seeds of the population (the file's seed + 0..K-1): "
@@ -575,8 +577,9 @@ def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
 @click.option("--workers", default=1, show_default=True, help="stream workers")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)
-def demo(population_file: str | None, accounts: int | None, strategy: str, compare: bool,
-         seeds: int, rate: float, duration: float, workers: int, json_out: Path) -> None:
+def demo(population_file: str | None, accounts: int | None, strategies: tuple[str, ...],
+         compare: bool, seeds: int, rate: float, duration: float, workers: int,
+         json_out: Path) -> None:
     """Run the whole loop on the embedded stack under load (stream workers, dispatcher,
     provider simulator playing a population, ack gateway, sink into ClickHouse), with live
     progress; end with the quality figures from ClickHouse and the HTML report."""
@@ -592,7 +595,7 @@ def demo(population_file: str | None, accounts: int | None, strategy: str, compa
         raise click.BadParameter("--rate and --duration must be > 0, --workers >= 1")
     base = get_settings()
     var_dir = Path("var")
-    strategies = list(STRATEGIES) if compare else [strategy]
+    chosen = list(STRATEGIES) if compare else list(dict.fromkeys(strategies or ("adaptive",)))
     crowds = reseeded(crowd, seeds, accounts)
     runs: list[dict[str, Any]] = []
     kept: dict[str, Any] = {}
@@ -606,8 +609,8 @@ def demo(population_file: str | None, accounts: int | None, strategy: str, compa
         smoke(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
                        kafka_bootstrap_servers=bootstrap))
         for one in crowds:
-            for name in strategies:
-                last = one is crowds[-1] and name == strategies[-1]
+            for name in chosen:
+                last = one is crowds[-1] and name == chosen[-1]
                 try:
                     runs.append(run_strategy(base, bootstrap, one, name, rate, duration, workers,
                                              var_dir, kept if last else None))
@@ -616,7 +619,7 @@ def demo(population_file: str | None, accounts: int | None, strategy: str, compa
                         f"{exc}\n(logs: {var_dir}/demo-{name}-*.log)") from exc
                 console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: from "
                                                        "ClickHouse"))
-    report(runs, kept, json_out, var_dir, compare)
+    report(runs, kept, json_out, var_dir, len(chosen) > 1)
 
 
 def reseeded(crowd: Crowd, seeds: int, accounts: int | None) -> list[Crowd]:

@@ -144,8 +144,24 @@ def on_request(tables: Tables, req: dict[str, Any], ctx: Context) -> Effects:
                                + ctx.config.retention, 3)
     fx.dues.append(_due(message, "EXPIRE", message.expires_at))
     _plan(tables, ctx, fx, account, message)
+    if ctx.config.probe.bandit and "APP" not in message.sent:
+        _retarget_idle(tables, ctx, fx, account)
     tables.put(MESSAGES, key, message.to_dict())
     return fx
+
+
+def _retarget_idle(tables: Tables, ctx: Context, fx: Effects, account: Account) -> None:
+    """adaptive: a push that sends no APP re-evaluates the targets of the account's devices
+    all the same, so a phone the account no longer pushes to follows the fleet's priors (after
+    an outage, back to the route that recovered) rather than keep what its last event left."""
+    for device_id in account.devices:
+        dkey = device_key(account.account_id, device_id)
+        raw = tables.get(DEVICES, dkey)
+        if raw is None:
+            continue
+        device = DeviceRoutes.from_dict(raw)
+        if _retarget(ctx, fx, device, ctx.ranking(device)):
+            tables.put(DEVICES, dkey, device.to_dict())
 
 
 def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: Message) -> None:
@@ -662,14 +678,20 @@ def _maintain(ctx: Context, fx: Effects, device: DeviceRoutes) -> None:
         fx.outputs.append(records.channel_send(
             probe.send_id, probe.send_id, device.account_id, "APP", device.device_id,
             probe.route, "PROBE", 0, "LOW", now))
-    change = evaluate_target(device, cfg, now)
-    if change is not None:
-        rate = change.rate if change.rate is not None else effective_rate(
-            device.stats[change.target[0]], cfg.probe_count_first)
-        fx.outputs.append(records.route_change(
-            device.device_id, device.account_id,
-            change.previous[0] if change.previous else None, change.target[0],
-            rate or 0.0, change.reason, now))
+    _retarget(ctx, fx, device, cfg)
+
+
+def _retarget(ctx: Context, fx: Effects, device: DeviceRoutes, cfg: ProbeConfig) -> bool:
+    """Re-evaluate the device's target route; a change is emitted (RouteChange) and True."""
+    change = evaluate_target(device, cfg, ctx.now)
+    if change is None:
+        return False
+    rate = change.rate if change.rate is not None else effective_rate(
+        device.stats[change.target[0]], cfg.probe_count_first)
+    fx.outputs.append(records.route_change(
+        device.device_id, device.account_id, change.previous[0] if change.previous else None,
+        change.target[0], rate or 0.0, change.reason, ctx.now))
+    return True
 
 
 #: The handler of each input (unprefixed topic, record name) of an account partition.

@@ -12,6 +12,7 @@ from typing import Any
 from streams.domain import handlers as h
 from streams.domain.channels import ChannelPolicy, send_id
 from streams.domain.deadlines import Due
+from streams.domain.priors import PriorBook
 from streams.domain.probing import ProbeBudget, ProbeConfig
 from streams.domain.records import Output, ms
 from streams.domain.state import (
@@ -55,12 +56,13 @@ class Partition:
         self.budget = ProbeBudget.from_config(self.config.probe)
         self.dues: list[Due] = []
         self.waits: dict[str, list[bytes]] = {}
+        self.priors = PriorBook()  # the fleet's route priors, as route.priors would bring them
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def ctx(self) -> h.Context:
         """The handlers' context at the current time."""
-        return h.Context(self.config, self.now, self.partition, self.budget)
+        return h.Context(self.config, self.now, self.partition, self.budget, self.priors)
 
     def apply(self, handler: h.Handler, record: dict[str, Any]) -> h.Effects:
         """Run a handler on a record and keep what the plumbing would keep of its effects."""

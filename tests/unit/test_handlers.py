@@ -1063,3 +1063,33 @@ def test_adaptive_falls_back_on_the_route_its_posteriors_favour_and_reports_its_
     assert (change["from_route"], change["to_route"], change["reason"]) == (
         None, "JPUSH", "POSTERIOR")
     assert change["success_rate"] > 0.9
+
+
+def test_adaptive_retargets_a_phone_the_account_no_longer_pushes_to() -> None:
+    """In an outage the fleet rates JPUSH low and the phone's target becomes FCM; then the
+    account is pushed on WeChat only, so no APP send touches the phone: each push re-evaluates
+    it all the same, and JPUSH is its target again once the fleet's rate has recovered."""
+    def partition(strategy: str) -> Partition:
+        probe = ProbeConfig(bandit=strategy == "adaptive", per_device_probes_per_hour=0.001)
+        p = established(strategy=strategy, probe=probe)
+        reachable(p, wechat="ow-1")
+        p.priors.put("Xiaomi", None, "JPUSH", 0.05, 1000)  # the outage
+        p.priors.put("Xiaomi", None, "FCM", 0.75, 1000)
+        p.settings("a1", "APP", None)
+        p.request("a1", "m1", importance="HIGH")
+        p.fire(p.due("RECEIPT", "a1", "m1", "d1"))  # no receipt: a fallback on FCM
+        p.receipt("a1", "m1", "d1", attempt=1, route="FCM")
+        p.settings("a1", "WECHAT", None)  # from now on no APP send
+        p.priors.put("Xiaomi", None, "JPUSH", 0.85, 1000)  # the outage is over
+        return p
+
+    p = partition("adaptive")
+    assert p.device_state("a1", "d1")["target"] == ["FCM"]
+    fx = p.request("a1", "m2")
+    assert [s["channel"] for s in sends(fx)] == ["WECHAT"]
+    [change] = of("RouteChange", fx)
+    assert (change["from_route"], change["to_route"]) == ("FCM", "JPUSH")
+    assert p.device_state("a1", "d1")["target"] == ["JPUSH"]
+    assert of("RouteChange", p.request("a1", "m3")) == []  # no change, nothing emitted
+    seed = partition("seed")  # the probe windows: a target from probes only
+    assert of("RouteChange", seed.request("a1", "m2")) == []
