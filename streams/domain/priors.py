@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from streams.domain.routes import original_route
+
 #: The model field of a manufacturer-wide prior.
 ANY_MODEL = None
 #: The manufacturer field of a route-wide prior (every manufacturer's sends on the route).
@@ -55,8 +57,9 @@ def normalise(name: str | None) -> str:
 
 
 def compute(rates: Iterable[FleetRate], min_samples: int) -> list[Prior]:
-    """Priors per manufacturer and route, and per model and route, each with at least
-    `min_samples` sends; sorted by key."""
+    """Priors per manufacturer and route, per model and route, and per route across the fleet
+    (its sends to phones whose own route it is left out: FCM for a Google phone says nothing of
+    FCM as another phone's alternative), each with at least `min_samples` sends; by key."""
     if min_samples < 1:
         raise ValueError("min_samples must be at least 1")
     totals: dict[tuple[str, str | None, str], list[int]] = {}
@@ -66,8 +69,9 @@ def compute(rates: Iterable[FleetRate], min_samples: int) -> list[Prior]:
         maker, model = normalise(r.manufacturer), normalise(r.model)
         if not maker or not r.route:
             continue
-        keys: list[tuple[str, str | None, str]] = [(ANY_MANUFACTURER, ANY_MODEL, r.route),
-                                                   (maker, ANY_MODEL, r.route)]
+        keys: list[tuple[str, str | None, str]] = [(maker, ANY_MODEL, r.route)]
+        if original_route(r.manufacturer, r.model).route != r.route:  # the fleet's rate of a
+            keys.append((ANY_MANUFACTURER, ANY_MODEL, r.route))  # route as an alternative
         if model:
             keys.append((maker, model, r.route))
         for key in keys:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from streams.domain.handlers import Context, RouterConfig
 from streams.domain.priors import SHRINK_SENDS, FleetRate, PriorBook, compute
 from streams.domain.probing import ProbeBudget
-from streams.domain.routes import fallback_routes, register_device
+from streams.domain.routes import fallback_routes, original_route, register_device
 
 
 def rate(maker: str, model: str, route: str, sends: int, receipts: int) -> FleetRate:
@@ -29,6 +29,17 @@ def test_manufacturer_priors_sum_models_and_model_priors_need_their_own_samples(
     assert priors[0].key == "*/*/GETUI"  # the route's rate across the fleet
 
 
+def test_the_fleets_rate_of_a_route_counts_it_only_where_it_is_an_alternative():
+    """FCM is a Google phone's own route (0.95) and other phones' poor alternative (0.30): the
+    route-wide rate an alternative is drawn toward leaves the Google phones' sends out."""
+    priors = compute([rate("Google", "Pixel 8", "FCM", 1000, 950),
+                      rate("Huawei", "P60", "FCM", 100, 30),
+                      rate("Apple", "iPhone", "APNS", 500, 490)], min_samples=50)
+    got = {p.key: (p.success_rate, p.samples) for p in priors}
+    assert got["*/*/FCM"] == (0.30, 100)
+    assert "*/*/APNS" not in got and got["google/*/FCM"] == (0.95, 1000)
+
+
 def test_too_few_samples_give_no_prior_and_bad_input_is_refused():
     assert compute([rate("Oppo", "A1", "FCM", 29, 29)], min_samples=30) == []
     assert compute([rate("", "A1", "FCM", 99, 9)], min_samples=1) == []
@@ -46,7 +57,9 @@ def test_every_prior_is_a_rate_over_at_least_min_samples(rows, min_samples):
     for p in compute(rates, min_samples):
         assert p.samples >= min_samples and 0.0 <= p.success_rate <= 1.0
         same = [r for r in rates if p.manufacturer in ("*", r.manufacturer.strip().lower())
-                and r.route == p.route and (p.model is None or r.model.lower() == p.model)]
+                and r.route == p.route and (p.model is None or r.model.lower() == p.model)
+                and (p.manufacturer != "*" or original_route(r.manufacturer, r.model).route
+                     != r.route)]
         assert sum(r.sends for r in same) == p.samples
 
 
