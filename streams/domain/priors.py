@@ -137,10 +137,14 @@ class PriorBook:
         found: dict[str, float] = {}
         for route in routes:
             rate: float | None = None
-            for key in ((ANY_MANUFACTURER, ANY_MODEL, route), (maker, ANY_MODEL, route),
-                        (maker, mod, route) if mod else None):
-                if key is not None and key in self._by_key:
-                    rate = shrink(self._by_key[key], self._samples[key], rate)
+            levels: list[tuple[str, str | None, str]] = [(ANY_MANUFACTURER, ANY_MODEL, route),
+                                                          (maker, ANY_MODEL, route)]
+            if mod:
+                levels.append((maker, mod, route))
+            for key in levels:  # (.get: the follower thread may put or remove a key meanwhile)
+                level = self._by_key.get(key)
+                if level is not None:
+                    rate = shrink(level, self._samples.get(key, 0.0), rate)
             if rate is not None:
                 found[route] = rate
         return found
