@@ -36,6 +36,10 @@ UCB_SD = 2.0
 STALE = 2.0
 #: ...and is probed while its mean plus this many standard deviations could beat the best.
 STALE_SD = 3.0
+#: The leading route is probed only while the device has next to nothing of its own of it (a
+#: leader known only from the fleet's prior, on a phone whose own route rarely fails, would
+#: never be measured there: a route broken for one manufacturer stayed its target).
+UNSEEN = 0.05
 #: The target moves to a route whose mean leads the current target's by at least this.
 HYSTERESIS = 0.02
 #: A route becomes the target only once its posterior counts this many outcomes (the fleet's
@@ -140,7 +144,8 @@ def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
 def to_probe(posteriors: Mapping[str, Beta],
              seen: Mapping[str, float] | None = None) -> str | None:
     """The route worth a probe: the highest upper bound among uncertain routes that could
-    still beat the best mean (never the best itself: the fallbacks measure it), or stale ones
+    still beat the best mean (the best itself only while the device has next to nothing of
+    it: otherwise its fallbacks measure it), or stale ones
     (less than STALE faded outcomes `seen` on the device) that could within STALE_SD
     deviations (None: the choice is clear enough)."""
     if len(posteriors) < 2:
@@ -149,8 +154,8 @@ def to_probe(posteriors: Mapping[str, Beta],
     top = posteriors[leader].mean if leader else 0.0
 
     def worth(route: str, b: Beta) -> bool:
-        if route == leader:  # its fallbacks measure it
-            return False
+        if route == leader:  # its fallbacks measure it, unless the device has not seen it
+            return seen is not None and seen.get(route, 0.0) < UNSEEN
         if seen is not None and seen.get(route, 0.0) < STALE and b.mean + STALE_SD * b.sd > top:
             return True
         return b.sd >= UNCERTAIN and b.ucb > top + EXPLORE_MARGIN

@@ -202,3 +202,13 @@ def test_no_target_is_named_on_a_default_guess_and_one_lucky_probe() -> None:
     assert bayes.target(seen, None) == "GETUI"
     fleet = {"JPUSH": Beta(27.2, 4.8), "GETUI": Beta(24, 8)}  # the fleet's priors, 32 each
     assert bayes.target(fleet, None) == "JPUSH"
+
+
+def test_a_leader_known_only_from_the_fleet_is_probed_until_the_device_has_seen_it() -> None:
+    """A phone whose own route rarely fails makes few fallbacks: a leader known only from the
+    fleet's prior is probed there (a route broken for its manufacturer would otherwise stay its
+    target), and no longer once the device has outcomes of its own of it."""
+    fleet_only = {"JPUSH": Beta(26, 6), "GETUI": Beta(24, 8)}
+    assert bayes.to_probe(fleet_only, {}) == "JPUSH"
+    assert bayes.to_probe(fleet_only, {"JPUSH": 1.0, "GETUI": 5.0}) is None
+    assert bayes.to_probe(fleet_only) is None  # without what the device saw: never the leader
