@@ -9,25 +9,46 @@ import time
 
 from streams.harness.bench.pipeline import cpu_seconds, cpu_shares
 
+# Burns BURN CPU seconds of its own clock between two lines from the parent, reports what
+# it burned, then idles: /proc must see the same seconds however loaded the machine is.
+BURNER = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.process_time()
+while time.process_time() - start < 0.4:
+    pass
+print(time.process_time() - start, flush=True)
+time.sleep(30)
+"""
 
-def test_a_busy_process_uses_about_one_core_and_an_idle_one_none() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # noqa: S603
+
+def test_cpu_seconds_see_what_a_process_burned_and_an_idle_one_none() -> None:
+    burner = subprocess.Popen([sys.executable, "-c", BURNER], stdin=subprocess.PIPE,  # noqa: S603
+                              stdout=subprocess.PIPE, text=True)
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: S603
+    assert burner.stdin is not None and burner.stdout is not None
     try:
-        time.sleep(0.3)  # both started
-        pids = {"busy": busy.pid, "idle": idle.pid}
+        assert burner.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # the idle one past its start-up
+        pids = {"burner": burner.pid, "idle": idle.pid}
         before, started = {n: cpu_seconds(p) for n, p in pids.items()}, time.time()
-        time.sleep(1.5)
+        burner.stdin.write("go\n")
+        burner.stdin.flush()
+        burned = float(burner.stdout.readline())
         after = {n: cpu_seconds(p) for n, p in pids.items()}
-        shares = cpu_shares(before, after, time.time() - started)
+        seconds = time.time() - started
+        shares = cpu_shares(before, after, seconds)
     finally:
-        busy.kill()
-        idle.kill()
-        busy.wait()
-        idle.wait()
-    assert 0.3 < shares["busy"] <= 1.1  # a loaded machine may give it less than a core
-    assert shares["idle"] < 0.05
-    assert cpu_seconds(busy.pid) is None  # gone
+        for process in (burner, idle):
+            process.kill()
+            process.wait()
+    assert burned >= 0.4
+    # clock ticks are 10 ms and the reads around the loop cost a little
+    assert abs(shares["burner"] * seconds - burned) < 0.06
+    assert 0 < shares["burner"] <= 1.1
+    assert shares["idle"] * seconds < 0.02
+    assert cpu_seconds(burner.pid) is None  # gone
 
 
 def test_cpu_shares_skip_a_process_that_was_gone() -> None:
