@@ -249,11 +249,14 @@ def note_send(account: Account, message: Message, channel: str, now: float) -> N
     esc.count(account.counts, channel, 0.0, 1.0)
 
 
-def escalation_worth(account: Account, message: Message, target: str, now: float,
-                     policy: ChannelPolicy) -> esc.Worth:
-    """adaptive: whether sending `target` to an unread message is worth its cost, given how
-    likely a read still is on the channels it already went to (counts this miss of the channel
-    it waited on)."""
+def escalation_worth(account: Account, message: Message, now: float,
+                     policy: ChannelPolicy) -> tuple[str | None, esc.Worth]:
+    """adaptive: the channel an unread message escalates to, the best-ranked one left whose
+    expected added reads are worth its cost (a costly channel is passed over for a cheaper one
+    further down, which may yet be read), or None; with the worth of the best-ranked one.
+
+    The added reads are judged by how likely a read still is on the channels the message
+    already went to; counts this miss of the channel it waited on."""
     waited_on = message.sent[-1]
     account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
     unread = 1.0
@@ -261,10 +264,14 @@ def escalation_worth(account: Account, message: Message, target: str, now: float
         waited = now - message.sent_at.get(channel, message.created_at)
         rate = esc.read_rate(account.counts.get(channel))
         unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
-    return esc.worth_escalating(message.importance, policy.read_value,
-                                policy.costs.get(target, 0.0),
-                                esc.read_rate(account.counts.get(target)), 1.0 - unread,
-                                account.missed[waited_on])
+    worths = [(channel, esc.worth_escalating(
+        message.importance, policy.read_value, policy.costs.get(channel, 0.0),
+        esc.read_rate(account.counts.get(channel)), 1.0 - unread, account.missed[waited_on]))
+        for channel in ranking(account, policy) if channel not in message.sent]
+    if not worths:
+        raise ValueError(f"message {message.message_id} has no channel left to escalate to")
+    chosen = next((channel for channel, worth in worths if worth.worth), None)
+    return chosen, worths[0][1]
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:

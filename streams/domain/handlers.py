@@ -441,12 +441,12 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     target = escalation_target(account, message, policy)
     why = "read deadline passed; no channel left"
     if target and policy.strategy == "adaptive":
-        worth = escalation_worth(account, message, target, ctx.now, policy)
+        first = target
+        target, worth = escalation_worth(account, message, ctx.now, policy)
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())  # a miss
-        if not worth.worth:
+        if target != first:
             fx.counts["escalation_not_worth"] += 1
-            why = worth.why(target, message.importance)
-            target = None
+            why = worth.why(first, message.importance)
     from_channel = message.sent[-1]
     message.deadline_at = None
     fx.outputs.append(records.escalation(message.message_id, message.account_id, from_channel,

@@ -17,6 +17,7 @@ from streams.domain.channels import (
     escalation_worth,
     note_send,
     plan_push,
+    ranking,
     read_wait,
     record_read,
     timing,
@@ -218,7 +219,29 @@ def test_a_slow_readers_silence_at_the_deadline_is_not_escalated_to_a_costly_cha
         for acc, expected in ((slow, slow_worth), (fast, fast_worth)):
             m = Message("now", "a1", importance, 0, sent=["WECHAT"])
             note_send(acc, m, "WECHAT", 0.0)
-            assert escalation_worth(acc, m, "SMS", 3.0, policy).worth is expected
+            target, worth = escalation_worth(acc, m, 3.0, policy)
+            assert worth.worth is expected and target == ("SMS" if expected else None)
+
+
+def test_a_costly_channel_not_worth_it_is_passed_over_for_a_cheaper_one_further_down() -> None:
+    """A slow WeChat reader with an app: SMS ranks next but is not worth its cost for a NORMAL
+    push while the WeChat read is still likely; the app push is free, so it goes instead."""
+    policy = ChannelPolicy(strategy="adaptive", order=("WECHAT", "SMS", "APP"))
+    acc = reader(9.0)
+    acc.devices = ["d1"]
+    esc.count(acc.counts, "SMS", 3, 4)
+    m = Message("now", "a1", "NORMAL", 0, sent=["WECHAT"])
+    note_send(acc, m, "WECHAT", 0.0)
+    assert [c for c in ranking(acc, policy) if c not in m.sent] == ["SMS", "APP"]
+    target, worth = escalation_worth(acc, m, 3.0, policy)
+    assert target == "APP" and not worth.worth  # the figures of the SMS it passed over
+    assert acc.missed["WECHAT"] == 1  # one miss, however many channels were weighed
+    m.sent.append("APP")
+    note_send(acc, m, "APP", 3.0)
+    assert escalation_worth(acc, m, 6.0, policy)[0] is None  # SMS still not worth it
+    with pytest.raises(ValueError, match="no channel left"):
+        escalation_worth(acc, Message("all", "a1", "NORMAL", 0,
+                                      sent=["WECHAT", "SMS", "APP"]), 6.0, policy)
 
 
 def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
