@@ -16,12 +16,13 @@ NEW, ESTABLISHED = "NEW", "ESTABLISHED"
 #: against. blast: every enabled channel, every time. fixed-fallback: a fixed channel order,
 #: one channel at a time, the next after each read deadline (what notification platforms
 #: offer). seed: Method A as specified (learn from reads, escalate once). adaptive: Method A
-#: with decayed scores that follow a change of preference, an account established as soon as
-#: its reads agree, no escalation for an account that never read, and for one that did, a
+#: with decayed scores that follow a change of preference, an account established by its first
+#: read, no escalation for an account that never read, and for one that did, a
 #: ladder beyond the secondary (it finds a channel the account moved to).
 STRATEGIES = ("blast", "fixed-fallback", "seed", "adaptive")
-#: adaptive: first reads on one channel (and none elsewhere) that establish an account early.
-AGREEING_READS = 2
+#: adaptive: first reads on one channel (and none elsewhere) that establish an account early:
+#: one (its later reads and misses keep teaching it; a second fan-out costs a whole ladder).
+AGREEING_READS = 1
 _SEND_NS = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
 
 

@@ -9,8 +9,9 @@ sooner. An account whose reads there mostly come after the deadline waits only t
 silence until the deadline would tell nothing, so the escalation that would follow it goes
 out at once rather than a deadline late. When the wait is over, the next channel is sent only
 if the reads it is expected to add are worth its cost: P(read there) x P(the silent channel
-stays unread) x the value of a read of that importance >= the channel's cost, so a slow
-reader whose read is still likely to come is not paid for; an URGENT push always escalates,
+stays unread) x the value of a read of that importance >= the channel's cost (else the next
+one down the ranking that is: a costly channel passed over does not hold back a cheap one), so
+a slow reader whose read is still likely to come is not paid for; an URGENT push always escalates,
 and so does a message whose channel has now gone unread EXPLORE_AFTER times in a row (the
 account may have moved). A channel with too few reads of its own takes its timing from all the
 account's reads (a late reader is late everywhere).

@@ -93,14 +93,20 @@ def test_decayed_scores_fade_only_at_a_message_first_read() -> None:
     assert acc.decayed == {"WECHAT": 1.5, "SMS": 3.5}
 
 
-def test_adaptive_is_established_as_soon_as_two_first_reads_agree() -> None:
-    policy = ChannelPolicy(new_account_pushes=5, strategy="adaptive")
-    acc = account()
-    assert plan_push(acc, "NORMAL", 0.0, policy).sends[0].reason == "FANOUT"
-    read_messages(acc, policy, ["WECHAT", "WECHAT"])
-    plan = plan_push(acc, "NORMAL", 0.0, policy)
-    assert [(s.channel, s.reason) for s in plan.sends] == [("WECHAT", "PRIMARY")]
-    assert plan.established and acc.lifecycle == ESTABLISHED and acc.pushes == 2
+def test_adaptive_is_established_by_its_first_read_and_seed_after_n_pushes() -> None:
+    for strategy, fanouts in (("adaptive", 1), ("seed", 5)):
+        policy = ChannelPolicy(new_account_pushes=5, strategy=strategy)
+        acc = account()
+        assert plan_push(acc, "NORMAL", 0.0, policy).sends[0].reason == "FANOUT"
+        assert plan_push(account(), "NORMAL", 0.0, policy).sends[0].reason == "FANOUT"
+        read_messages(acc, policy, ["WECHAT"])
+        plans = [plan_push(acc, "NORMAL", 0.0, policy) for _ in range(5)]
+        assert [p.sends[0].reason for p in plans] == ["FANOUT"] * (fanouts - 1) + ["PRIMARY"] * (
+            6 - fanouts), strategy
+        first = plans[fanouts - 1]
+        assert [(s.channel, s.reason) for s in first.sends] == [("WECHAT", "PRIMARY")]
+        assert acc.lifecycle == ESTABLISHED
+        assert first.established is (strategy == "adaptive")  # seed's came with its 5th fan-out
 
 
 def test_adaptive_keeps_learning_while_reads_disagree_and_seed_waits_for_n_pushes() -> None:
