@@ -438,12 +438,10 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
         return False
     account = _account(tables, message.account_id)
     policy = ctx.config.policy
-    target = escalation_target(account, message, policy)
+    target = first = escalation_target(account, message, policy)
     why = "read deadline passed; no channel left"
-    if target and policy.strategy == "adaptive":
-        first = target
-        target, worth = escalation_worth(account, message, ctx.now, policy)
-        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())  # a miss
+    if first and policy.strategy == "adaptive":
+        target, worth = escalation_worth(account, message, ctx.now, policy)  # counts a miss
         if target != first:
             fx.counts["escalation_not_worth"] += 1
             why = worth.why(first, message.importance)
@@ -454,7 +452,6 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     if target:
         message.sent.append(target)
         _send(tables, ctx, fx, message, account, target, "ESCALATION", len(message.sent) - 1)
-        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
         if climbs(policy) and escalation_target(account, message, policy):
             wait = read_wait(account, target, message.importance, policy)
             message.deadline_at = round(ctx.now + wait, 3)
@@ -462,6 +459,8 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     else:
         fx.outputs.append(records.delivery_result(
             message.message_id, message.account_id, "EXHAUSTED", why, ctx.now))
+    if first:  # adaptive counted a miss (and noted the send); the others as they always did
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     message.escalated = message.deadline_at is None
     return True
 
