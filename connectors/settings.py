@@ -83,10 +83,14 @@ class ConnectorSettings(BaseSettings):
     priors_min_samples: int = Field(50, gt=0, description="sends a manufacturer's (or model's) "
                                     "route needs before its rate becomes a prior")
     priors_window: float = Field(86400.0, ge=0, description="route priors count the sends of "
-                                 "this many seconds before the newest (a quarter of it, at most "
-                                 "300 s, whose receipts may still come), so a route that fails "
-                                 "across the fleet drops out and comes back after its outage; "
-                                 "0: all history")
+                                 "this many seconds before the newest (a receipt deadline's "
+                                 "worth, whose receipts may still come); 0: all history")
+    priors_half_life: float = Field(600.0, ge=0, description="a send weighs 1/2 per this many "
+                                    "seconds of its age in the fleet's rate of a route, so a "
+                                    "route that fails across the fleet drops out and, unused, "
+                                    "comes back within a few of them; a manufacturer's or "
+                                    "model's rate against the fleet's counts every send of the "
+                                    "window (0: every send weighs the same)")
 
     @classmethod
     def from_env(cls) -> ConnectorSettings:

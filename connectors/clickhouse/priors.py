@@ -12,36 +12,39 @@ from streams.domain.priors import FleetRate, Prior, compute
 from streams.domain.records import ms
 
 TOPIC = "route.priors"
-QUERY = ("SELECT manufacturer, model, route, sends, receipts FROM manufacturer_routes "
-         "ORDER BY manufacturer, model, route")
-#: The same over the sends of a window of time (the manufacturer_routes view, bounded).
-RECENT = """
-SELECT d.manufacturer AS manufacturer, d.model AS model, a.route AS route,
+#: Sends and receipts per manufacturer, model and route (the manufacturer_routes view), of the
+#: sends in a span of time and per time bucket ({bucket}: the bucket's start, else 0).
+QUERY = """
+SELECT d.manufacturer AS manufacturer, d.model AS model, a.route AS route, {bucket} AS at,
        count() AS sends, countIf(a.received) AS receipts
 FROM send_acks AS a
 INNER JOIN (SELECT device_id, manufacturer, model FROM devices FINAL) AS d
     ON d.device_id = a.device_id
-WHERE a.channel = 'APP' AND a.route != ''
-  AND a.sent_at >= now64(3) - toIntervalMillisecond({start_ms})
-  AND a.sent_at < now64(3) - toIntervalMillisecond({end_ms})
-GROUP BY manufacturer, model, route ORDER BY manufacturer, model, route
+WHERE a.channel = 'APP' AND a.route != ''{span}
+GROUP BY manufacturer, model, route, at ORDER BY manufacturer, model, route, at
 """
+SINCE = " AND a.sent_at >= now64(3) - toIntervalMillisecond({ms})"
+BEFORE = " AND a.sent_at < now64(3) - toIntervalMillisecond({ms})"
+BUCKET = "toUnixTimestamp(toStartOfInterval(a.sent_at, toIntervalSecond({seconds})))"
 
 
-#: The newest sends a windowed rate leaves out (their receipts may still come): a quarter of
-#: the window, at most this many seconds.
-PENDING = 300.0
+def bucket_seconds(half_life: float) -> int:
+    """The time bucket of sends a half-life weighs alike: a quarter of it, at least 1 s."""
+    return max(1, int(half_life / 4))
 
 
-def fleet_rates(warehouse: Warehouse, window: float = 0.0) -> list[FleetRate]:
-    """Sends and receipts per manufacturer, model and route (manufacturer_routes): of all
-    history, or of the `window` seconds of sends before the newest (a quarter of the window,
-    at most PENDING s), whose receipts may still come."""
-    pending = min(window / 4, PENDING)
-    sql = QUERY if window <= 0 else RECENT.format(start_ms=int((window + pending) * 1000),
-                                                  end_ms=int(pending * 1000))
+def fleet_rates(warehouse: Warehouse, window: float = 0.0, pending: float = 0.0,
+                half_life: float = 0.0) -> list[FleetRate]:
+    """Sends and receipts per manufacturer, model and route: of the `window` seconds of sends
+    before the newest `pending` seconds (whose receipts may still come; window 0: all
+    history), per time bucket of the half-life (`at` its middle; none without one)."""
+    span = (SINCE.format(ms=int((window + pending) * 1000)) if window > 0 else "") + (
+        BEFORE.format(ms=int(pending * 1000)) if pending > 0 else "")
+    width = bucket_seconds(half_life) if half_life > 0 else 0
+    sql = QUERY.format(span=span, bucket=BUCKET.format(seconds=width) if width else "0")
     return [FleetRate(str(r["manufacturer"]), str(r["model"]), str(r["route"]),
-                      int(r["sends"]), int(r["receipts"]))
+                      int(r["sends"]), int(r["receipts"]),
+                      float(r["at"]) + width / 2 if width else 0.0)
             for r in warehouse.rows(sql)]
 
 
@@ -68,10 +71,12 @@ def publish(priors: list[Prior], producer: Any, codec: Codec, topic: str,
 
 
 def refresh(warehouse: Warehouse, producer: Any, codec: Codec, topic: str,
-            min_samples: int, window: float = 0.0, before: Iterable[str] = ()) -> list[Prior]:
-    """Compute the priors from the warehouse (the sends of `window` seconds; 0: all) and
-    publish them, withdrawing the keys of `before` (the last refresh's) they no longer have;
-    returns what was published."""
-    priors = compute(fleet_rates(warehouse, window), min_samples)
+            min_samples: int, window: float = 0.0, before: Iterable[str] = (),
+            pending: float = 0.0, half_life: float = 0.0) -> list[Prior]:
+    """Compute the priors from the warehouse (the sends of `window` seconds before the newest
+    `pending`; 0: all, weighed by `half_life`, see compute) and publish them, withdrawing the
+    keys of `before` (the last refresh's) they no longer have; returns what was published."""
+    priors = compute(fleet_rates(warehouse, window, pending, half_life), min_samples,
+                     time.time(), half_life)
     publish(priors, producer, codec, topic, retire=retired(before, priors))
     return priors

@@ -139,7 +139,8 @@ def sink() -> None:
             try:
                 found = refresh(warehouse, the_sink.producer, the_sink.codec,
                                 settings.topic(TOPIC), config.priors_min_samples,
-                                config.priors_window, published[0])
+                                config.priors_window, published[0],
+                                settings.tuning.receipt_deadline, config.priors_half_life)
                 published[0] = {p.key for p in found}
                 logging.info("sink: published %d route priors", len(found))
             except Exception as exc:
@@ -186,10 +187,12 @@ def priors(min_samples: int | None, dry_run: bool) -> None:
 
     settings, config = get_settings(), _connector_settings()
     try:
-        rates = fleet_rates(open_warehouse(settings.connections.dsn), config.priors_window)
+        rates = fleet_rates(open_warehouse(settings.connections.dsn), config.priors_window,
+                            settings.tuning.receipt_deadline, config.priors_half_life)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
-    found = compute(rates, min_samples or config.priors_min_samples)
+    found = compute(rates, min_samples or config.priors_min_samples, time.time(),
+                    config.priors_half_life)
     table = Table("manufacturer", "model", "route", "success rate", "sends")
     for p in found:
         table.add_row(p.manufacturer, p.model or "*", p.route, f"{p.success_rate:.3f}",

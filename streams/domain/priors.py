@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from streams.domain.routes import original_route
 
@@ -26,13 +27,15 @@ SHRINK_SENDS = 50.0
 
 @dataclass(frozen=True)
 class FleetRate:
-    """Sends on a route to one manufacturer's model, and how many came back with a receipt."""
+    """Sends on a route to one manufacturer's model, and how many came back with a receipt;
+    `at`: when they were sent (the middle of their time bucket, epoch seconds; 0: undated)."""
 
     manufacturer: str
     model: str
     route: str
     sends: int
     receipts: int
+    at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,32 +59,98 @@ def normalise(name: str | None) -> str:
     return " ".join((name or "").lower().split())
 
 
-def compute(rates: Iterable[FleetRate], min_samples: int) -> list[Prior]:
-    """Priors per manufacturer and route, per model and route, and per route across the fleet
-    (its sends to phones whose own route it is left out: FCM for a Google phone says nothing of
-    FCM as another phone's alternative), each with at least `min_samples` sends; by key."""
+def _weight(at: float, now: float, half_life: float) -> float:
+    """A send's weight by its age: 1/2 per half_life (all 1 without one)."""
+    return 0.5 ** (max(0.0, now - at) / half_life) if half_life > 0 else 1.0
+
+
+Key = tuple[str, str | None, str]
+#: Rounds of fitting a route's rate as its rate at each time times each model's own factor.
+FIT_ROUNDS = 25
+
+
+def compute(rates: Iterable[FleetRate], min_samples: int, now: float = 0.0,
+            half_life: float = 0.0) -> list[Prior]:
+    """Priors per route across the fleet (its sends to phones whose own route it is left
+    out: FCM for a Google phone says nothing of FCM as another phone's alternative), per
+    manufacturer and route and per model and route, each over at least `min_samples` sends;
+    by key.
+
+    With a `half_life`, the fleet's rate is of its recent sends (each weighs 1/2 per
+    half_life of its age, the samples are the weights' sum), so a route that fails across the
+    fleet drops out and, unused, comes back within a few half-lives. A group's rate is the
+    route's rate now times the group's own factor, fitted over every send of the window as a
+    rate per time times a factor per model: a model that fails where the fleet receives stays
+    known after the fleet stops sending it there, and an outage that hits everyone marks no
+    group down. Without dates a group's rate is its receipts over its sends. A route that is
+    only phones' own (no fleet rate) has its groups' recent rates."""
     if min_samples < 1:
         raise ValueError("min_samples must be at least 1")
-    totals: dict[tuple[str, str | None, str], list[int]] = {}
+    alternatives: dict[str, list[tuple[FleetRate, Key, Key]]] = {}
+    own: dict[Key, list[float]] = {}  # weighted sends, weighted receipts
     for r in rates:
         if r.sends < 0 or not 0 <= r.receipts <= r.sends:
             raise ValueError(f"inconsistent fleet rate {r}")
         maker, model = normalise(r.manufacturer), normalise(r.model)
         if not maker or not r.route:
             continue
-        keys: list[tuple[str, str | None, str]] = [(maker, ANY_MODEL, r.route)]
-        if original_route(r.manufacturer, r.model).route != r.route:  # the fleet's rate of a
-            keys.append((ANY_MANUFACTURER, ANY_MODEL, r.route))  # route as an alternative
-        if model:
-            keys.append((maker, model, r.route))
-        for key in keys:
-            total = totals.setdefault(key, [0, 0])
-            total[0] += r.sends
-            total[1] += r.receipts
-    priors = [Prior(maker, model, route, receipts / sends, sends)
-              for (maker, model, route), (sends, receipts) in totals.items()
-              if sends >= min_samples]
+        keys = ((maker, ANY_MODEL, r.route), (maker, model or ANY_MODEL, r.route))
+        if original_route(r.manufacturer, r.model).route != r.route:
+            alternatives.setdefault(r.route, []).append((r, *keys))
+            continue
+        weight = _weight(r.at, now, half_life)
+        for key in {keys[0], keys[1]} if model else {keys[0]}:
+            total = own.setdefault(key, [0.0, 0.0])
+            total[0] += weight * r.sends
+            total[1] += weight * r.receipts
+    priors: list[Prior] = []
+    for route, rows in alternatives.items():
+        priors += _route_priors(route, rows, min_samples, now, half_life)
+    fitted = {(p.manufacturer, p.model, p.route) for p in priors}
+    priors += [Prior(maker, mod, route, receipts / sends, round(sends))
+               for (maker, mod, route), (sends, receipts) in own.items()
+               if sends >= min_samples and (maker, mod, route) not in fitted]
     return sorted(priors, key=lambda p: p.key)
+
+
+def _route_priors(route: str, rows: list[tuple[FleetRate, Key, Key]], min_samples: int,
+                  now: float, half_life: float) -> list[Prior]:
+    """One route's priors from its sends as an alternative (see compute)."""
+    weights = {r.at: _weight(r.at, now, half_life) for r, _, _ in rows}
+    sends_now = sum(weights[r.at] * r.sends for r, _, _ in rows)
+    receipts_now = sum(weights[r.at] * r.receipts for r, _, _ in rows)
+    if sends_now < min_samples:
+        return []  # the route's rate is stale: none of its levels stands
+    priors = [Prior(ANY_MANUFACTURER, ANY_MODEL, route, receipts_now / sends_now,
+                    round(sends_now))]
+    factor = {model: 1.0 for _, _, model in rows}
+    at_rate: dict[float, float] = {}
+    for _ in range(FIT_ROUNDS):  # rate at each time, then each model's factor, till they agree
+        at_rate = _ratio(((r.at, r.receipts, r.sends * factor[m]) for r, _, m in rows))
+        factor = _ratio(((m, r.receipts, r.sends * at_rate[r.at]) for r, _, m in rows),
+                        default=1.0)
+    expected_now = sum(weights[r.at] * r.sends * factor[m] for r, _, m in rows)
+    rate_now = receipts_now / expected_now if expected_now else 0.0  # per unit of factor
+    for level in (1, 2):  # the manufacturer's, each model's
+        sends: dict[Key, float] = {}
+        for r, *keys in rows:
+            sends[keys[level - 1]] = sends.get(keys[level - 1], 0.0) + r.sends
+        group = _ratio(((keys[level - 1], r.receipts, r.sends * at_rate[r.at])
+                        for r, *keys in rows), default=1.0)
+        priors += [Prior(*key, min(1.0, rate_now * group[key]), round(n))
+                   for key, n in sends.items() if n >= min_samples
+                   and (level == 1 or key[1] is not ANY_MODEL)]
+    return priors
+
+
+def _ratio(rows: Iterable[tuple[Any, float, float]], default: float = 0.0) -> dict[Any, float]:
+    """Per key, the sum of the first figures over the sum of the second (default where 0)."""
+    sums: dict[Any, list[float]] = {}
+    for key, top, bottom in rows:
+        total = sums.setdefault(key, [0.0, 0.0])
+        total[0] += top
+        total[1] += bottom
+    return {key: top / bottom if bottom else default for key, (top, bottom) in sums.items()}
 
 
 def shrink(rate: float, samples: float, parent: float | None) -> float:

@@ -67,7 +67,8 @@ class Loop:
         return {**worker_env(self.settings, **self.tuning, gateway_port=self.ports["gateway"],
                              dispatch_metrics_port=self.ports["dispatch"],
                              sink_metrics_port=self.ports["sink"], sql_port=self.ports["sql"],
-                             sink_flush_interval=0.5, priors_interval=10, priors_window=30,
+                             sink_flush_interval=0.5, priors_interval=5, priors_window=0,
+                             priors_half_life=DEMO_TUNING["route_half_life"],
                              priors_min_samples=20,
                              # the simulator plays every person and vendor from one address
                              gateway_client_rate=1e9),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,6 +63,57 @@ def test_every_prior_is_a_rate_over_at_least_min_samples(rows, min_samples):
                 and (p.manufacturer != "*" or original_route(r.manufacturer, r.model).route
                      != r.route)]
         assert sum(r.sends for r in same) == p.samples
+        assert p.success_rate == pytest.approx(sum(r.receipts for r in same) / p.samples)
+
+
+def dated(maker: str, route: str, at: float, sends: int, receipts: int) -> FleetRate:
+    return FleetRate(maker, f"{maker} phone", route, sends, receipts, at)
+
+
+def test_the_fleets_rate_follows_its_recent_sends_and_a_group_is_judged_against_the_fleet():
+    """JPUSH delivers 85% to every phone but vivo's (5%) and goes down for everyone at
+    t=100..130; the fleet stops sending it vivo after t=60. At t=140 (half-life 10 s) the
+    fleet's JPUSH rate is its outage's; once it is back, vivo is still known to fail where the
+    fleet receives, and Huawei, hit by the outage like everyone, is not marked down for it."""
+    rows = [dated("Huawei", "JPUSH", t, 20, 17) for t in range(0, 100, 10)]
+    rows += [dated("vivo", "JPUSH", t, 20, 1) for t in range(0, 60, 10)]
+    rows += [dated("Huawei", "JPUSH", t, 40, 0) for t in range(100, 140, 10)]
+    got = {p.key: p for p in compute(rows, 20, now=140.0, half_life=10.0)}
+    fleet, vivo, huawei = got["*/*/JPUSH"], got["vivo/*/JPUSH"], got["huawei/*/JPUSH"]
+    assert fleet.success_rate < 0.05 and 30 <= fleet.samples < 45  # the newest sends weigh
+    assert vivo.samples == 120 and huawei.samples == 360  # a group counts every send
+    assert vivo.success_rate < 0.01 and huawei.success_rate < 0.05  # the route is down
+    rows += [dated("Huawei", "JPUSH", t, 40, 34) for t in range(140, 200, 10)]
+    later = {p.key: p for p in compute(rows, 20, now=200.0, half_life=10.0)}
+    assert later["*/*/JPUSH"].success_rate == pytest.approx(0.85, abs=0.02)  # it came back
+    assert later["vivo/*/JPUSH"].success_rate == pytest.approx(0.05, abs=0.01)
+    assert later["vivo/vivo phone/JPUSH"] == replace(later["vivo/*/JPUSH"], model="vivo phone")
+    assert later["huawei/*/JPUSH"].success_rate == pytest.approx(0.85, abs=0.02)
+
+
+def test_a_route_unused_since_its_outage_is_withdrawn_within_a_few_half_lives():
+    """Everyone left JPUSH during its outage (t=0..30): its fleet rate fades below
+    min_samples, and every level of it is withdrawn (devices try it again)."""
+    rows = [dated(maker, "JPUSH", t, 30, 0) for maker in ("Huawei", "vivo")
+            for t in range(0, 30, 10)]
+    assert {p.key for p in compute(rows, 20, now=30.0, half_life=10.0)} == {
+        "*/*/JPUSH", "huawei/*/JPUSH", "huawei/huawei phone/JPUSH", "vivo/*/JPUSH",
+        "vivo/vivo phone/JPUSH"}
+    assert compute(rows, 20, now=80.0, half_life=10.0) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Huawei", "vivo", "Xiaomi"]),
+                          st.sampled_from(["JPUSH", "GETUI"]), st.integers(0, 20),
+                          st.integers(1, 40), st.floats(0, 1)), max_size=40),
+       st.floats(0, 30), st.integers(1, 60))
+def test_dated_priors_are_rates_and_a_route_without_its_fleet_rate_has_no_group(
+        rows, half_life, min_samples):
+    rates = [dated(m, r, t * 5.0, n, int(n * f)) for m, r, t, n, f in rows]
+    priors = compute(rates, min_samples, now=100.0, half_life=half_life)
+    fleet = {p.route for p in priors if p.manufacturer == "*"}
+    for p in priors:
+        assert 0.0 <= p.success_rate <= 1.0 and p.samples >= min_samples
+        assert p.route in fleet  # (each of these phones' routes is an alternative)
 
 
 def test_a_device_takes_its_models_prior_else_its_manufacturers():

@@ -3,6 +3,7 @@ per-account sums of the segment breakdown, and the pushes the movers are scored 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,10 +129,19 @@ def test_route_priors_of_a_window_count_only_its_sends(stored) -> None:
     class Store:
         rows = staticmethod(stored)
 
-    def jpush(window: float) -> tuple[int, int]:
-        [rate] = [(r.sends, r.receipts) for r in fleet_rates(Store(), window)
+    def jpush(window: float, pending: float = 0.0) -> tuple[int, int]:
+        [rate] = [(r.sends, r.receipts) for r in fleet_rates(Store(), window, pending)
                   if r.route == "JPUSH"]
         return rate
 
     assert jpush(0) == (8, 3)  # all history: 3 of 8
-    assert jpush(200) == (3, 3)  # sent 250..50 s ago: the recent three, not the newest
+    assert jpush(200, 50) == (3, 3)  # sent 250..50 s ago: the recent three, not the newest
+    assert jpush(0, 50) == (7, 3)  # all but the newest, whose receipt may still come
+    by_age: dict[int, tuple[int, int]] = {}  # per time bucket of a 40 s half-life (10 s)
+    now = time.time()
+    for r in fleet_rates(Store(), 0, 0, half_life=40):
+        if r.route == "JPUSH":
+            age = round((now - r.at) / 100) * 100  # the bucket's middle: within 6 s of the sends
+            sends, receipts = by_age.get(age, (0, 0))
+            by_age[age] = (sends + r.sends, receipts + r.receipts)
+    assert by_age == {1000: (4, 0), 100: (3, 3), 0: (1, 0)}
