@@ -28,9 +28,14 @@ BEFORE = " AND a.sent_at < now64(3) - toIntervalMillisecond({ms})"
 BUCKET = "toUnixTimestamp(toStartOfInterval(a.sent_at, toIntervalSecond({seconds})))"
 
 
-def bucket_seconds(half_life: float) -> int:
-    """The time bucket of sends a half-life weighs alike: a quarter of it, at least 1 s."""
-    return max(1, int(half_life / 4))
+#: At most this many time buckets in a window (the fit's work grows with them).
+BUCKETS = 200
+
+
+def bucket_seconds(half_life: float, window: float = 0.0) -> int:
+    """The time bucket of sends a half-life weighs alike: a quarter of it, at least 1 s, and
+    at least 1/BUCKETS of the window."""
+    return max(1, int(half_life / 4), int(window / BUCKETS))
 
 
 def fleet_rates(warehouse: Warehouse, window: float = 0.0, pending: float = 0.0,
@@ -40,7 +45,7 @@ def fleet_rates(warehouse: Warehouse, window: float = 0.0, pending: float = 0.0,
     history), per time bucket of the half-life (`at` its middle; none without one)."""
     span = (SINCE.format(ms=int((window + pending) * 1000)) if window > 0 else "") + (
         BEFORE.format(ms=int(pending * 1000)) if pending > 0 else "")
-    width = bucket_seconds(half_life) if half_life > 0 else 0
+    width = bucket_seconds(half_life, window) if half_life > 0 else 0
     sql = QUERY.format(span=span, bucket=BUCKET.format(seconds=width) if width else "0")
     return [FleetRate(str(r["manufacturer"]), str(r["model"]), str(r["route"]),
                       int(r["sends"]), int(r["receipts"]),

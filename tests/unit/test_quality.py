@@ -106,7 +106,7 @@ def test_route_priors_of_a_window_count_only_its_sends(stored) -> None:
     """A route that failed long ago (an outage) but delivers now: the fleet's rate over a
     window counts only the recent sends, all history counts both. (Last in the module: it adds
     APP sends with routes, which the figures above do not expect.)"""
-    from connectors.clickhouse.priors import fleet_rates
+    from connectors.clickhouse.priors import bucket_seconds, fleet_rates
 
     ch = stored.ch
     ch.command("INSERT INTO devices (device_id, account_id, manufacturer, model, routes, active, "
@@ -145,3 +145,5 @@ def test_route_priors_of_a_window_count_only_its_sends(stored) -> None:
             sends, receipts = by_age.get(age, (0, 0))
             by_age[age] = (sends + r.sends, receipts + r.receipts)
     assert by_age == {1000: (4, 0), 100: (3, 3), 0: (1, 0)}
+    # buckets: a quarter of the half-life, at least 1 s and 1/BUCKETS of the window
+    assert (bucket_seconds(40), bucket_seconds(2), bucket_seconds(600, 86400)) == (10, 1, 432)
