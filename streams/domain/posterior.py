@@ -40,11 +40,8 @@ STALE_SD = 3.0
 #: leader known only from the fleet's prior, on a phone whose own route rarely fails, would
 #: never be measured there: a route broken for one manufacturer stayed its target).
 UNSEEN = 0.05
-#: The target moves to a route whose mean leads the current target's by at least this, and
-#: by SWITCH_SD standard deviations of the difference: where both rest on the fleet's noisy
-#: rates, one refresh's luck does not move the fleet back and forth.
+#: The target moves to a route whose mean leads the current target's by at least this.
 HYSTERESIS = 0.02
-SWITCH_SD = 0.75
 #: A route becomes the target only once its posterior counts this many outcomes (the fleet's
 #: prior, or the device's own): one lucky probe under the default guess names no target.
 INFORMED = 6.0
@@ -131,17 +128,15 @@ def best(posteriors: Mapping[str, Beta]) -> str | None:
 
 
 def target(posteriors: Mapping[str, Beta], current: str | None) -> str | None:
-    """The target route: the best mean, kept while no other leads it by HYSTERESIS and
-    SWITCH_SD standard deviations of the difference; none (or the current one) while the
-    leader's posterior is not INFORMED."""
+    """The target route: the best mean, kept while no other leads it by HYSTERESIS; none (or
+    the current one) while the leader's posterior is not INFORMED."""
     leader = best(posteriors)
     kept = current if current in posteriors else None
     if leader is None or posteriors[leader].a + posteriors[leader].b < INFORMED:
         return kept
     if kept is None:
         return leader
-    lead, held = posteriors[leader], posteriors[kept]
-    if lead.mean >= held.mean + max(HYSTERESIS, SWITCH_SD * math.hypot(lead.sd, held.sd)):
+    if posteriors[leader].mean >= posteriors[kept].mean + HYSTERESIS:
         return leader
     return kept
 
