@@ -65,8 +65,10 @@ def _weight(at: float, now: float, half_life: float) -> float:
 
 
 Key = tuple[str, str | None, str]
-#: Rounds of fitting a route's rate as its rate at each time times each model's own factor.
+#: Rounds of fitting a route's rate as its rate at each time times each model's own factor
+#: (at most; it stops once no factor moves by more than FIT_TOLERANCE of itself).
 FIT_ROUNDS = 25
+FIT_TOLERANCE = 1e-4
 
 
 def compute(rates: Iterable[FleetRate], min_samples: int, now: float = 0.0,
@@ -127,8 +129,12 @@ def _route_priors(route: str, rows: list[tuple[FleetRate, Key, Key]], min_sample
     at_rate: dict[float, float] = {}
     for _ in range(FIT_ROUNDS):  # rate at each time, then each model's factor, till they agree
         at_rate = _ratio(((r.at, r.receipts, r.sends * factor[m]) for r, _, m in rows))
-        factor = _ratio(((m, r.receipts, r.sends * at_rate[r.at]) for r, _, m in rows),
+        fitted = _ratio(((m, r.receipts, r.sends * at_rate[r.at]) for r, _, m in rows),
                         default=1.0)
+        settled = all(abs(fitted[m] - f) <= FIT_TOLERANCE * f for m, f in factor.items())
+        factor = fitted
+        if settled:
+            break
     expected_now = sum(weights[r.at] * r.sends * factor[m] for r, _, m in rows)
     rate_now = receipts_now / expected_now if expected_now else 0.0  # per unit of factor
     for level in (1, 2):  # the manufacturer's, each model's
