@@ -116,6 +116,22 @@ def test_dated_priors_are_rates_and_a_route_without_its_fleet_rate_has_no_group(
         assert p.route in fleet  # (each of these phones' routes is an alternative)
 
 
+@given(st.lists(st.floats(0.05, 1.0), min_size=2, max_size=5),
+       st.lists(st.floats(0.1, 1.0), min_size=2, max_size=3), st.floats(1.0, 60.0))
+def test_where_receipts_are_a_rate_per_time_times_a_factor_per_maker_the_fit_finds_it(
+        at_rates, factors, half_life):
+    """Whatever the route's rate at each time, two makers' priors stand in the ratio of
+    their own factors (large counts: the receipts are the products, rounded)."""
+    makers = ["Huawei", "vivo", "Xiaomi"][:len(factors)]
+    rows = [dated(maker, "JPUSH", t * 10.0, 1_000_000, round(1_000_000 * b * f))
+            for t, b in enumerate(at_rates) for maker, f in zip(makers, factors, strict=True)]
+    got = {p.manufacturer: p.success_rate
+           for p in compute(rows, 20, now=10.0 * len(at_rates), half_life=half_life)
+           if p.model is None and p.manufacturer != "*"}
+    for maker, f in zip(makers[1:], factors[1:], strict=True):
+        assert got[maker.lower()] / got["huawei"] == pytest.approx(f / factors[0], rel=1e-3)
+
+
 def test_a_device_takes_its_models_prior_else_its_manufacturers():
     book = PriorBook()
     book.put("Xiaomi", None, "JPUSH", 0.1)
