@@ -9,6 +9,7 @@ model's shrunk toward that (a small group's noisy rate does not outrank the flee
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,9 @@ Key = tuple[str, str | None, str]
 #: (at most; it stops once no factor moves by more than FIT_TOLERANCE of itself).
 FIT_ROUNDS = 25
 FIT_TOLERANCE = 1e-4
+#: A route's rate changed where its sends before and after a moment differ by this many
+#: standard errors (many moments are tried: a high bar keeps noise from cutting).
+CHANGE_Z = 4.0
 
 
 def compute(rates: Iterable[FleetRate], min_samples: int, now: float = 0.0,
@@ -79,8 +83,9 @@ def compute(rates: Iterable[FleetRate], min_samples: int, now: float = 0.0,
     by key.
 
     With a `half_life`, the fleet's rate is of its recent sends (each weighs 1/2 per
-    half_life of its age, the samples are the weights' sum), so a route that fails across the
-    fleet drops out and, unused, comes back within a few half-lives. A group's rate is the
+    half_life of its age, the samples are the weights' sum) since its rate last changed
+    (see changed), so a route that fails across the fleet drops out at once and, unused,
+    comes back within a few half-lives. A group's rate is the
     route's rate now times the group's own factor, fitted over every send of the window as a
     rate per time times a factor per model: a model that fails where the fleet receives stays
     known after the fleet stops sending it there, and an outage that hits everyone marks no
@@ -119,8 +124,10 @@ def _route_priors(route: str, rows: list[tuple[FleetRate, Key, Key]], min_sample
                   now: float, half_life: float) -> list[Prior]:
     """One route's priors from its sends as an alternative (see compute)."""
     weights = {r.at: _weight(r.at, now, half_life) for r, _, _ in rows}
-    sends_now = sum(weights[r.at] * r.sends for r, _, _ in rows)
-    receipts_now = sum(weights[r.at] * r.receipts for r, _, _ in rows)
+    since = changed(rows, min_samples) if half_life > 0 else None
+    recent = [row for row in rows if since is None or row[0].at > since]
+    sends_now = sum(weights[r.at] * r.sends for r, _, _ in recent)
+    receipts_now = sum(weights[r.at] * r.receipts for r, _, _ in recent)
     if sends_now < min_samples:
         return []  # the route's rate is stale: none of its levels stands
     priors = [Prior(ANY_MANUFACTURER, ANY_MODEL, route, receipts_now / sends_now,
@@ -135,7 +142,7 @@ def _route_priors(route: str, rows: list[tuple[FleetRate, Key, Key]], min_sample
         factor = fitted
         if settled:
             break
-    expected_now = sum(weights[r.at] * r.sends * factor[m] for r, _, m in rows)
+    expected_now = sum(weights[r.at] * r.sends * factor[m] for r, _, m in recent)
     rate_now = receipts_now / expected_now if expected_now else 0.0  # per unit of factor
     for level in (1, 2):  # the manufacturer's, each model's
         sends: dict[Key, float] = {}
@@ -147,6 +154,41 @@ def _route_priors(route: str, rows: list[tuple[FleetRate, Key, Key]], min_sample
                    for key, n in sends.items() if n >= min_samples
                    and (level == 1 or key[1] is not ANY_MODEL)]
     return priors
+
+
+def changed(rows: Iterable[tuple[FleetRate, Key, Key]], min_samples: int) -> float | None:
+    """The time of a route's newest change of rate (an outage began or ended): the latest
+    split of its sends in time whose newer side (at least min_samples sends) receives at a
+    rate CHANGE_Z standard errors from the older side's, found again in the newer side till
+    none is (as ADWIN does); None without one. The fleet's rate counts only what came after,
+    so the failures of an outage that ended do not hold its rate down for half-lives."""
+    totals: dict[float, list[float]] = {}
+    for r, _, _ in rows:
+        total = totals.setdefault(r.at, [0.0, 0.0])
+        total[0] += r.sends
+        total[1] += r.receipts
+    times = sorted(totals)
+    since: float | None = None
+    while True:
+        window = [t for t in times if since is None or t > since]
+        sends = sum(totals[t][0] for t in window)
+        receipts = sum(totals[t][1] for t in window)
+        cut, top = None, CHANGE_Z
+        old_sends = old_receipts = 0.0
+        for t in window[:-1]:
+            old_sends += totals[t][0]
+            old_receipts += totals[t][1]
+            new_sends, new_receipts = sends - old_sends, receipts - old_receipts
+            if old_sends <= 0 or new_sends < min_samples:
+                continue
+            pooled = receipts / sends
+            error = math.sqrt(max(pooled * (1 - pooled), 1e-9) * (1 / old_sends + 1 / new_sends))
+            z = abs(old_receipts / old_sends - new_receipts / new_sends) / error
+            if z > top:
+                cut, top = t, z
+        if cut is None:
+            return since
+        since = cut
 
 
 def _ratio(rows: Iterable[tuple[Any, float, float]], default: float = 0.0) -> dict[Any, float]:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.handlers import Context, RouterConfig
-from streams.domain.priors import SHRINK_SENDS, FleetRate, PriorBook, compute
+from streams.domain.priors import SHRINK_SENDS, FleetRate, PriorBook, changed, compute
 from streams.domain.probing import ProbeBudget
 from streams.domain.routes import fallback_routes, original_route, register_device
 
@@ -89,6 +89,23 @@ def test_the_fleets_rate_follows_its_recent_sends_and_a_group_is_judged_against_
     assert later["vivo/*/JPUSH"].success_rate == pytest.approx(0.05, abs=0.01)
     assert later["vivo/vivo phone/JPUSH"] == replace(later["vivo/*/JPUSH"], model="vivo phone")
     assert later["huawei/*/JPUSH"].success_rate == pytest.approx(0.85, abs=0.02)
+
+
+def test_after_an_outage_the_fleets_rate_counts_only_the_sends_since_it_ended():
+    """JPUSH delivers 85%, nothing at t=100..140, then 85% again: 10 s after it came back
+    (half-life 10 s), its rate is the recovery's, not held down by the outage's failures."""
+    rows = [dated(maker, "JPUSH", t, 20, 17) for maker in ("Huawei", "vivo")
+            for t in range(0, 100, 5)]
+    rows += [dated("Huawei", "JPUSH", t, 20, 0) for t in range(100, 140, 5)]
+    rows += [dated(maker, "JPUSH", t, 20, 17) for maker in ("Huawei", "vivo")
+             for t in (140, 145)]
+    triples = [(r, ("x", None, "JPUSH"), ("x", "y", "JPUSH")) for r in rows]
+    assert changed(triples, 20) == 135  # the newest split: after the outage's last sends
+    assert changed(triples[:-4], 20) == 95  # before it came back: the outage began
+    assert changed(triples[:40], 20) is None  # steady: no change
+    fleet = {p.key: p for p in compute(rows, 20, now=150.0, half_life=10.0)}["*/*/JPUSH"]
+    assert fleet.success_rate == pytest.approx(0.85)
+    assert compute(rows, 20, now=150.0)[0].success_rate < 0.75  # without a half-life: all
 
 
 def test_a_route_unused_since_its_outage_is_withdrawn_within_a_few_half_lives():
