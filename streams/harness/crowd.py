@@ -497,6 +497,12 @@ class Crowd:
 
     # -- what the pipeline and the simulator get ---------------------------------------------
 
+    def registered(self) -> dict[str, tuple[int, int]]:
+        """Each account's number of phones and of addresses, once its registrations are in
+        (the accounts table's devices and addresses; either may be none)."""
+        return {m.account_id: (len(m.phones), sum(m.has(c) for c in ("SMS", "WECHAT", "EMAIL")))
+                for m in self.members}
+
     def registrations(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
         """(topic, record) of every profile and device registration."""
         out: list[tuple[str, dict[str, Any]]] = []

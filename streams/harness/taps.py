@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -235,13 +235,30 @@ def table_state(settings: Settings, table: str, field: str,
         return latest(tap, field)
 
 
-def wait_accounts(settings: Settings, accounts: Iterable[str], timeout: float = 60.0,
-                  workers: Sequence[Process] = ()) -> None:
-    """Wait until the accounts table shows each account with a device and an address."""
+def registered(states: Mapping[str, Mapping[str, Any]],
+               expected: Mapping[str, tuple[int, int]]) -> bool:
+    """Whether each account's state shows its expected number of devices and of addresses
+    (an account expecting neither is not waited for: it may have no state at all)."""
+    for account, want in expected.items():
+        state = states.get(account)
+        if want != (0, 0) and (state is None or (len(state["devices"]),
+                                                 len(state["addresses"])) != want):
+            return False
+    return True
+
+
+def wait_accounts(settings: Settings, accounts: Iterable[str] | Mapping[str, tuple[int, int]],
+                  timeout: float = 60.0, workers: Sequence[Process] = ()) -> None:
+    """Wait until the accounts table shows each account with a device and an address, or,
+    given (devices, addresses) per account, with that many of each (see registered)."""
+    expected = accounts if isinstance(accounts, Mapping) else None
     wanted = set(accounts)
 
     def ready(_: list[Any]) -> bool:
-        return {a for a, state in latest(tap, "account_id").items()
+        states = latest(tap, "account_id")
+        if expected is not None:
+            return registered(states, expected)
+        return {a for a, state in states.items()
                 if state["devices"] and state["addresses"]} >= wanted
 
     with changelog_tap(settings, "accounts", timeout) as tap:

@@ -250,3 +250,19 @@ def test_the_default_population_draws_the_people_it_drew_before_the_new_fields()
                         for m in people.members])
     assert hashlib.sha256(drawn.encode()).hexdigest() == (
         "a2d8c1b34d9fe6d1888c7708f4de361e4a7449f4444ee34c3f17d5267b4436c3")
+
+
+def test_the_demo_waits_for_each_accounts_own_phones_and_addresses() -> None:
+    """`large` has 11 accounts without an address (not every one has WeChat or SMS): the demo
+    once waited for every account to show a device and an address, and never started. It
+    waits for each one's own phones and addresses."""
+    from streams.harness.taps import registered
+
+    expected = Crowd.load("large").registered()
+    assert sum(addresses == 0 for _, addresses in expected.values()) == 11
+    states = {a: {"devices": [f"{a}-d{i}" for i in range(n)], "addresses": ["SMS"] * k}
+              for a, (n, k) in expected.items() if (n, k) != (0, 0)}
+    assert registered(states, expected)
+    account = next(a for a, (n, _) in expected.items() if n > 0)
+    assert not registered({**states, account: {**states[account], "devices": []}}, expected)
+    assert not registered({a: s for a, s in states.items() if a != account}, expected)
