@@ -282,7 +282,8 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
                     out.send(topic, record)
             with console.status(f"{strategy}: services starting, {len(crowd.members):,} "
                                 "accounts registering"):
-                wait_accounts(settings, crowd.registered(), timeout=180,
+                wait_accounts(settings, [m.account_id for m in crowd.members], timeout=180,
+                              counts=crowd.registered(),
                               workers=loop.procs)
             started = time.time()  # the population's clock: its times resolved on duration
             loop.set_population(crowd.document(started, duration))

@@ -247,17 +247,17 @@ def registered(states: Mapping[str, Mapping[str, Any]],
     return True
 
 
-def wait_accounts(settings: Settings, accounts: Iterable[str] | Mapping[str, tuple[int, int]],
-                  timeout: float = 60.0, workers: Sequence[Process] = ()) -> None:
+def wait_accounts(settings: Settings, accounts: Iterable[str], timeout: float = 60.0,
+                  workers: Sequence[Process] = (),
+                  counts: Mapping[str, tuple[int, int]] | None = None) -> None:
     """Wait until the accounts table shows each account with a device and an address, or,
-    given (devices, addresses) per account, with that many of each (see registered)."""
-    expected = accounts if isinstance(accounts, Mapping) else None
+    with `counts` ((devices, addresses) per account), with that many of each (registered)."""
     wanted = set(accounts)
 
     def ready(_: list[Any]) -> bool:
         states = latest(tap, "account_id")
-        if expected is not None:
-            return registered(states, expected)
+        if counts is not None:
+            return registered(states, {a: counts[a] for a in wanted})
         return {a for a, state in states.items()
                 if state["devices"] and state["addresses"]} >= wanted
 
