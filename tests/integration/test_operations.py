@@ -27,6 +27,21 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def scrape_when_served(port: int, procs: list, timeout: float = 60.0) -> dict:
+    """scrape, once the service serves /metrics (on a loaded machine a sink's migrations can
+    hold its port back after the worker is ready); a process that exits fails it at once."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return scrape(port)
+        except OSError:  # urllib's URLError: not listening yet
+            for proc in procs:
+                proc.check()
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.3)
+
+
 def total(samples: dict, name: str, where: Callable[[dict], bool] = lambda _: True) -> float:
     """The sum of a metric's samples whose labels pass `where`."""
     return sum(v for (n, labels), v in samples.items() if n == name and where(dict(labels)))
@@ -58,8 +73,8 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
             with producer_for(settings) as producer:
                 crowd.register(producer)
             wait_accounts(settings, crowd.users, workers=procs)
-            before = {name: scrape(scraped[name]) for name in ("worker", "dispatch", "gateway",
-                                                               "sink")}
+            before = {name: scrape_when_served(scraped[name], procs)
+                      for name in ("worker", "dispatch", "gateway", "sink")}
             with PushProducer(settings.connections.kafka_bootstrap_servers,
                               topic_prefix=settings.tuning.topic_prefix) as pushes:
                 for r in range(3):
