@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from connectors.simulator.behaviour import unit
+from streams.domain.handlers import PROFILE_CHANNELS
 from streams.domain.routes import original_route
 
 CHANNELS = ("APP", "WECHAT", "SMS", "EMAIL")
@@ -500,7 +501,7 @@ class Crowd:
     def registered(self) -> dict[str, tuple[int, int]]:
         """Each account's number of phones and of addresses, once its registrations are in
         (the accounts table's devices and addresses; either may be none)."""
-        return {m.account_id: (len(m.phones), sum(m.has(c) for c in ("SMS", "WECHAT", "EMAIL")))
+        return {m.account_id: (len(m.phones), sum(m.has(c) for c, _ in PROFILE_CHANNELS))
                 for m in self.members}
 
     def registrations(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
