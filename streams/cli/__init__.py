@@ -45,6 +45,7 @@ def commands() -> click.Group:
     from streams.cli import (  # noqa: F401  (registers)
         analytics,
         bench,
+        bound,
         connectors,
         demo,
         dlq,

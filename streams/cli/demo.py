@@ -29,6 +29,7 @@ from schemas import Codec
 from streams.cli import cli
 from streams.domain.channels import STRATEGIES
 from streams.harness import ProcessExited, Tap, stack, wait_accounts
+from streams.harness.bound import bounds
 from streams.harness.crowd import Crowd, PopulationError, shipped
 from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
 from streams.settings import Connections, Settings, get_settings
@@ -620,7 +621,23 @@ def demo(population_file: str | None, accounts: int | None, strategies: tuple[st
                         f"{exc}\n(logs: {var_dir}/demo-{name}-*.log)") from exc
                 console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: from "
                                                        "ClickHouse"))
-    report(runs, kept, json_out, var_dir, len(chosen) > 1)
+    report(runs, kept, json_out, var_dir, len(chosen) > 1,
+           bounds(crowds, REACH_WINDOW, duration))
+
+
+def bound_table(found: dict[str, Any], title: str) -> Table:
+    """One row per segment and one for everyone: blast's reach and sends in the model, the
+    oracle's at the share of blast's reach."""
+    table = Table(title=title)
+    for column in ("segment", "blast: reach / sends", "oracle: reach / sends"):
+        table.add_column(column, justify="left" if column == "segment" else "right")
+    for name, row in found["segments"].items():
+        table.add_row(name, f"{row['blast_reach']:.1%} / {row['blast_sends']:.2f}",
+                      f"{row['reach']:.1%} / {row['sends']:.2f}")
+    table.add_row("everyone", f"{found['blast_reach']:.1%} / {found['blast_sends']:.2f}",
+                  f"{found['reach']:.1%} / {found['sends']:.2f} "
+                  f"({found['ratio']:.1%} of blast's sends)")
+    return table
 
 
 def reseeded(crowd: Crowd, seeds: int, accounts: int | None) -> list[Crowd]:
@@ -636,8 +653,9 @@ def reseeded(crowd: Crowd, seeds: int, accounts: int | None) -> list[Crowd]:
 
 
 def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var_dir: Path,
-           compare: bool) -> None:
-    """The summary table, the checks of a comparison, the JSON and the HTML report."""
+           compare: bool, bound: dict[str, Any] | None = None) -> None:
+    """The summary table, the checks of a comparison, the oracle's bound beside them, the JSON
+    and the HTML report."""
     from connectors.clickhouse.client import shown
     from connectors.clickhouse.report import write_html
 
@@ -652,14 +670,23 @@ def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var
         console.print(figures_table(runs, what))
     console.print(segment_table(segments, "where each strategy loses: per segment"
                                 + (f" (means over {k} seeds)" if k > 1 else "")))
+    if bound is not None:
+        console.print(bound_table(bound, f"the best possible: an oracle that knows every "
+                                         f"account's habits, at {bound['share']:.0%} of "
+                                         "blast's reach (the simulator's model)"))
     for check in checks:
         mark = ("[yellow]n/a" if check.holds is None else
                 "[green]yes" if check.holds else "[red]NO ")
         console.print(f"  {mark}[/] {check.text}")
+    if bound is not None and "adaptive" in summary and "blast" in summary:
+        spent = summary["adaptive"]["sends_per_message"]["mean"]
+        console.print(f"  [yellow]info[/] adaptive sends {spent:.2f} per message; the oracle "
+                      f"{bound['sends']:.2f} ({bound['ratio']:.1%} of blast's in the model): "
+                      "the rest is what not knowing costs")
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps({
         "runs": runs, "seeds": sorted({r.get("seed") for r in runs}), "summary": summary,
-        "segments": segments,
+        "segments": segments, "bound": bound,
         "checks": [{"check": c.text, "holds": c.holds, **({"information": True} if c.info
                                                           else {})} for c in checks]},
         indent=2) + "\n")
