@@ -157,17 +157,17 @@ class Lease:
     """Whether this process may still act for its partitions, from how recently its consumer
     was polled (a process frozen past `length` may have been replaced in the group).
 
-    After a gap longer than `gap` between polls, the lease is suspended until the consumer has
-    been polled for `confirm` seconds without losing the partitions. That must be longer than
-    librdkafka may take to notice a lost membership: it declares the session lost when no
-    heartbeat succeeded for session.timeout.ms, and any successful answer restarts that clock,
-    an answer to a heartbeat sent before the stall and read after it included; so the dispatcher
-    confirms after a session timeout and a heartbeat (three heartbeats, as before, could
-    re-validate the lease before librdkafka reported the loss)."""
+    After a gap longer than `gap` between polls, the lease is suspended until the group's
+    coordinator has accepted a request this member made after the gap began (a synchronous
+    offset commit: a member it replaced is refused with Unknown member or Illegal generation).
+    Time alone never ends a suspension: librdkafka reports a lost membership only once a
+    heartbeat fails or a session timeout passes without one succeeding, and an answer to a
+    heartbeat sent before the stall and read after it restarts that clock, so on a loaded
+    machine the loss could show later than any fixed wait (a wait of a session timeout and a
+    heartbeat once let a thawed dispatcher send what its successor had sent)."""
 
     length: float
     gap: float
-    confirm: float
     last_poll: float | None = None
     suspended_since: float | None = None
 
@@ -175,9 +175,18 @@ class Lease:
         """The consumer was polled (rebalance callbacks ran) at `now`."""
         if self.last_poll is not None and now - self.last_poll > self.gap:
             self.suspended_since = now
-        elif self.suspended_since is not None and now - self.suspended_since >= self.confirm:
-            self.suspended_since = None
         self.last_poll = now
+
+    @property
+    def suspended(self) -> bool:
+        """After a stall, until the coordinator confirms the membership."""
+        return self.suspended_since is not None
+
+    def confirmed(self, asked_at: float) -> None:
+        """The coordinator accepted this member's request made at `asked_at`: a suspension that
+        began before it ends (one that began later, after another stall, stays)."""
+        if self.suspended_since is not None and asked_at >= self.suspended_since:
+            self.suspended_since = None
 
     def valid(self, now: float) -> bool:
         """True while the partitions may be acted for."""

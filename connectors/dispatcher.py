@@ -14,11 +14,13 @@ at once: repeated only under such a key, else FAILED/`interrupted` (dispatch_pol
 
 Ownership is checked before each intent, before every retry and before the outcome: the
 partition must be assigned and the lease (dispatch_policy.Lease) valid, so a process frozen past
-its session does not act for partitions someone else took. A revoked partition's sends get a
-short grace to finish, then are cancelled; a lost partition's are cancelled at once. Offsets are
-committed only past sends whose outcome the broker acknowledged (connectors/offsets.py). A
-dispatcher that stops takes no new send, lets those in flight end while it keeps polling, and
-leaves the group only once a rebalance in progress has ended (Dispatcher._settle).
+its session does not act for partitions someone else took: after a stall, its lease holds again
+only once the group's coordinator has accepted a commit it made (Dispatcher._probe). A revoked
+partition's sends get a short grace to finish, then are cancelled; a lost partition's are
+cancelled at once. Offsets are committed only past sends whose outcome the broker acknowledged
+(connectors/offsets.py). A dispatcher that stops takes no new send, lets those in flight end
+while it keeps polling, and leaves the group only once a rebalance in progress has ended
+(Dispatcher._settle).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 import httpx
 from aiobreaker import CircuitBreaker
 from aiolimiter import AsyncLimiter
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 from tenacity.wait import wait_base
 
@@ -93,6 +95,9 @@ SEARCH_ABOVE = 5000
 DRAIN_LIMIT, SETTLE_LIMIT = 30.0, 12.0
 #: Seconds before an outcome the broker did not take is produced again.
 RECORD_AGAIN = 0.2
+#: Seconds between two commits that ask the coordinator, after a stall, whether this member
+#: still holds its partitions (Dispatcher._probe).
+PROBE_INTERVAL = 0.5
 
 __all__ = ["Backoff", "Dispatcher", "outcome"]
 
@@ -155,10 +160,10 @@ class Dispatcher:
         self._producer_config = {"message.timeout.ms": int((session - 2 * heartbeat) * 1000)}
         self.producer = producer(bootstrap, **self._producer_config)
         self.retired: list[Producer] = []  # replaced producers, polled until their reports end
-        # after a stall, librdkafka may declare the session lost up to a session timeout later
-        # (dispatch_policy.Lease): only then is the membership confirmed
-        self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat,
-                           confirm=session + heartbeat)
+        # after a stall, the partitions are acted for again only once the coordinator has
+        # accepted a commit of this member's (dispatch_policy.Lease, Dispatcher._probe)
+        self.lease = Lease(length=session - 2 * heartbeat, gap=3 * heartbeat)
+        self._next_probe = 0.0
         self.flow = Flow("dispatch")
         self.tracker = OffsetTracker()
         self.done = DedupeWindow(config.dispatch_dedupe_window)
@@ -271,7 +276,43 @@ class Dispatcher:
         """One poll of push.sends (rebalance callbacks run here); renews the lease."""
         msgs = self.consumer.consume(batch, 0.1)
         self.lease.polled(time.monotonic())
+        if self.lease.suspended:
+            self._probe()
         return msgs
+
+    def _probe(self) -> None:
+        """After a stall: ask the group's coordinator whether this member still holds its
+        partitions, by committing their offsets synchronously (every PROBE_INTERVAL). A
+        member replaced while it was frozen is refused, and its lease stays suspended until
+        librdkafka reports the loss; an accepted commit confirms the membership.
+
+        Each partition commits the point past its settled sends, else its committed offset,
+        else its first offset (what `auto.offset.reset=earliest` reads anyway): nothing moves
+        that a commit by the owner would not."""
+        asked_at = time.monotonic()
+        if asked_at < self._next_probe:
+            return
+        self._next_probe = asked_at + PROBE_INTERVAL
+        topic = self.topic(SENDS)
+        with self._lock:
+            owned = sorted(self.owned)
+            points = {p: o for p, o in self.tracker.committable().items() if p in self.owned}
+        if not owned:
+            return
+        try:
+            rest = [TopicPartition(topic, p) for p in owned if p not in points]
+            for tp in self.consumer.committed(rest, timeout=5) if rest else ():
+                points[tp.partition] = tp.offset if tp.offset >= 0 else \
+                    self.consumer.get_watermark_offsets(tp, timeout=5)[0]
+            self.consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in points.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            log.warning("after a stall, the group refused this member's commit (%s): its "
+                        "partitions stay untouched until the group settles", exc)
+            return
+        self.lease.confirmed(asked_at)
+        log.info("after a stall, the group confirmed partitions %s are still this member's",
+                 owned)
 
     async def _poll_producer(self, stop: asyncio.Event) -> None:
         """Serve delivery reports on the loop (they mark sends done)."""
@@ -716,7 +757,7 @@ class Dispatcher:
                  partitions, len(outcomes), len(unknown), len(again))
 
     def _leased(self, partitions: list[int], epoch: int, timeout: float) -> bool:
-        """Wait until the lease is valid (after a stall it is suspended a while); False when
+        """Wait until the lease is valid (after a stall, until the group confirms it); False when
         none of these partitions is this rebuild's any more (lost, or being revoked: their next
         owner settles them). An interrupted send is settled only under a valid lease, and its
         partition resumes only once it is settled, or it would be dispatched again

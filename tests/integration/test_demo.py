@@ -123,5 +123,11 @@ def test_the_demo_on_two_seeds_keeps_every_run_and_gives_means_and_intervals(env
     segments = {m.segment.name for m in Crowd.load().members[:8]}
     assert segments <= set(figures["segments"])
     assert "means over 2 seeds" in result.stderr and "per segment" in result.stderr
+    # beside the checks, the oracle's bound on the same 8 accounts of each seed
+    bound = figures["bound"]
+    assert set(bound["segments"]) <= set(figures["segments"]) and bound["share"] == 0.98
+    assert 0 < bound["sends"] <= bound["blast_sends"] and 0 < bound["ratio"] <= 1
+    assert bound["reach"] == pytest.approx(0.98 * bound["blast_reach"])
+    assert "the best possible" in result.stderr
     assert {"check": "adaptive: pushcascade verify found 0 violations of the promises over 2 "
             "runs", "holds": True} in figures["checks"]

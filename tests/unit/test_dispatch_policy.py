@@ -77,20 +77,41 @@ def test_the_dedupe_window_forgets_what_is_older_than_the_window():
     assert window.expire(now=211.0) == 1 and len(window) == 0
 
 
-def test_the_lease_lapses_without_polls_and_is_confirmed_after_a_stall():
-    lease = Lease(length=4.0, gap=3.0, confirm=3.0)
+def test_the_lease_lapses_without_polls_and_after_a_stall_holds_only_once_confirmed():
+    lease = Lease(length=4.0, gap=3.0)
     assert not lease.valid(0.0)  # never polled
     lease.polled(0.0)
     lease.polled(1.0)
-    assert lease.valid(4.9)
+    assert lease.valid(4.9) and not lease.suspended
     assert not lease.valid(5.0)  # frozen past the lease: its partitions may be someone else's
-    lease.polled(20.0)  # woke up: suspended until polled for `confirm` seconds
-    assert not lease.valid(20.1)
-    lease.polled(21.0)
-    lease.polled(22.0)
-    assert not lease.valid(22.5)
-    lease.polled(23.0)
-    assert lease.valid(23.1)
+    lease.polled(20.0)  # woke up: suspended until the coordinator accepts a request of ours
+    assert lease.suspended and not lease.valid(20.1)
+    for t in range(21, 120):  # polled for any time: still suspended (no fixed wait confirms)
+        lease.polled(float(t))
+    assert not lease.valid(119.5)
+    lease.confirmed(19.0)  # an answer to a request made before the stall confirms nothing
+    assert not lease.valid(119.5)
+    lease.confirmed(119.0)
+    assert lease.valid(119.5) and not lease.suspended
+
+
+def test_a_confirmation_does_not_end_a_later_stall():
+    lease = Lease(length=4.0, gap=3.0)
+    lease.polled(0.0)
+    lease.polled(10.0)  # a stall
+    asked = 10.1  # a commit asked after it...
+    lease.polled(20.0)  # ...answered after another stall
+    lease.confirmed(asked)
+    assert lease.suspended and not lease.valid(20.1)
+    lease.confirmed(20.2)
+    assert lease.valid(20.3)
+
+
+def test_a_short_pause_between_polls_keeps_the_lease():
+    lease = Lease(length=4.0, gap=3.0)
+    for t in (0.0, 1.0, 3.9, 6.8):  # gaps up to `gap` are polls, not stalls
+        lease.polled(t)
+    assert lease.valid(7.0) and not lease.suspended
 
 
 def test_the_window_start_is_found_by_binary_search():
