@@ -1,0 +1,108 @@
+"""What the dispatcher's lease rests on (dispatch_policy.Lease, Dispatcher._probe): the group's
+coordinator refuses an offset commit from a member it replaced while that member was frozen,
+and accepts the commits of the member that took its partitions over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import KafkaException, TopicPartition
+
+from streams.kafka import admin, consumer
+
+pytestmark = pytest.mark.broker
+
+#: A group member in a process of its own: it prints its assignments and losses, and after each
+#: gap between its polls (a freeze) commits its partitions' offsets synchronously.
+MEMBER = r"""
+import sys, time
+from confluent_kafka import KafkaException, TopicPartition
+from streams.kafka import consumer
+bootstrap, group, topic = sys.argv[1:4]
+held = []  # the partitions of its last assignment (kept when they are lost: it asks for them)
+def assigned(c, ps): held[:] = [p.partition for p in ps]; print("ASSIGNED", held, flush=True)
+def lost(c, ps): print("LOST", flush=True)
+def revoked(c, ps): print("REVOKED", flush=True)
+member = consumer(bootstrap, group)
+member.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+last = time.monotonic()
+while True:
+    member.poll(0.1)
+    now = time.monotonic()
+    if now - last > 3 and held:
+        try:
+            member.commit(offsets=[TopicPartition(topic, p, 0) for p in held],
+                          asynchronous=False)
+            print("COMMIT ACCEPTED", flush=True)
+        except KafkaException as exc:
+            print("COMMIT REFUSED", exc.args[0].name(), flush=True)
+    last = now
+"""
+
+
+def lines_until(proc: subprocess.Popen[str], word: str, timeout: float) -> list[str]:
+    """The child's output lines up to the first one starting with `word`."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            seen.append(line.strip())
+            if line.startswith(word):
+                return seen
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"no {word} within {timeout:.0f} s: {seen}")
+
+
+def test_a_member_replaced_while_frozen_has_its_commit_refused_one_that_was_not_accepted(
+        settings):
+    bootstrap = settings.connections.kafka_bootstrap_servers
+    topic, group = settings.topic("fencing"), settings.topic("fencing-group")
+    from confluent_kafka.admin import NewTopic
+
+    client = admin(bootstrap)
+    for future in client.create_topics([NewTopic(topic, 2, 1)]).values():
+        future.result(30)
+    child = subprocess.Popen([sys.executable, "-c", MEMBER, bootstrap, group, topic],
+                             stdout=subprocess.PIPE, text=True)
+    successor = None
+    try:
+        lines_until(child, "ASSIGNED", 60)
+        os.kill(child.pid, signal.SIGSTOP)  # a stall within its 6 s session: still the owner
+        time.sleep(3.5)
+        os.kill(child.pid, signal.SIGCONT)
+        assert lines_until(child, "COMMIT", 30)[-1] == "COMMIT ACCEPTED"
+        os.kill(child.pid, signal.SIGSTOP)  # frozen past its session
+        successor = consumer(bootstrap, group)
+        successor.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(successor.assignment()) < 2:
+            assert time.monotonic() < deadline, "the successor never took both partitions"
+            successor.poll(0.2)
+        os.kill(child.pid, signal.SIGCONT)
+        seen = lines_until(child, "COMMIT", 30)  # refused by the coordinator, or by
+        assert seen[-1].startswith("COMMIT REFUSED"), seen  # librdkafka once it saw the loss
+        print("thawed after its successor took over:", seen)
+        # the coordinator knows the successor: its commit is taken
+        for _ in range(20):
+            successor.poll(0.1)
+        try:
+            successor.commit(offsets=[TopicPartition(topic, p, 0) for p in (0, 1)],
+                             asynchronous=False)
+        except KafkaException as exc:  # a rebalance the thawed member began: once more
+            assert exc.args[0].name() == "REBALANCE_IN_PROGRESS", exc
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+        child.wait(10)
+        if successor is not None:
+            successor.close()
