@@ -1,4 +1,4 @@
-"""`pushcascade bound`: the fewest sends any strategy could spend on a population for a reach of
+"""`pushcascade bound`: the fewest sends a strategy could spend on a population for a reach of
 98% of blast's, from an oracle that knows every account's habits (streams/harness/bound.py)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from streams.harness.crowd import Crowd, PopulationError, shipped
               help="the share of blast's reach the oracle must match")
 def bound_command(population_file: str | None, seeds: int, duration: float,
                   share: float) -> None:
-    """The fewest sends per message any strategy could spend on a population for a reach
+    """The fewest sends per message a strategy could spend on a population for a reach
     within the demo's window of SHARE x blast's: an oracle that knows every account's habits
     (not each message's outcome), in the provider simulator's model. Nothing runs."""
     try:

@@ -1,4 +1,4 @@
-"""The best any strategy could do on a population, pure: an oracle that knows every account's
+"""The best a strategy could do on a population, pure: an oracle that knows every account's
 hidden habits (not each message's outcome) and spends the fewest sends for a reach within the
 window of at least a share of blast's.
 
@@ -7,8 +7,8 @@ schedule: channels sent at chosen times (APP to every phone), each only if no re
 it. Its reach and expected sends follow from the simulator's model, in closed form: a send
 arrives with its route's (APP: the phone's best route) or channel's receipt probability, and is
 read with the account's probability after the receipt delay (uniform) and the account's read
-delay. Over accounts it takes, for a price per read `lam`, each account's schedule that
-minimises sends - lam x reach, raising `lam` until the reach holds: a point on the frontier of
+delay. Over accounts it takes, for a price per read, each account's schedule that minimises
+sends - price x reach, raising the price until the reach holds: a point on the frontier of
 reach against sends (the best mix of the schedules it tries; outages and learning left out).
 `adaptive`'s sends against this show how much of what it spends is the cost of not knowing.
 """
@@ -179,7 +179,8 @@ def bound(crowd: Crowd, window: float, share: float = 0.98) -> Bound:
     model), over the crowd's accounts weighted by their share of the requests (equal).
 
     Between the two prices that straddle the reach, the oracle mixes their schedules (per
-    message, at random) to meet it exactly: the least any strategy could spend there."""
+    message, at random) to meet it exactly: the least a strategy that pushes to every phone
+    of an account could spend there, on these send times."""
     receipt = tuple(crowd.spec.routes.delay_s)
     weights: dict[tuple[str, _Habit], float] = {}
     for member in crowd.members:
