@@ -24,13 +24,14 @@ from typing import Any
 
 from streams.harness.crowd import CHANNELS, Crowd, Delay, Delays, LogNormal, Member, Segment
 
-#: Send times (s after the request) a schedule chooses from, after its first send at 0.
-TIMES = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: Send times (s after the request) a schedule chooses from, after its first send at 0 (0 too:
+#: several channels at once, as blast sends them).
+TIMES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 #: The share of blast's reach the checks ask of adaptive, and the oracle's default.
 SHARE = 0.98
-#: The highest price of a read (sends per unit of reach) the search tries: beyond it every
-#: account gets every channel at once.
-MAX_PRICE = 1000.0
+#: The price of a read (sends per unit of reach) the search starts from, doubling it until the
+#: reach holds, and the highest it tries.
+FIRST_PRICE, MAX_PRICE = 8.0, 1e15
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 _RECEIPT_STEPS = 8  # points the uniform receipt delay is averaged over
 
@@ -100,7 +101,7 @@ def channel_delay(delays: Delays, channel: str) -> Delay:
 
 def schedules(channels: Sequence[str]) -> Iterable[tuple[tuple[str, float], ...]]:
     """Every order of every non-empty set of channels, the first sent at once, the others at
-    non-decreasing times from TIMES."""
+    non-decreasing times from TIMES (blast's schedule, everything at 0, among them)."""
     for k in range(1, len(channels) + 1):
         for order in itertools.permutations(channels, k):
             for times in itertools.combinations_with_replacement(TIMES, k - 1):
@@ -201,9 +202,11 @@ def bound(crowd: Crowd, window: float, share: float = 0.98) -> Bound:
     def reach(chosen: list[Option]) -> float:
         return sum(w * o.reach for (_, w, _, _), o in zip(parts, chosen, strict=True)) / total
 
-    low, high = 0.0, MAX_PRICE
-    if reach(at(high)) < target:
-        raise ValueError(f"no schedule reaches {share:.0%} of blast's reach")
+    low, high = 0.0, FIRST_PRICE
+    while reach(at(high)) < target:  # blast's own schedule is among the options: it ends
+        low, high = high, high * 2
+        if high > MAX_PRICE:
+            raise ValueError(f"no schedule reaches {share:.0%} of blast's reach")
     for _ in range(60):
         mid = (low + high) / 2
         low, high = (low, mid) if reach(at(mid)) >= target else (mid, high)

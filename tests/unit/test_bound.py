@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connectors.simulator.behaviour import Population
@@ -69,7 +69,8 @@ def test_schedules_are_every_order_with_the_first_at_once_and_times_not_decreasi
     assert (("APP", 0.0),) in found and (("SMS", 0.0),) in found
     assert all(s[0][1] == 0.0 for s in found)
     assert all([t for _, t in s] == sorted(t for _, t in s) for s in found)
-    assert len(found) == len(set(found)) == 2 + 2 * 8
+    assert len(found) == len(set(found)) == 2 + 2 * 9
+    assert (("APP", 0.0), ("SMS", 0.0)) in found  # blast's, both at once
 
 
 def simulated(c: Crowd, schedule: list[tuple[str, float]], messages: int) -> Option:
@@ -167,6 +168,7 @@ delay = st.one_of(
                                           probability, max_size=3), delay),
                 min_size=1, max_size=3),
        st.floats(0.5, 1.0))
+@example([({"APP": 1e-06}, [0.0, 0.0])], 1.0)  # a reach so small no modest price buys it
 def test_the_oracle_never_needs_more_than_blast_and_more_reach_costs_more(
         segments: list[tuple[dict[str, float], Any]], share: float) -> None:
     shares = [1 / len(segments)] * len(segments)
