@@ -20,8 +20,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from statistics import NormalDist
 from typing import Any
 
+from connectors.simulator.behaviour import Z90
 from streams.harness.crowd import CHANNELS, Crowd, Delay, Delays, LogNormal, Member, Segment
 
 #: Send times (s after the request) a schedule chooses from, after its first send at 0 (0 too:
@@ -32,7 +34,7 @@ SHARE = 0.98
 #: The price of a read (sends per unit of reach) the search starts from, doubling it until the
 #: reach holds, and the highest it tries.
 FIRST_PRICE, MAX_PRICE = 8.0, 1e15
-_Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+_NORMAL = NormalDist()
 _RECEIPT_STEPS = 8  # points the uniform receipt delay is averaged over
 
 
@@ -73,11 +75,10 @@ class Bound:
 def cdf(delay: Delay) -> Callable[[float], float]:
     """P(a read delay <= t) for a uniform [low, high] or a log-normal {median, p90} delay."""
     if isinstance(delay, LogNormal):
-        sigma = math.log(delay.p90 / delay.median) / _Z90
+        sigma = math.log(delay.p90 / delay.median) / Z90  # as the simulator draws it
         if sigma == 0:
             return lambda t: float(t >= delay.median)
-        return lambda t: 0.0 if t <= 0 else 0.5 * (
-            1 + math.erf(math.log(t / delay.median) / (sigma * math.sqrt(2))))
+        return lambda t: 0.0 if t <= 0 else _NORMAL.cdf(math.log(t / delay.median) / sigma)
     low, high = delay
     if high == low:
         return lambda t: float(t >= low)
