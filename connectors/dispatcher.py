@@ -75,7 +75,7 @@ from connectors.tokens import AckToken, Signer
 from schemas import Codec, SchemaError
 from streams.domain.records import dead_letter
 from streams.follow import read_to_end
-from streams.kafka import CONSUMER_DEFAULTS, consumer, dead_producer, producer
+from streams.kafka import CONSUMER_DEFAULTS, commit_as, consumer, dead_producer, producer
 from streams.metrics import Flow, confluent_lag
 from streams.settings import Settings
 
@@ -180,6 +180,7 @@ class Dispatcher:
         self._lock = threading.RLock()  # the state below, between the loop and the callbacks
         self._epoch = 0
         self.owned: dict[int, int] = {}  # partition -> the assignment epoch it came with
+        self.member: str | None = None  # the group member id of the last assignment
         self.loading: dict[int, Future[Any]] = {}  # partitions paused while state is rebuilt
         self.revoking: set[int] = set()
         self.tasks: dict[int, set[asyncio.Task[None]]] = {}
@@ -284,7 +285,9 @@ class Dispatcher:
         """After a stall: ask the group's coordinator whether this member still holds its
         partitions, by committing their offsets synchronously (every PROBE_INTERVAL). A
         member replaced while it was frozen is refused, and its lease stays suspended until
-        librdkafka reports the loss; an accepted commit confirms the membership.
+        librdkafka reports the loss; a commit accepted from the member the partitions were
+        assigned to confirms the membership (one accepted from the new member this client became
+        after the loss confirms nothing: streams.kafka.commit_as).
 
         Each partition commits the point past its settled sends, else its committed offset,
         else its first offset (what `auto.offset.reset=earliest` reads anyway): nothing moves
@@ -295,7 +298,7 @@ class Dispatcher:
         self._next_probe = asked_at + PROBE_INTERVAL
         topic = self.topic(SENDS)
         with self._lock:
-            owned = sorted(self.owned)
+            owned, member = sorted(self.owned), self.member
             points = {p: o for p, o in self.tracker.committable().items() if p in self.owned}
         if not owned:
             return
@@ -304,11 +307,15 @@ class Dispatcher:
             for tp in self.consumer.committed(rest, timeout=5) if rest else ():
                 points[tp.partition] = tp.offset if tp.offset >= 0 else \
                     self.consumer.get_watermark_offsets(tp, timeout=5)[0]
-            self.consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in points.items()],
-                                 asynchronous=False)
+            same = commit_as(member, self.consumer,
+                             [TopicPartition(topic, p, o) for p, o in points.items()])
         except KafkaException as exc:
             log.warning("after a stall, the group refused this member's commit (%s): its "
                         "partitions stay untouched until the group settles", exc)
+            return
+        if not same:
+            log.warning("after a stall, this client rejoined the group as another member: "
+                        "partitions %s stay untouched until they are assigned again", owned)
             return
         self.lease.confirmed(asked_at)
         log.info("after a stall, the group confirmed partitions %s are still this member's",
@@ -660,6 +667,7 @@ class Dispatcher:
             self.consumer.pause(partitions)
         with self._lock:
             self._epoch += 1
+            self.member = self.consumer.memberid()
             self.rebalances.ended(time.monotonic())
             if self.stopping:  # assigned only to be left in a formed group
                 log.info("partitions [%s] assigned while stopping: not taken",
