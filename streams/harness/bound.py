@@ -34,6 +34,10 @@ SHARE = 0.98
 #: The price of a read (sends per unit of reach) the search starts from, doubling it until the
 #: reach holds, and the highest it tries.
 FIRST_PRICE, MAX_PRICE = 8.0, 1e15
+#: Reaches this close count as equal: two schedules of the same reach in exact arithmetic can
+#: differ in the last bits, and at a price near MAX_PRICE the cheaper one wins (the search for
+#: 100% of blast's reach never ended).
+REACH_TOLERANCE = 1e-12
 _NORMAL = NormalDist()
 _RECEIPT_STEPS = 8  # points the uniform receipt delay is averaged over
 
@@ -194,7 +198,7 @@ def bound(crowd: Crowd, window: float, share: float = 0.98) -> Bound:
              for (name, habit), w in weights.items()]
     total = sum(w for _, w, _, _ in parts)
     blast = _mean([(w, b) for _, w, b, _ in parts], total)
-    target = share * blast.reach
+    target = share * blast.reach - REACH_TOLERANCE
 
     def at(price: float) -> list[Option]:
         return [min(options, key=lambda o: (o.sends - price * o.reach, o.sends))

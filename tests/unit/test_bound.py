@@ -169,6 +169,8 @@ delay = st.one_of(
                 min_size=1, max_size=3),
        st.floats(0.5, 1.0))
 @example([({"APP": 1e-06}, [0.0, 0.0])], 1.0)  # a reach so small no modest price buys it
+@example([({"WECHAT": 0.318, "APP": 0.5, "SMS": 0.791}, [0.0, 0.0]), ({}, [0.0, 0.0])],
+         1.0)  # blast's reach itself, equalled in exact arithmetic by cheaper schedules
 def test_the_oracle_never_needs_more_than_blast_and_more_reach_costs_more(
         segments: list[tuple[dict[str, float], Any]], share: float) -> None:
     shares = [1 / len(segments)] * len(segments)
