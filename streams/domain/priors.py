@@ -21,9 +21,12 @@ ANY_MODEL = None
 #: The manufacturer field of a route-wide prior (every manufacturer's sends on the route).
 ANY_MANUFACTURER = "*"
 #: adaptive shrinks a group's rate toward its parent's (model to manufacturer to the route's
-#: across the fleet), its own sends weighing against this many of the parent's: a model with
-#: a few dozen sends mostly follows its manufacturer, one with thousands its own rate.
-SHRINK_SENDS = 50.0
+#: across the fleet): a group keeps only the part of its distance from its parent that lies
+#: beyond this many standard errors of its own sends (at the parent's rate). A difference
+#: its noise could explain is shrunk away (a manufacturer whose 20 sends on JPUSH read 0.68
+#: against the fleet's 0.85 follows the fleet); a route broken for a manufacturer, or a model
+#: measured at length, keeps its own rate.
+SHRINK_Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -202,10 +205,16 @@ def _ratio(rows: Iterable[tuple[Any, float, float]], default: float = 0.0) -> di
 
 
 def shrink(rate: float, samples: float, parent: float | None) -> float:
-    """A group's rate drawn toward its parent's, its samples against SHRINK_SENDS."""
+    """A group's rate drawn toward its parent's: it keeps the share of its squared distance
+    from the parent that its noise (SHRINK_Z standard errors of its samples at the parent's
+    rate) does not explain (positive-part James-Stein, one group at a time)."""
     if parent is None:
         return rate
-    return (rate * samples + parent * SHRINK_SENDS) / (samples + SHRINK_SENDS)
+    gap = rate - parent
+    noise = SHRINK_Z ** 2 * parent * (1.0 - parent) / samples if samples > 0 else math.inf
+    if gap * gap <= noise:
+        return parent
+    return parent + (1.0 - noise / (gap * gap)) * gap
 
 
 class PriorBook:
@@ -248,8 +257,8 @@ class PriorBook:
     def shrunk(self, manufacturer: str, model: str,
                routes: Iterable[str]) -> Mapping[str, float]:
         """adaptive's prior of each route for this device: the route's rate across the fleet,
-        the manufacturer's drawn toward it, the model's drawn toward that (each level by its
-        sends against SHRINK_SENDS); routes no level has are left out."""
+        the manufacturer's drawn toward it, the model's drawn toward that (each by how far it
+        lies beyond its own noise: shrink); routes no level has are left out."""
         maker, mod = normalise(manufacturer), normalise(model)
         found: dict[str, float] = {}
         for route in routes:

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.handlers import Context, RouterConfig
-from streams.domain.priors import SHRINK_SENDS, FleetRate, PriorBook, changed, compute
+from streams.domain.priors import (
+    SHRINK_Z,
+    FleetRate,
+    PriorBook,
+    changed,
+    compute,
+    shrink,
+)
 from streams.domain.probing import ProbeBudget
 from streams.domain.routes import fallback_routes, original_route, register_device
 
@@ -165,23 +172,36 @@ def test_a_device_takes_its_models_prior_else_its_manufacturers():
 
 def test_adaptive_draws_a_small_groups_rate_toward_its_parents():
     """The route's rate across the fleet, then the manufacturer's and the model's, each drawn
-    toward the level above by its sends against SHRINK_SENDS: 30 noisy sends of a model do
-    not outrank a fleet of thousands; thousands of the model's own do."""
+    toward the level above: a group keeps the part of its distance beyond SHRINK_Z standard
+    errors of its own sends. 30 sends of a model 0.05 off the fleet are noise; a manufacturer
+    whose route is broken, or a model measured at length, keeps its rate."""
     book = PriorBook()
     book.put("*", None, "JPUSH", 0.85, 5000)
     book.put("*", None, "GETUI", 0.75, 5000)
     book.put("Huawei", None, "JPUSH", 0.80, 50)
     book.put("Huawei", "P60", "JPUSH", 0.76, 30)
     book.put("Huawei", "P60", "GETUI", 0.81, 30)
-    huawei = (0.80 * 50 + 0.85 * SHRINK_SENDS) / (50 + SHRINK_SENDS)
     got = book.shrunk("huawei", "p60", ["JPUSH", "GETUI", "FCM"])
-    assert got["JPUSH"] == pytest.approx((0.76 * 30 + huawei * SHRINK_SENDS) / (30 + SHRINK_SENDS))
-    assert got["GETUI"] == pytest.approx((0.81 * 30 + 0.75 * SHRINK_SENDS) / (30 + SHRINK_SENDS))
-    assert got["JPUSH"] > got["GETUI"] and "FCM" not in got
+    assert got == {"JPUSH": 0.85, "GETUI": 0.75}  # within the noise of 50 and 30 sends
     assert book.for_device("huawei", "p60", ["JPUSH", "GETUI"]) == {"JPUSH": 0.76, "GETUI": 0.81}
+    book.put("Vivo", None, "JPUSH", 0.05, 40)  # broken for one manufacturer
+    noise = SHRINK_Z ** 2 * 0.85 * 0.15 / 40
+    assert book.shrunk("vivo", "", ["JPUSH"])["JPUSH"] == pytest.approx(
+        0.85 - (1 - noise / 0.8 ** 2) * 0.8)
+    assert book.shrunk("vivo", "", ["JPUSH"])["JPUSH"] < 0.1
     book.put("Huawei", "P60", "GETUI", 0.85, 1_000_000)  # a model measured at length
     assert book.shrunk("Huawei", "P60", ["GETUI"])["GETUI"] == pytest.approx(0.85, abs=1e-4)
     assert book.shrunk("Oppo", "", ["JPUSH"]) == {"JPUSH": 0.85}  # only the fleet's rate
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(1, 1e6), st.floats(1.01, 100))
+def test_a_group_keeps_more_of_its_rate_the_more_sends_it_has(rate_, parent, samples, more):
+    """Shrinking lies between the group's rate and its parent's, and more sends at the same
+    rate never draw it closer to the parent."""
+    fewer, many = shrink(rate_, samples, parent), shrink(rate_, samples * more, parent)
+    assert min(rate_, parent) - 1e-12 <= fewer <= max(rate_, parent) + 1e-12
+    assert abs(many - parent) >= abs(fewer - parent) - 1e-12
+    assert shrink(rate_, samples, None) == rate_
 
 
 @given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1e6)), min_size=1, max_size=3))
