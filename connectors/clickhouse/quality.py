@@ -149,14 +149,16 @@ def accuracy(primaries: Mapping[str, str], targets: Mapping[str, str],
              true_primary: Mapping[str, str | None], stable: Mapping[str, bool],
              best_routes: Mapping[str, str | None], *,
              followed: tuple[int, int] | None = None,
-             clear: Collection[str] | None = None) -> dict[str, Any]:
+             clear: Collection[str] | None = None,
+             clear_accounts: Collection[str] | None = None) -> dict[str, Any]:
     """Share of accounts whose primary is the channel they truly read most (stable readers
     with a PRIMARY send; and the movers apart), share of measured phones whose target route
     (the fallback Method B chose from probes) is their truly best alternative route.
 
     `followed` (hits, counted): the movers' figure is instead the share of their PRIMARY sends
     after the change (and its grace) that went to the new true primary. `clear`: the phones
-    whose best route clearly leads; their own route accuracy beside the overall one."""
+    whose best route clearly leads; their own route accuracy beside the overall one.
+    `clear_accounts`: likewise the accounts whose best channel clearly leads (stable ones)."""
     def share(accounts: list[str]) -> float | None:
         hits = sum(1 for a in accounts if primaries[a] == true_primary[a])
         return round(hits / len(accounts), 4) if accounts else None
@@ -173,6 +175,9 @@ def accuracy(primaries: Mapping[str, str], targets: Mapping[str, str],
         hits, counted = followed
         extra = {"primary_accuracy_movers": round(hits / counted, 4) if counted else None,
                  "mover_sends_scored": counted}
+    if clear_accounts is not None:
+        extra["primary_accuracy_clear"] = share([a for a in steady if a in clear_accounts])
+        extra["stable_accounts_clear_scored"] = sum(1 for a in steady if a in clear_accounts)
     if clear is not None:
         extra["route_accuracy_clear"] = round(sure_right / len(sure), 4) if sure else None
         extra["devices_clear_scored"] = len(sure)

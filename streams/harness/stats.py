@@ -94,13 +94,19 @@ def paired(ours: Sequence[float], theirs: Sequence[float], higher_is_better: boo
     return "undecided"
 
 
+def leads(values: Iterable[float], margin: float = 0.1) -> bool:
+    """Whether the highest of `values` leads the next by at least `margin`, or stands alone
+    (False without any)."""
+    ranked = sorted(values, reverse=True)
+    if not ranked:
+        return False
+    return len(ranked) == 1 or ranked[0] - ranked[1] >= margin - 1e-9
+
+
 def clear_best(receipt: Mapping[str, float], original: str, margin: float = 0.1) -> bool:
     """Whether a phone's best alternative route (any route but the original) leads the
     next-best alternative by at least `margin`, or is the only one (False without any)."""
-    others = sorted((p for r, p in receipt.items() if r != original), reverse=True)
-    if not others:
-        return False
-    return len(others) == 1 or others[0] - others[1] >= margin - 1e-9
+    return leads((p for r, p in receipt.items() if r != original), margin)
 
 
 #: Per account: its messages, those reached in the window, its deliveries, SMS sends, cost.

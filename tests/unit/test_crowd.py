@@ -14,7 +14,8 @@ from streams.cli.demo import (
     summary_table,
     verdicts,
 )
-from streams.harness.crowd import Crowd, PopulationError
+from streams.harness.crowd import Crowd, PopulationError, Spec
+from streams.harness.stats import leads
 
 
 def test_the_shipped_population_draws_the_same_people_for_the_same_seed() -> None:
@@ -70,6 +71,22 @@ def test_a_bad_population_file_names_the_field(tmp_path, text: str, field: str) 
         Crowd.load(path)
 
 
+def test_an_app_push_is_read_on_any_of_the_accounts_phones() -> None:
+    """Each phone receives an app push on its best route and is read on its own: two phones
+    reading 0.6 read more app pushes than WeChat's 0.8, one phone fewer."""
+    crowd = Crowd(Spec.model_validate({
+        "seed": 5, "accounts": 40, "devices_per_account": [1, 2],
+        "manufacturers": {"Huawei": 1.0}, "routes": {"original": 0.95},
+        "segments": [{"name": "s", "share": 1.0, "read": {"WECHAT": 0.8, "APP": 0.6}}]}))
+    one = next(m for m in crowd.members if len(m.phones) == 1)
+    two = next(m for m in crowd.members if len(m.phones) == 2)
+    assert one.push_reads(0)["APP"] == pytest.approx(0.95 * 0.6)
+    assert two.push_reads(0)["APP"] == pytest.approx(1 - (1 - 0.95 * 0.6) ** 2)
+    assert (one.true_primary(0), two.true_primary(0)) == ("WECHAT", "APP")
+    assert leads(one.push_reads(0).values()) and not leads(two.push_reads(0).values())
+    assert not leads([]) and leads([0.2]) and leads([0.9, 0.8]) and not leads([0.9, 0.81])
+
+
 def test_accuracy_counts_stable_readers_and_measured_phones() -> None:
     figures = accuracy(
         primaries={"a": "WECHAT", "b": "SMS", "c": "APP", "n": "SMS"},
@@ -81,6 +98,10 @@ def test_accuracy_counts_stable_readers_and_measured_phones() -> None:
     assert figures["primary_accuracy_movers"] == 1.0
     assert (figures["route_accuracy"], figures["devices_scored"], figures["devices"]) == (
         0.5, 2, 3)
+    clear = accuracy({"a": "WECHAT", "b": "SMS"}, {}, {"a": "WECHAT", "b": "WECHAT"},
+                     {"a": True, "b": True}, {}, clear_accounts={"a"})
+    assert (clear["primary_accuracy_stable"], clear["primary_accuracy_clear"],
+            clear["stable_accounts_clear_scored"]) == (0.5, 1.0, 1)
 
 
 def test_the_comparison_checks_say_what_holds() -> None:
