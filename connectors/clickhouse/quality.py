@@ -176,8 +176,9 @@ def accuracy(primaries: Mapping[str, str], targets: Mapping[str, str],
         extra = {"primary_accuracy_movers": round(hits / counted, 4) if counted else None,
                  "mover_sends_scored": counted}
     if clear_accounts is not None:
-        extra["primary_accuracy_clear"] = share([a for a in steady if a in clear_accounts])
-        extra["stable_accounts_clear_scored"] = sum(1 for a in steady if a in clear_accounts)
+        plain = [a for a in steady if a in clear_accounts]
+        extra["primary_accuracy_clear"] = share(plain)
+        extra["stable_accounts_clear_scored"] = len(plain)
     if clear is not None:
         extra["route_accuracy_clear"] = round(sure_right / len(sure), 4) if sure else None
         extra["devices_clear_scored"] = len(sure)
