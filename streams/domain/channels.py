@@ -231,7 +231,8 @@ def read_wait(account: Account, channel: str, importance: str, policy: ChannelPo
     deadline = policy.read_deadlines[importance]
     if policy.strategy != "adaptive":
         return deadline
-    return esc.read_wait(timing(account, channel), deadline)
+    return esc.read_wait(timing(account, channel), deadline,
+                         esc.read_rate(account.counts.get(channel)))
 
 
 def timing(account: Account, channel: str) -> list[float]:
@@ -253,26 +254,39 @@ def note_send(account: Account, message: Message, channel: str, now: float) -> N
 def escalation_worth(account: Account, message: Message, now: float,
                      policy: ChannelPolicy) -> tuple[str | None, esc.Worth]:
     """adaptive: the channel an unread message escalates to, the best-ranked one left whose
-    expected added reads are worth its cost (a costly channel is passed over for a cheaper one
-    further down, which may yet be read), or None; with the worth of the best-ranked one.
+    expected added reads in time are worth its cost (a costly channel is passed over for a
+    cheaper one further down, which may yet be read), or None; with the worth of the
+    best-ranked one.
 
-    The added reads are judged by how likely a read still is on the channels the message
-    already went to; counts this miss of the channel it waited on."""
+    The added reads are judged by how likely a read still is, within the read horizon, on the
+    channels the message already went to, and how likely the next channel's read comes within
+    what is left of it; counts this miss of the channel it waited on."""
     waited_on = message.sent[-1]
     account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
+    horizon = message.created_at + esc.HORIZON * policy.read_deadlines[message.importance]
     unread = 1.0
     for channel in message.sent:
-        waited = now - message.sent_at.get(channel, message.created_at)
+        sent_at = message.sent_at.get(channel, message.created_at)
+        delays = timing(account, channel)
         rate = esc.read_rate(account.counts.get(channel))
-        unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
+        unread *= 1.0 - esc.still_read(rate, esc.read_share(delays, now - sent_at),
+                                       esc.read_share(delays, horizon - sent_at))
     worths = [(channel, esc.worth_escalating(
-        message.importance, policy.read_value, policy.costs.get(channel, 0.0),
-        esc.read_rate(account.counts.get(channel)), 1.0 - unread, account.missed[waited_on]))
+        message.importance, policy.read_value, channel_cost(account, channel, policy),
+        esc.read_rate(account.counts.get(channel))
+        * esc.read_share(timing(account, channel), horizon - now), 1.0 - unread,
+        account.missed[waited_on]))
         for channel in ranking(account, policy) if channel not in message.sent]
     if not worths:
         raise ValueError(f"message {message.message_id} has no channel left to escalate to")
     chosen = next((channel for channel, worth in worths if worth.worth), None)
     return chosen, worths[0][1]
+
+
+def channel_cost(account: Account, channel: str, policy: ChannelPolicy) -> float:
+    """What sending a channel costs: one send's cost, times the phones for APP (each shows it)."""
+    return policy.costs.get(channel, 0.0) * (max(1, len(account.devices)) if channel == "APP"
+                                             else 1)
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:

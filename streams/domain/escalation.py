@@ -3,15 +3,23 @@ to wait for a read, and whether the next channel is worth its cost.
 
 An account keeps, per channel, its last few read delays (a small sketch: the time from the
 send on that channel to the READ) and its reads and sends there (halved now and then, so old
-habits fade). A message waits for its read until the account's own p80 on that channel (with a
-margin), never longer than the importance's read deadline: a fast reader's silence escalates
-sooner. An account whose reads there mostly come after the deadline waits only the floor:
+habits fade). A message waits for its read until the account's silence there has become
+unlikely to end in a read: until a read still to come is less likely than STILL, given its
+read rate there (the quantile of its delays past which so little is left; with a margin),
+never longer than the importance's read deadline. A fast reader's silence escalates sooner;
+one who reads nearly everything waits for nearly all its reads (a read that comes at its own
+p80 is not worth an escalation sent a moment before it), one who rarely reads there hardly
+waits. An account whose reads there mostly come after the deadline waits only the floor:
 silence until the deadline would tell nothing, so the escalation that would follow it goes
 out at once rather than a deadline late. When the wait is over, the next channel is sent only
-if the reads it is expected to add are worth its cost: P(read there) x P(the silent channel
-stays unread) x the value of a read of that importance >= the channel's cost (else the next
-one down the ranking that is: a costly channel passed over does not hold back a cheap one), so
-a slow reader whose read is still likely to come is not paid for; an URGENT push always escalates,
+if the reads it is expected to add are worth its cost: P(read there in time) x P(the silent
+channels stay unread in time) x the value of a read of that importance >= the channel's cost
+(else the next one down the ranking that is: a costly channel passed over does not hold back a
+cheap one), so a slow reader whose read is still likely to come in time is not paid for. "In
+time" is the read horizon: HORIZON read deadlines from the push (the time a ladder of three
+channels takes); a read the account's timing puts after it is worth nothing to the push (a
+reader who reads WeChat a minute late is worth an SMS if the push had to be seen sooner). An
+URGENT push always escalates,
 and so does a message whose channel has now gone unread EXPLORE_AFTER times in a row (the
 account may have moved). A channel with too few reads of its own takes its timing from all the
 account's reads (a late reader is late everywhere).
@@ -27,9 +35,9 @@ from dataclasses import dataclass
 RECENT_DELAYS = 8
 #: Reads on a channel before its timing is trusted (until then the importance's deadline).
 MIN_READS = 3
-#: The quantile of an account's read delays past which silence is unlikely to end in a read.
-QUANTILE = 0.8
-#: The wait is the quantile times this margin...
+#: Silence is unlikely to end in a read once a read still to come is less likely than this.
+STILL = 0.2
+#: The wait is the quantile of the delays that leaves that much, times this margin...
 MARGIN = 1.25
 #: ...and never below this share of the importance's read deadline.
 FLOOR = 0.1
@@ -41,6 +49,8 @@ HALVE_AT = 20.0
 #: Messages in a row left unread on a channel after which the next channel is tried whatever it
 #: costs: the account's habits may have changed (how adaptive finds a channel it moved to).
 EXPLORE_AFTER = 2
+#: A read is worth its value when it comes within this many read deadlines of the push.
+HORIZON = 3.0
 #: Importances that escalate whatever the cost.
 ALWAYS = frozenset({"URGENT"})
 #: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
@@ -66,15 +76,24 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
-def read_wait(delays: Sequence[float], deadline: float) -> float:
-    """Seconds to wait for a read on a channel: the account's own p80 there with a margin,
-    within [FLOOR x deadline, deadline]; the deadline itself until MIN_READS reads are known;
-    the floor where fewer than LATE of its reads came within the deadline (a late reader)."""
+def read_wait(delays: Sequence[float], deadline: float, rate: float = 0.5) -> float:
+    """Seconds to wait for a read on a channel read with probability `rate`: the quantile of
+    the account's delays there past which a read still to come is less likely than STILL, with
+    a margin, within [FLOOR x deadline, deadline]; the deadline itself until MIN_READS reads
+    are known; the floor where fewer than LATE of its reads came within the deadline."""
     if len(delays) < MIN_READS:
         return deadline
     if read_share(delays, deadline) < LATE:
         return deadline * FLOOR
-    return min(deadline, max(deadline * FLOOR, quantile(delays, QUANTILE) * MARGIN))
+    return min(deadline, max(deadline * FLOOR, quantile(delays, telling(rate)) * MARGIN))
+
+
+def telling(rate: float) -> float:
+    """The share of a channel's reads after which its silence is telling: a read still to come
+    (still_read) is then at most STILL (0 for a channel read no more often than that)."""
+    if rate <= STILL:
+        return 0.0
+    return min(1.0, (rate - STILL) / (rate * (1.0 - STILL)))
 
 
 def read_share(delays: Sequence[float], after: float) -> float:
@@ -92,11 +111,12 @@ def read_rate(counts: Sequence[float] | None) -> float:
     return min(1.0, (reads + 1.0) / (sends + 2.0))
 
 
-def still_read(rate: float, share: float) -> float:
-    """P(a read still comes | none came yet), for a channel read with probability `rate` whose
-    reads come within the silence so far with probability `share`."""
+def still_read(rate: float, share: float, by: float = 1.0) -> float:
+    """P(a read still comes in time | none came yet), for a channel read with probability
+    `rate` whose reads come within the silence so far with probability `share` and within the
+    horizon with probability `by` (>= share; 1: any time)."""
     unread = 1.0 - rate * share
-    return 0.0 if unread <= 0 else rate * (1.0 - share) / unread
+    return 0.0 if unread <= 0 else rate * max(0.0, by - share) / unread
 
 
 def count(counts: dict[str, list[float]], channel: str, reads: float, sends: float) -> None:

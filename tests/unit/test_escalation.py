@@ -14,6 +14,7 @@ from streams.domain.channels import (
     Account,
     ChannelPolicy,
     Message,
+    channel_cost,
     escalation_worth,
     note_send,
     plan_push,
@@ -64,8 +65,31 @@ def test_without_enough_reads_the_wait_is_the_deadline() -> None:
     assert esc.read_wait([1.0] * (esc.MIN_READS - 1), 600) == 600
 
 
-def test_a_fast_reader_waits_its_own_p80_with_a_margin() -> None:
-    assert esc.read_wait([100, 200, 300, 400, 500], 3600) == pytest.approx(420 * esc.MARGIN)
+def test_a_reader_waits_until_its_silence_is_unlikely_to_end_in_a_read() -> None:
+    """One who reads half its messages there waits for 3 in 4 of its reads (a read still to
+    come is then 1 in 5), one who reads nearly all for nearly all of them, one who rarely
+    reads there for its fastest read only (with the margin)."""
+    delays = [100, 200, 300, 400, 500]
+    assert esc.read_wait(delays, 3600, 0.5) == pytest.approx(400 * esc.MARGIN)
+    assert esc.read_wait(delays, 3600) == esc.read_wait(delays, 3600, 0.5)  # a coin toss
+    assert esc.read_wait(delays, 3600, 0.95) == pytest.approx(494.7 * esc.MARGIN, abs=0.1)
+    assert esc.read_wait(delays, 1000, 0.1) == pytest.approx(100 * esc.MARGIN)
+    assert esc.telling(0.95) == pytest.approx(0.75 / 0.76)
+
+
+@given(st.one_of(st.floats(0, 0.999), st.just(1.0)))
+def test_silence_past_the_telling_share_leaves_a_read_at_most_still(rate) -> None:
+    share = esc.telling(rate)
+    assert 0.0 <= share <= 1.0
+    assert esc.still_read(rate, share) <= esc.STILL + 1e-9
+    if share > 1e-6:  # any less and a read still to come would be likelier than STILL
+        assert esc.still_read(rate, share * 0.99) > esc.STILL - 1e-9
+
+
+@given(delays, st.floats(0.001, 1e5), st.floats(0, 1), st.floats(0, 1))
+def test_a_likelier_read_never_shortens_the_wait(values, deadline, rate, more) -> None:
+    assert (esc.read_wait(values, deadline, min(1.0, rate + more))
+            >= esc.read_wait(values, deadline, rate) - 1e-9)
 
 
 def test_the_wait_never_goes_past_the_deadline_nor_below_its_floor() -> None:
@@ -80,9 +104,9 @@ def test_a_late_reader_waits_only_the_floor() -> None:
     assert esc.read_wait([500, 550, 1000, 1100], 600) == 600  # 2 in 4 within: the deadline
 
 
-@given(delays, st.floats(0.001, 1e5))
-def test_the_wait_is_within_floor_and_deadline(values, deadline) -> None:
-    wait = esc.read_wait(values, deadline)
+@given(delays, st.floats(0.001, 1e5), st.floats(0, 1))
+def test_the_wait_is_within_floor_and_deadline(values, deadline, rate) -> None:
+    wait = esc.read_wait(values, deadline, rate)
     assert deadline * esc.FLOOR - 1e-9 <= wait <= deadline
 
 
@@ -252,3 +276,61 @@ def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
     assert read_wait(acc, "SMS", "HIGH", adaptive) == 60.0  # read after the deadline: floor
     assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2  # too few: the deadline
     assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0
+
+
+# -- the read horizon ----------------------------------------------------------------------------
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+def test_a_read_still_to_come_in_time_never_beats_one_to_come_at_all(rate, share, by, more) -> None:
+    """A horizon that ends sooner never makes a late read likelier; at or before the silence
+    so far it leaves none to come."""
+    later = min(1.0, by + more)
+    assert esc.still_read(rate, share, by) <= esc.still_read(rate, share, later) + 1e-12
+    assert esc.still_read(rate, share, by) <= esc.still_read(rate, share) + 1e-12
+    assert esc.still_read(rate, max(share, by), by) == 0.0
+
+
+def test_a_read_the_horizon_leaves_out_is_worth_nothing() -> None:
+    """With 3 s read deadlines (the demo's, a 9 s horizon), a WeChat reader who reads 20 s
+    after the send will not read in time: the SMS they read within a second is worth it for a
+    NORMAL push. With an hour's deadline the same WeChat read comes in time and the SMS is not
+    worth it. An SMS that would be read as late is worth nothing even to a HIGH push."""
+    short = {i: 3.0 for i in ("LOW", "NORMAL", "HIGH", "URGENT")}
+
+    def late_reader(sms_delay: float | None) -> Account:
+        acc = Account("a1", lifecycle=ESTABLISHED, pushes=10, addresses=["WECHAT", "SMS"],
+                      decayed={"WECHAT": 10.0})
+        policy = ChannelPolicy(strategy="adaptive")
+        for i in range(5):
+            for channel, delay in (("WECHAT", 20.0), ("SMS", sms_delay)):
+                if delay is not None:
+                    m = Message(f"{channel}{i}", "a1", "NORMAL", 0, sent=[channel])
+                    note_send(acc, m, channel, 100.0 * i)
+                    record_read(acc, m, channel, policy, now=100.0 * i + delay)
+        return acc
+
+    for deadlines, sms_delay, importance, expected in ((short, 1.0, "NORMAL", True),
+                                                       (None, 1.0, "NORMAL", False),
+                                                       (short, None, "HIGH", False)):
+        policy = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines or
+                               ChannelPolicy().read_deadlines)
+        acc = late_reader(sms_delay)
+        if sms_delay is None:
+            esc.count(acc.counts, "SMS", 4, 5)  # read, but with no timing of its own: late too
+        m = Message("now", "a1", importance, 0, sent=["WECHAT"], created_at=0.0)
+        note_send(acc, m, "WECHAT", 0.0)
+        target, worth = escalation_worth(acc, m, 0.3, policy)
+        assert worth.worth is expected and target == ("SMS" if expected else None), (
+            deadlines, sms_delay, importance, worth)
+
+
+def test_an_app_push_costs_one_send_per_phone() -> None:
+    """PUSHCASCADE_CHANNEL_COST prices one send: an app push goes to every phone (as the
+    demo's cost counts it), so a three-phone account's costs three times one phone's."""
+    policy = ChannelPolicy(strategy="adaptive", costs={"APP": 0.01, "SMS": 0.05})
+    acc = Account("a1", addresses=["SMS"], devices=["d1", "d2", "d3"])
+    assert channel_cost(acc, "APP", policy) == pytest.approx(0.03)
+    assert channel_cost(acc, "SMS", policy) == 0.05
+    assert channel_cost(acc, "WECHAT", policy) == 0.0  # a channel left out costs nothing
+    assert channel_cost(Account("a2", addresses=["SMS"]), "APP", policy) == 0.01
