@@ -155,8 +155,8 @@ class Tuning(BaseSettings):
     channel_cost: str = Field(
         DEFAULT_CHANNEL_COST, description="cost of one send per channel (CHANNEL=cost, comma "
         "separated; a channel left out costs 0; an app push is one send per phone): adaptive "
-        "escalates only where the next channel's expected reads within the read horizon are "
-        "worth its cost, and the demo reports cost per read")
+        "escalates only where the next channel's expected reads are worth its cost, and the "
+        "demo reports cost per read")
     read_value: str = Field(
         DEFAULT_READ_VALUE, description="what a read is worth per importance, in the unit of "
         "the channel costs (IMPORTANCE=value; URGENT always escalates, one left out is worth 0)")

@@ -254,28 +254,21 @@ def note_send(account: Account, message: Message, channel: str, now: float) -> N
 def escalation_worth(account: Account, message: Message, now: float,
                      policy: ChannelPolicy) -> tuple[str | None, esc.Worth]:
     """adaptive: the channel an unread message escalates to, the best-ranked one left whose
-    expected added reads in time are worth its cost (a costly channel is passed over for a
-    cheaper one further down, which may yet be read), or None; with the worth of the
-    best-ranked one.
+    expected added reads are worth its cost (a costly channel is passed over for a cheaper one
+    further down, which may yet be read), or None; with the worth of the best-ranked one.
 
-    The added reads are judged by how likely a read still is, within the read horizon, on the
-    channels the message already went to, and how likely the next channel's read comes within
-    what is left of it; counts this miss of the channel it waited on."""
+    The added reads are judged by how likely a read still is on the channels the message
+    already went to; counts this miss of the channel it waited on."""
     waited_on = message.sent[-1]
     account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
-    horizon = message.created_at + esc.HORIZON * policy.read_deadlines[message.importance]
     unread = 1.0
     for channel in message.sent:
-        sent_at = message.sent_at.get(channel, message.created_at)
-        delays = timing(account, channel)
+        waited = now - message.sent_at.get(channel, message.created_at)
         rate = esc.read_rate(account.counts.get(channel))
-        unread *= 1.0 - esc.still_read(rate, esc.read_share(delays, now - sent_at),
-                                       esc.read_share(delays, horizon - sent_at))
+        unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
     worths = [(channel, esc.worth_escalating(
         message.importance, policy.read_value, channel_cost(account, channel, policy),
-        esc.read_rate(account.counts.get(channel))
-        * esc.read_share(timing(account, channel), horizon - now), 1.0 - unread,
-        account.missed[waited_on]))
+        esc.read_rate(account.counts.get(channel)), 1.0 - unread, account.missed[waited_on]))
         for channel in ranking(account, policy) if channel not in message.sent]
     if not worths:
         raise ValueError(f"message {message.message_id} has no channel left to escalate to")

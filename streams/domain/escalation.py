@@ -12,14 +12,10 @@ p80 is not worth an escalation sent a moment before it), one who rarely reads th
 waits. An account whose reads there mostly come after the deadline waits only the floor:
 silence until the deadline would tell nothing, so the escalation that would follow it goes
 out at once rather than a deadline late. When the wait is over, the next channel is sent only
-if the reads it is expected to add are worth its cost: P(read there in time) x P(the silent
-channels stay unread in time) x the value of a read of that importance >= the channel's cost
-(else the next one down the ranking that is: a costly channel passed over does not hold back a
-cheap one), so a slow reader whose read is still likely to come in time is not paid for. "In
-time" is the read horizon: HORIZON read deadlines from the push (the time a ladder of three
-channels takes); a read the account's timing puts after it is worth nothing to the push (a
-reader who reads WeChat a minute late is worth an SMS if the push had to be seen sooner). An
-URGENT push always escalates,
+if the reads it is expected to add are worth its cost: P(read there) x P(the silent channel
+stays unread) x the value of a read of that importance >= the channel's cost (else the next
+one down the ranking that is: a costly channel passed over does not hold back a cheap one), so
+a slow reader whose read is still likely to come is not paid for; an URGENT push always escalates,
 and so does a message whose channel has now gone unread EXPLORE_AFTER times in a row (the
 account may have moved). A channel with too few reads of its own takes its timing from all the
 account's reads (a late reader is late everywhere).
@@ -49,8 +45,6 @@ HALVE_AT = 20.0
 #: Messages in a row left unread on a channel after which the next channel is tried whatever it
 #: costs: the account's habits may have changed (how adaptive finds a channel it moved to).
 EXPLORE_AFTER = 2
-#: A read is worth its value when it comes within this many read deadlines of the push.
-HORIZON = 3.0
 #: Importances that escalate whatever the cost.
 ALWAYS = frozenset({"URGENT"})
 #: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
@@ -111,12 +105,11 @@ def read_rate(counts: Sequence[float] | None) -> float:
     return min(1.0, (reads + 1.0) / (sends + 2.0))
 
 
-def still_read(rate: float, share: float, by: float = 1.0) -> float:
-    """P(a read still comes in time | none came yet), for a channel read with probability
-    `rate` whose reads come within the silence so far with probability `share` and within the
-    horizon with probability `by` (>= share; 1: any time)."""
+def still_read(rate: float, share: float) -> float:
+    """P(a read still comes | none came yet), for a channel read with probability `rate` whose
+    reads come within the silence so far with probability `share`."""
     unread = 1.0 - rate * share
-    return 0.0 if unread <= 0 else rate * max(0.0, by - share) / unread
+    return 0.0 if unread <= 0 else rate * (1.0 - share) / unread
 
 
 def count(counts: dict[str, list[float]], channel: str, reads: float, sends: float) -> None:

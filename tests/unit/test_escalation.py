@@ -278,53 +278,6 @@ def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
     assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0
 
 
-# -- the read horizon ----------------------------------------------------------------------------
-
-
-@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
-def test_a_read_still_to_come_in_time_never_beats_one_to_come_at_all(rate, share, by, more) -> None:
-    """A horizon that ends sooner never makes a late read likelier; at or before the silence
-    so far it leaves none to come."""
-    later = min(1.0, by + more)
-    assert esc.still_read(rate, share, by) <= esc.still_read(rate, share, later) + 1e-12
-    assert esc.still_read(rate, share, by) <= esc.still_read(rate, share) + 1e-12
-    assert esc.still_read(rate, max(share, by), by) == 0.0
-
-
-def test_a_read_the_horizon_leaves_out_is_worth_nothing() -> None:
-    """With 3 s read deadlines (the demo's, a 9 s horizon), a WeChat reader who reads 20 s
-    after the send will not read in time: the SMS they read within a second is worth it for a
-    NORMAL push. With an hour's deadline the same WeChat read comes in time and the SMS is not
-    worth it. An SMS that would be read as late is worth nothing even to a HIGH push."""
-    short = {i: 3.0 for i in ("LOW", "NORMAL", "HIGH", "URGENT")}
-
-    def late_reader(sms_delay: float | None) -> Account:
-        acc = Account("a1", lifecycle=ESTABLISHED, pushes=10, addresses=["WECHAT", "SMS"],
-                      decayed={"WECHAT": 10.0})
-        policy = ChannelPolicy(strategy="adaptive")
-        for i in range(5):
-            for channel, delay in (("WECHAT", 20.0), ("SMS", sms_delay)):
-                if delay is not None:
-                    m = Message(f"{channel}{i}", "a1", "NORMAL", 0, sent=[channel])
-                    note_send(acc, m, channel, 100.0 * i)
-                    record_read(acc, m, channel, policy, now=100.0 * i + delay)
-        return acc
-
-    for deadlines, sms_delay, importance, expected in ((short, 1.0, "NORMAL", True),
-                                                       (None, 1.0, "NORMAL", False),
-                                                       (short, None, "HIGH", False)):
-        policy = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines or
-                               ChannelPolicy().read_deadlines)
-        acc = late_reader(sms_delay)
-        if sms_delay is None:
-            esc.count(acc.counts, "SMS", 4, 5)  # read, but with no timing of its own: late too
-        m = Message("now", "a1", importance, 0, sent=["WECHAT"], created_at=0.0)
-        note_send(acc, m, "WECHAT", 0.0)
-        target, worth = escalation_worth(acc, m, 0.3, policy)
-        assert worth.worth is expected and target == ("SMS" if expected else None), (
-            deadlines, sms_delay, importance, worth)
-
-
 def test_an_app_push_costs_one_send_per_phone() -> None:
     """PUSHCASCADE_CHANNEL_COST prices one send: an app push goes to every phone (as the
     demo's cost counts it), so a three-phone account's costs three times one phone's."""
