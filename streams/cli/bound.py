@@ -24,18 +24,23 @@ from streams.harness.crowd import Crowd, PopulationError, shipped
               help="seconds of load (where a change of mind falls)")
 @click.option("--share", type=click.FloatRange(0.0, 1.0), default=SHARE, show_default=True,
               help="the share of blast's reach the oracle must match")
+@click.option("--pushes", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="messages per account in the run (the demo's rate x duration / accounts): "
+                   "also the learner's bound, each account's first push chosen knowing only "
+                   "its channels and phones")
 def bound_command(population_file: str | None, seeds: int, duration: float,
-                  share: float) -> None:
+                  share: float, pushes: float | None) -> None:
     """The fewest sends per message a strategy could spend on a population for a reach
     within the demo's window of SHARE x blast's: an oracle that knows every account's habits
-    (not each message's outcome), in the provider simulator's model. Nothing runs."""
+    (not each message's outcome), in the provider simulator's model; with --pushes, also the
+    least a strategy that learns each account from its own pushes could spend. Nothing runs."""
     try:
         crowd = Crowd.load(population_file)
     except (PopulationError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if duration <= 0:
         raise click.BadParameter("must be > 0", param_hint="--duration")
-    found = bounds(reseeded(crowd, seeds, None), REACH_WINDOW, duration, share)
+    found = bounds(reseeded(crowd, seeds, None), REACH_WINDOW, duration, share, pushes)
     name = population_file or "default"
     console.print(bound_table(found, f"{Path(name).stem}: the oracle at {share:.0%} of blast's "
                                      f"reach within {REACH_WINDOW:g} s"

@@ -627,21 +627,32 @@ def demo(population_file: str | None, accounts: int | None, strategies: tuple[st
                 console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: from "
                                                        "ClickHouse"))
     report(runs, kept, json_out, var_dir, len(chosen) > 1,
-           bounds(crowds, REACH_WINDOW, duration))
+           bounds(crowds, REACH_WINDOW, duration, pushes=rate * duration / len(crowd.members)))
 
 
 def bound_table(found: dict[str, Any], title: str) -> Table:
     """One row per segment and one for everyone: blast's reach and sends in the model, the
-    oracle's at the share of blast's reach."""
+    oracle's at the share of blast's reach, and the learner's bound when it was computed."""
+    learner = "learner_sends" in found
     table = Table(title=title)
-    for column in ("segment", "blast: reach / sends", "oracle: reach / sends"):
+    columns = ["segment", "blast: reach / sends", "oracle: reach / sends"]
+    if learner:
+        columns.append(f"learner ({found['pushes']:.3g} pushes an account): reach / sends")
+    for column in columns:
         table.add_column(column, justify="left" if column == "segment" else "right")
     for name, row in found["segments"].items():
-        table.add_row(name, f"{row['blast_reach']:.1%} / {row['blast_sends']:.2f}",
-                      f"{row['reach']:.1%} / {row['sends']:.2f}")
-    table.add_row("everyone", f"{found['blast_reach']:.1%} / {found['blast_sends']:.2f}",
-                  f"{found['reach']:.1%} / {found['sends']:.2f} "
-                  f"({found['ratio']:.1%} of blast's sends)")
+        cells = [name, f"{row['blast_reach']:.1%} / {row['blast_sends']:.2f}",
+                 f"{row['reach']:.1%} / {row['sends']:.2f}"]
+        if learner:
+            cells.append(f"{row['learner_reach']:.1%} / {row['learner_sends']:.2f}")
+        table.add_row(*cells)
+    cells = ["everyone", f"{found['blast_reach']:.1%} / {found['blast_sends']:.2f}",
+             f"{found['reach']:.1%} / {found['sends']:.2f} ({found['ratio']:.1%} of blast's "
+             "sends)"]
+    if learner:
+        cells.append(f"{found['learner_reach']:.1%} / {found['learner_sends']:.2f} "
+                     f"({found['learner_ratio']:.1%})")
+    table.add_row(*cells)
     return table
 
 
@@ -687,7 +698,10 @@ def report(runs: list[dict[str, Any]], kept: dict[str, Any], json_out: Path, var
         spent = summary["adaptive"]["sends_per_message"]["mean"]
         console.print(f"  [yellow]info[/] adaptive sends {spent:.2f} per message; the oracle "
                       f"{bound['sends']:.2f} ({bound['ratio']:.1%} of blast's in the model): "
-                      "the rest is what not knowing costs")
+                      "the rest is what not knowing costs"
+                      + (f"; one that learns each account from its own pushes at least "
+                         f"{bound['learner_sends']:.2f} ({bound['learner_ratio']:.1%})"
+                         if "learner_sends" in bound else ""))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps({
         "runs": runs, "seeds": sorted({r.get("seed") for r in runs}), "summary": summary,

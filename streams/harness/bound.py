@@ -11,6 +11,12 @@ delay. Over accounts it takes, for a price per read, each account's schedule tha
 sends - price x reach, raising the price until the reach holds: a point on the frontier of
 reach against sends (the best mix of the schedules it tries; outages and learning left out).
 `adaptive`'s sends against this show how much of what it spends is the cost of not knowing.
+
+A learner cannot know an account before it has pushed to it: the learner's bound (`pushes`,
+the messages each account gets in the run) chooses every account's first push knowing only
+what the account shows (its channels and phones: one schedule for all that look alike) and
+the later ones knowing its habits. Anything that learns from an account's own pushes spends
+at least that; what a strategy spends beyond it is what its learning and its rules cost.
 """
 
 from __future__ import annotations
@@ -180,32 +186,78 @@ def _options(habit: _Habit, receipt: tuple[float, float], window: float
     return blast, tuple(evaluate(s, read, count, within, window) for s in schedules(channels))
 
 
-def bound(crowd: Crowd, window: float, share: float = 0.98) -> Bound:
+@dataclass(frozen=True)
+class _Part:
+    """Messages that take one schedule: (segment, weight, blast's option, every schedule's
+    option) per habit in it. A part of one habit is what the oracle knows of one account; a
+    part of many is the first push of every account that shows the same channels and phones,
+    chosen knowing only that."""
+
+    members: tuple[tuple[str, float, Option, tuple[Option, ...]], ...]
+
+    def choose(self, price: float) -> int:
+        """The schedule that minimises sends - price x reach over the part's messages."""
+        if len(self.members) == 1:  # one habit: its own best (the common case, made quick)
+            options = self.members[0][3]
+            return min(range(len(options)),
+                       key=lambda j: (options[j].sends - price * options[j].reach,
+                                      options[j].sends))
+
+        def cost(j: int) -> tuple[float, float]:
+            sends = sum(w * options[j].sends for _, w, _, options in self.members)
+            reach = sum(w * options[j].reach for _, w, _, options in self.members)
+            return sends - price * reach, sends
+        return min(range(len(self.members[0][3])), key=cost)
+
+
+def bound(crowd: Crowd, window: float, share: float = 0.98,
+          pushes: float | None = None) -> Bound:
     """The oracle's fewest sends per message for a reach of `share` x blast's (both in the
     model), over the crowd's accounts weighted by their share of the requests (equal).
+
+    With `pushes` (the messages each account gets in the run), a learner's bound: every
+    account's first push is chosen knowing only its channels and phones (one schedule for all
+    that look alike), its later ones knowing its habits: the least any strategy that learns
+    an account from its own pushes could spend (it knows nothing of it before its first).
 
     Between the two prices that straddle the reach, the oracle mixes their schedules (per
     message, at random) to meet it exactly: the least a strategy that pushes to every phone
     of an account could spend there, on these send times."""
     receipt = tuple(crowd.spec.routes.delay_s)
-    weights: dict[tuple[str, _Habit], float] = {}
+    first = min(1.0, 1.0 / pushes) if pushes else 0.0  # a message's chance to be a first
+    known: dict[tuple[str, _Habit], float] = {}
+    unknown: dict[tuple[tuple[str, int], ...], dict[tuple[str, _Habit], float]] = {}
     for member in crowd.members:
-        for weight, habit in habits(member, crowd):
-            if habit.read:  # no channel at all: unreachable for every strategy
-                key = (member.segment.name, habit)
-                weights[key] = weights.get(key, 0.0) + weight
-    parts = [(name, w, *_options(habit, receipt, window))  # type: ignore[arg-type]
-             for (name, habit), w in weights.items()]
-    total = sum(w for _, w, _, _ in parts)
-    blast = _mean([(w, b) for _, w, b, _ in parts], total)
+        for i, (weight, habit) in enumerate(habits(member, crowd)):
+            if not habit.read:  # no channel at all: unreachable for every strategy
+                continue
+            key = (member.segment.name, habit)
+            blind = min(first, weight) if i == 0 else 0.0  # its first push, unknown
+            if blind:
+                alike = unknown.setdefault(habit.count, {})
+                alike[key] = alike.get(key, 0.0) + blind
+            if weight > blind:
+                known[key] = known.get(key, 0.0) + weight - blind
+
+    def entry(key: tuple[str, _Habit], w: float) -> tuple[str, float, Option,
+                                                          tuple[Option, ...]]:
+        return (key[0], w, *_options(key[1], receipt, window))
+
+    parts = [_Part((entry(key, w),)) for key, w in known.items()]
+    parts += [_Part(tuple(entry(key, w) for key, w in alike.items()))
+              for alike in unknown.values()]
+    everyone = [m for part in parts for m in part.members]
+    total = sum(w for _, w, _, _ in everyone)
+    blast = _mean([(w, b) for _, w, b, _ in everyone], total)
     target = share * blast.reach - REACH_TOLERANCE
 
     def at(price: float) -> list[Option]:
-        return [min(options, key=lambda o: (o.sends - price * o.reach, o.sends))
-                for _, _, _, options in parts]
+        """Every message's option (part by part, member by member) at a price."""
+        return [options[j] for part in parts for j in (part.choose(price),)
+                for _, _, _, options in part.members]
 
     def reach(chosen: list[Option]) -> float:
-        return sum(w * o.reach for (_, w, _, _), o in zip(parts, chosen, strict=True)) / total
+        return sum(w * o.reach for (_, w, _, _), o in zip(everyone, chosen, strict=True)) / total
 
     low, high = 0.0, FIRST_PRICE
     while reach(at(high)) < target:  # blast's own schedule is among the options: it ends
@@ -221,12 +273,12 @@ def bound(crowd: Crowd, window: float, share: float = 0.98) -> Bound:
     chosen = [Option(a.reach * mix + b.reach * (1 - mix), a.sends * mix + b.sends * (1 - mix))
               for a, b in zip(above, below, strict=True)]
     rows = []
-    for name in dict.fromkeys(n for n, _, _, _ in parts):
-        mine = [(w, b, o) for (n, w, b, _), o in zip(parts, chosen, strict=True) if n == name]
+    for name in dict.fromkeys(n for n, _, _, _ in everyone):
+        mine = [(w, b, o) for (n, w, b, _), o in zip(everyone, chosen, strict=True) if n == name]
         weight = sum(w for w, _, _ in mine)
         rows.append(Row(name, weight / total, _mean([(w, b) for w, b, _ in mine], weight),
                         _mean([(w, o) for w, _, o in mine], weight)))
-    oracle = _mean([(w, o) for (_, w, _, _), o in zip(parts, chosen, strict=True)], total)
+    oracle = _mean([(w, o) for (_, w, _, _), o in zip(everyone, chosen, strict=True)], total)
     return Bound(share, blast, oracle, tuple(rows))
 
 
@@ -236,14 +288,19 @@ def _mean(weighted: list[tuple[float, Option]], total: float) -> Option:
                   sum(w * o.sends for w, o in weighted) / total)
 
 
-def bounds(crowds: list[Crowd], window: float, duration: float,
-           share: float = SHARE) -> dict[str, Any]:
+def bounds(crowds: list[Crowd], window: float, duration: float, share: float = SHARE,
+           pushes: float | None = None) -> dict[str, Any]:
     """The oracle's figures averaged over the crowds (one per seed, each played for
-    `duration` s), as plain numbers with one entry per segment."""
+    `duration` s), as plain numbers with one entry per segment; with `pushes` (messages per
+    account) the learner's bound beside them (`learner_*`: each account's first push chosen
+    knowing only its channels and phones)."""
     found: list[Bound] = []
+    learner: list[Bound] = []
     for crowd in crowds:
         crowd.duration = duration
         found.append(bound(crowd, window, share))
+        if pushes is not None:
+            learner.append(bound(crowd, window, share, pushes))
     k = len(found)
     segments: dict[str, dict[str, float]] = {}
     for b in found:
@@ -252,9 +309,21 @@ def bounds(crowds: list[Crowd], window: float, duration: float,
             for key, value in (("blast_reach", row.blast.reach), ("blast_sends", row.blast.sends),
                                ("reach", row.oracle.reach), ("sends", row.oracle.sends)):
                 mine[key] = mine.get(key, 0.0) + value / k
-    return {"share": share, "window_s": window,
-            "blast_reach": sum(b.blast.reach for b in found) / k,
-            "blast_sends": sum(b.blast.sends for b in found) / k,
-            "reach": sum(b.oracle.reach for b in found) / k,
-            "sends": sum(b.oracle.sends for b in found) / k,
-            "ratio": sum(b.ratio for b in found) / k, "segments": segments}
+    for b in learner:
+        for row in b.rows:
+            mine = segments[row.segment]
+            for key, value in (("learner_reach", row.oracle.reach),
+                               ("learner_sends", row.oracle.sends)):
+                mine[key] = mine.get(key, 0.0) + value / k
+    out = {"share": share, "window_s": window,
+           "blast_reach": sum(b.blast.reach for b in found) / k,
+           "blast_sends": sum(b.blast.sends for b in found) / k,
+           "reach": sum(b.oracle.reach for b in found) / k,
+           "sends": sum(b.oracle.sends for b in found) / k,
+           "ratio": sum(b.ratio for b in found) / k, "segments": segments}
+    if learner:
+        out.update({"pushes": pushes,
+                    "learner_reach": sum(b.oracle.reach for b in learner) / k,
+                    "learner_sends": sum(b.oracle.sends for b in learner) / k,
+                    "learner_ratio": sum(b.ratio for b in learner) / k})
+    return out

@@ -128,6 +128,7 @@ def test_the_demo_on_two_seeds_keeps_every_run_and_gives_means_and_intervals(env
     assert set(bound["segments"]) <= set(figures["segments"]) and bound["share"] == 0.98
     assert 0 < bound["sends"] <= bound["blast_sends"] and 0 < bound["ratio"] <= 1
     assert bound["reach"] == pytest.approx(0.98 * bound["blast_reach"])
+    assert bound["sends"] <= bound["learner_sends"] <= bound["blast_sends"]  # it learns
     assert "the best possible" in result.stderr
     assert {"check": "adaptive: pushcascade verify found 0 violations of the promises over 2 "
             "runs", "holds": True} in figures["checks"]

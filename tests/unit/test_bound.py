@@ -193,5 +193,64 @@ def test_the_command_prints_each_segment_and_refuses_an_unknown_population():
                                              "--seeds", "2"])
     assert result.exit_code == 0, result.output
     assert "never read" in result.output and "of blast's" in result.output
+    assert "learner" not in result.output
+    result = CliRunner().invoke(commands(), ["bound", "--population", "never-readers",
+                                             "--pushes", "12"])
+    assert result.exit_code == 0, result.output
+    assert "learner" in result.output and "pushes an" in result.output
     result = CliRunner().invoke(commands(), ["bound", "--population", "nobody-at-all"])
     assert result.exit_code != 0 and "nobody-at-all" in result.output
+
+
+APP_OR_SMS = [{"name": "app", "share": 0.5, "read": {"APP": 0.95}},
+              {"name": "sms", "share": 0.5, "read": {"SMS": 0.95}}]
+
+
+def test_accounts_that_look_alike_share_their_first_push():
+    c = crowd(APP_OR_SMS, devices_per_account=[1, 1])
+    oracle = bound(c, WINDOW)
+    blind = bound(c, WINDOW, pushes=1)  # every message is an account's first
+    assert oracle.oracle.sends < 1.2  # it knows whom to send the app push, whom the SMS
+    # the learner cannot tell them apart: one schedule for both, a second send for one of them
+    assert blind.oracle.sends > oracle.oracle.sends + 0.2
+    assert blind.oracle.reach == pytest.approx(0.98 * blind.blast.reach)
+    rows = {r.segment: r.oracle for r in blind.rows}
+    assert rows["app"].sends > 1.0 and rows["sms"].sends > 1.0
+    # a tenth of the messages first pushes: a tenth of the difference, at most
+    tenth = bound(c, WINDOW, pushes=10)
+    assert oracle.oracle.sends < tenth.oracle.sends <= oracle.oracle.sends + (
+        blind.oracle.sends - oracle.oracle.sends) / 10 + 1e-6
+
+
+def test_a_learner_of_accounts_all_alike_needs_no_more_than_the_oracle():
+    c = crowd([{"name": "sms", "share": 1.0, "read": {"SMS": 0.9, "WECHAT": 0.3}}],
+              devices_per_account=[1, 1])
+    assert bound(c, WINDOW, pushes=1).oracle.sends == pytest.approx(bound(c, WINDOW).oracle.sends)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.dictionaries(st.sampled_from(["APP", "WECHAT", "SMS"]),
+                                          probability, max_size=3), delay),
+                min_size=1, max_size=3),
+       st.floats(1.0, 5.0), st.floats(1.0, 5.0))
+def test_a_learner_needs_at_least_the_oracle_and_no_more_with_more_pushes(
+        segments: list[tuple[dict[str, float], Any]], fewer: float, more: float) -> None:
+    shares = [1 / len(segments)] * len(segments)
+    shares[-1] = 1 - sum(shares[:-1])
+    c = crowd([{"name": f"s{i}", "share": s, "read": read, "read_delay_s": d}
+               for i, (s, (read, d)) in enumerate(zip(shares, segments, strict=True))])
+    oracle = bound(c, WINDOW)
+    few, many = bound(c, WINDOW, pushes=fewer), bound(c, WINDOW, pushes=fewer + more)
+    tolerance = 1e-6 * max(1.0, few.blast.sends)
+    assert oracle.oracle.sends <= many.oracle.sends + tolerance
+    assert many.oracle.sends <= few.oracle.sends + tolerance
+    assert few.oracle.sends <= few.blast.sends + tolerance
+    assert few.oracle.reach >= 0.98 * few.blast.reach - 1e-9
+
+
+def test_bounds_put_the_learner_beside_the_oracle():
+    found = bounds([crowd(APP_OR_SMS, devices_per_account=[1, 1])], WINDOW, duration=100.0,
+                   pushes=4)
+    assert found["pushes"] == 4 and found["sends"] < found["learner_sends"]
+    assert found["learner_ratio"] == pytest.approx(found["learner_sends"] / found["blast_sends"])
+    assert {"learner_reach", "learner_sends"} <= set(found["segments"]["app"])
