@@ -25,7 +25,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from statistics import NormalDist
 from typing import Any
 
@@ -195,19 +195,18 @@ class _Part:
 
     members: tuple[tuple[str, float, Option, tuple[Option, ...]], ...]
 
+    @cached_property
+    def mean(self) -> tuple[Option, ...]:
+        """Every schedule's option over the part's messages (their weighted mean)."""
+        total = sum(w for _, w, _, _ in self.members)
+        return tuple(_mean([(w, options[j]) for _, w, _, options in self.members], total)
+                     for j in range(len(self.members[0][3])))
+
     def choose(self, price: float) -> int:
         """The schedule that minimises sends - price x reach over the part's messages."""
-        if len(self.members) == 1:  # one habit: its own best (the common case, made quick)
-            options = self.members[0][3]
-            return min(range(len(options)),
-                       key=lambda j: (options[j].sends - price * options[j].reach,
-                                      options[j].sends))
-
-        def cost(j: int) -> tuple[float, float]:
-            sends = sum(w * options[j].sends for _, w, _, options in self.members)
-            reach = sum(w * options[j].reach for _, w, _, options in self.members)
-            return sends - price * reach, sends
-        return min(range(len(self.members[0][3])), key=cost)
+        mean = self.mean
+        return min(range(len(mean)),
+                   key=lambda j: (mean[j].sends - price * mean[j].reach, mean[j].sends))
 
 
 def bound(crowd: Crowd, window: float, share: float = 0.98,
