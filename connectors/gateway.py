@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from connectors.adapters import UnknownTarget
 from connectors.adapters.registry import Registry
 from connectors.adapters.signatures import SignatureError, verify_callback
-from connectors.metrics import ACKS, REFUSED
+from connectors.metrics import ACK_WRITE, ACKS, REFUSED
 from connectors.settings import ConnectorSettings
 from connectors.tokens import MAX_LENGTH, Signer, TokenError
 from schemas import Codec, RecordError, check_caps
@@ -115,13 +115,16 @@ class AckWriter:
 
             self.producer.produce(self.settings.topic("push.acks"),
                                   key=ack["account_id"].encode(),
-                                  value=self.codec.encode("Ack", ack), on_delivery=delivered)
+                                  value=self.codec.encode("Ack", ack), on_delivery=delivered,
+                                  timestamp=ack["acked_at"])  # the READ's time in the router
             futures.append(future)
         async with asyncio.timeout(BROKER_WAIT + 1):  # (no gather, no wait_for task per request)
             for future in futures:
                 await future
+        written = time.time()
         for ack in acks:
             ACKS.labels(ack["kind"]).inc()
+            ACK_WRITE.observe(max(0.0, written - ack["acked_at"] / 1000))
         self.flow.sent(self.settings.topic("push.acks"), len(acks))
 
 

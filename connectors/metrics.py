@@ -21,6 +21,9 @@ BREAKER = Gauge("pushcascade_dispatch_circuit", "Circuit state per provider: 0 c
                 "1 half-open, 2 open", ["provider"])
 DEAD_LETTERS = Counter("pushcascade_dispatch_dead_letters", "Undecodable sends sent to push.dlq")
 ACKS = Counter("pushcascade_gateway_acks", "Acks the gateway wrote, by kind", ["kind"])
+ACK_WRITE = Histogram("pushcascade_gateway_ack_write_seconds", "From an ack's stamp to the "
+                      "broker's acknowledgement of it (PUSHCASCADE_INPUT_SLACK must cover it)",
+                      buckets=(.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5))
 REFUSED = Counter("pushcascade_gateway_refused", "Requests the gateway refused, by reason",
                   ["reason"])
 SINK_ROWS = Counter("pushcascade_sink_rows", "Rows the sink inserted into ClickHouse", ["table"])

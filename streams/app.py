@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import aiokafka
@@ -121,6 +123,34 @@ class ReadOffsets(defaultdict):
         return None
 
 
+def time_fetches(fetcher: Any) -> dict[tuple[str, int], float]:
+    """Record, per partition, when the latest fetch whose answer aiokafka took was sent.
+
+    aiokafka stamps a partition's fetch when its answer is read, which may be long after the
+    broker answered (a process frozen, or starved of CPU, with the answer in its socket): a
+    READ appended meanwhile would look seen. The time the fetch was sent is a safe bound."""
+    sent_at: dict[tuple[str, int], float] = {}
+    answer = fetcher._proc_fetch_request
+
+    async def timed(assignment: Any, node_id: int, request: Any) -> Any:
+        sent = time.time()
+        states = {}
+        for topic, partitions in request.topics:
+            for part in partitions:
+                tp = aiokafka.TopicPartition(topic, part[0])
+                state = assignment.state_value(tp)
+                states[tp] = (state, state.timestamp if state is not None else None)
+        try:
+            return await answer(assignment, node_id, request)
+        finally:
+            for tp, (state, before) in states.items():
+                if state is not None and state.timestamp not in (None, before):
+                    sent_at[tp.topic, tp.partition] = sent  # its answer was taken
+
+    fetcher._proc_fetch_request = timed
+    return sent_at
+
+
 def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[driver.Consumer]:
     """Faust's aiokafka consumer, reading and committing where the state journal says.
 
@@ -142,6 +172,12 @@ def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[dr
       offset are dropped (StateTables.ahead)."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
+        fetch_sent: Mapping[tuple[str, int], float] = MappingProxyType({})  # until started
+
+        async def on_start(self) -> None:
+            await super().on_start()
+            self.fetch_sent = time_fetches(self._ensure_consumer()._fetcher)
+
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_wait_ms
@@ -178,13 +214,11 @@ def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[dr
                         epoch))
             return ends
 
-        def polled_at(self, tp: TP) -> float | None:
-            """When the latest fetch of this input partition was answered (s), if any."""
-            try:
-                stamp = self._thread._ensure_consumer().last_poll_timestamp(tp)
-            except Exception:  # not assigned (any more)
-                return None
-            return stamp / 1000 if stamp else None
+        def fetched_at(self, tp: TP) -> float | None:
+            """When the latest answered fetch of this input partition was sent (s), if any:
+            the broker had then every record appended before."""
+            thread: ConsumerThread = self._thread  # type: ignore[assignment]
+            return thread.fetch_sent.get((tp.topic, tp.partition))
 
         async def _wait_next_records(self, timeout: float) -> Any:
             """Records fetched; the journal learns where each input's first fetch after its

@@ -127,8 +127,9 @@ class Router:
         #: the inputs a deadline waits for: every one that can cancel or settle it (an ack, a
         #: profile or device that makes an account reachable, a setting, a decision)
         self.input_topics = tuple(settings.topic(n) for n in INPUTS)
-        #: a caught-up input's latest fetch saw what the broker had this long before its answer
-        self.input_delay = settings.tuning.fetch_wait + settings.tuning.input_slack
+        #: a caught-up input's latest fetch saw what the broker had when it was sent; a record
+        #: stamped this long before may still be on its way to the broker
+        self.input_delay = settings.tuning.input_slack
         self.campaigns = Campaigns(app, settings, self.codec, self.emit, self.state,
                                    self.dead_letter)
         source = app.topic(*[settings.topic(n) for n in INPUTS], key_type=bytes,
@@ -282,7 +283,7 @@ class Router:
             progress.append(InputProgress(
                 high is None or handled.get(topic, 0) < high,
                 self.state.times.get((topic, partition), 0.0),
-                consumer.polled_at(tp)))  # type: ignore[attr-defined]
+                consumer.fetched_at(tp)))  # type: ignore[attr-defined]
         return horizon(now, progress, self.input_delay)
 
     def fire(self, due: Due) -> None:

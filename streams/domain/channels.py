@@ -244,11 +244,14 @@ def timing(account: Account, channel: str) -> list[float]:
     return [d for delays in account.delays.values() for d in delays]
 
 
-def note_send(account: Account, message: Message, channel: str, now: float) -> None:
-    """Note a message's send on a channel: when (its reads' delays count from it), and one
-    more send there for the account's read rate."""
+def note_send(account: Account, message: Message, channel: str, now: float,
+              learn: bool = True) -> None:
+    """Note a message's send on a channel: when (its reads' delays count from it, a READ
+    stamped before it came late), and, when learning, one more send there for the account's
+    read rate."""
     message.sent_at.setdefault(channel, round(now, 3))
-    esc.count(account.counts, channel, 0.0, 1.0)
+    if learn:
+        esc.count(account.counts, channel, 0.0, 1.0)
 
 
 def escalation_worth(account: Account, message: Message, now: float,
@@ -296,8 +299,8 @@ def record_read(account: Account, message: Message, channel: str,
     deadline. Returns False for a repeat (same message and channel), which changes nothing.
 
     The decayed scores fade by `policy.decay` at each message's first read, then gain what
-    importance_base would (K2 for a first read, K1 for every read). With `now`, the read's
-    delay since the message's send on that channel joins the account's timing sketch."""
+    importance_base would (K2 for a first read, K1 for every read). With `now`, adaptive's
+    read delay since the message's send on that channel joins the account's timing sketch."""
     if channel in message.reads:
         return False
     policy = policy or ChannelPolicy()
@@ -311,7 +314,7 @@ def record_read(account: Account, message: Message, channel: str,
     message.reads.append(channel)
     esc.count(account.counts, channel, 1.0, 0.0)
     account.missed.pop(channel, None)
-    if now is not None and channel in message.sent_at:
+    if now is not None and policy.strategy == "adaptive" and channel in message.sent_at:
         esc.remember_delay(account.delays.setdefault(channel, []),
                            now - message.sent_at[channel])
     account.feedback_count[channel] = account.feedback_count.get(channel, 0) + 1

@@ -92,19 +92,19 @@ class InputProgress:
 
     behind: bool  # records fetched (or known to the broker) that are not handled yet
     stream_time: float  # the time of the last record handled there (0: none)
-    polled: float | None  # when its latest fetch was answered (None: not fetched yet)
+    fetched: float | None  # when its latest answered fetch was sent (None: not fetched yet)
 
 
 def horizon(now: float, inputs: Iterable[InputProgress], delay: float) -> float:
     """How far a partition's deadlines may fire: the stream time of an input still behind;
-    of one caught up, the time through which its latest fetch saw all the broker had (its
-    answer less `delay`: the fetch wait and a record's trip to the broker); never past now."""
+    of one caught up, the time through which its latest fetch saw all the broker had (when it
+    was sent, less `delay`: a record's trip from its stamp to the broker); never past now."""
     cut = now
     for progress in inputs:
         if progress.behind:
             cut = min(cut, progress.stream_time)
         else:
-            cut = min(cut, (progress.polled or 0.0) - delay)
+            cut = min(cut, (progress.fetched or 0.0) - delay)
     return cut
 
 

@@ -204,8 +204,7 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
           channel: str, reason: str, attempt: int) -> None:
     """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
     fx.counts["send_" + reason] += 1
-    if ctx.config.policy.strategy == "adaptive":
-        note_send(account, message, channel, ctx.now)
+    note_send(account, message, channel, ctx.now, ctx.config.policy.strategy == "adaptive")
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
         message.message_id, message.account_id, channel, None, None, reason, attempt,
@@ -275,6 +274,10 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     account = _account(tables, ack["account_id"])
     message = Message.from_dict(raw)
     first = not message.reads
+    if first and any(at > ctx.now for at in message.sent_at.values()):
+        # a send (an escalation, a ladder's step) fired after this READ was stamped: it reached
+        # the broker later than PUSHCASCADE_INPUT_SLACK allows for
+        fx.counts["read_after_send"] += 1
     if not record_read(account, message, ack["channel"], ctx.config.policy, ctx.now):
         fx.counts["duplicate_ack"] += 1
         return fx

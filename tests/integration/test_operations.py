@@ -93,6 +93,8 @@ def test_each_service_exposes_metrics_that_move_with_traffic(settings, tmp_path)
                 "dispatcher latency": lambda s: total(s["dispatch"],
                                                       "pushcascade_dispatch_seconds_count"),
                 "gateway acks": lambda s: total(s["gateway"], "pushcascade_gateway_acks_total"),
+                "gateway ack write latency": lambda s: total(
+                    s["gateway"], "pushcascade_gateway_ack_write_seconds_count"),
                 "sink rows": lambda s: total(s["sink"], "pushcascade_sink_rows_total"),
                 "sink insert latency": lambda s: total(s["sink"],
                                                        "pushcascade_sink_insert_seconds_count"),

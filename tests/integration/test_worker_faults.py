@@ -206,3 +206,49 @@ def test_a_restart_after_the_deadlines_with_the_reads_behind_a_backlog_escalates
     finally:
         worker.stop()
     assert escalations.records == [], (len(escalations.records), escalations.records[:3])
+
+
+def test_a_worker_frozen_for_a_moment_while_the_reads_arrive_escalates_none(settings, tmp_path):
+    # every READ reaches the broker a second before its deadline while the worker is frozen;
+    # the worker wakes after the deadlines with a fetch answered before the freeze still to
+    # read: that answer must not count as seeing the broker after the READs (the deadlines
+    # may fire only up to when the fetch was sent)
+    deadline, cycles = 3.0, 10
+    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
+    producer = producer_for(settings)
+    for a in ACCOUNTS:
+        register(producer, a, devices=0)
+    sends, escalations = Tap(settings, "push.sends"), Tap(settings, "push.escalations")
+    worker = start_worker(env, tmp_path, "w")
+    late: list[float] = []
+    tested: list[str] = []
+    try:
+        warm = push_round(producer, cycles)  # the worker's first batches are slow to come
+        sends.wait_for(lambda rs: {r["message_id"] for r in rs} >= set(warm), timeout=90,
+                       workers=[worker])
+        for j in range(cycles):
+            messages = push_round(producer, j)
+            sends.wait_for(lambda rs, w=set(messages): {r["message_id"] for r in rs} >= w,
+                           timeout=90, workers=[worker])
+            due = min(r["sent_at"] for r in sends.records
+                      if r["message_id"] in messages) / 1000 + deadline
+            time.sleep(max(0.0, due - 1.5 - time.time()))
+            worker.popen.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(0.4)  # its fetch in flight is answered (empty) meanwhile
+                for m in messages:
+                    producer.send("push.acks", read_ack(m, m.rsplit("-", 1)[0], "WECHAT"))
+                producer.flush()
+                late.append(time.time() - (due - 0.5))
+                tested += messages
+                time.sleep(max(0.0, due + 1.0 - time.time()))
+            finally:
+                worker.popen.send_signal(signal.SIGCONT)
+            time.sleep(1.5)
+        wait_idle(settings, workers=[worker])
+        escalations.drain()
+    finally:
+        worker.stop()
+    assert max(late) < 0, f"too slow: reads written after due - 0.5 s ({late})"
+    escalated = [r for r in escalations.records if r["message_id"] in tested]
+    assert escalated == [], (len(escalated), escalated[:3])

@@ -98,12 +98,22 @@ def test_faust_still_takes_each_fetch_from_wait_next_records() -> None:
 
 
 def test_the_latest_fetch_of_a_partition_is_still_known() -> None:
-    # the deadline horizon reads when each input's latest fetch was answered
-    import aiokafka
+    # the deadline horizon reads when each input's latest answered fetch was sent: ours wraps
+    # the fetcher's _proc_fetch_request (sends one fetch, takes its answer, stamps each
+    # partition it took), the fetcher the consumer's start() made, started by Faust's thread
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+    from aiokafka.consumer.fetcher import Fetcher
     from faust.transport.drivers import aiokafka as driver
 
-    assert callable(aiokafka.AIOKafkaConsumer.last_poll_timestamp)
-    assert callable(driver.AIOKafkaConsumerThread._ensure_consumer)
+    params = list(inspect.signature(Fetcher._proc_fetch_request).parameters)
+    assert params == ["self", "assignment", "node_id", "request"]
+    proc = inspect.getsource(Fetcher._proc_fetch_request)
+    assert "await self._client.send(node_id, request)" in proc
+    assert "tp_state.timestamp = now_ms" in proc
+    assert "self._proc_fetch_request(" in inspect.getsource(Fetcher._fetch_requests_routine)
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
+    assert "await self._consumer.start()" in inspect.getsource(
+        driver.AIOKafkaConsumerThread.on_start)
 
 
 def test_faust_still_asks_for_the_changelogs_ends_before_recovering_them() -> None:

@@ -347,6 +347,6 @@ def test_the_horizon_is_never_past_now_nor_past_any_inputs_bound(
     cut = horizon(now, inputs, delay)
     assert cut <= now
     for p in inputs:
-        assert cut <= (p.stream_time if p.behind else (p.polled or 0.0) - delay)
+        assert cut <= (p.stream_time if p.behind else (p.fetched or 0.0) - delay)
     assert cut == now or any(
-        cut == (p.stream_time if p.behind else (p.polled or 0.0) - delay) for p in inputs)
+        cut == (p.stream_time if p.behind else (p.fetched or 0.0) - delay) for p in inputs)

@@ -157,6 +157,23 @@ def test_read_acks_teach_the_primary_by_k1_feedback_plus_k2_first(k1, k2, primar
                                              attempt=1)]
 
 
+def test_a_read_stamped_before_a_send_that_fired_already_is_counted_late() -> None:
+    # the READ's record reached the worker after the escalation it came before had fired (it
+    # took longer to reach the broker than PUSHCASCADE_INPUT_SLACK): counted for the operator
+    p = established()
+    reachable(p, wechat="ow-1")
+    primary = sends(p.request("a1", "m1"))[0]["channel"]
+    p.advance(1)
+    stamped = p.now
+    assert escalations(p.fire(p.due("READ", "a1", "m1")))  # fired; the READ on its way
+    p.now = stamped
+    late = p.read("a1", "m1", primary)
+    assert late.counts["read_after_send"] == 1 and results(late)[0]["status"] == "READ"
+    p.request("a1", "m2")
+    p.advance(1)
+    assert p.read("a1", "m2", primary).counts["read_after_send"] == 0  # in time
+
+
 def test_the_first_read_of_a_message_is_reported_and_counts_as_first_feedback_once() -> None:
     p = established()
     reachable(p, wechat="ow-1")
