@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,17 @@ def push_round(producer, j: int, accounts=ACCOUNTS) -> list[str]:
         producer.send("push.requests", request(m, a, "HIGH"))
     producer.flush()
     return ids
+
+
+def established(settings, deadline: float) -> tuple[dict[str, str], Any, Tap, Tap]:
+    """A worker's environment (HIGH read deadline `deadline`, accounts established from their
+    first push), a producer, the ACCOUNTS registered (WeChat and SMS, no device), and taps on
+    push.sends and push.escalations."""
+    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
+    producer = producer_for(settings)
+    for a in ACCOUNTS:
+        register(producer, a, devices=0)
+    return env, producer, Tap(settings, "push.sends"), Tap(settings, "push.escalations")
 
 
 @pytest.mark.parametrize("transactions", ["false", "true"])
@@ -177,11 +189,7 @@ def test_a_worker_frozen_past_its_session_is_fenced_and_reverts_nothing(settings
 def test_a_restart_after_the_deadlines_with_the_reads_behind_a_backlog_escalates_none(
         settings, tmp_path):
     deadline = 30.0
-    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
-    producer = producer_for(settings)
-    for a in ACCOUNTS:
-        register(producer, a, devices=0)
-    sends, escalations = Tap(settings, "push.sends"), Tap(settings, "push.escalations")
+    env, producer, sends, escalations = established(settings, deadline)
     worker = start_worker(env, tmp_path, "first")
     try:
         messages = push_round(producer, 0)
@@ -214,11 +222,7 @@ def test_a_worker_frozen_for_a_moment_while_the_reads_arrive_escalates_none(sett
     # read: that answer must not count as seeing the broker after the READs (the deadlines
     # may fire only up to when the fetch was sent)
     deadline, cycles = 3.0, 10
-    env = worker_env(settings, new_account_pushes=0, read_deadline_high=deadline)
-    producer = producer_for(settings)
-    for a in ACCOUNTS:
-        register(producer, a, devices=0)
-    sends, escalations = Tap(settings, "push.sends"), Tap(settings, "push.escalations")
+    env, producer, sends, escalations = established(settings, deadline)
     worker = start_worker(env, tmp_path, "w")
     late: list[float] = []
     tested: list[str] = []
