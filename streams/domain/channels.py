@@ -255,23 +255,26 @@ def note_send(account: Account, message: Message, channel: str, now: float,
 
 
 def escalation_worth(account: Account, message: Message, now: float,
-                     policy: ChannelPolicy) -> tuple[str | None, esc.Worth]:
+                     policy: ChannelPolicy, miss: bool = True) -> tuple[str | None, esc.Worth]:
     """adaptive: the channel an unread message escalates to, the best-ranked one left whose
     expected added reads are worth its cost (a costly channel is passed over for a cheaper one
     further down, which may yet be read), or None; with the worth of the best-ranked one.
 
     The added reads are judged by how likely a read still is on the channels the message
-    already went to; counts this miss of the channel it waited on."""
+    already went to; counts a `miss` of the channel it waited on (a decision taken with the
+    send, without waiting, is none)."""
     waited_on = message.sent[-1]
-    account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
+    if miss:
+        account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
     unread = 1.0
     for channel in message.sent:
         waited = now - message.sent_at.get(channel, message.created_at)
         rate = esc.read_rate(account.counts.get(channel))
         unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
+    missed = account.missed.get(waited_on, 0)
     worths = [(channel, esc.worth_escalating(
         message.importance, policy.read_value, channel_cost(account, channel, policy),
-        esc.read_rate(account.counts.get(channel)), 1.0 - unread, account.missed[waited_on]))
+        esc.read_rate(account.counts.get(channel)), 1.0 - unread, missed))
         for channel in ranking(account, policy) if channel not in message.sent]
     if not worths:
         raise ValueError(f"message {message.message_id} has no channel left to escalate to")

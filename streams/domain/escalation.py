@@ -9,16 +9,17 @@ read rate there (the quantile of its delays past which so little is left; with a
 never longer than the importance's read deadline. A fast reader's silence escalates sooner;
 one who reads nearly everything waits for nearly all its reads (a read that comes at its own
 p80 is not worth an escalation sent a moment before it), one who rarely reads there hardly
-waits. An account whose reads there mostly come after the deadline waits only the floor:
-silence until the deadline would tell nothing, so the escalation that would follow it goes
-out at once rather than a deadline late. When the wait is over, the next channel is sent only
-if the reads it is expected to add are worth its cost: P(read there) x P(the silent channel
-stays unread) x the value of a read of that importance >= the channel's cost (else the next
-one down the ranking that is: a costly channel passed over does not hold back a cheap one), so
-a slow reader whose read is still likely to come is not paid for; an URGENT push always escalates,
-and so does a message whose channel has now gone unread EXPLORE_AFTER times in a row (the
-account may have moved). A channel with too few reads of its own takes its timing from all the
-account's reads (a late reader is late everywhere).
+waits. An account whose reads there mostly come after the deadline does not wait at all:
+silence until the deadline would tell nothing, so the next channel is decided with the send
+(what a late reader reads soon, it reads from channels sent together). When the wait is
+over, the next channel is sent only if the reads it is expected to add are worth its cost:
+P(read there) x P(the silent channel stays unread) x the value of a read of that importance
+>= the channel's cost (else the next one down the ranking that is: a costly channel passed
+over does not hold back a cheap one), so a slow reader whose read is still likely to come is
+not paid for; an URGENT push always escalates, and so does a message whose channel has now
+gone unread EXPLORE_AFTER times in a row (the account may have moved). A channel with too few
+reads of its own takes its timing from all the account's reads (a late reader is late
+everywhere).
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def read_wait(delays: Sequence[float], deadline: float, rate: float = 0.5) -> fl
     """Seconds to wait for a read on a channel read with probability `rate`: the quantile of
     the account's delays there past which a read still to come is less likely than STILL, with
     a margin, within [FLOOR x deadline, deadline]; the deadline itself until MIN_READS reads
-    are known; the floor where fewer than LATE of its reads came within the deadline."""
+    are known; nothing where fewer than LATE of its reads came within the deadline (silence
+    tells nothing there: the next channel is decided at once)."""
     if len(delays) < MIN_READS:
         return deadline
     if read_share(delays, deadline) < LATE:
-        return deadline * FLOOR
+        return 0.0
     return min(deadline, max(deadline * FLOOR, quantile(delays, telling(rate)) * MARGIN))
 
 

@@ -196,7 +196,9 @@ def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: 
         changed = True
     if changed:
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
-    if plan.deadline_at is not None:
+    if plan.deadline_at is not None and plan.deadline_at <= round(now, 3):  # no use waiting
+        _escalate(tables, ctx, fx, message, account, plan.deadline_at, miss=False)
+    elif plan.deadline_at is not None:
         fx.dues.append(_due(message, "READ", plan.deadline_at))
 
 
@@ -439,12 +441,20 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     of its own while channels remain."""
     if not is_due(message, due_at, ctx.now + 0.001):
         return False
-    account = _account(tables, message.account_id)
+    _escalate(tables, ctx, fx, message, _account(tables, message.account_id), due_at)
+    return True
+
+
+def _escalate(tables: Tables, ctx: Context, fx: Effects, message: Message, account: Account,
+              due_at: float, miss: bool = True) -> None:
+    """Escalate a message whose read deadline (due_at) passed (a `miss` of its channel), or
+    whose wait there is nothing (the account's reads there come after the deadline anyway): a
+    ladder step that would wait nothing is decided at once, without counting a miss."""
     policy = ctx.config.policy
     target = first = escalation_target(account, message, policy)
     why = "read deadline passed; no channel left"
     if first and policy.strategy == "adaptive":
-        target, worth = escalation_worth(account, message, ctx.now, policy)  # counts a miss
+        target, worth = escalation_worth(account, message, ctx.now, policy, miss)  # counts it
         if target != first:
             fx.counts["escalation_not_worth"] += 1
             why = worth.why(first, message.importance)
@@ -452,20 +462,24 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     message.deadline_at = None
     fx.outputs.append(records.escalation(message.message_id, message.account_id, from_channel,
                                          target, due_at, ctx.now))
+    at_once = False
     if target:
         message.sent.append(target)
         _send(tables, ctx, fx, message, account, target, "ESCALATION", len(message.sent) - 1)
         if climbs(policy) and escalation_target(account, message, policy):
             wait = read_wait(account, target, message.importance, policy)
             message.deadline_at = round(ctx.now + wait, 3)
-            fx.dues.append(_due(message, "READ", message.deadline_at))
+            at_once = wait <= 0
+            if not at_once:
+                fx.dues.append(_due(message, "READ", message.deadline_at))
     else:
         fx.outputs.append(records.delivery_result(
             message.message_id, message.account_id, "EXHAUSTED", why, ctx.now))
     if first:  # adaptive counted a miss (and noted the send); the others as they always did
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     message.escalated = message.deadline_at is None
-    return True
+    if at_once:
+        _escalate(tables, ctx, fx, message, account, ctx.now, miss=False)
 
 
 def _grace_due(tables: Tables, ctx: Context, fx: Effects, message: Message,

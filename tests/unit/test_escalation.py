@@ -97,17 +97,19 @@ def test_the_wait_never_goes_past_the_deadline_nor_below_its_floor() -> None:
     assert esc.read_wait([0, 0, 0.01], 600) == 600 * esc.FLOOR
 
 
-def test_a_late_reader_waits_only_the_floor() -> None:
+def test_a_late_reader_does_not_wait() -> None:
     """Reads that mostly come after the deadline: waiting for it would tell nothing."""
-    assert esc.read_wait([900, 1000, 1100], 600) == 600 * esc.FLOOR
-    assert esc.read_wait([500, 900, 1000, 1100, 1200], 600) == 600 * esc.FLOOR  # 1 in 5
+    assert esc.read_wait([900, 1000, 1100], 600) == 0
+    assert esc.read_wait([500, 900, 1000, 1100, 1200], 600) == 0  # 1 in 5
     assert esc.read_wait([500, 550, 1000, 1100], 600) == 600  # 2 in 4 within: the deadline
 
 
 @given(delays, st.floats(0.001, 1e5), st.floats(0, 1))
-def test_the_wait_is_within_floor_and_deadline(values, deadline, rate) -> None:
+def test_the_wait_is_within_floor_and_deadline_or_nothing_for_a_late_reader(
+        values, deadline, rate) -> None:
     wait = esc.read_wait(values, deadline, rate)
-    assert deadline * esc.FLOOR - 1e-9 <= wait <= deadline
+    late = len(values) >= esc.MIN_READS and esc.read_share(values, deadline) < esc.LATE
+    assert wait == 0 if late else deadline * esc.FLOOR - 1e-9 <= wait <= deadline
 
 
 @given(delays, st.floats(0, 1e4), st.floats(0.001, 1e5))
@@ -115,7 +117,7 @@ def test_slower_reads_never_shorten_the_wait_of_a_reader_within_the_deadline(
         values, slower, deadline) -> None:
     later = [v + slower for v in values]
     if len(values) >= esc.MIN_READS and esc.read_share(later, deadline) < esc.LATE:
-        assert esc.read_wait(later, deadline) == pytest.approx(deadline * esc.FLOOR)
+        assert esc.read_wait(later, deadline) == 0
     else:
         assert esc.read_wait(later, deadline) >= esc.read_wait(values, deadline)
 
@@ -225,7 +227,7 @@ def test_adaptive_waits_a_fast_readers_own_time_and_seed_the_deadline() -> None:
     adaptive = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines)
     seed = ChannelPolicy(strategy="seed", read_deadlines=deadlines)
     assert read_wait(acc, "WECHAT", "HIGH", adaptive) == pytest.approx(125.0)
-    assert read_wait(acc, "WECHAT", "URGENT", adaptive) == 6.0  # read after it: the floor
+    assert read_wait(acc, "WECHAT", "URGENT", adaptive) == 0.0  # read after it: no use waiting
     assert read_wait(acc, "WECHAT", "HIGH", seed) == 600.0
     assert read_wait(acc, "SMS", "HIGH", adaptive) == 125.0  # no reads there: all its reads
     assert read_wait(reader(100.0, reads=2), "WECHAT", "HIGH", adaptive) == 600.0  # too few
@@ -273,7 +275,7 @@ def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
     acc = reader(900.0)
     adaptive = ChannelPolicy(strategy="adaptive", read_deadlines={"HIGH": 600.0})
     assert timing(acc, "SMS") == [900.0] * 5
-    assert read_wait(acc, "SMS", "HIGH", adaptive) == 60.0  # read after the deadline: floor
+    assert read_wait(acc, "SMS", "HIGH", adaptive) == 0.0  # read after the deadline: at once
     assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2  # too few: the deadline
     assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0
 

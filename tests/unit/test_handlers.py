@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from streams.domain import handlers as h
 from streams.domain.channels import send_id
 from streams.domain.deadlines import Due, due_of, timer_key, timer_writes
-from streams.domain.escalation import FLOOR
 from streams.domain.probing import ProbeConfig
 from streams.domain.records import ms
 from streams.domain.state import message_key
@@ -1016,40 +1015,60 @@ def test_adaptive_waits_a_fast_readers_own_time_then_escalates() -> None:
     assert seed.due("READ", "a1", "m1").due_at == seed.now + DEADLINES["HIGH"]
 
 
-def test_adaptive_does_not_pay_for_an_sms_while_a_slow_readers_read_is_still_likely() -> None:
+def test_adaptive_decides_a_late_readers_next_channel_with_the_send() -> None:
+    """A reader whose reads come after the deadline: waiting for it tells nothing, so the
+    escalation is decided with the push, not a deadline later. A NORMAL push does not pay for
+    an SMS while the WeChat read is still likely; an URGENT one does, at once."""
     p = wechat_reader("adaptive", 5000.0)
-    p.request("a1", "m1")  # NORMAL: a read is worth 0.1, an SMS costs 0.05
-    due = p.due("READ", "a1", "m1")
-    wait = DEADLINES["NORMAL"] * FLOOR  # its reads come after the deadline: no use waiting
-    assert due.due_at == pytest.approx(p.now + wait)
-    p.advance(wait)
-    fx = p.fire(due)
-    assert escalations(fx)[0]["to_channel"] is None
-    assert sends(fx) == [] and fx.counts["escalation_not_worth"] == 1
+    fx = p.request("a1", "m1")  # NORMAL: a read is worth 0.1, an SMS costs 0.05
+    assert [s["channel"] for s in sends(fx)] == ["WECHAT"]
+    assert [(e["from_channel"], e["to_channel"], e["fired_at"]) for e in escalations(fx)] == [
+        ("WECHAT", None, ms(p.now))]
+    assert fx.counts["escalation_not_worth"] == 1
     [(status, detail)] = [(r["status"], r["detail"]) for r in results(fx)]
     assert status == "EXHAUSTED" and detail.startswith(
         "read deadline passed; SMS not worth its cost for a NORMAL push (expected 0.01429 <")
-    p.advance(5000.0 - wait)
+    assert not [d for d in fx.dues if d.kind == "READ"]
+    assert p.account("a1")["missed"] == {}  # no wait, no miss
+    p.advance(5000.0)
     p.read("a1", "m1", "WECHAT")  # the read came after all, and taught its delay
     assert p.account("a1")["delays"]["WECHAT"][-1] == 5000.0
-    # seed escalates whatever it costs, and so does adaptive for an URGENT push
+    urgent = p.request("a1", "m2", importance="URGENT")
+    assert [(s["channel"], s["reason"]) for s in sends(urgent)] == [
+        ("WECHAT", "PRIMARY"), ("SMS", "ESCALATION")]
+    assert [e["to_channel"] for e in escalations(urgent)] == ["SMS"]
+    # seed waits the deadline and escalates whatever it costs
     seed = wechat_reader("seed", 5000.0)
     seed.request("a1", "m1")
     seed.advance(DEADLINES["NORMAL"])
     assert escalations(seed.fire(seed.due("READ", "a1", "m1")))[0]["to_channel"] == "SMS"
-    p.request("a1", "m2", importance="URGENT")
-    p.advance(DEADLINES["URGENT"])
-    assert escalations(p.fire(p.due("READ", "a1", "m2")))[0]["to_channel"] == "SMS"
+
+
+def test_adaptive_sends_a_late_reader_every_channel_worth_it_together() -> None:
+    """A late reader with an app and a phone number: the free app push goes with the WeChat
+    message, the SMS not (for a NORMAL push); for a HIGH push, whose read is worth more, the
+    SMS too - all at the request's time, each escalation from the one before."""
+    p = wechat_reader("adaptive", 5000.0)
+    p.device("a1", "d1")
+    fx = p.request("a1", "m1")
+    assert [(s["channel"], s["device_id"]) for s in sends(fx)] == [
+        ("WECHAT", None), ("APP", None), ("APP", "d1")]
+    assert [e["to_channel"] for e in escalations(fx)] == ["APP", None]
+    high = p.request("a1", "m2", importance="HIGH")
+    assert [e["to_channel"] for e in escalations(high)] == ["APP", "SMS"]
+    assert {s["sent_at"] for s in sends(high)} == {ms(p.now)}
+    assert not [d for d in high.dues if d.kind == "READ"]
 
 
 def test_adaptive_tries_the_next_channel_after_two_unread_messages_in_a_row() -> None:
-    """A reader who moved away from WeChat: the first unread NORMAL push is not worth an SMS,
-    the second in a row is (the habit may have changed); a read on WeChat resets the count."""
-    p = wechat_reader("adaptive", 5000.0)
+    """A reader who moved away from WeChat: the first unread LOW push is not worth an SMS,
+    the second in a row is (the habit may have changed); a read on WeChat resets the count.
+    (A reader whose reads come within the deadline: a late reader's silence is no miss.)"""
+    p = wechat_reader("adaptive", 1000.0)
     targets = []
     for i in range(3):
-        p.request("a1", f"m{i}")
-        p.advance(DEADLINES["NORMAL"])
+        p.request("a1", f"m{i}", importance="LOW")
+        p.advance(DEADLINES["LOW"])
         targets.append(escalations(p.fire(p.due("READ", "a1", f"m{i}")))[0]["to_channel"])
         if i == 1:
             p.read("a1", "m1", "WECHAT")
