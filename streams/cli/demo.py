@@ -31,7 +31,7 @@ from streams.domain.channels import STRATEGIES
 from streams.harness import ProcessExited, Tap, stack, wait_accounts
 from streams.harness.bound import bounds
 from streams.harness.crowd import Crowd, PopulationError, shipped
-from streams.harness.loop import DEMO_TUNING, LAST_TIMER, Loop
+from streams.harness.loop import DEMO_PRIORS, DEMO_TUNING, LAST_TIMER, Loop
 from streams.settings import Connections, Settings, get_settings
 
 console = Console(stderr=True)
@@ -303,6 +303,35 @@ def run_strategy(base: Settings, bootstrap: str, crowd: Crowd, strategy: str, ra
                 keep["dsn"] = dsn
         finally:
             progress.close()
+    return figures
+
+
+def rehearse_strategy(base: Settings, crowd: Crowd, strategy: str, rate: float,
+                      duration: float, var_dir: Path,
+                      keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One strategy rehearsed (streams.harness.rehearsal) into its own store; its figures."""
+    from connectors.clickhouse.warehouse import open_warehouse
+    from streams.harness.rehearsal import Rehearsal, store
+    from streams.router import router_config
+
+    dsn = store_for(base.connections.dsn, var_dir, strategy)
+    settings = Settings(strategy=strategy, **DEMO_TUNING)
+    with console.status(f"{strategy}: rehearsing seed {crowd.spec.seed}, "
+                        f"{int(rate * duration):,} requests"):
+        played = Rehearsal(crowd, router_config(settings), rate, duration,
+                           campaign_fallback_ratio=settings.tuning.campaign_fallback_ratio,
+                           **{k: v for k, v in DEMO_PRIORS.items() if k != "priors_window"}
+                           ).run()
+        store(played.records, dsn)
+        warehouse = open_warehouse(dsn)
+        figures = {"strategy": strategy, "seed": crowd.spec.seed,
+                   "requests": int(rate * duration), "rehearsed": True,
+                   **score(warehouse, crowd, duration, played.start, settings.tuning.costs)}
+    if keep is not None:
+        from connectors.clickhouse.report import collect
+
+        keep["report"] = collect(warehouse)
+        keep["dsn"] = dsn
     return figures
 
 
@@ -582,11 +611,15 @@ def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
                    "simulator answers ~150/s here)")
 @click.option("--duration", default=140.0, show_default=True, help="seconds of load")
 @click.option("--workers", default=1, show_default=True, help="stream workers")
+@click.option("--rehearse", is_flag=True,
+              help="no stack: play the router's own handlers against the population in this "
+                   "process on a simulated clock (seconds a run), the same figures and report; "
+                   "without the stack's timing, campaigns, provider errors or verify")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)
 def demo(population_file: str | None, accounts: int | None, strategies: tuple[str, ...],
          compare: bool, seeds: int, rate: float, duration: float, workers: int,
-         json_out: Path) -> None:
+         rehearse: bool, json_out: Path) -> None:
     """Run the whole loop on the embedded stack under load (stream workers, dispatcher,
     provider simulator playing a population, ack gateway, sink into ClickHouse), with live
     progress; end with the quality figures from ClickHouse and the HTML report."""
@@ -606,6 +639,22 @@ def demo(population_file: str | None, accounts: int | None, strategies: tuple[st
     crowds = reseeded(crowd, seeds, accounts)
     runs: list[dict[str, Any]] = []
     kept: dict[str, Any] = {}
+    pushes = rate * duration / len(crowd.members)
+    if rehearse:
+        console.print(f"rehearsal: {len(crowd.members):,} accounts, "
+                      f"{sum(len(m.phones) for m in crowd.members):,} phones; {rate:g} "
+                      f"requests/s for {duration:g} s of simulated time per strategy"
+                      + (f", {seeds} seeds" if seeds > 1 else ""))
+        for one in crowds:
+            for name in chosen:
+                last = one is crowds[-1] and name == chosen[-1]
+                runs.append(rehearse_strategy(base, one, name, rate, duration, var_dir,
+                                              kept if last else None))
+                console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: "
+                                                       "rehearsed, from ClickHouse"))
+        report(runs, kept, json_out, var_dir, len(chosen) > 1,
+               bounds(crowds, REACH_WINDOW, duration, pushes=pushes))
+        return
     with stack(Settings(topic_prefix=f"{base.tuning.topic_prefix}demo-smoke.",
                         kafka_bootstrap_servers=base.connections.kafka_bootstrap_servers),
                var_dir) as bootstrap:
@@ -627,7 +676,7 @@ def demo(population_file: str | None, accounts: int | None, strategies: tuple[st
                 console.print(figures_table(runs[-1:], f"{name}, seed {one.spec.seed}: from "
                                                        "ClickHouse"))
     report(runs, kept, json_out, var_dir, len(chosen) > 1,
-           bounds(crowds, REACH_WINDOW, duration, pushes=rate * duration / len(crowd.members)))
+           bounds(crowds, REACH_WINDOW, duration, pushes=pushes))
 
 
 def bound_table(found: dict[str, Any], title: str) -> Table:

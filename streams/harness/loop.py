@@ -25,6 +25,11 @@ DEMO_TUNING: dict[str, Any] = {
     "probe_count_first": 3, "probe_count_again": 3, "probe_device_per_hour": 720,
     "probe_global_per_second": 20, "probe_timeout": 2, "probe_interval": 600,
     "route_half_life": 10}
+#: The demo's sink recomputes the fleet's route priors this often, from all its sends, each
+#: weighing 1/2 per route half-life of its age, per model over at least this many sends.
+DEMO_PRIORS: dict[str, Any] = {
+    "priors_interval": 5, "priors_window": 0,
+    "priors_half_life": DEMO_TUNING["route_half_life"], "priors_min_samples": 20}
 #: After the last push, every timer it can start has come due by then: its read deadlines
 #: (a ladder of up to three) and the receipt deadline of an APP send an escalation may make.
 LAST_TIMER = 3 * DEMO_TUNING["read_deadline_high"] + DEMO_TUNING["receipt_deadline"]
@@ -67,9 +72,7 @@ class Loop:
         return {**worker_env(self.settings, **self.tuning, gateway_port=self.ports["gateway"],
                              dispatch_metrics_port=self.ports["dispatch"],
                              sink_metrics_port=self.ports["sink"], sql_port=self.ports["sql"],
-                             sink_flush_interval=0.5, priors_interval=5, priors_window=0,
-                             priors_half_life=DEMO_TUNING["route_half_life"],
-                             priors_min_samples=20,
+                             sink_flush_interval=0.5, **DEMO_PRIORS,
                              # the simulator plays every person and vendor from one address
                              gateway_client_rate=1e9),
                 "CLICKHOUSE_DSN": self.settings.connections.dsn,
