@@ -614,7 +614,7 @@ def beats_seed(runs: list[dict[str, Any]], k: int) -> list[Check]:
 @click.option("--rehearse", is_flag=True,
               help="no stack: play the router's own handlers against the population in this "
                    "process on a simulated clock (seconds a run), the same figures and report; "
-                   "without the stack's timing, campaigns, provider errors or verify")
+                   "without the stack's timing, provider errors or verify")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("var/demo/figures.json"), show_default=True)
 def demo(population_file: str | None, accounts: int | None, strategies: tuple[str, ...],
