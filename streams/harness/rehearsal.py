@@ -200,9 +200,8 @@ class Rehearsal:
         """The fleet's route priors from the sends before the newest receipt deadline (the
         sink's job: streams.domain.priors.compute over the manufacturer_routes view)."""
         before = now - self.config.receipt_deadline
-        rates = [FleetRate(maker, model, route, sends, self.received[key], at)
-                 for key, sends in self.fleet.items()
-                 for maker, model, route, at in [key] if at < before]
+        rates = [FleetRate(*key[:3], sends, self.received[key], key[3])
+                 for key, sends in self.fleet.items() if key[3] < before]
         book = PriorBook()
         for p in compute(rates, self.priors_min_samples, now, self.priors_half_life):
             book.put(p.manufacturer, p.model, p.route, p.success_rate, p.samples)
@@ -216,6 +215,7 @@ def store(records: list[tuple[str, dict[str, Any]]], dsn: str) -> None:
     from connectors.clickhouse.migrate import Migrator
     from connectors.clickhouse.tables import TABLES, Row, row
     from schemas import Codec
+    from streams.harness.bench.sink import bare_insert
 
     migrator = Migrator(dsn)
     migrator.up()
@@ -226,8 +226,4 @@ def store(records: list[tuple[str, dict[str, Any]]], dsn: str) -> None:
         decoded = codec.decode(codec.encode(table.record, value), topic, table.record)
         at = rows.setdefault(topic, [])
         at.append(row(table, decoded, topic, 0, len(at)))
-    ch = client(dsn, migrator.db)
-    for topic, table_rows in rows.items():
-        table = TABLES[topic]
-        for i in range(0, len(table_rows), 50_000):
-            ch.insert(table.name, table_rows[i:i + 50_000], column_names=table.all_columns)
+    bare_insert(client(dsn, migrator.db), rows, 50_000)
