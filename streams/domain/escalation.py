@@ -51,7 +51,7 @@ ALWAYS = frozenset({"URGENT"})
 #: What one send costs per channel (CNY): an SMS costs money, an app push almost nothing.
 DEFAULT_CHANNEL_COST = {"APP": 0.0, "WECHAT": 0.005, "EMAIL": 0.001, "SMS": 0.05}
 #: What a read is worth per importance (in the unit of PUSHCASCADE_CHANNEL_COST).
-DEFAULT_READ_VALUE = {"LOW": 0.01, "NORMAL": 0.1, "HIGH": 1.0, "URGENT": math.inf}
+DEFAULT_READ_VALUE = {"LOW": 1.0, "NORMAL": 3.0, "HIGH": 10.0, "URGENT": math.inf}
 
 
 def remember_delay(delays: list[float], delay: float) -> None:

@@ -7,6 +7,8 @@ would keep: every deadline handed out and the message keys waiting for each camp
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from streams.domain import handlers as h
@@ -30,16 +32,20 @@ from streams.domain.state import (
 T0 = 1_700_000_000.0
 DEADLINES = {"LOW": 4000.0, "NORMAL": 3000.0, "HIGH": 2000.0, "URGENT": 1000.0}
 XIAOMI_ROUTES = ("XIAOMI", "JPUSH", "FCM")  # original XIAOMI, alternatives JPUSH then FCM
+#: Read values under which an SMS (0.05) pays only for a likely read of a HIGH push: the tests of
+#: adaptive's cost decisions reason with these, whatever the defaults are.
+THRIFTY = {"LOW": 0.01, "NORMAL": 0.1, "HIGH": 1.0, "URGENT": math.inf}
 
 
 def config(*, new_account_pushes: int = 2, k1: float = 1.0, k2: float = 2.0,
            order: tuple[str, ...] = ("APP", "WECHAT", "SMS", "EMAIL"),
            probe: ProbeConfig | None = None, receipt_deadline: float = 30.0,
            reach_grace: float = 20.0, retention: float = 5000.0,
-           strategy: str = "seed") -> h.RouterConfig:
+           strategy: str = "seed", read_value: Mapping[str, float] = THRIFTY) -> h.RouterConfig:
     """A RouterConfig with short, distinct durations (every read deadline differs)."""
     policy = ChannelPolicy(new_account_pushes=new_account_pushes, k1=k1, k2=k2, order=order,
-                           read_deadlines=dict(DEADLINES), strategy=strategy)
+                           read_deadlines=dict(DEADLINES), strategy=strategy,
+                           read_value=dict(read_value))
     return h.RouterConfig(policy, probe or ProbeConfig(), receipt_deadline=receipt_deadline,
                           reach_grace=reach_grace, retention=retention)
 

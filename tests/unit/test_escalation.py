@@ -23,6 +23,7 @@ from streams.domain.channels import (
     record_read,
     timing,
 )
+from tests.unit.partition import THRIFTY
 
 delays = st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=40)
 
@@ -236,7 +237,7 @@ def test_adaptive_waits_a_fast_readers_own_time_and_seed_the_deadline() -> None:
 
 
 def test_a_slow_readers_silence_at_the_deadline_is_not_escalated_to_a_costly_channel() -> None:
-    policy = ChannelPolicy(strategy="adaptive")
+    policy = ChannelPolicy(strategy="adaptive", read_value=THRIFTY)
     slow, fast = reader(9.0), reader(1.0)
     for acc in (slow, fast):
         esc.count(acc.counts, "SMS", 3, 4)  # reads most of its SMS
@@ -252,7 +253,7 @@ def test_a_slow_readers_silence_at_the_deadline_is_not_escalated_to_a_costly_cha
 def test_a_costly_channel_not_worth_it_is_passed_over_for_a_cheaper_one_further_down() -> None:
     """A slow WeChat reader with an app: SMS ranks next but is not worth its cost for a NORMAL
     push while the WeChat read is still likely; the app push is free, so it goes instead."""
-    policy = ChannelPolicy(strategy="adaptive", order=("WECHAT", "SMS", "APP"))
+    policy = ChannelPolicy(strategy="adaptive", order=("WECHAT", "SMS", "APP"), read_value=THRIFTY)
     acc = reader(9.0)
     acc.devices = ["d1"]
     esc.count(acc.counts, "SMS", 3, 4)
