@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -23,9 +24,22 @@ INNER JOIN (SELECT device_id, manufacturer, model FROM devices FINAL) AS d
 WHERE a.channel = 'APP' AND a.route != ''{span}
 GROUP BY manufacturer, model, route, at ORDER BY manufacturer, model, route, at
 """
-SINCE = " AND a.sent_at >= now64(3) - toIntervalMillisecond({ms})"
-BEFORE = " AND a.sent_at < now64(3) - toIntervalMillisecond({ms})"
+SINCE = " AND a.sent_at >= {end} - toIntervalMillisecond({ms})"
+BEFORE = " AND a.sent_at < {end}"
 BUCKET = "toUnixTimestamp(toStartOfInterval(a.sent_at, toIntervalSecond({seconds})))"
+#: The warehouse's clock (its newest APP send on a route, ms since the epoch) and how late the
+#: receipts of the last RECENT seconds of sends came (their SETTLE_QUANTILE, ms).
+SETTLING = """
+SELECT toUnixTimestamp64Milli(max(sent_at)) AS newest,
+       quantileIf({quantile})(toUnixTimestamp64Milli(receipt_at) - toUnixTimestamp64Milli(sent_at),
+                  received AND sent_at >= now64(3) - toIntervalSecond({recent})) AS delay
+FROM send_acks WHERE channel = 'APP' AND route != ''
+"""
+#: A send counts once its receipt, if it comes, has come: once this quantile of the recent
+#: receipts' delays has passed since it (with `pending` its least)...
+SETTLE_QUANTILE = 0.99
+#: ...of the receipts of the sends of the last this many seconds.
+RECENT = 60
 
 
 #: At most this many time buckets in a window (the fit's work grows with them).
@@ -38,13 +52,29 @@ def bucket_seconds(half_life: float, window: float = 0.0) -> int:
     return max(1, int(half_life / 4), int(window / BUCKETS))
 
 
+def settled(warehouse: Warehouse, pending: float) -> float | None:
+    """Before when (epoch seconds) a send's receipt has had its time: the warehouse's newest
+    send less the recent receipts' delay (SETTLE_QUANTILE of the last RECENT seconds), at
+    least `pending`. Its clock, not this one: a sink behind shows the sends and their receipts
+    late alike; and receipts that come late under load (past the receipt deadline) do not
+    count their sends as failures while they are on their way. None: no send yet."""
+    [row] = warehouse.rows(SETTLING.format(quantile=SETTLE_QUANTILE, recent=RECENT))
+    newest, delay = row["newest"], row["delay"]
+    if not newest:
+        return None
+    late = float(delay) / 1000 if delay is not None and math.isfinite(float(delay)) else 0.0
+    return float(newest) / 1000 - max(pending, late)
+
+
 def fleet_rates(warehouse: Warehouse, window: float = 0.0, pending: float = 0.0,
                 half_life: float = 0.0) -> list[FleetRate]:
     """Sends and receipts per manufacturer, model and route: of the `window` seconds of sends
-    before the newest `pending` seconds (whose receipts may still come; window 0: all
-    history), per time bucket of the half-life (`at` its middle; none without one)."""
-    span = (SINCE.format(ms=int((window + pending) * 1000)) if window > 0 else "") + (
-        BEFORE.format(ms=int(pending * 1000)) if pending > 0 else "")
+    before those whose receipts may still come (see settled; window 0: all history), per time
+    bucket of the half-life (`at` its middle; none without one)."""
+    cut = settled(warehouse, pending) if pending > 0 else None
+    end = "now64(3)" if cut is None else f"fromUnixTimestamp64Milli({int(cut * 1000)})"
+    span = (SINCE.format(end=end, ms=int(window * 1000)) if window > 0 else "") + (
+        BEFORE.format(end=end) if cut is not None else "")
     width = bucket_seconds(half_life, window) if half_life > 0 else 0
     sql = QUERY.format(span=span, bucket=BUCKET.format(seconds=width) if width else "0")
     return [FleetRate(str(r["manufacturer"]), str(r["model"]), str(r["route"]),

@@ -147,3 +147,41 @@ def test_route_priors_of_a_window_count_only_its_sends(stored) -> None:
     assert by_age == {1000: (4, 0), 100: (3, 3), 0: (1, 0)}
     # buckets: a quarter of the half-life, at least 1 s and 1/BUCKETS of the window
     assert (bucket_seconds(40), bucket_seconds(2), bucket_seconds(600, 86400)) == (10, 1, 432)
+
+
+def test_route_priors_wait_for_receipts_that_come_late_under_load(stored) -> None:
+    """Receipts that come 5 s after their sends (a loaded pipeline; the receipt deadline is
+    2 s): the send of 3 s ago is left out while its receipt may still come, not counted as a
+    failure; the warehouse's newest send, not the clock, is when "now" is. (After the test
+    above: it adds sends of its own route.)"""
+    from connectors.clickhouse.priors import fleet_rates, settled
+
+    ch = stored.ch
+    ch.command("INSERT INTO devices (device_id, account_id, manufacturer, model, routes, active, "
+               "registered_at, topic, partition, offset) SELECT 'l-d1', 'l', 'Huawei', 'P60', "
+               "['HUAWEI', 'GETUI'], true, now64(3) - toIntervalSecond(2000), 't', 0, 0")
+    for send_id, ago, receipt_ago in (("l0", 30, 25), ("l1", 20, 15), ("l2", 3, None)):
+        ch.command("INSERT INTO sends (send_id, message_id, account_id, channel, device_id, "
+                   "route, reason, attempt, importance, sent_at, topic, partition, offset) "
+                   f"SELECT '{send_id}', '{send_id}', 'l', 'APP', 'l-d1', 'GETUI', "
+                   f"'FALLBACK_ROUTE', 1, 'NORMAL', now64(3) - toIntervalSecond({ago}), "
+                   "'t', 0, 0")
+        if receipt_ago is not None:
+            ch.command("INSERT INTO acks (message_id, account_id, channel, kind, device_id, "
+                       "route, send_id, acked_at, topic, partition, offset) SELECT "
+                       f"'{send_id}', 'l', 'APP', 'RECEIPT', 'l-d1', 'GETUI', '{send_id}', "
+                       f"now64(3) - toIntervalSecond({receipt_ago}), 't', 0, 0")
+
+    class Store:
+        rows = staticmethod(stored)
+
+    def getui(window: float, pending: float) -> tuple[int, int]:
+        return next((r.sends, r.receipts) for r in fleet_rates(Store(), window, pending)
+                    if r.route == "GETUI")
+
+    cut = settled(Store(), 2.0)
+    assert cut is not None and time.time() - 8.5 < cut < time.time() - 7.5  # newest - 5 s
+    assert getui(0, 2.0) == (2, 2)  # the send of 3 s ago waits for its receipt
+    assert getui(60, 2.0) == (2, 2)
+    assert getui(0, 0) == (3, 2)  # without a wait, all of them
+    assert settled(Store(), 30.0) == pytest.approx(cut - 25.0, abs=0.5)  # pending is the least
