@@ -273,15 +273,18 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     if raw is None:
         raise Rejected(f"ack for unknown message {ack['message_id']!r} "
                        f"of account {ack['account_id']!r}")
-    account = _account(tables, ack["account_id"])
     message = Message.from_dict(raw)
     first = not message.reads
     if first and any(at > ctx.now for at in message.sent_at.values()):
         # a send (an escalation, a ladder's step) fired after this READ was stamped: it reached
         # the broker later than PUSHCASCADE_INPUT_SLACK allows for
         fx.counts["read_after_send"] += 1
+    overdue = first and _read_overdue(tables, ctx, fx, message)
+    account = _account(tables, ack["account_id"])
     if not record_read(account, message, ack["channel"], ctx.config.policy, ctx.now):
         fx.counts["duplicate_ack"] += 1
+        if overdue:
+            tables.put(MESSAGES, key, message.to_dict())
         return fx
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     tables.put(MESSAGES, key, message.to_dict())
@@ -292,9 +295,24 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     return fx
 
 
+def _read_overdue(tables: Tables, ctx: Context, fx: Effects, message: Message) -> bool:
+    """Fire the read deadlines that passed before this READ was stamped (ctx.now), earliest
+    first and each at its own time, as if their timers had fired before the READ came: a late
+    READ does not cancel a deadline, however late the worker runs. Whether any fired."""
+    fired = False
+    while message.deadline_at is not None and ctx.now > message.deadline_at:
+        due_at = message.deadline_at
+        if not _read_due(tables, replace(ctx, now=due_at), fx, message, due_at):
+            break
+        fx.counts["deadline_before_read"] += 1
+        fired = True
+    return fired
+
+
 def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     """Count a RECEIPT for route statistics, and settle the message's delivery to the device."""
     fx = Effects()
+    _receipt_overdue(tables, ctx, fx, ack)
     dkey = device_key(ack["account_id"], ack["device_id"] or "")
     raw = tables.get(DEVICES, dkey)
     if raw is None:
@@ -324,6 +342,22 @@ def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
         _save_tally(tables, fx, tally, ctx.partition)
     tables.put(MESSAGES, key, message_raw)
     return fx
+
+
+def _receipt_overdue(tables: Tables, ctx: Context, fx: Effects, ack: dict[str, Any]) -> None:
+    """Fall back from the device's receipt deadline that passed before this RECEIPT was
+    stamped (ctx.now), at the deadline's own time, as if its timer had fired first."""
+    key = message_key(ack["account_id"], ack["message_id"])
+    raw = tables.get(MESSAGES, key)
+    device_id = ack["device_id"] or ""
+    delivery = (raw or {}).get("deliveries", {}).get(device_id)
+    if (raw is None or delivery is None or delivery["receipt"] or delivery["done"]
+            or ctx.now <= delivery["due_at"]):
+        return
+    message, due_at = Message.from_dict(raw), delivery["due_at"]
+    if _receipt_due(tables, replace(ctx, now=due_at), fx, message, device_id, due_at):
+        tables.put(MESSAGES, key, message.to_dict())
+        fx.counts["deadline_before_receipt"] += 1
 
 
 # -- account and device records ----------------------------------------------------------------

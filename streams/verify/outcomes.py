@@ -17,6 +17,8 @@ Rec = Mapping[str, Any]
 CHANNEL_REASONS = ("FANOUT", "PRIMARY", "ESCALATION")
 #: DeliveryResult statuses about the whole message (FAILED and SENT are about one send).
 TERMINAL = ("READ", "UNREACHABLE", "EXHAUSTED")
+#: Milliseconds a deadline may differ from its send time plus the read deadline (both rounded).
+ROUNDING = 1
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ def terminal_outcomes(requests: Iterable[Rec], sends: Iterable[Rec], escalations
     read, its deadlines passed) or unreachable with a reason; and how many ended each way.
 
     Violations: no send and no UNREACHABLE after the reach grace; UNREACHABLE beside a send or
-    a READ, or without a reason; a read deadline (PRIMARY send) passed without a READ or an
-    escalation; an escalation fired after the message was read."""
+    a READ, or without a reason; a read deadline (PRIMARY send) passed without an escalation or
+    a READ stamped by then; an escalation fired after the message was read."""
     check, ends = Check(1, "terminal outcome per request"), Counter[str]()
     sent, escalated = _by_message(sends), _by_message(escalations)
     reported = _by_message(r for r in results if r["status"] in TERMINAL)
@@ -93,8 +95,8 @@ def terminal_outcomes(requests: Iterable[Rec], sends: Iterable[Rec], escalations
             due = s["sent_at"] + timing.ms(timing.read_deadlines[s["importance"]])
             if any(e["from_channel"] == s["channel"] for e in esc):
                 continue
-            if read is not None and read["at"] <= due + settle:
-                continue
+            if read is not None and read["at"] <= due + ROUNDING:
+                continue  # read in time (a READ stamped after the deadline owes its escalation)
             if now_ms < due + settle:
                 pending = True
             else:

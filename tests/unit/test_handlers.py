@@ -17,6 +17,7 @@ from streams.domain.state import message_key
 from tests.unit.partition import (
     DEADLINES,
     T0,
+    XIAOMI_ROUTES,
     Partition,
     brief,
     channel_send,
@@ -171,6 +172,52 @@ def test_a_read_stamped_before_a_send_that_fired_already_is_counted_late() -> No
     p.request("a1", "m2")
     p.advance(1)
     assert p.read("a1", "m2", primary).counts["read_after_send"] == 0  # in time
+
+
+def test_a_read_stamped_after_its_deadline_comes_after_the_escalation_the_timer_owed() -> None:
+    # the worker ran late: the deadline's timer had not fired when a READ stamped after it
+    # came; the READ does not cancel it, the escalation is made at the deadline's own time
+    p = established()
+    reachable(p, wechat="ow-1")
+    primary = sends(p.request("a1", "m1"))[0]["channel"]
+    due = p.due("READ", "a1", "m1")
+    p.now = due.due_at + 0.5
+    late = p.read("a1", "m1", primary)
+    assert late.counts["deadline_before_read"] == 1
+    assert [(e["from_channel"], e["deadline_at"], e["fired_at"]) for e in escalations(late)] == [
+        (primary, ms(due.due_at), ms(due.due_at))]
+    assert sends(late) == [channel_send("a1", "m1", "WECHAT", "ESCALATION", due.due_at,
+                                        attempt=1)]
+    assert [(r["status"], r["channel"], r["at"]) for r in results(late)] == [
+        ("READ", primary, ms(p.now))]
+    assert outputs(p.fire(due)) == []  # the timer, when it comes, is stale
+    in_time = p.request("a1", "m2")
+    assert in_time and p.read("a1", "m2", primary).counts["deadline_before_read"] == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(strategy=st.sampled_from(["seed", "fixed-fallback", "adaptive", "blast"]),
+       importance=st.sampled_from(sorted(DEADLINES)),
+       delay=st.floats(min_value=0.0, max_value=4 * max(DEADLINES.values())),
+       channel=st.sampled_from(["APP", "WECHAT", "SMS"]))
+def test_what_a_read_decides_does_not_depend_on_how_late_the_timers_fire(
+        strategy: str, importance: str, delay: float, channel: str) -> None:
+    # a worker on time fires every read deadline as it comes; a late one fires none before the
+    # READ: the outputs and the state come out the same (a replay makes the same choice)
+    worlds = []
+    for on_time in (True, False):
+        p = Partition(config(new_account_pushes=0, strategy=strategy))
+        reachable(p, **ALL_ADDRESSES)
+        out = [p.request("a1", "m1", importance=importance)]
+        read_at = round(p.now + delay, 3)
+        while on_time and (p.message("a1", "m1") or {}).get("deadline_at") is not None \
+                and p.message("a1", "m1")["deadline_at"] < read_at:
+            out.append(p.fire(p.due("READ", "a1", "m1")))
+        p.now = read_at
+        out.append(p.read("a1", "m1", channel))
+        out += [p.fire(d) for d in list(p.dues) if d.kind == "READ"]
+        worlds.append(([(o.topic, o.value) for fx in out for o in fx.outputs], p.tables.data))
+    assert worlds[0] == worlds[1]
 
 
 def test_the_first_read_of_a_message_is_reported_and_counts_as_first_feedback_once() -> None:
@@ -505,6 +552,44 @@ def test_the_receipt_deadline_resends_once_on_the_best_alternative_as_the_next_a
     # a late receipt for the original send still settles the delivery, and sends nothing
     p.advance(1)
     assert sends(p.receipt("a1", "m1", "d1")) == []
+
+
+def test_a_receipt_stamped_after_its_deadline_comes_after_the_fallback_the_timer_owed() -> None:
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    due = p.due("RECEIPT", "a1", "m1", "d1")
+    p.now = due.due_at + 1
+    late = p.receipt("a1", "m1", "d1")
+    assert late.counts["deadline_before_receipt"] == 1 and late.counts["receipt_counted"] == 1
+    assert sends(late) == [channel_send("a1", "m1", "APP", "FALLBACK_ROUTE", due.due_at,
+                                        attempt=1, device_id="d1", route="JPUSH")]
+    assert outputs(p.fire(due)) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(delay=st.floats(min_value=0.0, max_value=90.0), routes=st.sampled_from(
+    [XIAOMI_ROUTES, ("XIAOMI",)]), read=st.booleans())
+def test_what_a_receipt_decides_does_not_depend_on_how_late_the_timers_fire(
+        delay: float, routes: tuple[str, ...], read: bool) -> None:
+    # as for READs: a worker on time falls back at the receipt deadline, a late one when the
+    # receipt stamped after it comes; the same outputs and state either way
+    worlds = []
+    for on_time in (True, False):
+        p = established()
+        p.device("a1", "d1", routes=routes)
+        p.profile("a1", wechat="ow-1")
+        out = [p.request("a1", "m1")]
+        at = round(p.now + delay, 3)
+        if on_time:
+            out += [p.fire(d) for d in sorted(p.dues) if d.due_at < at]
+        p.now = at
+        out.append(p.receipt("a1", "m1", "d1"))
+        if read:
+            out.append(p.read("a1", "m1", "APP", device_id="d1"))
+        out += [p.fire(d) for d in sorted(p.dues)]
+        worlds.append(([(o.topic, o.value) for fx in out for o in fx.outputs], p.tables.data))
+    assert worlds[0] == worlds[1]
 
 
 def test_the_fallback_goes_to_the_alternative_with_the_best_measured_success_rate() -> None:
@@ -899,7 +984,7 @@ def test_any_interleaving_of_request_reads_and_deadline_escalates_at_most_once(
         before, after, importance) -> None:
     p = established()
     reachable(p, wechat="ow-1", phone="+86-1")  # primary APP, secondary WECHAT
-    requested, read_first, fired_unread = False, False, 0
+    requested, read, escalated = False, False, False
     effects: list[h.Effects] = []
     for event in [*before, "request", *after]:
         if event == "request":
@@ -908,7 +993,9 @@ def test_any_interleaving_of_request_reads_and_deadline_escalates_at_most_once(
         elif event.startswith("read"):
             try:
                 effects.append(p.read("a1", "m1", event.split()[1], device_id="d1"))
-                read_first = read_first or not fired_unread
+                # a READ stamped after the deadline comes after the escalation it owed
+                escalated = escalated or (not read and p.now > p.due("READ", "a1", "m1").due_at)
+                read = True
             except h.Rejected:
                 assert not requested
         elif event == "wait":
@@ -918,11 +1005,11 @@ def test_any_interleaving_of_request_reads_and_deadline_escalates_at_most_once(
                    else Due(T0 + DEADLINES[importance], 0, "m1", "a1", "READ", None, "m1"))
             if event == "fire stale":
                 due = Due(due.due_at - 0.5, 0, "m1", "a1", "READ", None, "m1")
-            elif requested and not read_first:
-                fired_unread += 1
+            elif requested and not read:
+                escalated = True
             effects.append(p.fire(due))
     found = escalations(*effects)
-    assert len(found) == (1 if fired_unread and not read_first else 0)
+    assert len(found) == int(escalated)
     assert [e["to_channel"] for e in found] == ["WECHAT"] * len(found)
     escalation_sends = [s for s in sends(*effects) if s["reason"] == "ESCALATION"]
     assert brief(escalation_sends) == [("WECHAT", None, None, "ESCALATION", 1)] * len(found)
@@ -1027,7 +1114,7 @@ def test_adaptive_decides_a_late_readers_next_channel_with_the_send() -> None:
     assert fx.counts["escalation_not_worth"] == 1
     [(status, detail)] = [(r["status"], r["detail"]) for r in results(fx)]
     assert status == "EXHAUSTED" and detail.startswith(
-        "read deadline passed; SMS not worth its cost for a NORMAL push (expected 0.01429 <")
+        "read deadline passed; SMS not worth its cost for a NORMAL push (expected 0.009524 <")
     assert not [d for d in fx.dues if d.kind == "READ"]
     assert p.account("a1")["missed"] == {}  # no wait, no miss
     p.advance(5000.0)

@@ -88,10 +88,17 @@ def test_what_is_still_within_its_deadlines_is_pending_not_a_violation():
     assert len(check.violations) == 2 and check.pending == 0
 
 
-def test_a_read_just_after_the_deadline_but_before_the_timer_is_no_violation():
-    check, ends = terminal_outcomes([req("m")], [send("m")], [], [result("m", "READ", 3500)],
-                                    NOW, T)
-    assert check.violations == [] and ends["read"] == 1
+def test_a_read_stamped_after_the_deadline_without_its_escalation_is_a_violation():
+    # however late the timer ran, the READ came after the deadline: the escalation was owed
+    check, _ = terminal_outcomes([req("m")], [send("m")], [], [result("m", "READ", 3002)],
+                                 NOW, T)
+    assert [v.split(": ", 1)[1] for v in check.violations] == [
+        "read deadline on SMS passed 997 s ago, neither read nor escalated"]
+    on_time = [result("m", "READ", 3001)]
+    escalated = ([esc("m", 3000)], [result("m", "READ", 3500)])
+    for escalations, results in (([], on_time), escalated):
+        check, ends = terminal_outcomes([req("m")], [send("m")], escalations, results, NOW, T)
+        assert check.violations == [] and sum(ends.values()) == 1
 
 
 histories = st.lists(st.sampled_from(["read", "esc", "exh", "unr", "sent"]), min_size=1,
