@@ -28,17 +28,24 @@ SINCE = " AND a.sent_at >= {end} - toIntervalMillisecond({ms})"
 BEFORE = " AND a.sent_at < {end}"
 BUCKET = "toUnixTimestamp(toStartOfInterval(a.sent_at, toIntervalSecond({seconds})))"
 #: The warehouse's clock (its newest APP send on a route, ms since the epoch) and how late the
-#: receipts of the last RECENT seconds of sends came (their SETTLE_QUANTILE, ms).
+#: receipts of its last RECENT seconds of sends came (their SETTLE_QUANTILE, ms): read from the
+#: sends and receipts of those seconds only, not through send_acks (which joins every ack).
 SETTLING = """
-SELECT toUnixTimestamp64Milli(max(sent_at)) AS newest,
-       quantileIf({quantile})(toUnixTimestamp64Milli(receipt_at) - toUnixTimestamp64Milli(sent_at),
-                  received AND sent_at >= now64(3) - toIntervalSecond({recent})) AS delay
-FROM send_acks WHERE channel = 'APP' AND route != ''
+WITH (SELECT max(sent_at) FROM sends WHERE channel = 'APP' AND route != '') AS newest_at
+SELECT toUnixTimestamp64Milli(newest_at) AS newest,
+       quantile({quantile})(toUnixTimestamp64Milli(r.receipt_at)
+                            - toUnixTimestamp64Milli(s.sent_at)) AS delay
+FROM (SELECT send_id, sent_at FROM sends FINAL WHERE channel = 'APP' AND route != ''
+      AND sent_at >= newest_at - toIntervalSecond({recent})) AS s
+INNER JOIN (SELECT send_id, min(acked_at) AS receipt_at FROM acks FINAL
+            WHERE kind = 'RECEIPT' AND send_id != ''
+            AND acked_at >= newest_at - toIntervalSecond({recent}) GROUP BY send_id) AS r
+    ON r.send_id = s.send_id
 """
 #: A send counts once its receipt, if it comes, has come: once this quantile of the recent
 #: receipts' delays has passed since it (with `pending` its least)...
 SETTLE_QUANTILE = 0.99
-#: ...of the receipts of the sends of the last this many seconds.
+#: ...of the receipts of the sends of this many seconds before the newest.
 RECENT = 60
 
 
@@ -54,7 +61,7 @@ def bucket_seconds(half_life: float, window: float = 0.0) -> int:
 
 def settled(warehouse: Warehouse, pending: float) -> float | None:
     """Before when (epoch seconds) a send's receipt has had its time: the warehouse's newest
-    send less the recent receipts' delay (SETTLE_QUANTILE of the last RECENT seconds), at
+    send less the recent receipts' delay (SETTLE_QUANTILE of its last RECENT seconds), at
     least `pending`. Its clock, not this one: a sink behind shows the sends and their receipts
     late alike; and receipts that come late under load (past the receipt deadline) do not
     count their sends as failures while they are on their way. None: no send yet."""
