@@ -312,7 +312,9 @@ def _read_overdue(tables: Tables, ctx: Context, fx: Effects, message: Message) -
 def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     """Count a RECEIPT for route statistics, and settle the message's delivery to the device."""
     fx = Effects()
-    _receipt_overdue(tables, ctx, fx, ack)
+    key = message_key(ack["account_id"], ack["message_id"])
+    message_raw = _receipt_overdue(tables, ctx, fx, ack["device_id"] or "", key,
+                                   tables.get(MESSAGES, key))
     dkey = device_key(ack["account_id"], ack["device_id"] or "")
     raw = tables.get(DEVICES, dkey)
     if raw is None:
@@ -325,8 +327,6 @@ def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     tables.put(DEVICES, dkey, device.to_dict())
     if result.outcome != ReceiptOutcome.COUNTED:
         return fx
-    key = message_key(ack["account_id"], ack["message_id"])
-    message_raw = tables.get(MESSAGES, key)
     delivery = (message_raw or {}).get("deliveries", {}).get(device.device_id)
     if message_raw is None or delivery is None or delivery["receipt"]:
         return fx
@@ -344,20 +344,22 @@ def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     return fx
 
 
-def _receipt_overdue(tables: Tables, ctx: Context, fx: Effects, ack: dict[str, Any]) -> None:
+def _receipt_overdue(tables: Tables, ctx: Context, fx: Effects, device_id: str, key: bytes,
+                     raw: dict[str, Any] | None) -> dict[str, Any] | None:
     """Fall back from the device's receipt deadline that passed before this RECEIPT was
-    stamped (ctx.now), at the deadline's own time, as if its timer had fired first."""
-    key = message_key(ack["account_id"], ack["message_id"])
-    raw = tables.get(MESSAGES, key)
-    device_id = ack["device_id"] or ""
+    stamped (ctx.now), at the deadline's own time, as if its timer had fired first; the
+    message's value then."""
     delivery = (raw or {}).get("deliveries", {}).get(device_id)
     if (raw is None or delivery is None or delivery["receipt"] or delivery["done"]
             or ctx.now <= delivery["due_at"]):
-        return
+        return raw
     message, due_at = Message.from_dict(raw), delivery["due_at"]
-    if _receipt_due(tables, replace(ctx, now=due_at), fx, message, device_id, due_at):
-        tables.put(MESSAGES, key, message.to_dict())
-        fx.counts["deadline_before_receipt"] += 1
+    if not _receipt_due(tables, replace(ctx, now=due_at), fx, message, device_id, due_at):
+        return raw
+    fx.counts["deadline_before_receipt"] += 1
+    value = message.to_dict()
+    tables.put(MESSAGES, key, value)
+    return value
 
 
 # -- account and device records ----------------------------------------------------------------
