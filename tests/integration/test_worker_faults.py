@@ -256,3 +256,52 @@ def test_a_worker_frozen_for_a_moment_while_the_reads_arrive_escalates_none(sett
     assert max(late) < 0, f"too slow: reads written after due - 0.5 s ({late})"
     escalated = [r for r in escalations.records if r["message_id"] in tested]
     assert escalated == [], (len(escalated), escalated[:3])
+
+
+def test_a_worker_frozen_past_its_deadlines_escalates_each_read_that_came_after_one(
+        settings, tmp_path):
+    # the twin of the test above: the worker is frozen past every deadline of a round, and
+    # the round's READs, stamped after those deadlines, reach the broker before it wakes.
+    # Whichever it meets first on waking (the READs in its next fetch, or its timers), each
+    # deadline came before its READ: the message escalates once, at the deadline's time,
+    # and its READ is reported after (a READ stamped late does not cancel a deadline)
+    deadline = 3.0
+    env, producer, sends, escalations = established(settings, deadline)
+    results = Tap(settings, "push.results")
+    worker = start_worker(env, tmp_path, "w")
+    try:
+        warm = push_round(producer, 99)  # the worker's first batches are slow to come
+        sends.wait_for(lambda rs: {r["message_id"] for r in rs} >= set(warm), timeout=90,
+                       workers=[worker])
+        messages = push_round(producer, 0)
+        sends.wait_for(lambda rs, w=set(messages): {r["message_id"] for r in rs} >= w,
+                       timeout=90, workers=[worker])
+        primary = {r["message_id"]: r for r in sends.records
+                   if r["message_id"] in messages and r["reason"] == "PRIMARY"}
+        first = min(r["sent_at"] for r in primary.values()) / 1000 + deadline
+        last = max(r["sent_at"] for r in primary.values()) / 1000 + deadline
+        time.sleep(max(0.0, first - 1.0 - time.time()))
+        worker.popen.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(max(0.0, last + 0.3 - time.time()))
+            for m in messages:
+                producer.send("push.acks", read_ack(m, m.rsplit("-", 1)[0],
+                                                    primary[m]["channel"]))
+            producer.flush()
+            time.sleep(0.5)
+        finally:
+            worker.popen.send_signal(signal.SIGCONT)
+        wait_idle(settings, workers=[worker])
+        escalations.drain()
+        results.drain()
+    finally:
+        worker.stop()
+    escalated = Counter(r["message_id"] for r in escalations.records if r["message_id"] in messages)
+    assert escalated == dict.fromkeys(messages, 1), escalated
+    read = {r["message_id"]: r["at"] for r in results.records
+            if r["message_id"] in messages and r["status"] == "READ"}
+    assert set(read) == set(messages)
+    for e in escalations.records:
+        if e["message_id"] in messages:
+            assert e["fired_at"] == e["deadline_at"] < read[e["message_id"]], e
+            assert e["deadline_at"] == primary[e["message_id"]]["sent_at"] + deadline * 1000
