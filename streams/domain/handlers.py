@@ -279,12 +279,11 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
         # a send (an escalation, a ladder's step) fired after this READ was stamped: it reached
         # the broker later than PUSHCASCADE_INPUT_SLACK allows for
         fx.counts["read_after_send"] += 1
-    overdue = first and _read_overdue(tables, ctx, fx, message)
+    if first:
+        _read_overdue(tables, ctx, fx, message)
     account = _account(tables, ack["account_id"])
     if not record_read(account, message, ack["channel"], ctx.config.policy, ctx.now):
-        fx.counts["duplicate_ack"] += 1
-        if overdue:
-            tables.put(MESSAGES, key, message.to_dict())
+        fx.counts["duplicate_ack"] += 1  # (never the first READ: nothing fired for it)
         return fx
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     tables.put(MESSAGES, key, message.to_dict())
@@ -295,18 +294,15 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     return fx
 
 
-def _read_overdue(tables: Tables, ctx: Context, fx: Effects, message: Message) -> bool:
+def _read_overdue(tables: Tables, ctx: Context, fx: Effects, message: Message) -> None:
     """Fire the read deadlines that passed before this READ was stamped (ctx.now), earliest
     first and each at its own time, as if their timers had fired before the READ came: a late
-    READ does not cancel a deadline, however late the worker runs. Whether any fired."""
-    fired = False
+    READ does not cancel a deadline, however late the worker runs."""
     while message.deadline_at is not None and ctx.now > message.deadline_at:
         due_at = message.deadline_at
         if not _read_due(tables, replace(ctx, now=due_at), fx, message, due_at):
-            break
+            return
         fx.counts["deadline_before_read"] += 1
-        fired = True
-    return fired
 
 
 def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
