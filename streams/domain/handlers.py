@@ -269,7 +269,7 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
         return _receipt(tables, ack, ctx)
     fx = Effects()
     key = message_key(ack["account_id"], ack["message_id"])
-    raw = tables.get(MESSAGES, key)
+    raw = _unexpired(tables.get(MESSAGES, key), ctx.now)
     if raw is None:
         raise Rejected(f"ack for unknown message {ack['message_id']!r} "
                        f"of account {ack['account_id']!r}")
@@ -310,7 +310,7 @@ def _receipt(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
     fx = Effects()
     key = message_key(ack["account_id"], ack["message_id"])
     message_raw = _receipt_overdue(tables, ctx, fx, ack["device_id"] or "", key,
-                                   tables.get(MESSAGES, key))
+                                   _unexpired(tables.get(MESSAGES, key), ctx.now))
     dkey = device_key(ack["account_id"], ack["device_id"] or "")
     raw = tables.get(DEVICES, dkey)
     if raw is None:
@@ -588,10 +588,7 @@ def expire(tables: Tables, account_id: str, message_id: str, due_at: float,
     if raw is None or raw.get("expires_at") != due_at:
         return fx
     message = Message.from_dict(raw)
-    pending = (message.waiting_until is not None
-               or (message.deadline_at is not None and not message.escalated)
-               or any(not d["receipt"] and not d["done"] for d in message.deliveries.values()))
-    if pending:
+    if _pending(message):
         message.expires_at = round(ctx.now + ctx.config.retention, 3)
         tables.put(MESSAGES, key, message.to_dict())
         fx.dues.append(_due(message, "EXPIRE", message.expires_at))
@@ -600,6 +597,22 @@ def expire(tables: Tables, account_id: str, message_id: str, due_at: float,
     tables.delete(MESSAGES, key)
     fx.counts["expired"] += 1
     return fx
+
+
+def _pending(message: Message) -> bool:
+    """Whether a message still waits on something (a channel, a READ, a device's receipt)."""
+    return (message.waiting_until is not None
+            or (message.deadline_at is not None and not message.escalated)
+            or any(not d["receipt"] and not d["done"] for d in message.deliveries.values()))
+
+
+def _unexpired(raw: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """A stored message as an ack stamped at `now` finds it: None once its expiry passed with
+    nothing pending (a worker on time had removed it; one running late has not yet)."""
+    at = (raw or {}).get("expires_at")
+    if raw is None or at is None or now <= at or _pending(Message.from_dict(raw)):
+        return raw
+    return None
 
 
 # -- campaigns ---------------------------------------------------------------------------------

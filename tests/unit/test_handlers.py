@@ -806,6 +806,28 @@ def test_a_settled_message_is_removed_at_its_expiry_and_the_account_keeps_what_i
     assert brief(sends(p.request("a1", "m1"))) == [("WECHAT", None, None, "PRIMARY", 0)]
 
 
+def test_an_ack_stamped_after_a_settled_messages_expiry_finds_it_gone_even_before_its_timer(
+) -> None:
+    # an on-time worker removed the message at its expiry; one running late still holds it,
+    # yet an ack stamped after the expiry meets what the on-time worker would: no message
+    p = established()
+    reachable(p)
+    p.request("a1", "m1")
+    p.fire(p.due("RECEIPT", "a1", "m1", "d1"))  # no receipt: resent on JPUSH (attempt 1)
+    p.read("a1", "m1", "APP", "d1")
+    expiry = p.due("EXPIRE", "a1", "m1")
+    p.now = expiry.due_at + 1
+    with pytest.raises(h.Rejected, match="unknown message 'm1'"):
+        p.read("a1", "m1", "WECHAT")
+    before = p.message("a1", "m1")
+    p.receipt("a1", "m1", "d1", attempt=1)  # counts for the route, leaves the message alone
+    assert p.message("a1", "m1") == before
+    assert p.fire(expiry).counts["expired"] == 1
+    p.now = expiry.due_at - 1  # before its expiry a message is there for an ack
+    p.request("a1", "m2")
+    assert results(p.read("a1", "m2", "APP", "d1"))[0]["status"] == "READ"
+
+
 def test_a_message_with_a_pending_deadline_is_kept_a_retention_longer() -> None:
     p = established()
     reachable(p, device=False, wechat="ow-1", phone="+86-1")
