@@ -9,9 +9,10 @@ read rate there (the quantile of its delays past which so little is left; with a
 never longer than the importance's read deadline. A fast reader's silence escalates sooner;
 one who reads nearly everything waits for nearly all its reads (a read that comes at its own
 p80 is not worth an escalation sent a moment before it), one who rarely reads there hardly
-waits. An account whose reads there mostly come after the deadline does not wait at all:
-silence until the deadline would tell nothing, so the next channel is decided with the send
-(what a late reader reads soon, it reads from channels sent together). When the wait is
+waits. An account whose reads there mostly come after the deadline (known from its first
+read on) does not wait at all: silence until the deadline would tell nothing, so the next
+channel is decided with the send (what a late reader reads soon, it reads from channels sent
+together). When the wait is
 over, the next channel is sent only if the reads it is expected to add are worth its cost:
 P(read there) x P(the silent channel stays unread) x the value of a read of that importance
 >= the channel's cost (else the next one down the ranking that is: a costly channel passed
@@ -39,7 +40,8 @@ MARGIN = 1.25
 #: ...and never below this share of the importance's read deadline.
 FLOOR = 0.1
 #: A channel on which fewer of the account's reads than this share came within the read
-#: deadline is read late anyway: silence until the deadline tells little, the wait is the floor.
+#: deadline (from its first read on) is read late: silence until the deadline tells little, the
+#: next channel is decided with the send.
 LATE = 0.25
 #: A channel's read and send counts are halved once its sends reach this (habits fade).
 HALVE_AT = 20.0
@@ -75,13 +77,20 @@ def read_wait(delays: Sequence[float], deadline: float, rate: float = 0.5) -> fl
     """Seconds to wait for a read on a channel read with probability `rate`: the quantile of
     the account's delays there past which a read still to come is less likely than STILL, with
     a margin, within [FLOOR x deadline, deadline]; the deadline itself until MIN_READS reads
-    are known; nothing where fewer than LATE of its reads came within the deadline (silence
-    tells nothing there: the next channel is decided at once)."""
+    are known; nothing on a channel read late (silence tells nothing there: the next channel is
+    decided at once), from its first read on."""
+    if late(delays, deadline):
+        return 0.0
     if len(delays) < MIN_READS:
         return deadline
-    if read_share(delays, deadline) < LATE:
-        return 0.0
     return min(deadline, max(deadline * FLOOR, quantile(delays, telling(rate)) * MARGIN))
+
+
+def late(delays: Sequence[float], deadline: float) -> bool:
+    """Whether a channel is read late: fewer than LATE of the account's reads there came within
+    the deadline, judged from its first read on (a reader who reads after the deadline is known
+    by one read, and each push it waits a deadline for loses what it would have read in time)."""
+    return bool(delays) and sum(d <= deadline for d in delays) < LATE * len(delays)
 
 
 def telling(rate: float) -> float:

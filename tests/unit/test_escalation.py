@@ -105,11 +105,23 @@ def test_a_late_reader_does_not_wait() -> None:
     assert esc.read_wait([500, 550, 1000, 1100], 600) == 600  # 2 in 4 within: the deadline
 
 
+def test_a_late_reader_is_known_by_its_first_read() -> None:
+    """One read after the deadline already says the silence until it tells nothing: the
+    reader's next push does not wait a deadline (whose escalation would come too late for it)
+    on the way to the MIN_READS reads its timing needs; one read within it still waits."""
+    assert esc.late([900], 600) and esc.read_wait([900], 600) == 0
+    assert esc.read_wait([900, 1000], 600, 0.9) == 0
+    assert not esc.late([100], 600) and esc.read_wait([100], 600) == 600  # too few: the deadline
+    assert not esc.late([100, 900], 600) and esc.read_wait([100, 900], 600) == 600
+    assert not esc.late([], 600) and esc.read_wait([], 600) == 600
+
+
 @given(delays, st.floats(0.001, 1e5), st.floats(0, 1))
 def test_the_wait_is_within_floor_and_deadline_or_nothing_for_a_late_reader(
         values, deadline, rate) -> None:
     wait = esc.read_wait(values, deadline, rate)
-    late = len(values) >= esc.MIN_READS and esc.read_share(values, deadline) < esc.LATE
+    late = bool(values) and sum(v <= deadline for v in values) / len(values) < esc.LATE
+    assert esc.late(values, deadline) == late
     assert wait == 0 if late else deadline * esc.FLOOR - 1e-9 <= wait <= deadline
 
 
@@ -117,7 +129,7 @@ def test_the_wait_is_within_floor_and_deadline_or_nothing_for_a_late_reader(
 def test_slower_reads_never_shorten_the_wait_of_a_reader_within_the_deadline(
         values, slower, deadline) -> None:
     later = [v + slower for v in values]
-    if len(values) >= esc.MIN_READS and esc.read_share(later, deadline) < esc.LATE:
+    if esc.late(later, deadline):
         assert esc.read_wait(later, deadline) == 0
     else:
         assert esc.read_wait(later, deadline) >= esc.read_wait(values, deadline)
@@ -277,8 +289,9 @@ def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
     adaptive = ChannelPolicy(strategy="adaptive", read_deadlines={"HIGH": 600.0})
     assert timing(acc, "SMS") == [900.0] * 5
     assert read_wait(acc, "SMS", "HIGH", adaptive) == 0.0  # read after the deadline: at once
-    assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2  # too few: the deadline
-    assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0
+    assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2
+    assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 0.0  # late from one read
+    assert read_wait(reader(100.0, reads=2), "SMS", "HIGH", adaptive) == 600.0  # too few
 
 
 def test_an_app_push_costs_one_send_per_phone() -> None:
