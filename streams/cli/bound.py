@@ -28,8 +28,11 @@ from streams.harness.crowd import Crowd, PopulationError, shipped
               help="messages per account in the run (the demo's rate x duration / accounts): "
                    "also the learner's bound, each account's first push chosen knowing only "
                    "its channels and phones")
+@click.option("--fanout", is_flag=True,
+              help="the learner's first push to an account goes to every channel and phone at "
+                   "once (as seed and adaptive send it), not the best one for its look")
 def bound_command(population_file: str | None, seeds: int, duration: float,
-                  share: float, pushes: float | None) -> None:
+                  share: float, pushes: float | None, fanout: bool) -> None:
     """The fewest sends per message a strategy could spend on a population for a reach
     within the demo's window of SHARE x blast's: an oracle that knows every account's habits
     (not each message's outcome), in the provider simulator's model; with --pushes, also the
@@ -40,8 +43,12 @@ def bound_command(population_file: str | None, seeds: int, duration: float,
         raise click.ClickException(str(exc)) from None
     if duration <= 0:
         raise click.BadParameter("must be > 0", param_hint="--duration")
-    found = bounds(reseeded(crowd, seeds, None), REACH_WINDOW, duration, share, pushes)
+    if fanout and pushes is None:
+        raise click.BadParameter("needs --pushes (the learner's bound)", param_hint="--fanout")
+    found = bounds(reseeded(crowd, seeds, None), REACH_WINDOW, duration, share, pushes, fanout)
     name = population_file or "default"
     console.print(bound_table(found, f"{Path(name).stem}: the oracle at {share:.0%} of blast's "
                                      f"reach within {REACH_WINDOW:g} s"
-                                     + (f", means over {seeds} seeds" if seeds > 1 else "")))
+                                     + (f", means over {seeds} seeds" if seeds > 1 else "")
+                                     + (", the learner's first push a fan-out" if fanout
+                                        else "")))

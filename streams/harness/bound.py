@@ -194,6 +194,7 @@ class _Part:
     chosen knowing only that."""
 
     members: tuple[tuple[str, float, Option, tuple[Option, ...]], ...]
+    fanout: bool = False  # a first push held to blast's schedule, whatever the price
 
     @cached_property
     def mean(self) -> tuple[Option, ...]:
@@ -203,14 +204,17 @@ class _Part:
                      for j in range(len(self.members[0][3])))
 
     def choose(self, price: float) -> int:
-        """The schedule that minimises sends - price x reach over the part's messages."""
+        """The schedule that minimises sends - price x reach over the part's messages (a
+        fan-out part: everything at once, the schedule of the most reach and sends)."""
         mean = self.mean
+        if self.fanout:
+            return max(range(len(mean)), key=lambda j: (mean[j].reach, mean[j].sends))
         return min(range(len(mean)),
                    key=lambda j: (mean[j].sends - price * mean[j].reach, mean[j].sends))
 
 
 def bound(crowd: Crowd, window: float, share: float = 0.98,
-          pushes: float | None = None) -> Bound:
+          pushes: float | None = None, fanout: bool = False) -> Bound:
     """The oracle's fewest sends per message for a reach of `share` x blast's (both in the
     model), over the crowd's accounts weighted by their share of the requests (equal).
 
@@ -218,6 +222,8 @@ def bound(crowd: Crowd, window: float, share: float = 0.98,
     account's first push is chosen knowing only its channels and phones (one schedule for all
     that look alike), its later ones knowing its habits: the least any strategy that learns
     an account from its own pushes could spend (it knows nothing of it before its first).
+    With `fanout`, that first push goes to every channel and phone at once, as `seed` and
+    `adaptive` send it: the learner's bound of a strategy that fans out to a new account.
 
     Between the two prices that straddle the reach, the oracle mixes their schedules (per
     message, at random) to meet it exactly: the least a strategy that pushes to every phone
@@ -243,7 +249,7 @@ def bound(crowd: Crowd, window: float, share: float = 0.98,
         return (key[0], w, *_options(key[1], receipt, window))
 
     parts = [_Part((entry(key, w),)) for key, w in known.items()]
-    parts += [_Part(tuple(entry(key, w) for key, w in alike.items()))
+    parts += [_Part(tuple(entry(key, w) for key, w in alike.items()), fanout)
               for alike in unknown.values()]
     everyone = [m for part in parts for m in part.members]
     total = sum(w for _, w, _, _ in everyone)
@@ -288,18 +294,18 @@ def _mean(weighted: list[tuple[float, Option]], total: float) -> Option:
 
 
 def bounds(crowds: list[Crowd], window: float, duration: float, share: float = SHARE,
-           pushes: float | None = None) -> dict[str, Any]:
+           pushes: float | None = None, fanout: bool = False) -> dict[str, Any]:
     """The oracle's figures averaged over the crowds (one per seed, each played for
     `duration` s), as plain numbers with one entry per segment; with `pushes` (messages per
     account) the learner's bound beside them (`learner_*`: each account's first push chosen
-    knowing only its channels and phones)."""
+    knowing only its channels and phones, or with `fanout` sent to everything at once)."""
     found: list[Bound] = []
     learner: list[Bound] = []
     for crowd in crowds:
         crowd.duration = duration
         found.append(bound(crowd, window, share))
         if pushes is not None:
-            learner.append(bound(crowd, window, share, pushes))
+            learner.append(bound(crowd, window, share, pushes, fanout))
     k = len(found)
     segments: dict[str, dict[str, float]] = {}
     for b in found:

@@ -198,6 +198,13 @@ def test_the_command_prints_each_segment_and_refuses_an_unknown_population():
                                              "--pushes", "12"])
     assert result.exit_code == 0, result.output
     assert "learner" in result.output and "pushes an" in result.output
+    assert "fan-out" not in result.output
+    result = CliRunner().invoke(commands(), ["bound", "--population", "never-readers",
+                                             "--pushes", "12", "--fanout"])
+    assert result.exit_code == 0 and "first push a fan-out" in result.output, result.output
+    result = CliRunner().invoke(commands(), ["bound", "--population", "never-readers",
+                                             "--fanout"])
+    assert result.exit_code != 0 and "--pushes" in result.output
     result = CliRunner().invoke(commands(), ["bound", "--population", "nobody-at-all"])
     assert result.exit_code != 0 and "nobody-at-all" in result.output
 
@@ -220,6 +227,16 @@ def test_accounts_that_look_alike_share_their_first_push():
     tenth = bound(c, WINDOW, pushes=10)
     assert oracle.oracle.sends < tenth.oracle.sends <= oracle.oracle.sends + (
         blind.oracle.sends - oracle.oracle.sends) / 10 + 1e-6
+
+
+def test_a_learner_that_fans_out_first_spends_blasts_sends_on_first_pushes():
+    c = crowd(APP_OR_SMS, devices_per_account=[1, 1])
+    every = bound(c, WINDOW, pushes=1, fanout=True)  # every message a first push, fanned out
+    assert every.oracle == every.blast
+    free, fanned = bound(c, WINDOW, pushes=4), bound(c, WINDOW, pushes=4, fanout=True)
+    assert free.oracle.sends < fanned.oracle.sends < every.blast.sends
+    assert fanned.oracle.reach == pytest.approx(0.98 * fanned.blast.reach)
+    assert bound(c, WINDOW, fanout=True) == bound(c, WINDOW)  # no first pushes: the oracle
 
 
 def test_a_learner_of_accounts_all_alike_needs_no_more_than_the_oracle():
