@@ -42,6 +42,9 @@ from streams.harness.crowd import Crowd
 SEND_DELAY = 0.08
 #: Seconds a deadline fires after its due time (the demo's stream time and its dispatch).
 DEADLINE_DELAY = 0.35
+#: A run starts at a multiple of this (s: 60 days, within the tables' 400-day TTL, and a
+#: multiple of any priors' bucket width that divides it: 1-6, 8-10, 12, 15, 20, 30, 60 s...).
+ANCHOR = 60 * 86400
 #: Records of these topics land in ClickHouse (what the demo's figures and report read).
 STORED = ("push.requests", "push.sends", "push.acks", "push.results", "push.escalations",
           "device.route-changes", "account.lifecycle", "device.registry", "campaign.decisions")
@@ -67,7 +70,7 @@ class Rehearsal:
     priors_min_samples: int = 20
     priors_half_life: float = 10.0
     campaign_fallback_ratio: float = 0.5
-    start: float = field(default_factory=lambda: float(int(time.time())))  # the tables' TTL
+    start: float = field(default_factory=lambda: anchored(time.time()))
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -206,6 +209,14 @@ class Rehearsal:
         for p in compute(rates, self.priors_min_samples, now, self.priors_half_life):
             book.put(p.manufacturer, p.model, p.route, p.success_rate, p.samples)
         self.priors = book
+
+
+def anchored(now: float) -> float:
+    """A run's start: the latest multiple of ANCHOR before `now`. Within the tables' TTL, and
+    a whole number of the priors' time buckets (which the sink aligns to the epoch) from every
+    other run's start: a run plays the same whenever it starts (it used to start at the
+    second, and the buckets' phase changed the routes of a run of the same seed)."""
+    return float(int(now) // ANCHOR * ANCHOR)
 
 
 def store(records: list[tuple[str, dict[str, Any]]], dsn: str) -> None:

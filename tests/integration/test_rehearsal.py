@@ -7,12 +7,14 @@ import json
 import os
 from collections import Counter
 
+from connectors.clickhouse.priors import bucket_seconds
 from connectors.clickhouse.warehouse import open_warehouse
 from streams.cli.demo import REACH_WINDOW, score
+from streams.harness import rehearsal
 from streams.harness.bound import bound
 from streams.harness.crowd import Crowd
 from streams.harness.loop import DEMO_TUNING
-from streams.harness.rehearsal import Rehearsal, store
+from streams.harness.rehearsal import ANCHOR, Rehearsal, anchored, store
 from streams.router import router_config
 from streams.settings import Settings
 from tests.helpers import run_cli
@@ -47,6 +49,25 @@ def test_a_rehearsal_plays_every_request_the_same_way_each_time_and_scores_from_
     reads = {v["message_id"] for t, v in first.records  # (a probe's READ is no message's)
              if t == "push.acks" and v["kind"] == "READ" and v["message_id"] in requested}
     assert figures["messages_read"] == len(reads)
+
+
+def test_a_rehearsal_starts_at_an_anchor_not_at_the_second(monkeypatch):
+    """A run starts at an anchor: every run within its 60 days plays exactly alike (the
+    priors' buckets, aligned to the epoch, and the probes' ids, made from their time, used to
+    change with the second a run started, and a run of the same seed ended with 78% to 100% of
+    its phones on the right route)."""
+    assert anchored(START) == anchored(START + 1.0) <= START < anchored(START) + ANCHOR
+    assert all(anchored(START) % bucket_seconds(h) == 0 for h in (4.0, 10.0, 40.0, 120.0))
+    crowd = Crowd.load()
+    crowd.members = crowd.members[:20]
+    config = router_config(Settings(strategy="adaptive", **DEMO_TUNING))
+    runs = []
+    for now in (START, START + 37.0):
+        monkeypatch.setattr(rehearsal.time, "time", lambda now=now: now)
+        runs.append(Rehearsal(crowd, config, 4.0, 30.0).run())
+    assert runs[0].start == runs[1].start == anchored(START)
+    assert runs[0].records == runs[1].records
+    assert Rehearsal(crowd, config, 4.0, 30.0, start=START).run().records != runs[0].records
 
 
 def test_blast_rehearsed_reaches_what_the_simulators_model_says():
