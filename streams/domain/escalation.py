@@ -43,6 +43,11 @@ FLOOR = 0.1
 #: deadline (from its first read on) is read late: silence until the deadline tells little, the
 #: next channel is decided with the send.
 LATE = 0.25
+#: Until MIN_READS reads, a read tells a late reader only after this many deadlines: on the
+#: stack under load (large at 40 requests/s) fast readers' first reads came past the deadline,
+#: and a first read just past it made them send every channel at once (0.1 sends a message more
+#: at the same reach); a slow reader's (at three deadlines) still tells at once.
+EARLY_LATE = 2.0
 #: A channel's read and send counts are halved once its sends reach this (habits fade).
 HALVE_AT = 20.0
 #: Messages in a row left unread on a channel after which the next channel is tried whatever it
@@ -89,8 +94,11 @@ def read_wait(delays: Sequence[float], deadline: float, rate: float = 0.5) -> fl
 def late(delays: Sequence[float], deadline: float) -> bool:
     """Whether a channel is read late: fewer than LATE of the account's reads there came within
     the deadline, judged from its first read on (a reader who reads after the deadline is known
-    by one read, and each push it waits a deadline for loses what it would have read in time)."""
-    return bool(delays) and sum(d <= deadline for d in delays) < LATE * len(delays)
+    by one read, and each push it waits a deadline for loses what it would have read in time);
+    until MIN_READS reads, within EARLY_LATE deadlines (a read just past the deadline may be the
+    path's own delay under load)."""
+    bar = deadline if len(delays) >= MIN_READS else deadline * EARLY_LATE
+    return bool(delays) and sum(d <= bar for d in delays) < LATE * len(delays)
 
 
 def telling(rate: float) -> float:

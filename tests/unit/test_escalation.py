@@ -109,10 +109,13 @@ def test_a_late_reader_is_known_by_its_first_read() -> None:
     """One read after the deadline already says the silence until it tells nothing: the
     reader's next push does not wait a deadline (whose escalation would come too late for it)
     on the way to the MIN_READS reads its timing needs; one read within it still waits."""
-    assert esc.late([900], 600) and esc.read_wait([900], 600) == 0
-    assert esc.read_wait([900, 1000], 600, 0.9) == 0
+    assert esc.late([1800], 600) and esc.read_wait([1800], 600) == 0
+    assert esc.read_wait([1300, 2000], 600, 0.9) == 0
     assert not esc.late([100], 600) and esc.read_wait([100], 600) == 600  # too few: the deadline
-    assert not esc.late([100, 900], 600) and esc.read_wait([100, 900], 600) == 600
+    assert not esc.late([100, 1800], 600) and esc.read_wait([100, 1800], 600) == 600
+    # one read just past the deadline may be the path's own delay: not yet; three do tell
+    assert not esc.late([900], 600) and esc.read_wait([900], 600) == 600
+    assert esc.late([900] * esc.MIN_READS, 600)
     assert not esc.late([], 600) and esc.read_wait([], 600) == 600
 
 
@@ -120,7 +123,8 @@ def test_a_late_reader_is_known_by_its_first_read() -> None:
 def test_the_wait_is_within_floor_and_deadline_or_nothing_for_a_late_reader(
         values, deadline, rate) -> None:
     wait = esc.read_wait(values, deadline, rate)
-    late = bool(values) and sum(v <= deadline for v in values) / len(values) < esc.LATE
+    bar = deadline if len(values) >= esc.MIN_READS else deadline * esc.EARLY_LATE
+    late = bool(values) and sum(v <= bar for v in values) / len(values) < esc.LATE
     assert esc.late(values, deadline) == late
     assert wait == 0 if late else deadline * esc.FLOOR - 1e-9 <= wait <= deadline
 
@@ -290,7 +294,8 @@ def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:
     assert timing(acc, "SMS") == [900.0] * 5
     assert read_wait(acc, "SMS", "HIGH", adaptive) == 0.0  # read after the deadline: at once
     assert timing(reader(900.0, reads=2), "SMS") == [900.0] * 2
-    assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 0.0  # late from one read
+    assert read_wait(reader(1300.0, reads=2), "SMS", "HIGH", adaptive) == 0.0  # late already
+    assert read_wait(reader(900.0, reads=2), "SMS", "HIGH", adaptive) == 600.0  # not yet sure
     assert read_wait(reader(100.0, reads=2), "SMS", "HIGH", adaptive) == 600.0  # too few
 
 
