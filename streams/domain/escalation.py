@@ -12,8 +12,8 @@ p80 is not worth an escalation sent a moment before it), one who rarely reads th
 waits. An account whose reads there mostly come after the deadline (known from its first
 read on) does not wait at all: silence until the deadline would tell nothing, so the next
 channel is decided with the send (what a late reader reads soon, it reads from channels sent
-together). When the wait is
-over, the next channel is sent only if the reads it is expected to add are worth its cost:
+together). When the wait is over, the next channel is sent only if the reads it is expected
+to add are worth its cost:
 P(read there) x P(the silent channel stays unread) x the value of a read of that importance
 >= the channel's cost (else the next one down the ranking that is: a costly channel passed
 over does not hold back a cheap one), so a slow reader whose read is still likely to come is
@@ -43,10 +43,10 @@ FLOOR = 0.1
 #: deadline (from its first read on) is read late: silence until the deadline tells little, the
 #: next channel is decided with the send.
 LATE = 0.25
-#: Until MIN_READS reads, a read tells a late reader only after this many deadlines: on the
-#: stack under load (large at 40 requests/s) fast readers' first reads came past the deadline,
-#: and a first read just past it made them send every channel at once (0.1 sends a message more
-#: at the same reach); a slow reader's (at three deadlines) still tells at once.
+#: Until MIN_READS reads, a read tells a late reader only after this many deadlines: one read
+#: just past the deadline is weak evidence (under load the path's own delay can put a fast
+#: reader's read there); a slow reader's, at three deadlines, still tells at once. Measured
+#: neutral on the stack: slow-readers, mixed and large within their intervals of a bar of one.
 EARLY_LATE = 2.0
 #: A channel's read and send counts are halved once its sends reach this (habits fade).
 HALVE_AT = 20.0
