@@ -28,10 +28,21 @@ IDEMPOTENT: dict[str, float] = {"wechat": 600.0, "getui": 600.0}
 INTERRUPTED = "interrupted"
 
 
+def cause(exc: BaseException) -> BaseException:
+    """The failure a call really had. The breaker raises CircuitBreakerError *from* the call's
+    own failure when that failure opens the circuit (the fail_max-th in a row, or a half-open
+    trial's): the call was made and failed as its cause says (a read timeout that trips the
+    breaker may have reached the provider). Only a call refused by an open circuit has none."""
+    if isinstance(exc, CircuitBreakerError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
 def retryable(exc: BaseException) -> bool:
     """Whether a provider call is worth repeating: a retryable vendor error, a transport error,
     or the provider's circuit being open (it is tried again when the circuit half-opens).
     Whether it *may* be repeated is `retry`'s question (an ambiguous failure may not be)."""
+    exc = cause(exc)
     if isinstance(exc, ProviderError):
         return exc.retryable
     return isinstance(exc, httpx.TransportError | CircuitBreakerError)
@@ -42,6 +53,7 @@ def ambiguous(exc: BaseException) -> bool:
     was (or may have been) written — a read or write timeout, a connection reset or closed
     mid-exchange. A connect error, an exhausted pool, an open circuit or any answer of the
     vendor (429, 503 ...) is not ambiguous: the vendor said what it did, or never saw it."""
+    exc = cause(exc)
     if isinstance(exc, ProviderError):
         return exc.ambiguous
     return isinstance(exc, httpx.TransportError) and not isinstance(exc, NOT_SENT)
@@ -69,6 +81,7 @@ def failure(exc: BaseException, unsure: bool = False) -> tuple[str, str]:
     (`unsure`) may have reached the provider, the outcome is unknown: FAILED `interrupted`,
     unless the vendor rejected the send for good (a repeat under its key would have been
     answered as the first call was, had that one been accepted)."""
+    exc = cause(exc)
     if isinstance(exc, ProviderError) and not exc.retryable:
         return "REJECTED", exc.code
     if unsure or ambiguous(exc):

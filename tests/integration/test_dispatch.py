@@ -509,6 +509,36 @@ def test_permanent_errors_are_rejected_at_once_and_a_slow_provider_is_not_called
     assert keyed["attempts"] >= 2 and simulator.sim.seen[wechat["send_id"]] >= 2, keyed
 
 
+def test_a_slow_providers_calls_that_open_its_circuit_are_not_made_again(
+        settings, simulator, tmp_path):
+    # the breaker raises its own error *from* the timeout that trips it (and from a half-open
+    # trial's): such a call may have reached the provider and must not be repeated
+    accounts = [f"trip-{i}" for i in range(8)]
+    addresses(settings, accounts)
+    simulator.sim.set_behaviour("EMAIL", {"latency_ms": 3000})
+    env = {**env_for(settings, simulator, dispatch_hold=5, breaker_failures=2,
+                     breaker_reset=1),
+           "PUSHCASCADE_PROVIDER_TIMEOUT": "0.5"}
+    dispatcher = start_dispatcher(env, tmp_path, "dispatch")
+    try:
+        sends = [send(a, "m1", "EMAIL") for a in accounts]
+        write_sends(settings, sends)
+        outcomes = Tap(settings, "push.outcomes")
+        outcomes.wait_for(lambda rs: len(rs) >= len(sends), timeout=60, workers=[dispatcher])
+    finally:
+        dispatcher.stop()
+    by_id = {r["send_id"]: r for r in outcomes.records}
+    seen = {s["send_id"]: simulator.sim.seen[s["send_id"]] for s in sends}
+    assert max(seen.values()) == 1, seen  # no send's provider called twice
+    made = [by_id[sid] for sid, calls in seen.items() if calls]
+    assert len(made) >= 3  # the two that opened the circuit and at least one half-open trial
+    for outcome in made:  # every call made timed out: the provider may have the send
+        assert (outcome["status"], outcome["error_code"]) == ("FAILED", "interrupted"), outcome
+    for sid, calls in seen.items():  # the rest were refused by the open circuit, never made
+        if not calls:
+            assert by_id[sid]["error_code"] == "circuit_open", by_id[sid]
+
+
 def test_the_gateway_answers_503_while_the_broker_is_unreachable(settings, simulator, tmp_path):
     port = free_port()
     env = {**env_for(settings, simulator, gateway_port=port),

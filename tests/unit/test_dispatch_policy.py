@@ -16,6 +16,7 @@ from connectors.dispatch_policy import (
     Lease,
     Rebalances,
     ambiguous,
+    cause,
     failure,
     first_at_or_after,
     interrupted,
@@ -157,6 +158,35 @@ def test_a_call_that_may_have_reached_the_provider_is_not_repeated_without_a_ven
         assert not retry(READ_TIMEOUT, provider, first_call_at=1000.0, now=1002.0), provider
         assert not retry(CUT_OFF, provider, first_call_at=1000.0, now=1002.0), provider
         assert not retry(httpx.ReadTimeout("slow"), provider, 1000.0, 1002.0), provider
+
+
+def tripped(by: BaseException) -> CircuitBreakerError:
+    """What aiobreaker raises for the call whose failure opens the circuit (the fail_max-th in a
+    row, or a half-open trial's): CircuitBreakerError from that failure."""
+    try:
+        raise CircuitBreakerError("Failures threshold reached, circuit breaker opened.",
+                                  reopen_time=None) from by
+    except CircuitBreakerError as exc:
+        return exc
+
+
+def test_the_call_that_opens_the_circuit_is_judged_by_its_own_failure():
+    # the breaker turns the failure that trips it into CircuitBreakerError: a read timeout that
+    # trips it may have reached the provider, and was retried as a refused call (found under
+    # load: sends accepted by their provider 2-4 times after a slow spell opened the circuit)
+    for provider in ("xiaomi", "huawei", "apns", "fcm", "jpush", "sms"):
+        for timed_out in (READ_TIMEOUT, CUT_OFF, httpx.ReadTimeout("slow")):
+            assert ambiguous(tripped(timed_out))
+            assert not retry(tripped(timed_out), provider, first_call_at=1000.0, now=1002.0)
+            assert failure(tripped(timed_out)) == ("FAILED", INTERRUPTED)
+    assert retry(tripped(READ_TIMEOUT), "wechat", first_call_at=1000.0, now=1002.0)  # its key
+    # a certain failure that trips it is still retried, and ends with its own reason
+    assert retry(tripped(UNAVAILABLE), "xiaomi", first_call_at=1000.0, now=1002.0)
+    assert failure(tripped(UNAVAILABLE)) == ("FAILED", "UNAVAILABLE")
+    assert cause(tripped(REFUSED)) is REFUSED
+    # a call the open circuit refused was never made
+    refused = CircuitBreakerError("Timeout not elapsed yet", reopen_time=None)
+    assert cause(refused) is refused and not ambiguous(refused) and retryable(refused)
 
 
 def test_a_keyed_vendor_is_called_again_only_while_it_remembers_the_key():
