@@ -198,8 +198,11 @@ def wait_committed(settings: Settings, ends: Ends, timeout: float = 60.0,
         if not behind:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
+            lagging = ", ".join(f"{tp[0]}[{tp[1]}] at {have[tp]} of {end}"
+                                for tp, end in sorted(wanted.items()) if have[tp] < end)
             tails = "".join(f"\n{w.name}:\n{w.tail()}" for w in workers)
-            raise TimeoutError(f"{behind} records not committed within {timeout}s{tails}")
+            raise TimeoutError(f"{behind} records not committed within {timeout}s "
+                               f"({lagging}){tails}")
         time.sleep(0.25)
 
 

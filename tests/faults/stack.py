@@ -158,6 +158,7 @@ class Stack:
                          profile=TUNING, **tuning)
         self.services: list[Service] = []
         self.known: set[tuple[str, str]] = set()  # violations earlier scenarios reported
+        self.stalled = ""  # why the last drain's wait for the workers' commits ran out
         self.load: Load | None = None
         self.steady = rate
         try:
@@ -374,6 +375,9 @@ class Stack:
             self.load.unconfirmed.clear()
         if carried:
             lines.append(f"  ({carried} violation(s) carried over from earlier scenarios)")
+        if new and self.stalled:  # which partitions stalled, and the workers' last words
+            lines.append(f"  {self.stalled}")
+        self.stalled = ""
         report = "\n".join(lines) + "\n" + text
         print(report)
         assert not new, f"{len(new)} new violation(s) after {title}:\n{report}"
@@ -407,7 +411,8 @@ class Stack:
         try:
             wait_idle(self.settings, IDLE_TIMEOUT, workers=self.workers())
         except TimeoutError as exc:  # a stalled partition: verify says what it left undone
-            print(f"  drain: the workers did not commit everything: {str(exc).splitlines()[0]}")
+            self.stalled = f"drain: the workers did not commit everything: {exc}"
+            print(f"  {self.stalled.splitlines()[0]}")
         return run_settled(self.settings, timeout, settle=SETTLE, simulator_url=self.sim_url)
 
     def close(self) -> None:
