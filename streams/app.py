@@ -56,7 +56,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         **profile,
     )
     app.transport.Consumer = _consumer_class(  # type: ignore[misc]
-        round(tuning.fetch_wait * 1000), tuning.transactional)
+        round(tuning.fetch_wait * 1000), tuning.transactional,
+        leave_group=tuning.broker_profile != "tansu")
     return app
 
 
@@ -151,7 +152,24 @@ def time_fetches(fetcher: Any) -> dict[tuple[str, int], float]:
     return sent_at
 
 
-def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[driver.Consumer]:
+def evicted_not_left(coordinator: Any) -> None:
+    """Make an aiokafka group coordinator leave its group by missing heartbeats, never by a
+    LeaveGroup request (on stop, or after a poll interval without polling).
+
+    For the embedded broker: Tansu keeps a leader that leaves a group *while it forms* (another
+    worker has just asked to join) as the group's leader, answers every member's SyncGroup
+    with REBALANCE_IN_PROGRESS, and the group never forms again until the broker restarts (its
+    coordinator clears the leader on a leave from a formed group and on eviction, not on a
+    leave from a forming one). Eviction after the session timeout it handles."""
+
+    async def stay() -> None:
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = stay
+
+
+def _consumer_class(fetch_wait_ms: int, read_committed: bool = False,
+                    leave_group: bool = True) -> type[driver.Consumer]:
     """Faust's aiokafka consumer, reading and committing where the state journal says.
 
     Every correction to Faust's private names lives here (faust-streaming pinned exactly;
@@ -164,6 +182,8 @@ def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[dr
     - the offsets committed and sought are the journal's durable input positions
       (streams/state.py), never Faust's acknowledgements: what a batch handled and what it
       changed land in one journal record, so state and offsets cannot disagree;
+    - without `leave_group` (the embedded broker), a stopping worker does not leave its group:
+      it is evicted after the session timeout (`evicted_not_left`);
     - a journal partition's end is learnt by appending this worker's claim (active) or a mark
       (standby): the claim fences the partition's previous owner, and the record's own offset
       is the true end on the embedded broker, whose ListOffsets is short of it;
@@ -176,7 +196,10 @@ def _consumer_class(fetch_wait_ms: int, read_committed: bool = False) -> type[dr
 
         async def on_start(self) -> None:
             await super().on_start()
-            self.fetch_sent = time_fetches(self._ensure_consumer()._fetcher)
+            consumer = self._ensure_consumer()
+            self.fetch_sent = time_fetches(consumer._fetcher)
+            if not leave_group:
+                evicted_not_left(consumer._coordinator)
 
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)

@@ -193,15 +193,29 @@ class Stack:
         self.loop.procs.append(proc)  # the loop stops it, whatever happens
         return proc
 
-    def add_worker(self, name: str) -> Service:
-        """Start one more stream worker (its own metrics port) and wait until it is ready."""
+    def add_worker(self, name: str, wait: bool = True) -> Service:
+        """Start one more stream worker (its own metrics port) and, unless told not to, wait
+        until it is ready."""
         port = free_port()
         extra = {"PUSHCASCADE_METRICS_PORT": str(port)}
         service = Service("worker", name, f"http://127.0.0.1:{port}/readyz",
                           self._start("worker", name, extra), extra)
         self.services.append(service)
-        self.wait_ready(service)
+        if wait:
+            self.wait_ready(service)
         return service
+
+    def wait_logged(self, service: Service, text: str, after: int = 0,
+                    timeout: float = 60.0) -> float:
+        """Wait until the service's log holds `text` past its first `after` characters;
+        seconds it took."""
+        start = time.monotonic()
+        while text not in service.proc.logs()[after:]:
+            service.proc.check()
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{service.name} did not log {text!r} within {timeout}s")
+            time.sleep(0.05)
+        return time.monotonic() - start
 
     def add_dispatcher(self, name: str) -> Service:
         """Start one more dispatcher in the same group and wait until it has partitions."""

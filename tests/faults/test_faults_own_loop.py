@@ -61,6 +61,24 @@ def test_two_workers_one_joining_one_leaving_while_deadlines_come_due(own_stack:
         time.sleep(4)  # load flows on: the next round's read deadlines come due after it
 
 
+def test_the_group_leader_leaves_while_a_worker_joins(own_stack: Stack) -> None:
+    # the leader (the first worker) stops while the group forms around a joining worker: on
+    # the embedded broker a leader that leaves a forming group stays its leader, and the group
+    # never formed again (no worker took a record; the joining one never became ready)
+    stack = own_stack
+    with stack.scenario("the group's leader leaves while a stream worker joins") as injected:
+        time.sleep(2)  # requests now have read deadlines 2 s ahead
+        leader = stack.of("worker")[0]
+        joining = stack.add_worker("worker2", wait=False)
+        took = stack.wait_logged(joining, "(Re-)joining group")
+        stack.remove(leader)
+        injected.append(f"{joining.name} started and asked to join the group {took:.1f} s "
+                        f"later; {leader.name}, the group's leader, left at once (SIGTERM)")
+        ready = stack.wait_ready(joining)
+        injected.append(f"{joining.name} ready {ready:.1f} s after that")
+        time.sleep(4)  # load flows on: the next round's read deadlines come due after it
+
+
 def test_sigstop_of_the_dispatcher_past_the_session_timeout(own_stack: Stack) -> None:
     stack = own_stack
     with stack.scenario("SIGSTOP of the dispatcher past the session timeout, then SIGCONT"

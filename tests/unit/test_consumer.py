@@ -178,3 +178,21 @@ def test_a_worker_flushes_its_batch_at_the_configured_interval(tmp_path) -> None
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def test_on_the_embedded_broker_a_stopping_worker_is_evicted_not_left() -> None:
+    # aiokafka leaves its group through _maybe_leave_group, on stop and after an idle poll
+    # interval; on the embedded broker it only forgets its generation (the broker evicts it)
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from streams.app import evicted_not_left
+
+    assert inspect.iscoroutinefunction(GroupCoordinator._maybe_leave_group)
+    assert "_maybe_leave_group" in inspect.getsource(GroupCoordinator.close)
+    assert "LeaveGroupRequest" in inspect.getsource(GroupCoordinator._maybe_leave_group)
+    done: list[str] = []
+    coordinator = SimpleNamespace(reset_generation=lambda: done.append("reset"),
+                                  _send_req=lambda request: done.append("sent"))
+    evicted_not_left(coordinator)
+    asyncio.run(coordinator._maybe_leave_group())
+    assert done == ["reset"]  # no LeaveGroup request
