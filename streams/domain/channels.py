@@ -190,8 +190,18 @@ def scores(account: Account, policy: ChannelPolicy) -> dict[str, float]:
     if policy.strategy == "fixed-fallback":
         return {}
     if policy.strategy == "adaptive":
+        if late_reader(account, policy):
+            return {c: esc.read_rate(account.counts.get(c)) for c in account.enabled()}
         return dict(account.decayed)
     return importance_base(account, policy.k1, policy.k2)
+
+
+def late_reader(account: Account, policy: ChannelPolicy) -> bool:
+    """Whether the account reads late everywhere (its reads pooled, against the NORMAL read
+    deadline): its channels go out together, so which is read first says little; its read
+    rates tell which it reads."""
+    delays = [d for ds in account.delays.values() for d in ds]
+    return esc.late(delays, policy.read_deadlines["NORMAL"])
 
 
 def ranking(account: Account, policy: ChannelPolicy) -> list[str]:

@@ -800,3 +800,41 @@ def test_account_to_dict_is_asdict_and_shares_nothing(feedback, devices, recent)
         r.append("x")
     assert value == dataclasses.asdict(Account.from_dict(value))
     assert "new" not in value["devices"] and all(len(r) == 2 for r in value["recent"])
+
+
+# -- adaptive: a late reader's ranking ---------------------------------------------------------
+
+QUICK = {"LOW": 10.0, "NORMAL": 5.0, "HIGH": 3.0, "URGENT": 2.0}
+
+
+def late_or_timely(delay: float) -> Account:
+    """Two phones and WeChat, all sent together each push: the app push is read first more
+    often (two phones), WeChat is read more often (9 of 12 against 7 of 12); reads `delay`
+    seconds after the send."""
+    return established(devices=("d1", "d2"), addresses=("WECHAT",),
+                       decayed={"APP": 6.0, "WECHAT": 4.0},
+                       counts={"APP": [7.0, 12.0], "WECHAT": [9.0, 12.0]},
+                       delays={"APP": [delay] * 7, "WECHAT": [delay] * 8})
+
+
+def test_a_late_reader_is_ranked_by_read_rate_not_by_which_read_came_first() -> None:
+    policy = ChannelPolicy(strategy="adaptive", read_deadlines=QUICK)
+    assert ranking(late_or_timely(delay=9.0), policy)[0] == "WECHAT"  # read at 9 s: late
+    # a timely reader is sent one channel at a time: the first read tells its channel
+    assert ranking(late_or_timely(delay=1.0), policy)[0] == "APP"
+    # the other strategies rank by their importance_base, late or not
+    seed = ChannelPolicy(strategy="seed", read_deadlines=QUICK)
+    late = late_or_timely(delay=9.0)
+    assert ranking(late, seed) == rank(importance_base(late, seed.k1, seed.k2),
+                                       late.enabled(), seed.order)
+
+
+@given(st.dictionaries(st.sampled_from(("APP", "WECHAT", "SMS")),
+                       st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1))
+def test_a_late_readers_first_channel_has_its_best_read_rate(tallies) -> None:
+    counts = {c: [float(min(r, s)), float(s)] for c, (r, s) in tallies.items()}
+    acc = established(devices=("d1",), addresses=("WECHAT", "SMS"), counts=counts,
+                      decayed={"APP": 9.0}, delays={"SMS": [30.0, 40.0]})
+    best = ranking(acc, ChannelPolicy(strategy="adaptive", read_deadlines=QUICK))[0]
+    rates = {c: (r + 1.0) / (s + 2.0) for c, (r, s) in counts.items()}  # never sent: 1/2
+    assert rates.get(best, 0.5) == max(rates.get(c, 0.5) for c in ("APP", "WECHAT", "SMS"))
