@@ -200,8 +200,7 @@ def late_reader(account: Account, policy: ChannelPolicy) -> bool:
     """Whether the account reads late everywhere (its reads pooled, against the NORMAL read
     deadline): its channels go out together, so which is read first says little; its read
     rates tell which it reads."""
-    delays = [d for ds in account.delays.values() for d in ds]
-    return esc.late(delays, policy.read_deadlines["NORMAL"])
+    return esc.late(pooled(account), policy.read_deadlines["NORMAL"])
 
 
 def ranking(account: Account, policy: ChannelPolicy) -> list[str]:
@@ -251,6 +250,11 @@ def timing(account: Account, channel: str) -> list[float]:
     own = account.delays.get(channel, [])
     if len(own) >= esc.MIN_READS:
         return own
+    return pooled(account)
+
+
+def pooled(account: Account) -> list[float]:
+    """The account's read delays on all its channels."""
     return [d for delays in account.delays.values() for d in delays]
 
 

@@ -205,12 +205,10 @@ class Stack:
             self.wait_ready(service)
         return service
 
-    def wait_logged(self, service: Service, text: str, after: int = 0,
-                    timeout: float = 60.0) -> float:
-        """Wait until the service's log holds `text` past its first `after` characters;
-        seconds it took."""
+    def wait_logged(self, service: Service, text: str, timeout: float = 60.0) -> float:
+        """Wait until the service's log holds `text`; seconds it took."""
         start = time.monotonic()
-        while text not in service.proc.logs()[after:]:
+        while text not in service.proc.logs():
             service.proc.check()
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"{service.name} did not log {text!r} within {timeout}s")
