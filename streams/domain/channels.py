@@ -69,6 +69,10 @@ class Account:
     delays: dict[str, list[float]] = field(default_factory=dict)  # recent read delays (s)
     counts: dict[str, list[float]] = field(default_factory=dict)  # [reads, sends], fading
     missed: dict[str, int] = field(default_factory=dict)  # messages unread there in a row
+    #: adaptive: what the account's kind reads per channel, and what that is worth in sends
+    #: (streams.domain.kinds; set by the handler that loads the account, never stored)
+    prior: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    prior_strength: float = field(default=0.0, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -113,6 +117,7 @@ class Message:
     expires_at: float | None = None
     content: dict[str, Any] = field(default_factory=dict)
     sent_at: dict[str, float] = field(default_factory=dict)  # channel -> when it was sent
+    kind: str | None = None  # adaptive: its account's kind when it was planned (kinds.py)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form for a table (by hand: asdict's deep copy is on the hot path)."""
@@ -124,7 +129,7 @@ class Message:
                 "deliveries": {d: dict(v) for d, v in self.deliveries.items()},
                 "created_at": self.created_at, "waiting_until": self.waiting_until,
                 "fanout": self.fanout, "expires_at": self.expires_at, "content": self.content,
-                "sent_at": dict(self.sent_at)}
+                "sent_at": dict(self.sent_at), "kind": self.kind}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
@@ -191,7 +196,7 @@ def scores(account: Account, policy: ChannelPolicy) -> dict[str, float]:
         return {}
     if policy.strategy == "adaptive":
         if late_reader(account, policy):
-            return {c: esc.read_rate(account.counts.get(c)) for c in account.enabled()}
+            return {c: read_rate(account, c) for c in account.enabled()}
         return dict(account.decayed)
     return importance_base(account, policy.k1, policy.k2)
 
@@ -240,8 +245,14 @@ def read_wait(account: Account, channel: str, importance: str, policy: ChannelPo
     deadline = policy.read_deadlines[importance]
     if policy.strategy != "adaptive":
         return deadline
-    return esc.read_wait(timing(account, channel), deadline,
-                         esc.read_rate(account.counts.get(channel)))
+    return esc.read_wait(timing(account, channel), deadline, read_rate(account, channel))
+
+
+def read_rate(account: Account, channel: str) -> float:
+    """P(read | sent) for the account on a channel: its own reads and sends there, from its
+    kind's rate as a prior where one is known (else a coin toss)."""
+    return esc.read_rate(account.counts.get(channel), account.prior.get(channel),
+                         account.prior_strength)
 
 
 def timing(account: Account, channel: str) -> list[float]:
@@ -283,12 +294,12 @@ def escalation_worth(account: Account, message: Message, now: float,
     unread = 1.0
     for channel in message.sent:
         waited = now - message.sent_at.get(channel, message.created_at)
-        rate = esc.read_rate(account.counts.get(channel))
+        rate = read_rate(account, channel)
         unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
     missed = account.missed.get(waited_on, 0)
     worths = [(channel, esc.worth_escalating(
         message.importance, policy.read_value, channel_cost(account, channel, policy),
-        esc.read_rate(account.counts.get(channel)), 1.0 - unread, missed))
+        read_rate(account, channel), 1.0 - unread, missed))
         for channel in ranking(account, policy) if channel not in message.sent]
     if not worths:
         raise ValueError(f"message {message.message_id} has no channel left to escalate to")

@@ -117,11 +117,15 @@ def read_share(delays: Sequence[float], after: float) -> float:
     return sum(d <= after for d in delays) / len(delays)
 
 
-def read_rate(counts: Sequence[float] | None) -> float:
+def read_rate(counts: Sequence[float] | None, prior: float | None = None,
+              strength: float = 0.0) -> float:
     """P(read | sent) on a channel from its [reads, sends], with one read in two sends
-    assumed before any (a channel never tried is a coin toss)."""
+    assumed before any (a channel never tried is a coin toss), or with a `prior` rate worth
+    `strength` sends (what the account's kind reads there: streams.domain.kinds)."""
     reads, sends = counts if counts else (0.0, 0.0)
-    return min(1.0, (reads + 1.0) / (sends + 2.0))
+    if prior is None or strength <= 0:
+        return min(1.0, (reads + 1.0) / (sends + 2.0))
+    return min(1.0, (reads + strength * prior) / (sends + strength))
 
 
 def still_read(rate: float, share: float) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streams.domain import records
+from streams.domain import kinds, records
 from streams.domain.channels import (
     NEW,
     Account,
@@ -53,12 +53,14 @@ from streams.domain.routes import (
 from streams.domain.state import (
     ACCOUNTS,
     DEVICES,
+    KINDS,
     MESSAGES,
     TALLIES,
     WAITS,
     Tables,
     account_key,
     device_key,
+    kinds_key,
     message_key,
     tally_key,
     wait_key,
@@ -136,7 +138,7 @@ def on_request(tables: Tables, req: dict[str, Any], ctx: Context) -> Effects:
     if tables.get(MESSAGES, key) is not None:
         fx.counts["duplicate_request"] += 1
         return fx
-    account = _account(tables, account_id)
+    account = _account(tables, account_id, ctx)
     message = Message(message_id, account_id, req["importance"], ctx.partition,
                       device_ids=list(req["device_ids"]), campaign_id=req["campaign_id"],
                       created_at=ctx.now, content=records.content(req))
@@ -167,6 +169,8 @@ def _retarget_idle(tables: Tables, ctx: Context, fx: Effects, account: Account) 
 def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: Message) -> None:
     """Decide and emit a message's first sends (or park it while the account is unreachable)."""
     now, grace = ctx.now, ctx.config.reach_grace
+    if ctx.config.policy.strategy == "adaptive":  # its sends and reads teach this kind
+        message.kind = kinds.kind_of(account, ctx.config.policy)
     plan = plan_push(account, message.importance, now, ctx.config.policy)
     if plan.unreachable:
         if message.waiting_until is None:
@@ -207,6 +211,7 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
     """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
     fx.counts["send_" + reason] += 1
     note_send(account, message, channel, ctx.now, ctx.config.policy.strategy == "adaptive")
+    _learn_kind(tables, ctx, message, account, channel, 0.0, 1.0)
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
         message.message_id, message.account_id, channel, None, None, reason, attempt,
@@ -281,10 +286,11 @@ def on_ack(tables: Tables, ack: dict[str, Any], ctx: Context) -> Effects:
         fx.counts["read_after_send"] += 1
     if first:
         _read_overdue(tables, ctx, fx, message)
-    account = _account(tables, ack["account_id"])
+    account = _account(tables, ack["account_id"], ctx)
     if not record_read(account, message, ack["channel"], ctx.config.policy, ctx.now):
         fx.counts["duplicate_ack"] += 1  # (never the first READ: nothing fired for it)
         return fx
+    _learn_kind(tables, ctx, message, account, ack["channel"], 1.0, 0.0)
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     tables.put(MESSAGES, key, message.to_dict())
     if first:
@@ -363,7 +369,7 @@ def _receipt_overdue(tables: Tables, ctx: Context, fx: Effects, device_id: str, 
 
 def on_settings(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
     """The user's override of primary and secondary channel; both null clears it."""
-    account = _account(tables, rec["account_id"])
+    account = _account(tables, rec["account_id"], ctx)
     account.primary, account.secondary = rec["primary"], rec["secondary"]
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     return Effects()
@@ -372,7 +378,7 @@ def on_settings(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
 def on_profile(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
     """Which address channels are enabled; the addresses themselves are never stored."""
     fx = Effects()
-    account = _account(tables, rec["account_id"])
+    account = _account(tables, rec["account_id"], ctx)
     account.addresses = [c for c, f in PROFILE_CHANNELS if rec.get(f)]
     _reconsider(tables, ctx, fx, account, None)
     tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
@@ -382,7 +388,7 @@ def on_profile(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
 def on_device(tables: Tables, rec: dict[str, Any], ctx: Context) -> Effects:
     """A device (de)registration: its routes, and APP enabled or disabled for its account."""
     fx = Effects()
-    account = _account(tables, rec["account_id"])
+    account = _account(tables, rec["account_id"], ctx)
     device_id = rec["device_id"]
     dkey = device_key(account.account_id, device_id)
     added = rec["active"] and device_id not in account.devices
@@ -473,7 +479,7 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     of its own while channels remain."""
     if not is_due(message, due_at, ctx.now + 0.001):
         return False
-    _escalate(tables, ctx, fx, message, _account(tables, message.account_id), due_at)
+    _escalate(tables, ctx, fx, message, _account(tables, message.account_id, ctx), due_at)
     return True
 
 
@@ -519,7 +525,7 @@ def _grace_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
     """A request that found no channel within its grace period is unreachable."""
     if message.waiting_until is None or message.waiting_until != due_at:
         return False
-    account = _account(tables, message.account_id)
+    account = _account(tables, message.account_id, ctx)
     if message.message_id in account.waiting:
         account.waiting.remove(message.message_id)
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
@@ -724,9 +730,28 @@ def _due(message: Message, kind: str, at: float, device_id: str | None = None) -
                message.message_id)
 
 
-def _account(tables: Tables, account_id: str) -> Account:
+def _account(tables: Tables, account_id: str, ctx: Context) -> Account:
+    """The account's state; for adaptive with what its kind reads as its read rates' prior."""
     raw = tables.get(ACCOUNTS, account_key(account_id))
-    return Account.from_dict(raw) if raw is not None else Account(account_id)
+    account = Account.from_dict(raw) if raw is not None else Account(account_id)
+    policy = ctx.config.policy
+    if policy.strategy == "adaptive":
+        stats = tables.get(KINDS, kinds_key(ctx.partition)) or {}
+        account.prior = kinds.priors(stats, kinds.kind_of(account, policy), account.enabled(),
+                                     len(account.devices))
+        account.prior_strength = kinds.STRENGTH
+    return account
+
+
+def _learn_kind(tables: Tables, ctx: Context, message: Message, account: Account, channel: str,
+                reads: float, sends: float) -> None:
+    """adaptive: count a message's send or read on a channel for its account's kind."""
+    if message.kind is None:
+        return
+    key = kinds_key(ctx.partition)
+    stats = tables.get(KINDS, key) or {}
+    kinds.count(stats, message.kind, channel, len(account.devices), reads, sends)
+    tables.put(KINDS, key, stats)
 
 
 def _maintain(ctx: Context, fx: Effects, device: DeviceRoutes) -> None:

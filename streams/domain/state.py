@@ -10,10 +10,12 @@ from streams.domain.compact import compact_bytes
 
 ACCOUNTS, MESSAGES, DEVICES, TALLIES = "accounts", "messages", "devices", "tallies"
 CAMPAIGNS = "campaigns"
+#: adaptive: one row per partition, what its kinds of reader read (streams.domain.kinds)
+KINDS = "kinds"
 #: Derived from messages and campaigns in the same batch (never written by a handler): pending
 #: deadlines keyed by due time (streams.domain.deadlines), and deliveries waiting on a campaign.
 TIMERS, WAITS = "timers", "waits"
-ROUTER_TABLES = (ACCOUNTS, MESSAGES, DEVICES, TALLIES, CAMPAIGNS, TIMERS, WAITS)
+ROUTER_TABLES = (ACCOUNTS, MESSAGES, DEVICES, TALLIES, CAMPAIGNS, TIMERS, WAITS, KINDS)
 
 
 def _key(*parts: object) -> bytes:
@@ -44,6 +46,11 @@ def wait_key(campaign_id: str, key: bytes) -> bytes:
 def tally_key(campaign_id: str, partition: int) -> bytes:
     """Key of one account partition's tally of a campaign (every partition has its own)."""
     return _key(campaign_id, partition)
+
+
+def kinds_key(partition: int) -> bytes:
+    """Key of one account partition's kinds of reader (every partition learns its own)."""
+    return _key("kinds", partition)
 
 
 def parse_key(key: bytes) -> list[Any]:

@@ -736,12 +736,12 @@ def test_message_round_trip_through_json(deadline_at) -> None:
                   deadline_at=deadline_at, escalated=True, device_ids=["d-1"], campaign_id="c",
                   deliveries={"d-1": {"route": "HUAWEI", "attempt": 0, "due_at": 1.5,
                                       "receipt": False, "done": False}},
-                  sent_at={"APP": 1.5, "SMS": 4.25})
+                  sent_at={"APP": 1.5, "SMS": 4.25}, kind="late")
     data = msg.to_dict()
     assert set(data) == {"message_id", "account_id", "importance", "partition", "sent", "reads",
                          "deadline_at", "escalated", "device_ids", "campaign_id", "deliveries",
                          "created_at", "waiting_until", "fanout", "expires_at", "content",
-                         "sent_at"}
+                         "sent_at", "kind"}
     assert Message.from_dict(json.loads(json.dumps(data))) == msg
 
 
@@ -782,6 +782,13 @@ def test_round_trip_property(pushes, lifecycle, feedback, first, primary, device
     assert Message.from_dict(json.loads(json.dumps(msg.to_dict()))) == msg
 
 
+def stored(acc: Account) -> dict:
+    """asdict without what a handler sets on an account it loads (its kind's prior)."""
+    value = dataclasses.asdict(acc)
+    assert value.pop("prior") == acc.prior and value.pop("prior_strength") == acc.prior_strength
+    return value
+
+
 @given(
     feedback=st.dictionaries(st.sampled_from(ALL), st.integers(0, 1000)),
     devices=st.lists(st.text(max_size=5), max_size=3),
@@ -792,13 +799,13 @@ def test_account_to_dict_is_asdict_and_shares_nothing(feedback, devices, recent)
                   devices=devices, addresses=["SMS"], waiting=["m"], recent=recent,
                   decayed={"APP": 0.5})
     value = acc.to_dict()
-    assert value == dataclasses.asdict(acc)  # every field, by hand
+    assert value == stored(acc)  # every stored field, by hand
     assert Account.from_dict(value) == acc
     acc.feedback_count["APP"] = -1
     acc.devices.append("new")
     for r in acc.recent:
         r.append("x")
-    assert value == dataclasses.asdict(Account.from_dict(value))
+    assert value == stored(Account.from_dict(value))
     assert "new" not in value["devices"] and all(len(r) == 2 for r in value["recent"])
 
 
