@@ -735,10 +735,10 @@ def _account(tables: Tables, account_id: str, ctx: Context) -> Account:
     raw = tables.get(ACCOUNTS, account_key(account_id))
     account = Account.from_dict(raw) if raw is not None else Account(account_id)
     policy = ctx.config.policy
-    if policy.strategy == "adaptive":
+    kind = kinds.kind_of(account, policy) if policy.strategy == "adaptive" else None
+    if kind is not None:  # (an account that never read has no kind: no lookup)
         stats = tables.get(KINDS, kinds_key(ctx.partition)) or {}
-        account.prior = kinds.priors(stats, kinds.kind_of(account, policy), account.enabled(),
-                                     len(account.devices))
+        account.prior = kinds.priors(stats, kind, account.enabled(), len(account.devices))
         account.prior_strength = kinds.STRENGTH
     return account
 
