@@ -160,6 +160,10 @@ class Tuning(BaseSettings):
     read_value: str = Field(
         DEFAULT_READ_VALUE, description="what a read is worth per importance, in the unit of "
         "the channel costs (IMPORTANCE=value; URGENT always escalates, one left out is worth 0)")
+    send_price: float = Field(
+        escalation.DEFAULT_SEND_PRICE, ge=0, le=1, description="adaptive: reads a send must be "
+        "expected to add, whatever its cost (an app push: per phone); a push the user did not "
+        "need costs their attention. 0 sends every channel worth its money cost")
     strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
         "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "
         "ours (decayed scores, early establishment, a ladder); blast and fixed-fallback are the "

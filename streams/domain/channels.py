@@ -44,6 +44,7 @@ class ChannelPolicy:
         default_factory=lambda: dict(esc.DEFAULT_CHANNEL_COST))
     read_value: Mapping[str, float] = field(
         default_factory=lambda: dict(esc.DEFAULT_READ_VALUE))
+    send_price: float = esc.DEFAULT_SEND_PRICE  # adaptive: reads a send must add (APP: a phone)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -286,20 +287,23 @@ def escalation_worth(account: Account, message: Message, now: float,
     further down, which may yet be read), or None; with the worth of the best-ranked one.
 
     The added reads are judged by how likely a read still is on the channels the message
-    already went to; counts a `miss` of the channel it waited on (a decision taken with the
-    send, without waiting, is none)."""
-    waited_on = message.sent[-1]
-    if miss:
-        account.missed[waited_on] = account.missed.get(waited_on, 0) + 1
+    already went to, and each send must add policy.send_price of them (an app push: per phone).
+    Counts a `miss` of the message's primary when that is the channel it waited on (a decision
+    taken with the send, without waiting, is none; an escalation's channel left unread tells
+    nothing of a move)."""
+    primary = message.sent[0]
+    if miss and len(message.sent) == 1:
+        account.missed[primary] = account.missed.get(primary, 0) + 1
     unread = 1.0
     for channel in message.sent:
         waited = now - message.sent_at.get(channel, message.created_at)
         rate = read_rate(account, channel)
         unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
-    missed = account.missed.get(waited_on, 0)
+    missed = account.missed.get(primary, 0)
     worths = [(channel, esc.worth_escalating(
         message.importance, policy.read_value, channel_cost(account, channel, policy),
-        read_rate(account, channel), 1.0 - unread, missed))
+        read_rate(account, channel), 1.0 - unread, missed,
+        policy.send_price * sends(account, channel)))
         for channel in ranking(account, policy) if channel not in message.sent]
     if not worths:
         raise ValueError(f"message {message.message_id} has no channel left to escalate to")
@@ -309,8 +313,12 @@ def escalation_worth(account: Account, message: Message, now: float,
 
 def channel_cost(account: Account, channel: str, policy: ChannelPolicy) -> float:
     """What sending a channel costs: one send's cost, times the phones for APP (each shows it)."""
-    return policy.costs.get(channel, 0.0) * (max(1, len(account.devices)) if channel == "APP"
-                                             else 1)
+    return policy.costs.get(channel, 0.0) * sends(account, channel)
+
+
+def sends(account: Account, channel: str) -> int:
+    """The sends a channel takes for the account: one per phone for APP, else one."""
+    return max(1, len(account.devices)) if channel == "APP" else 1
 
 
 def agreeing(account: Account, policy: ChannelPolicy) -> bool:

@@ -203,14 +203,30 @@ def test_a_channel_is_sent_when_its_expected_reads_pay_for_it() -> None:
                                        "NORMAL push (expected 0.02 < cost 0.05)")
 
 
+def test_a_send_must_add_the_send_price_in_reads_whatever_its_money_cost() -> None:
+    """At a price of 0.07 reads a send, a free app push on two phones must add 0.14 reads; an
+    SMS worth its money must add 0.07 too; URGENT and a likely move (two misses in a row) go
+    whatever they add."""
+    price = 0.07
+    assert not esc.worth_escalating("HIGH", VALUE, 0.0, 0.1, 0.0, least=2 * price).worth
+    assert esc.worth_escalating("HIGH", VALUE, 0.0, 0.2, 0.0, least=2 * price).worth
+    no = esc.worth_escalating("HIGH", VALUE, 0.05, 0.3, 0.8, least=price)  # adds 0.06
+    assert not no.worth and no.expected >= no.cost  # its money it would be worth
+    assert no.why("SMS", "HIGH") == ("read deadline passed; SMS not worth a send for a HIGH "
+                                     "push (expected reads 0.06 < 0.07)")
+    assert esc.worth_escalating("URGENT", VALUE, 0.0, 0.0, 1.0, least=price).worth
+    assert esc.worth_escalating("HIGH", VALUE, 0.0, 0.0, 1.0, missed=2, least=price).worth
+
+
 @given(st.sampled_from(["LOW", "NORMAL", "HIGH"]), st.floats(0, 1), st.floats(0, 1),
-       st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
-def test_worth_is_monotone(importance, cost, rate, still, more_rate, less_still) -> None:
+       st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.5))
+def test_worth_is_monotone(importance, cost, rate, still, more_rate, less_still, least) -> None:
     """A likelier read on the next channel, or a less likely late read on the silent one, or a
-    cheaper channel never turns an escalation down."""
-    base = esc.worth_escalating(importance, VALUE, cost, rate, still).worth
+    cheaper channel, or a lower send price never turns an escalation down."""
+    base = esc.worth_escalating(importance, VALUE, cost, rate, still, least=least).worth
     better = esc.worth_escalating(importance, VALUE, cost * (1 - less_still),
-                                  min(1.0, rate + more_rate), still * (1 - less_still)).worth
+                                  min(1.0, rate + more_rate), still * (1 - less_still),
+                                  least=least * (1 - less_still)).worth
     assert better or not base
 
 
@@ -285,6 +301,27 @@ def test_a_costly_channel_not_worth_it_is_passed_over_for_a_cheaper_one_further_
     with pytest.raises(ValueError, match="no channel left"):
         escalation_worth(acc, Message("all", "a1", "NORMAL", 0,
                                       sent=["WECHAT", "SMS", "APP"]), 6.0, policy)
+
+
+def test_only_the_primarys_silence_counts_as_a_miss_and_decides_a_move() -> None:
+    """A WeChat reader with an app, escalated to SMS: that SMS left unread is no miss (it is
+    not what the account reads; its silence tells nothing of a move), and two misses of SMS
+    counted before do not make the next channel go whatever it costs; two of WeChat do."""
+    policy = ChannelPolicy(strategy="adaptive", read_value=THRIFTY, send_price=0.6)
+    acc = reader(1.0)
+    acc.devices = ["d1"]
+    acc.missed = {"SMS": 2}
+    m = Message("now", "a1", "NORMAL", 0, sent=["WECHAT", "SMS"])
+    note_send(acc, m, "WECHAT", 0.0)
+    note_send(acc, m, "SMS", 3.0)
+    assert escalation_worth(acc, m, 6.0, policy)[0] is None  # the app push adds < 0.6 reads
+    assert acc.missed == {"SMS": 2}
+    acc.missed["WECHAT"] = 2
+    assert escalation_worth(acc, m, 6.0, policy)[0] == "APP"
+    first = Message("first", "a1", "NORMAL", 0, sent=["WECHAT"])
+    note_send(acc, first, "WECHAT", 0.0)
+    escalation_worth(acc, first, 3.0, policy)
+    assert acc.missed == {"SMS": 2, "WECHAT": 3}
 
 
 def test_a_channel_without_reads_of_its_own_takes_the_accounts_timing() -> None:

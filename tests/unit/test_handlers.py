@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.domain import escalation as esc
 from streams.domain import handlers as h
 from streams.domain.channels import send_id
 from streams.domain.deadlines import Due, due_of, timer_key, timer_writes
@@ -1097,10 +1098,10 @@ def test_deadlines_rebuilt_from_state_are_those_handed_out_and_fire_alike_at_any
 # --- adaptive: each account's own read timing, and escalations worth their cost ----------------
 
 
-def wechat_reader(strategy: str, delay: float) -> Partition:
+def wechat_reader(strategy: str, delay: float, **kw: Any) -> Partition:
     """An established WeChat reader (with a phone number) who read four messages, each `delay`
     seconds after its send."""
-    p = established(strategy=strategy)
+    p = established(strategy=strategy, **kw)
     reachable(p, device=False, wechat="ow-1", phone="+86-1")
     for i in range(4):
         p.request("a1", f"old{i}")
@@ -1127,8 +1128,9 @@ def test_adaptive_waits_a_fast_readers_own_time_then_escalates() -> None:
 def test_adaptive_decides_a_late_readers_next_channel_with_the_send() -> None:
     """A reader whose reads come after the deadline: waiting for it tells nothing, so the
     escalation is decided with the push, not a deadline later. A NORMAL push does not pay for
-    an SMS while the WeChat read is still likely; an URGENT one does, at once."""
-    p = wechat_reader("adaptive", 5000.0)
+    an SMS while the WeChat read is still likely; an URGENT one does, at once. (The money cost
+    alone: no send price.)"""
+    p = wechat_reader("adaptive", 5000.0, send_price=0.0)
     fx = p.request("a1", "m1")  # NORMAL: a read is worth 0.1, an SMS costs 0.05
     assert [s["channel"] for s in sends(fx)] == ["WECHAT"]
     assert [(e["from_channel"], e["to_channel"], e["fired_at"]) for e in escalations(fx)] == [
@@ -1156,15 +1158,16 @@ def test_adaptive_decides_a_late_readers_next_channel_with_the_send() -> None:
 def test_adaptive_sends_a_late_reader_every_channel_worth_it_together() -> None:
     """A late reader with an app and a phone number: the free app push goes with the WeChat
     message, the SMS not (for a NORMAL push); for a HIGH push, whose read is worth more, the
-    SMS too - all at the request's time, each escalation from the one before."""
-    p = wechat_reader("adaptive", 5000.0)
+    SMS too - all at the request's time, each escalation from the one before. (The money cost
+    alone: no send price.)"""
+    p = wechat_reader("adaptive", 5000.0, send_price=0.0)
     p.device("a1", "d1")
     fx = p.request("a1", "m1")
     assert [(s["channel"], s["device_id"]) for s in sends(fx)] == [
         ("WECHAT", None), ("APP", None), ("APP", "d1")]
     assert [e["to_channel"] for e in escalations(fx)] == ["APP", None]
     high = p.request("a1", "m2", importance="HIGH")
-    assert [e["to_channel"] for e in escalations(high)] == ["APP", "SMS"]
+    assert sorted(e["to_channel"] for e in escalations(high)) == ["APP", "SMS"]
     assert {s["sent_at"] for s in sends(high)} == {ms(p.now)}
     assert not [d for d in high.dues if d.kind == "READ"]
 
@@ -1183,6 +1186,34 @@ def test_adaptive_tries_the_next_channel_after_two_unread_messages_in_a_row() ->
             p.read("a1", "m1", "WECHAT")
     assert targets == [None, "SMS", None]
     assert p.account("a1")["missed"] == {"WECHAT": 1}
+
+
+def test_a_late_reader_is_sent_only_the_channels_that_add_the_send_price_in_reads() -> None:
+    """The late WeChat reader of the test above, for a HIGH push at the default read values
+    (a read is worth 200 SMS): its SMS and app push on two phones, never read, are likely to
+    add fewer reads than 0.05 a send once it has ignored them a few times, so the WeChat
+    message goes alone; without a send price, everything worth its money goes with it."""
+    def partition(price: float) -> Partition:
+        p = wechat_reader("adaptive", 5000.0, send_price=price,
+                          read_value=esc.DEFAULT_READ_VALUE)
+        p.device("a1", "d1")
+        p.device("a1", "d2")
+        for i in range(3):  # its app pushes and SMS go unread
+            p.request("a1", f"x{i}", importance="HIGH")
+            p.advance(5000.0)
+            p.read("a1", f"x{i}", "WECHAT")
+            p.advance(10_000)
+        return p
+
+    priced, free = partition(esc.DEFAULT_SEND_PRICE), partition(0.0)
+    fx = priced.request("a1", "m", importance="HIGH")
+    assert [s["channel"] for s in sends(fx)] == ["WECHAT"]
+    [(status, detail)] = [(r["status"], r["detail"]) for r in results(fx)]
+    assert status == "EXHAUSTED" and "not worth a send for a HIGH push (expected reads" in detail
+    assert priced.account("a1")["counts"]["SMS"][0] == 0.0
+    fx = free.request("a1", "m", importance="HIGH")
+    assert [s["channel"] for s in sends(fx) if s["device_id"] is None] == ["WECHAT", "APP", "SMS"]
+
 
 
 def test_adaptive_falls_back_on_the_route_its_posteriors_favour_and_reports_its_target() -> None:
