@@ -61,7 +61,7 @@ def router_config(settings: Settings) -> h.RouterConfig:
         new_account_pushes=t.new_account_pushes, k1=t.score_k1, k2=t.score_k2, order=t.channels,
         read_deadlines={i: t.read_deadline(i) for i in ("LOW", "NORMAL", "HIGH", "URGENT")},
         strategy=t.strategy, decay=t.score_decay, costs=t.costs, read_value=t.read_values,
-        send_price=t.send_price)
+        send_price=t.send_price, read_window=t.read_window)
     probe = ProbeConfig(
         probe_count_first=t.probe_count_first, probe_count_again=t.probe_count_again,
         min_route_success=t.min_route_success, reprobe_interval_s=t.probe_interval,

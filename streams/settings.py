@@ -164,6 +164,10 @@ class Tuning(BaseSettings):
         escalation.DEFAULT_SEND_PRICE, ge=0, le=1, description="adaptive: reads a send must be "
         "expected to add, whatever its cost (an app push: per phone); a push the user did not "
         "need costs their attention. 0 sends every channel worth its money cost")
+    read_window: float = Field(
+        escalation.DEFAULT_READ_WINDOW, gt=0, le=100, description="adaptive: read deadlines "
+        "after its request within which a read reaches the user in time; its plan sends "
+        "what adds reads within it")
     strategy: Literal["blast", "fixed-fallback", "seed", "adaptive"] = Field(
         "seed", description="how channels are chosen: seed = Method A as specified; adaptive = "
         "ours (decayed scores, early establishment, a ladder); blast and fixed-fallback are the "

@@ -31,7 +31,7 @@ from streams.domain.channels import STRATEGIES
 from streams.harness import ProcessExited, Tap, stack, wait_accounts
 from streams.harness.bound import bounds
 from streams.harness.crowd import Crowd, PopulationError, shipped
-from streams.harness.loop import DEMO_PRIORS, DEMO_TUNING, LAST_TIMER, Loop
+from streams.harness.loop import DEMO_PRIORS, DEMO_TUNING, LAST_TIMER, REACH_WINDOW, Loop
 from streams.settings import Connections, Settings, get_settings
 
 console = Console(stderr=True)
@@ -77,11 +77,6 @@ def smoke(settings: Settings) -> None:
             raise click.ClickException(f"{topic}: read back {seen!r}")
 
 
-
-
-#: A message counts as reached when it is read within this many seconds of its request: the
-#: demo profile's three read deadlines of 3 s and a second to spare.
-REACH_WINDOW = 10.0
 
 
 class Progress:

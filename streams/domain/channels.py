@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.domain import escalation as esc
+from streams.domain import schedule
 from streams.domain.compact import compact
 
 NEW, ESTABLISHED = "NEW", "ESTABLISHED"
@@ -45,6 +46,8 @@ class ChannelPolicy:
     read_value: Mapping[str, float] = field(
         default_factory=lambda: dict(esc.DEFAULT_READ_VALUE))
     send_price: float = esc.DEFAULT_SEND_PRICE  # adaptive: reads a send must add (APP: a phone)
+    #: adaptive: read deadlines after its request within which a read reaches the user in time
+    read_window: float = esc.DEFAULT_READ_WINDOW
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -70,6 +73,8 @@ class Account:
     delays: dict[str, list[float]] = field(default_factory=dict)  # recent read delays (s)
     counts: dict[str, list[float]] = field(default_factory=dict)  # [reads, sends], fading
     missed: dict[str, int] = field(default_factory=dict)  # messages unread there in a row
+    #: adaptive: sends whose outcome is not known yet: [message_id, channel, settles_at]
+    pending: list[list[Any]] = field(default_factory=list)
     #: adaptive: what the account's kind reads per channel, and what that is worth in sends
     #: (streams.domain.kinds; set by the handler that loads the account, never stored)
     prior: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
@@ -85,7 +90,7 @@ class Account:
                 "recent": [list(r) for r in self.recent], "decayed": dict(self.decayed),
                 "delays": {c: list(d) for c, d in self.delays.items()},
                 "counts": {c: list(n) for c, n in self.counts.items()},
-                "missed": dict(self.missed)}
+                "missed": dict(self.missed), "pending": [list(p) for p in self.pending]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Account:
@@ -235,18 +240,9 @@ def plan_push(account: Account, importance: str, now: float, policy: ChannelPoli
     if policy.strategy == "blast" or (new and not ready):
         sends = tuple(Send(c, "FANOUT", 0) for c in rank({}, channels, policy.order))
         return PushPlan(sends, None, established=became, unreachable=False)
-    deadline = round(now + read_wait(account, channels[0], importance, policy), 3)  # epoch ms
+    deadline = round(now + policy.read_deadlines[importance], 3)  # epoch ms; adaptive plans
     return PushPlan((Send(channels[0], "PRIMARY", 0),), deadline, established=became,
                     unreachable=False)
-
-
-def read_wait(account: Account, channel: str, importance: str, policy: ChannelPolicy) -> float:
-    """Seconds a send on `channel` waits for a read: the importance's read deadline, or for
-    adaptive the account's own timing there within it."""
-    deadline = policy.read_deadlines[importance]
-    if policy.strategy != "adaptive":
-        return deadline
-    return esc.read_wait(timing(account, channel), deadline, read_rate(account, channel))
 
 
 def read_rate(account: Account, channel: str) -> float:
@@ -254,6 +250,7 @@ def read_rate(account: Account, channel: str) -> float:
     kind's rate as a prior where one is known (else a coin toss)."""
     return esc.read_rate(account.counts.get(channel), account.prior.get(channel),
                          account.prior_strength)
+
 
 
 def timing(account: Account, channel: str) -> list[float]:
@@ -271,44 +268,45 @@ def pooled(account: Account) -> list[float]:
 
 
 def note_send(account: Account, message: Message, channel: str, now: float,
-              learn: bool = True) -> None:
+              settles_at: float | None = None) -> None:
     """Note a message's send on a channel: when (its reads' delays count from it, a READ
-    stamped before it came late), and, when learning, one more send there for the account's
-    read rate."""
+    stamped before it came late), and, when learning (`settles_at`), a send whose outcome
+    counts in the account's read rate once it is known: at its read, or unread at
+    `settles_at` (a send counted at once, before its read could come, would make a slow
+    reader's rates look low)."""
     message.sent_at.setdefault(channel, round(now, 3))
-    if learn:
+    if settles_at is not None:
+        account.pending.append([message.message_id, channel, round(settles_at, 3)])
+
+
+def settle(account: Account, now: float) -> None:
+    """Count the account's sends whose read window passed unread as sends without a read."""
+    if not account.pending or min(p[2] for p in account.pending) > now:
+        return
+    for _, channel, _ in [p for p in account.pending if p[2] <= now]:
         esc.count(account.counts, channel, 0.0, 1.0)
+    account.pending = [p for p in account.pending if p[2] > now]
 
 
-def escalation_worth(account: Account, message: Message, now: float,
-                     policy: ChannelPolicy, miss: bool = True) -> tuple[str | None, esc.Worth]:
-    """adaptive: the channel an unread message escalates to, the best-ranked one left whose
-    expected added reads are worth its cost (a costly channel is passed over for a cheaper one
-    further down, which may yet be read), or None; with the worth of the best-ranked one.
-
-    The added reads are judged by how likely a read still is on the channels the message
-    already went to, and each send must add policy.send_price of them (an app push: per phone).
-    Counts a `miss` of the message's primary when that is the channel it waited on (a decision
-    taken with the send, without waiting, is none; an escalation's channel left unread tells
-    nothing of a move)."""
-    primary = message.sent[0]
-    if miss and len(message.sent) == 1:
-        account.missed[primary] = account.missed.get(primary, 0) + 1
-    unread = 1.0
-    for channel in message.sent:
-        waited = now - message.sent_at.get(channel, message.created_at)
-        rate = read_rate(account, channel)
-        unread *= 1.0 - esc.still_read(rate, esc.read_share(timing(account, channel), waited))
-    missed = account.missed.get(primary, 0)
-    worths = [(channel, esc.worth_escalating(
-        message.importance, policy.read_value, channel_cost(account, channel, policy),
-        read_rate(account, channel), 1.0 - unread, missed,
-        policy.send_price * sends(account, channel)))
-        for channel in ranking(account, policy) if channel not in message.sent]
-    if not worths:
-        raise ValueError(f"message {message.message_id} has no channel left to escalate to")
-    chosen = next((channel for channel, worth in worths if worth.worth), None)
-    return chosen, worths[0][1]
+def next_send(account: Account, message: Message, now: float, policy: ChannelPolicy,
+              must: bool = False) -> schedule.Step:
+    """adaptive: the next send of an unread message (a channel and when, in seconds after its
+    request), planned from the account's read rates, read timing and each send's price; with
+    `must`, a channel is planned whatever it costs."""
+    deadline = policy.read_deadlines[message.importance]
+    value = policy.read_value.get(message.importance, 0.0)
+    channels = {}
+    for channel in ranking(account, policy):
+        money = channel_cost(account, channel, policy)
+        price = policy.send_price * sends(account, channel) + (money / value if money else 0.0)
+        channels[channel] = schedule.Channel(
+            read_rate(account, channel), schedule.timing(timing(account, channel), deadline),
+            price)
+    start = message.created_at
+    sent = [(c, message.sent_at.get(c, start) - start) for c in message.sent]
+    step = schedule.next_step(channels, sent, now - start, deadline,
+                              deadline * policy.read_window, must)
+    return replace(step, at=round(start + step.at, 3))
 
 
 def channel_cost(account: Account, channel: str, policy: ChannelPolicy) -> float:
@@ -348,7 +346,11 @@ def record_read(account: Account, message: Message, channel: str,
             decayed[c] = round(decayed[c] * policy.decay, 6)
         decayed[channel] = decayed.get(channel, 0.0) + policy.k2
     message.reads.append(channel)
-    esc.count(account.counts, channel, 1.0, 0.0)
+    entry = next((p for p in account.pending if p[0] == message.message_id and p[1] == channel),
+                 None)
+    if entry is not None:  # its send counts now, with its read
+        account.pending.remove(entry)
+    esc.count(account.counts, channel, 1.0, 1.0 if entry is not None else 0.0)
     account.missed.pop(channel, None)
     if now is not None and policy.strategy == "adaptive" and channel in message.sent_at:
         esc.remember_delay(account.delays.setdefault(channel, []),

@@ -21,16 +21,17 @@ from streams.domain.channels import (
     Message,
     climbs,
     escalation_target,
-    escalation_worth,
     is_due,
+    next_send,
     note_send,
     plan_push,
     rank,
-    read_wait,
     record_read,
     send_id,
+    settle,
 )
 from streams.domain.deadlines import Due
+from streams.domain.escalation import ALWAYS, EXPLORE_AFTER
 from streams.domain.priors import PriorBook
 from streams.domain.probing import (
     ProbeBudget,
@@ -200,9 +201,14 @@ def _plan(tables: Tables, ctx: Context, fx: Effects, account: Account, message: 
         changed = True
     if changed:
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
-    if plan.deadline_at is not None and plan.deadline_at <= round(now, 3):  # no use waiting
+    if plan.deadline_at is None:
+        return
+    if ctx.config.policy.strategy == "adaptive" and escalation_target(
+            account, message, ctx.config.policy):
+        _follow_plan(tables, ctx, fx, message, account, now, miss=False)
+    elif plan.deadline_at <= round(now, 3):  # no use waiting
         _escalate(tables, ctx, fx, message, account, plan.deadline_at, miss=False)
-    elif plan.deadline_at is not None:
+    else:
         fx.dues.append(_due(message, "READ", plan.deadline_at))
 
 
@@ -210,7 +216,10 @@ def _send(tables: Tables, ctx: Context, fx: Effects, message: Message, account: 
           channel: str, reason: str, attempt: int) -> None:
     """Emit the account-level ChannelSend; an APP send also goes to each device (Method B)."""
     fx.counts["send_" + reason] += 1
-    note_send(account, message, channel, ctx.now, ctx.config.policy.strategy == "adaptive")
+    policy = ctx.config.policy
+    note_send(account, message, channel, ctx.now,
+              message.created_at + policy.read_window * policy.read_deadlines[message.importance]
+              if policy.strategy == "adaptive" else None)
     _learn_kind(tables, ctx, message, account, channel, 0.0, 1.0)
     fx.outputs.append(records.channel_send(
         send_id(message.account_id, message.message_id, channel, None, attempt),
@@ -486,38 +495,70 @@ def _read_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
 def _escalate(tables: Tables, ctx: Context, fx: Effects, message: Message, account: Account,
               due_at: float, miss: bool = True) -> None:
     """Escalate a message whose read deadline (due_at) passed (a `miss` of its channel), or
-    whose wait there is nothing (the account's reads there come after the deadline anyway): a
-    ladder step that would wait nothing is decided at once, without counting a miss."""
+    whose wait there is nothing: to the next channel, once or (a ladder) with a read deadline
+    of its own while channels remain; adaptive follows its plan for an account that reads."""
     policy = ctx.config.policy
-    target = first = escalation_target(account, message, policy)
-    why = "read deadline passed; no channel left"
-    if first and policy.strategy == "adaptive":
-        target, worth = escalation_worth(account, message, ctx.now, policy, miss)  # counts it
-        if target != first:
-            fx.counts["escalation_not_worth"] += 1
-            why = worth.why(first, message.importance)
-    from_channel = message.sent[-1]
+    target = escalation_target(account, message, policy)
+    if target and policy.strategy == "adaptive":
+        _follow_plan(tables, ctx, fx, message, account, due_at, miss)
+        return
     message.deadline_at = None
-    fx.outputs.append(records.escalation(message.message_id, message.account_id, from_channel,
-                                         target, due_at, ctx.now))
-    at_once = False
+    fx.outputs.append(records.escalation(message.message_id, message.account_id,
+                                         message.sent[-1], target, due_at, ctx.now))
     if target:
         message.sent.append(target)
         _send(tables, ctx, fx, message, account, target, "ESCALATION", len(message.sent) - 1)
         if climbs(policy) and escalation_target(account, message, policy):
-            wait = read_wait(account, target, message.importance, policy)
-            message.deadline_at = round(ctx.now + wait, 3)
-            at_once = wait <= 0
-            if not at_once:
-                fx.dues.append(_due(message, "READ", message.deadline_at))
+            message.deadline_at = round(ctx.now + policy.read_deadlines[message.importance], 3)
+            fx.dues.append(_due(message, "READ", message.deadline_at))
     else:
         fx.outputs.append(records.delivery_result(
-            message.message_id, message.account_id, "EXHAUSTED", why, ctx.now))
-    if first:  # adaptive counted a miss (and noted the send); the others as they always did
-        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
+            message.message_id, message.account_id, "EXHAUSTED",
+            "read deadline passed; no channel left", ctx.now))
     message.escalated = message.deadline_at is None
-    if at_once:
-        _escalate(tables, ctx, fx, message, account, ctx.now, miss=False)
+
+
+def _follow_plan(tables: Tables, ctx: Context, fx: Effects, message: Message, account: Account,
+                 due_at: float, miss: bool) -> None:
+    """adaptive: send what the message's plan sends now (and plan again), or wait for its next
+    send, or (no channel worth a send once the read deadline after the last send passed) give
+    up. A deadline passed on the primary alone is a `miss` of it: after EXPLORE_AFTER in a row
+    the next channel goes out whatever it costs (the account may have moved)."""
+    policy = ctx.config.policy
+    primary = message.sent[0]
+    if miss and len(message.sent) == 1:
+        account.missed[primary] = account.missed.get(primary, 0) + 1
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
+    must = (message.importance in ALWAYS
+            or account.missed.get(primary, 0) >= EXPLORE_AFTER)
+    step = next_send(account, message, ctx.now, policy, must)
+    message.deadline_at = None
+    if step.channel is not None and step.at <= round(ctx.now, 3):
+        fx.outputs.append(records.escalation(message.message_id, message.account_id,
+                                             message.sent[-1], step.channel, due_at, ctx.now))
+        message.sent.append(step.channel)
+        _send(tables, ctx, fx, message, account, step.channel, "ESCALATION",
+              len(message.sent) - 1)
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
+        if escalation_target(account, message, policy):
+            _follow_plan(tables, ctx, fx, message, account, ctx.now, miss=False)
+        message.escalated = message.deadline_at is None
+        return
+    give_up = round(max(message.sent_at.values())
+                    + policy.read_deadlines[message.importance], 3)
+    if step.channel is not None or give_up > round(ctx.now, 3):
+        message.deadline_at = step.at if step.channel is not None else give_up
+        fx.dues.append(_due(message, "READ", message.deadline_at))
+    else:
+        fx.counts["escalation_not_worth"] += 1
+        fx.outputs.append(records.escalation(message.message_id, message.account_id,
+                                             message.sent[-1], None, due_at, ctx.now))
+        fx.outputs.append(records.delivery_result(
+            message.message_id, message.account_id, "EXHAUSTED",
+            f"read deadline passed; {step.best or 'no channel'} not worth a send for a "
+            f"{message.importance} push (reads it adds less their price {step.gain:.3g})",
+            ctx.now))
+    message.escalated = message.deadline_at is None
 
 
 def _grace_due(tables: Tables, ctx: Context, fx: Effects, message: Message,
@@ -735,6 +776,8 @@ def _account(tables: Tables, account_id: str, ctx: Context) -> Account:
     raw = tables.get(ACCOUNTS, account_key(account_id))
     account = Account.from_dict(raw) if raw is not None else Account(account_id)
     policy = ctx.config.policy
+    if policy.strategy == "adaptive":
+        settle(account, ctx.now)
     kind = kinds.kind_of(account, policy) if policy.strategy == "adaptive" else None
     if kind is not None:  # (an account that never read has no kind: no lookup)
         stats = tables.get(KINDS, kinds_key(ctx.partition)) or {}

@@ -715,7 +715,8 @@ def full_account() -> Account:
                    feedback_count={"APP": 3, "WECHAT": 5}, first_feedback={"WECHAT": 2},
                    primary="SMS", secondary="WECHAT", devices=["d1", "d2"],
                    addresses=["WECHAT", "SMS"], delays={"WECHAT": [0.5, 1.25]},
-                   counts={"WECHAT": [3.0, 4.0]}, missed={"SMS": 1})
+                   counts={"WECHAT": [3.0, 4.0]}, missed={"SMS": 1},
+                   pending=[["m-1", "SMS", 12.5]])
 
 
 def test_account_round_trip_through_json() -> None:
@@ -723,7 +724,7 @@ def test_account_round_trip_through_json() -> None:
     data = acc.to_dict()
     assert set(data) == {"account_id", "pushes", "lifecycle", "feedback_count", "first_feedback",
                          "primary", "secondary", "devices", "addresses", "waiting", "recent",
-                         "decayed", "delays", "counts", "missed"}
+                         "decayed", "delays", "counts", "missed", "pending"}
     back = Account.from_dict(json.loads(json.dumps(data)))
     assert back == acc
     assert back.enabled() == acc.enabled()

@@ -1,0 +1,113 @@
+"""adaptive's schedule, pure: when to send each of an unread message's next channels, chosen
+as the oracle of `pushcascade bound` chooses them, from what the account has shown.
+
+Each channel is seen as its read rate (P(a send there is read)), the timing of its reads (the
+share of them that come within s of the send) and its price (the reads a send there must add:
+the send price per send, and its money cost at the message's importance in reads). A schedule
+(channels at times after the request, each sent only if no read came before it) is worth its
+reach within the read window less the price of the sends it is expected to make. From the
+sends already made, the next channels are added one at a time, each at the time of the best
+worth (at once or a share of the read deadline after the previous send, never later), while
+one adds worth; the first of them is the message's next send. The plan is made again at that
+time (what the account read meanwhile counts), so only its next step is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+#: When a next channel may go out: these shares of the read deadline after the previous send.
+GAPS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Read delays spread over [delay / SPREAD, delay x SPREAD]: a sketch of a few delays is a
+#: sample, not the account's exact habit.
+SPREAD = 1.25
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel as a plan sees it for one account."""
+
+    rate: float  # P(a send there is read, whenever)
+    within: Callable[[float], float]  # P(a read there comes within s of the send | it comes)
+    price: float  # the reads a send there must add
+
+
+@dataclass(frozen=True)
+class Step:
+    """A plan's next send and the worth it adds; with no channel worth a send, the best one
+    passed over (`best`) and its worth (below nothing)."""
+
+    channel: str | None
+    at: float
+    gain: float = 0.0
+    best: str | None = None
+
+
+def timing(delays: Sequence[float], deadline: float) -> Callable[[float], float]:
+    """P(a read comes within s of its send) from an account's read delays there, each spread
+    over [d / SPREAD, d x SPREAD]; with none known, spread evenly over the read deadline (a
+    read comes within it, as Method A assumes)."""
+    if not delays:
+        return lambda s: min(1.0, max(0.0, s / deadline))
+    spans = [(d / SPREAD, d * SPREAD - d / SPREAD) for d in delays]
+    n = len(spans)
+
+    def within(s: float) -> float:
+        total = 0.0
+        for low, width in spans:
+            if s >= low + width:
+                total += 1.0
+            elif s > low:
+                total += (s - low) / width
+        return total / n
+    return within
+
+
+def worth(schedule: Sequence[tuple[str, float]], channels: Mapping[str, Channel],
+          window: float) -> float:
+    """A schedule's reach within `window` less the price of its expected sends (a send goes out
+    only if no read came before it)."""
+    price, missed = 0.0, 1.0
+    for i, (name, at) in enumerate(schedule):
+        unread = 1.0
+        for earlier, sent in schedule[:i]:
+            c = channels[earlier]
+            unread *= 1.0 - c.rate * c.within(at - sent)
+        price += unread * channels[name].price
+        c = channels[name]
+        missed *= 1.0 - c.rate * c.within(window - at)
+    return 1.0 - missed - price
+
+
+def next_step(channels: Mapping[str, Channel], sent: Sequence[tuple[str, float]], now: float,
+              deadline: float, window: float, must: bool = False) -> Step:
+    """The next send of a message sent on `sent` (channel, time) and unread at `now` (times in
+    seconds after its request): the first channel the greedy plan adds (`channels` in the
+    order ties go), or None when none adds worth; with `must`, one is added whatever it costs
+    (an URGENT push, an account that may have moved)."""
+    schedule = list(sent)
+    current = worth(schedule, channels, window)
+    first: Step | None = None
+    left = [c for c in channels if all(c != s for s, _ in schedule)]
+    while left:
+        last = schedule[-1][1] if schedule else now
+        times = sorted({max(now, last + g * deadline) for g in GAPS})
+        best: tuple[float, str, float] | None = None
+        for name in left:
+            for at in times:
+                w = worth([*schedule, (name, at)], channels, window)
+                if best is None or w > best[0]:
+                    best = (w, name, at)
+        assert best is not None
+        value, name, at = best
+        if value <= current and not (must and first is None):
+            if first is None:
+                return Step(None, now, value - current, name)
+            break
+        if first is None:
+            first = Step(name, at, value - current)
+        schedule.append((name, at))
+        left.remove(name)
+        current = value
+    return first or Step(None, now)  # nothing left to send
