@@ -24,6 +24,8 @@ STRATEGIES = ("blast", "fixed-fallback", "seed", "adaptive")
 #: adaptive: first reads on one channel (and none elsewhere) that establish an account early:
 #: one (its later reads and misses keep teaching it; a second fan-out costs a whole ladder).
 AGREEING_READS = 1
+#: adaptive: sends an account keeps waiting for their outcome (beyond, the oldest counts unread).
+PENDING = 32
 _SEND_NS = uuid.UUID("6f1c5a3e-8a51-4b7e-9a0e-3c2d1b0a9f87")
 
 
@@ -276,6 +278,10 @@ def note_send(account: Account, message: Message, channel: str, now: float,
     reader's rates look low)."""
     message.sent_at.setdefault(channel, round(now, 3))
     if settles_at is not None:
+        if len(account.pending) >= PENDING:  # the oldest counts unread now: state stays bounded
+            oldest = min(account.pending, key=lambda p: p[2])
+            account.pending.remove(oldest)
+            esc.count(account.counts, oldest[1], 0.0, 1.0)
         account.pending.append([message.message_id, channel, round(settles_at, 3)])
 
 

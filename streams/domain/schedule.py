@@ -70,13 +70,8 @@ def worth(schedule: Sequence[tuple[str, float]], channels: Mapping[str, Channel]
     only if no read came before it)."""
     price, missed = 0.0, 1.0
     for i, (name, at) in enumerate(schedule):
-        unread = 1.0
-        for earlier, sent in schedule[:i]:
-            c = channels[earlier]
-            unread *= 1.0 - c.rate * c.within(at - sent)
-        price += unread * channels[name].price
-        c = channels[name]
-        missed *= 1.0 - c.rate * c.within(window - at)
+        price += _unread(schedule[:i], channels, at) * channels[name].price
+        missed *= 1.0 - channels[name].rate * channels[name].within(window - at)
     return 1.0 - missed - price
 
 
@@ -87,27 +82,43 @@ def next_step(channels: Mapping[str, Channel], sent: Sequence[tuple[str, float]]
     order ties go), or None when none adds worth; with `must`, one is added whatever it costs
     (an URGENT push, an account that may have moved)."""
     schedule = list(sent)
-    current = worth(schedule, channels, window)
+    price, missed = 0.0, 1.0  # of the schedule so far: worth = 1 - missed - price
+    for i, (name, at) in enumerate(schedule):
+        price += _unread(schedule[:i], channels, at) * channels[name].price
+        missed *= 1.0 - channels[name].rate * channels[name].within(window - at)
     first: Step | None = None
     left = [c for c in channels if all(c != s for s, _ in schedule)]
     while left:
         last = schedule[-1][1] if schedule else now
-        times = sorted({max(now, last + g * deadline) for g in GAPS})
+        unread = {at: _unread(schedule, channels, at)
+                  for at in sorted({max(now, last + g * deadline) for g in GAPS})}
         best: tuple[float, str, float] | None = None
         for name in left:
-            for at in times:
-                w = worth([*schedule, (name, at)], channels, window)
-                if best is None or w > best[0]:
-                    best = (w, name, at)
+            c = channels[name]
+            for at, still in unread.items():  # what adding `name` at `at` adds to the worth
+                gain = missed * c.rate * c.within(window - at) - still * c.price
+                if best is None or gain > best[0]:
+                    best = (gain, name, at)
         assert best is not None
-        value, name, at = best
-        if value <= current and not (must and first is None):
+        gain, name, at = best
+        if gain <= 0 and not (must and first is None):
             if first is None:
-                return Step(None, now, value - current, name)
+                return Step(None, now, gain, name)
             break
         if first is None:
-            first = Step(name, at, value - current)
+            first = Step(name, at, gain)
+        price += unread[at] * channels[name].price
+        missed *= 1.0 - channels[name].rate * channels[name].within(window - at)
         schedule.append((name, at))
         left.remove(name)
-        current = value
     return first or Step(None, now)  # nothing left to send
+
+
+def _unread(schedule: Sequence[tuple[str, float]], channels: Mapping[str, Channel],
+            at: float) -> float:
+    """P(no read of the schedule's sends has come by `at`)."""
+    unread = 1.0
+    for name, sent in schedule:
+        c = channels[name]
+        unread *= 1.0 - c.rate * c.within(at - sent)
+    return unread

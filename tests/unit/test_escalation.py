@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from streams.domain import escalation as esc
 from streams.domain.channels import (
     ESTABLISHED,
+    PENDING,
     Account,
     ChannelPolicy,
     Message,
@@ -124,9 +125,13 @@ def test_a_send_counts_once_its_outcome_is_known() -> None:
     assert acc.counts == {"SMS": [1.0, 2.0], "WECHAT": [0.0, 1.0]} and acc.pending == []
     record_read(acc, m, "WECHAT", ChannelPolicy(strategy="adaptive"), now=12.0)
     assert acc.counts["WECHAT"] == [1.0, 1.0]  # read after its window: the read alone
+    for i in range(PENDING + 2):  # many sends in one window: the oldest count unread early
+        note_send(acc, Message(f"n{i}", "a1", "NORMAL", 0), "SMS", 20.0, settles_at=100.0 + i)
+    assert len(acc.pending) == PENDING and acc.pending[0][0] == "n2"
+    assert acc.counts["SMS"] == [1.0, 4.0]
     seed = Message("m2", "a1", "NORMAL", 0, sent=["SMS"])
     note_send(acc, seed, "SMS", 20.0)  # not learning (the other strategies)
-    assert acc.pending == [] and seed.sent_at == {"SMS": 20.0}
+    assert len(acc.pending) == PENDING and seed.sent_at == {"SMS": 20.0}
 
 
 def test_a_fast_readers_silence_escalates_after_its_own_reads_a_slow_readers_at_once() -> None:

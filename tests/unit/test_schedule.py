@@ -141,6 +141,9 @@ def test_the_next_send_is_a_channel_left_at_a_time_it_may_go(habits, sent, now, 
         assert not (must and left)
         return
     assert step.channel in left
+    assert step.gain == pytest.approx(  # what it adds to the schedule's worth
+        sch.worth([*done, (step.channel, step.at)], channels, WINDOW)
+        - sch.worth(done, channels, WINDOW), abs=1e-9)
     last = done[-1][1] if done else now
     assert now <= step.at <= max(now, last + DEADLINE) + 1e-9
     if channels[step.channel].rate == 0:
