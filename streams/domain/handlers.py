@@ -522,30 +522,32 @@ def _follow_plan(tables: Tables, ctx: Context, fx: Effects, message: Message, ac
                  due_at: float, miss: bool) -> None:
     """adaptive: send what the message's plan sends now (and plan again), or wait for its next
     send, or (no channel worth a send once the read deadline after the last send passed) give
-    up. A deadline passed on the primary alone is a `miss` of it: after EXPLORE_AFTER in a row
-    the next channel goes out whatever it costs (the account may have moved)."""
+    up. A wait on the primary alone that ends unread is a `miss` of it (once a message, not at
+    each postponement): after EXPLORE_AFTER in a row the next channel goes out whatever it
+    costs (the account may have moved)."""
     policy = ctx.config.policy
     primary = message.sent[0]
-    if miss and len(message.sent) == 1:
-        account.missed[primary] = account.missed.get(primary, 0) + 1
-        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
-    must = (message.importance in ALWAYS
-            or account.missed.get(primary, 0) >= EXPLORE_AFTER)
+    waited = miss and len(message.sent) == 1  # on the primary alone
+    missed = account.missed.get(primary, 0) + waited
+    must = message.importance in ALWAYS or missed >= EXPLORE_AFTER
     step = next_send(account, message, ctx.now, policy, must)
+    give_up = round(max(message.sent_at.values())
+                    + policy.read_deadlines[message.importance], 3)
+    sending = step.channel if step.at <= round(ctx.now, 3) else None
+    if waited and (sending or (step.channel is None and give_up <= round(ctx.now, 3))):
+        account.missed[primary] = missed  # once a message, when its wait ends (not postponed)
+        tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
     message.deadline_at = None
-    if step.channel is not None and step.at <= round(ctx.now, 3):
+    if sending:
         fx.outputs.append(records.escalation(message.message_id, message.account_id,
-                                             message.sent[-1], step.channel, due_at, ctx.now))
-        message.sent.append(step.channel)
-        _send(tables, ctx, fx, message, account, step.channel, "ESCALATION",
-              len(message.sent) - 1)
+                                             message.sent[-1], sending, due_at, ctx.now))
+        message.sent.append(sending)
+        _send(tables, ctx, fx, message, account, sending, "ESCALATION", len(message.sent) - 1)
         tables.put(ACCOUNTS, account_key(account.account_id), account.to_dict())
         if escalation_target(account, message, policy):
             _follow_plan(tables, ctx, fx, message, account, ctx.now, miss=False)
         message.escalated = message.deadline_at is None
         return
-    give_up = round(max(message.sent_at.values())
-                    + policy.read_deadlines[message.importance], 3)
     if step.channel is not None or give_up > round(ctx.now, 3):
         message.deadline_at = step.at if step.channel is not None else give_up
         fx.dues.append(_due(message, "READ", message.deadline_at))

@@ -1129,6 +1129,25 @@ def test_adaptive_waits_a_fast_readers_own_time_then_escalates() -> None:
     assert seed.due("READ", "a1", "m1").due_at == seed.now + DEADLINES["HIGH"]
 
 
+def test_a_postponed_step_counts_one_miss_of_the_primary() -> None:
+    """The plan waits 1,000 s for a reader at 500 s; meanwhile a read at 900 s comes in, so at
+    1,000 s its next send moves to 1,500 s: one message's silence is one miss, not one per
+    postponement (two would already try every channel whatever it costs)."""
+    p = wechat_reader("adaptive", 500.0)
+    p.request("a1", "m1", importance="HIGH")
+    due = p.due("READ", "a1", "m1")
+    assert due.due_at == p.now + 1000
+    p.request("a1", "o1", importance="HIGH")
+    p.advance(900)
+    p.read("a1", "o1", "WECHAT")
+    fx = p.fire(due)
+    assert escalations(fx) == [] and p.account("a1")["missed"] == {}
+    [later] = [d for d in fx.dues if d.kind == "READ"]
+    assert later.due_at == due.due_at + 500
+    assert [e["to_channel"] for e in escalations(p.fire(later))] == ["SMS"]
+    assert p.account("a1")["missed"] == {"WECHAT": 1}
+
+
 def test_adaptive_gives_up_on_a_late_reader_at_the_deadline_when_no_channel_is_worth_it() -> None:
     """A reader whose reads come after the deadline: waiting would not save a send, so what
     goes goes with the push. A NORMAL push does not pay for an SMS while the WeChat read is
