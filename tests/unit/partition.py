@@ -43,11 +43,13 @@ def config(*, new_account_pushes: int = 2, k1: float = 1.0, k2: float = 2.0,
            probe: ProbeConfig | None = None, receipt_deadline: float = 30.0,
            reach_grace: float = 20.0, retention: float = 5000.0,
            strategy: str = "seed", read_value: Mapping[str, float] = THRIFTY,
-           send_price: float = esc.DEFAULT_SEND_PRICE) -> h.RouterConfig:
+           send_price: float = esc.DEFAULT_SEND_PRICE,
+           read_window: float = esc.DEFAULT_READ_WINDOW) -> h.RouterConfig:
     """A RouterConfig with short, distinct durations (every read deadline differs)."""
     policy = ChannelPolicy(new_account_pushes=new_account_pushes, k1=k1, k2=k2, order=order,
                            read_deadlines=dict(DEADLINES), strategy=strategy,
-                           read_value=dict(read_value), send_price=send_price)
+                           read_value=dict(read_value), send_price=send_price,
+                           read_window=read_window)
     return h.RouterConfig(policy, probe or ProbeConfig(), receipt_deadline=receipt_deadline,
                           reach_grace=reach_grace, retention=retention)
 

@@ -135,12 +135,15 @@ def test_a_send_counts_once_its_outcome_is_known() -> None:
 
 
 def test_a_fast_readers_silence_escalates_after_its_own_reads_a_slow_readers_at_once() -> None:
-    """A WeChat reader who reads at 100 s of a 600 s HIGH deadline: SMS goes out once its own
-    reads have come (150 s, with the spread), not at the deadline as seed's; one who reads at
-    900 s gets SMS at once (waiting tells nothing); one who never read SMS does not get it."""
+    """A WeChat reader who reads at 100 s of a 600 s HIGH deadline, a HIGH push to be read
+    within 720 s: SMS waits while the WeChat read may still come and an SMS would still be
+    read in time (not at once, not at the deadline); with a window of three deadlines it waits
+    the deadline (waiting costs no read). One who reads at 900 s gets SMS at once (waiting
+    tells nothing); one who never read SMS does not get it."""
     deadlines = {"LOW": 86400.0, "NORMAL": 3600.0, "HIGH": 600.0, "URGENT": 60.0}
-    policy = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines, read_value=THRIFTY)
-    for delay, at in ((100.0, 1150.0), (900.0, 1000.0)):
+    for window, delay, at in ((1.2, 100.0, 1300.0), (3.0, 100.0, 1600.0), (3.0, 900.0, 1000.0)):
+        policy = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines,
+                               read_value=THRIFTY, read_window=window)
         acc = reader(delay)
         esc.count(acc.counts, "SMS", 9, 10)
         m = Message("now", "a1", "HIGH", 0, sent=["WECHAT"], created_at=1000.0)
@@ -150,6 +153,7 @@ def test_a_fast_readers_silence_escalates_after_its_own_reads_a_slow_readers_at_
         assert next_send(acc, m, at, policy).channel == "SMS"  # at its time: now
     seed = ChannelPolicy(strategy="seed", read_deadlines=deadlines)
     assert plan_push(reader(100.0), "HIGH", 1000.0, seed).deadline_at == 1600.0
+    policy = ChannelPolicy(strategy="adaptive", read_deadlines=deadlines, read_value=THRIFTY)
     never = reader(100.0)
     esc.count(never.counts, "SMS", 0, 10)
     m = Message("now", "a1", "HIGH", 0, sent=["WECHAT"], created_at=1000.0)

@@ -1112,28 +1112,35 @@ def wechat_reader(strategy: str, delay: float, **kw: Any) -> Partition:
 
 
 def test_adaptive_waits_a_fast_readers_own_time_then_escalates() -> None:
-    """Its reads come 500 s after the send: SMS is planned once they would all have come
-    (1,000 s: half the HIGH deadline, the first time of its plan past 625 s), not at the
-    deadline of 2,000 s as seed's."""
-    p = wechat_reader("adaptive", 500.0)
+    """Its reads come 500 s after the send; a HIGH push must be read within 3,000 s (a read
+    window of 1.5 deadlines): SMS is planned at 1,500 s (waiting longer for a WeChat read that
+    may still come would leave an SMS read too little time), not at the deadline of 2,000 s
+    as seed's; with the default window of three deadlines, waiting costs no read and SMS waits
+    the deadline."""
+    p = wechat_reader("adaptive", 500.0, read_window=1.5, send_price=0.05)
     assert p.account("a1")["delays"] == {"WECHAT": [500.0] * 4}
     p.request("a1", "m1", importance="HIGH")
     due = p.due("READ", "a1", "m1")
-    assert due.due_at == round(p.now + 1000, 3)
-    p.advance(1000)
+    assert due.due_at == round(p.now + 1500, 3)
+    p.advance(1500)
     fx = p.fire(due)
     assert [e["to_channel"] for e in escalations(fx)] == ["SMS"]
     assert p.account("a1")["missed"] == {"WECHAT": 1}  # it waited on the primary in vain
+    long = wechat_reader("adaptive", 500.0)
+    long.request("a1", "m1", importance="HIGH")
+    assert long.due("READ", "a1", "m1").due_at == long.now + DEADLINES["HIGH"]
     seed = wechat_reader("seed", 500.0)
     seed.request("a1", "m1", importance="HIGH")
     assert seed.due("READ", "a1", "m1").due_at == seed.now + DEADLINES["HIGH"]
 
 
 def test_a_postponed_step_counts_one_miss_of_the_primary() -> None:
-    """The plan waits 1,000 s for a reader at 500 s; meanwhile a read at 900 s comes in, so at
-    1,000 s its next send moves to 1,500 s: one message's silence is one miss, not one per
-    postponement (two would already try every channel whatever it costs)."""
-    p = wechat_reader("adaptive", 500.0)
+    """The plan waits 1,000 s for a reader at 500 s (a read window of 1.25 deadlines);
+    meanwhile another message is read 900 s after its send, so at 1,000 s its next send moves
+    later: one
+    message's silence is one miss, not one per postponement (two would already try every
+    channel whatever it costs)."""
+    p = wechat_reader("adaptive", 500.0, read_window=1.25, send_price=0.05)
     p.request("a1", "m1", importance="HIGH")
     due = p.due("READ", "a1", "m1")
     assert due.due_at == p.now + 1000
@@ -1143,7 +1150,7 @@ def test_a_postponed_step_counts_one_miss_of_the_primary() -> None:
     fx = p.fire(due)
     assert escalations(fx) == [] and p.account("a1")["missed"] == {}
     [later] = [d for d in fx.dues if d.kind == "READ"]
-    assert later.due_at == due.due_at + 500
+    assert later.due_at > due.due_at
     assert [e["to_channel"] for e in escalations(p.fire(later))] == ["SMS"]
     assert p.account("a1")["missed"] == {"WECHAT": 1}
 

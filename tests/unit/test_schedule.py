@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,11 +41,15 @@ def message_level(read: float, phones: int, within, price: float) -> sch.Channel
                        price * phones)
 
 
-def test_timing_spreads_each_delay_and_falls_back_on_the_deadline() -> None:
-    within = sch.timing([4.0], DEADLINE)
-    assert within(4.0 / sch.SPREAD) == 0.0 and within(4.0 * sch.SPREAD) == 1.0
-    assert 0.0 < within(4.0) < 1.0
-    assert sch.timing([1.0, 8.0], DEADLINE)(2.0) == 0.5
+def test_timing_is_log_normal_about_the_delays_median_and_falls_back_on_the_deadline() -> None:
+    one = sch.timing([4.0], DEADLINE)  # one delay: its spread is the prior's
+    assert one(4.0) == pytest.approx(0.5)
+    assert one(4.0 * math.exp(sch.SPREAD)) == pytest.approx(NormalDist().cdf(1.0))
+    assert sch.timing([1.0, 4.0], DEADLINE)(2.0) == pytest.approx(0.5)  # the median of logs
+    close = [0.5, 0.55, 0.6, 0.5, 0.55, 0.6, 0.5, 0.55]  # eight delays that happen to lie close
+    within = sch.timing(close, DEADLINE)
+    assert within(max(close) * 1.25) < 0.99 and within(2 * max(close)) < 0.999  # still a tail
+    assert within(0.0) == 0.0 and within(10 * max(close)) > 0.9999
     unknown = sch.timing([], DEADLINE)  # read within the deadline, evenly
     assert (unknown(0.0), unknown(1.5), unknown(6.0)) == (0.0, 0.5, 1.0)
 
@@ -96,8 +103,11 @@ def test_with_an_accounts_habits_known_the_plan_is_as_good_as_the_oracles(popula
 def test_the_next_send_waits_for_a_fast_readers_reads_and_not_for_a_slow_ones() -> None:
     fast = {"WECHAT": channel(0.9, [0.5, 0.6, 1.0], 0.05), "SMS": channel(0.5, [1.0], 0.07)}
     step = sch.next_step(fast, [("WECHAT", 0.0)], 0.0, DEADLINE, WINDOW)
-    assert (step.channel, step.at) == ("SMS", 0.5 * DEADLINE)  # its reads came by 1.25 s
-    assert step.gain == pytest.approx(0.1 * 0.5 - 0.1 * 0.07)  # unread 1 in 10: half read SMS
+    assert (step.channel, step.at) == ("SMS", DEADLINE)  # an SMS then is still read in time
+    added = sch.worth([("WECHAT", 0.0), ("SMS", DEADLINE)], fast, WINDOW)
+    assert step.gain == pytest.approx(added - sch.worth([("WECHAT", 0.0)], fast, WINDOW))
+    short = sch.next_step(fast, [("WECHAT", 0.0)], 0.0, DEADLINE, 1.2 * DEADLINE)
+    assert 0.0 < short.at < DEADLINE  # a short window: the SMS goes before the deadline
     slow = {"WECHAT": channel(0.9, [8.0, 8.5], 0.05), "SMS": channel(0.5, [8.0], 0.07)}
     assert sch.next_step(slow, [("WECHAT", 0.0)], 0.0, DEADLINE, WINDOW).at == 0.0
     # a send stamped a moment before now (the clocks' rounding) still leaves `now` to choose
