@@ -24,7 +24,7 @@ GAPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: as a rule reads one in ten after 1.8 s). A sketch of a few delays gives the median; their
 #: spread (the sd of their logarithms) is shrunk towards SPREAD, worth PRIOR_DELAYS delays, so
 #: that eight delays that happen to lie close do not promise that no read comes later.
-SPREAD = 0.8
+SPREAD = 0.5
 PRIOR_DELAYS = 2.0
 #: Delays (s) are taken as at least this: a read stamped at its send has no logarithm.
 SHORTEST = 0.01

@@ -48,7 +48,7 @@ def test_timing_is_log_normal_about_the_delays_median_and_falls_back_on_the_dead
     assert sch.timing([1.0, 4.0], DEADLINE)(2.0) == pytest.approx(0.5)  # the median of logs
     close = [0.5, 0.55, 0.6, 0.5, 0.55, 0.6, 0.5, 0.55]  # eight delays that happen to lie close
     within = sch.timing(close, DEADLINE)
-    assert within(max(close) * 1.25) < 0.99 and within(2 * max(close)) < 0.999  # still a tail
+    assert within(max(close) * 1.25) < 0.95 and within(2 * max(close)) < 1.0  # still a tail
     assert within(0.0) == 0.0 and within(10 * max(close)) > 0.9999
     unknown = sch.timing([], DEADLINE)  # read within the deadline, evenly
     assert (unknown(0.0), unknown(1.5), unknown(6.0)) == (0.0, 0.5, 1.0)
